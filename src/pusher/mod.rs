@@ -21,7 +21,7 @@ pub use socket_id::SocketId;
 
 /// Shortens and escapes client input for error messages, so a hostile value can
 /// neither flood a log line nor inject control characters into it.
-pub(crate) fn quote(input: &str) -> String {
+pub fn quote(input: &str) -> String {
     const MAX: usize = 64;
     let mut s: String = input.chars().take(MAX).collect();
     if input.chars().count() > MAX {

@@ -1,0 +1,702 @@
+//! Typed settings: a TOML file, overridden by `DUAL_AUTH__SECTION__KEY`
+//! environment variables, with `*_file` alternatives for every secret.
+//! Everything is validated at load; errors name the offending key.
+
+use crate::pusher::{AppCredentials, AppKey, MasterKey};
+use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+pub const ENV_PREFIX: &str = "DUAL_AUTH";
+
+/// A configuration problem, naming the key (e.g. `apps.new.secret`).
+#[derive(Debug, thiserror::Error)]
+#[error("config key `{key}`: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { key: key.into(), message: message.into() }
+    }
+}
+
+// ---- raw, as deserialized ------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    #[serde(default)]
+    server: RawServer,
+    session_check: Option<RawSessionCheck>,
+    #[serde(default)]
+    apps: BTreeMap<String, RawApp>,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    listen: String,
+    #[serde(deserialize_with = "list_or_csv")]
+    allowed_origins: Vec<String>,
+    #[serde(deserialize_with = "list_or_csv")]
+    trusted_proxies: Vec<String>,
+    max_body_bytes: usize,
+    max_batch_channels: usize,
+    workers: Option<usize>,
+    shutdown_timeout_secs: u64,
+    body_timeout_ms: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            allowed_origins: vec![],
+            trusted_proxies: vec![],
+            max_body_bytes: 8 * 1024,
+            max_batch_channels: 100,
+            workers: None,
+            shutdown_timeout_secs: 20,
+            body_timeout_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSessionCheck {
+    url: Option<String>,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+    #[serde(default = "default_connect_timeout_ms")]
+    connect_timeout_ms: u64,
+    #[serde(default = "default_max_response_bytes")]
+    max_response_bytes: usize,
+    #[serde(default, deserialize_with = "list_or_csv")]
+    forward_headers: Vec<String>,
+}
+fn default_timeout_ms() -> u64 {
+    2_000
+}
+fn default_connect_timeout_ms() -> u64 {
+    1_000
+}
+fn default_max_response_bytes() -> usize {
+    16 * 1024
+}
+
+/// A TOML array, or (from the environment) one comma-separated string.
+fn list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCsv {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match ListOrCsv::deserialize(d)? {
+        ListOrCsv::List(v) => v,
+        ListOrCsv::Csv(s) => {
+            s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+        }
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    app_id: Option<String>,
+    key: Option<String>,
+    secret: Option<SecretString>,
+    secret_file: Option<PathBuf>,
+    cluster: Option<String>,
+    encryption_master_key_base64: Option<SecretString>,
+    encryption_master_key_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    format: LogFormat,
+    level: Option<String>,
+}
+
+// ---- validated ------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Pretty on a terminal, JSON otherwise.
+    #[default]
+    Auto,
+    Pretty,
+    Json,
+}
+
+#[derive(Debug)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub session_check: SessionCheckSettings,
+    pub apps: BTreeMap<String, AppSettings>,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    /// Exact origins (`scheme://host[:port]`, lowercase) allowed cross-origin.
+    pub allowed_origins: Vec<String>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    pub max_body_bytes: usize,
+    pub max_batch_channels: usize,
+    pub workers: Option<usize>,
+    pub shutdown_timeout: Duration,
+    pub body_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionCheckSettings {
+    pub url: url::Url,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_response_bytes: usize,
+    /// Extra request headers forwarded besides Cookie and Authorization (lowercase).
+    pub forward_headers: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct AppSettings {
+    pub name: String,
+    pub app_id: String,
+    pub cluster: Option<String>,
+    pub credentials: AppCredentials,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// Headers that must never be forwarded to the host, whatever the config says.
+const NEVER_FORWARD: &[&str] = &[
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "content-length",
+    "content-type",
+    "forwarded",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "expect",
+];
+
+impl Settings {
+    /// Loads the file (if any), then the `DUAL_AUTH__*` environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, None, None)
+    }
+
+    /// Loads from a TOML string (for tests and the demo), then `env` if given.
+    pub fn from_toml(toml: &str, env: Option<HashMap<String, String>>) -> Result<Self, ConfigError> {
+        Self::load_from(None, Some(toml), Some(env.unwrap_or_default()))
+    }
+
+    fn load_from(
+        file: Option<&Path>,
+        toml: Option<&str>,
+        env: Option<HashMap<String, String>>,
+    ) -> Result<Self, ConfigError> {
+        use config::{Environment, File, FileFormat};
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::new(
+                    "--config",
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml));
+        }
+        if let Some(toml) = toml {
+            builder = builder.add_source(File::from_str(toml, FileFormat::Toml));
+        }
+        let mut environment = Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            // No try_parsing: it would turn a secret like "0123" into the number 123.
+            ;
+        if let Some(env) = env {
+            environment = environment.source(Some(env.into_iter().collect()));
+        }
+        let raw: RawSettings = builder
+            .add_source(environment)
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError::new(config_error_key(&e), e.to_string()))?;
+        raw.validate()
+    }
+
+    pub fn app(&self, name: &str) -> Option<&AppSettings> {
+        self.apps.get(name)
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn redacted_toml(&self) -> String {
+        use toml::{Table, Value};
+        let mut root = Table::new();
+        let s = &self.server;
+        let mut server = Table::new();
+        server.insert("listen".into(), Value::String(s.listen.to_string()));
+        server.insert("allowed_origins".into(), strings(s.allowed_origins.iter().cloned()));
+        server.insert("trusted_proxies".into(), strings(s.trusted_proxies.iter().map(|p| p.to_string())));
+        server.insert("max_body_bytes".into(), Value::Integer(s.max_body_bytes as i64));
+        server.insert("max_batch_channels".into(), Value::Integer(s.max_batch_channels as i64));
+        if let Some(w) = s.workers {
+            server.insert("workers".into(), Value::Integer(w as i64));
+        }
+        server.insert("shutdown_timeout_secs".into(), Value::Integer(s.shutdown_timeout.as_secs() as i64));
+        server.insert("body_timeout_ms".into(), Value::Integer(s.body_timeout.as_millis() as i64));
+        root.insert("server".into(), Value::Table(server));
+
+        let c = &self.session_check;
+        let mut check = Table::new();
+        check.insert("url".into(), Value::String(redact_url(&c.url)));
+        check.insert("timeout_ms".into(), Value::Integer(c.timeout.as_millis() as i64));
+        check.insert("connect_timeout_ms".into(), Value::Integer(c.connect_timeout.as_millis() as i64));
+        check.insert("max_response_bytes".into(), Value::Integer(c.max_response_bytes as i64));
+        check.insert("forward_headers".into(), strings(c.forward_headers.iter().cloned()));
+        root.insert("session_check".into(), Value::Table(check));
+
+        let mut apps = Table::new();
+        for (name, app) in &self.apps {
+            let mut t = Table::new();
+            t.insert("app_id".into(), Value::String(app.app_id.clone()));
+            t.insert("key".into(), Value::String(app.credentials.key.as_ref().to_owned()));
+            t.insert("secret".into(), Value::String("[redacted]".into()));
+            if let Some(cluster) = &app.cluster {
+                t.insert("cluster".into(), Value::String(cluster.clone()));
+            }
+            let enc = if app.credentials.master_key.is_some() { "[redacted]" } else { "(not set)" };
+            t.insert("encryption_master_key_base64".into(), Value::String(enc.into()));
+            apps.insert(name.clone(), Value::Table(t));
+        }
+        root.insert("apps".into(), Value::Table(apps));
+
+        let mut log = Table::new();
+        log.insert("format".into(), Value::String(format!("{:?}", self.log.format).to_lowercase()));
+        log.insert("level".into(), Value::String(self.log.level.clone()));
+        root.insert("log".into(), Value::Table(log));
+        toml::to_string_pretty(&root).unwrap_or_default()
+    }
+}
+
+fn strings(items: impl Iterator<Item = String>) -> toml::Value {
+    toml::Value::Array(items.map(toml::Value::String).collect())
+}
+
+/// Userinfo in a URL is a credential: never print it.
+fn redact_url(url: &url::Url) -> String {
+    let mut u = url.clone();
+    if !u.username().is_empty() || u.password().is_some() {
+        let _ = u.set_username("redacted");
+        let _ = u.set_password(None);
+    }
+    u.to_string()
+}
+
+fn config_error_key(e: &config::ConfigError) -> String {
+    match e {
+        config::ConfigError::Type { key: Some(k), .. } => k.clone(),
+        config::ConfigError::At { key: Some(k), .. } => k.clone(),
+        config::ConfigError::Foreign(_) | config::ConfigError::FileParse { .. } => "(file)".into(),
+        _ => "(config)".into(),
+    }
+}
+
+/// App names become URL path segments and env var segments.
+fn valid_app_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    (1..=32).contains(&b.len())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_')
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && !name.contains("__")
+}
+
+/// A secret given inline or as a file (`secret` / `secret_file`).
+fn read_secret(
+    key: &str,
+    inline: Option<SecretString>,
+    file: Option<PathBuf>,
+    required: bool,
+) -> Result<Option<SecretString>, ConfigError> {
+    let value = match (inline, file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(key, format!("set either `{key}` or `{key}_file`, not both")));
+        }
+        (Some(s), None) => s,
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError::new(format!("{key}_file"), format!("cannot read {}: {e}", path.display()))
+            })?;
+            SecretString::from(text.trim().to_owned())
+        }
+        (None, None) if required => {
+            return Err(ConfigError::new(key, format!("missing: set `{key}` or `{key}_file`")));
+        }
+        (None, None) => return Ok(None),
+    };
+    if value.expose_secret().is_empty() {
+        return Err(ConfigError::new(key, "must not be empty"));
+    }
+    Ok(Some(value))
+}
+
+fn normalize_origin(key: &str, input: &str) -> Result<String, ConfigError> {
+    let bad = || ConfigError::new(key, format!("{input:?} is not an origin like https://app.example.com"));
+    let u = url::Url::parse(input).map_err(|_| bad())?;
+    if !matches!(u.scheme(), "http" | "https")
+        || u.host_str().is_none()
+        || u.path() != "/"
+        || input.ends_with('/')
+    {
+        return Err(bad());
+    }
+    if u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() {
+        return Err(bad());
+    }
+    Ok(u.origin().ascii_serialization())
+}
+
+impl RawSettings {
+    fn validate(self) -> Result<Settings, ConfigError> {
+        let s = self.server;
+        let listen = s.listen.parse().map_err(|_| {
+            ConfigError::new("server.listen", format!("{:?} is not an address like 127.0.0.1:8080", s.listen))
+        })?;
+        let allowed_origins = s
+            .allowed_origins
+            .iter()
+            .map(|o| normalize_origin("server.allowed_origins", o))
+            .collect::<Result<_, _>>()?;
+        let trusted_proxies = s
+            .trusted_proxies
+            .iter()
+            .map(|p| {
+                p.parse::<IpNet>().or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from)).map_err(|_| {
+                    ConfigError::new("server.trusted_proxies", format!("{p:?} is not an IP or CIDR"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        if !(256..=1024 * 1024).contains(&s.max_body_bytes) {
+            return Err(ConfigError::new("server.max_body_bytes", "must be between 256 and 1048576"));
+        }
+        if !(1..=1000).contains(&s.max_batch_channels) {
+            return Err(ConfigError::new("server.max_batch_channels", "must be between 1 and 1000"));
+        }
+        if s.workers == Some(0) {
+            return Err(ConfigError::new("server.workers", "must be at least 1"));
+        }
+        if s.body_timeout_ms == 0 {
+            return Err(ConfigError::new("server.body_timeout_ms", "must be greater than 0"));
+        }
+        let server = ServerSettings {
+            listen,
+            allowed_origins,
+            trusted_proxies,
+            max_body_bytes: s.max_body_bytes,
+            max_batch_channels: s.max_batch_channels,
+            workers: s.workers,
+            shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs),
+            body_timeout: Duration::from_millis(s.body_timeout_ms),
+        };
+
+        let c = self.session_check.ok_or_else(|| ConfigError::new("session_check", "missing section"))?;
+        let raw_url = c.url.ok_or_else(|| ConfigError::new("session_check.url", "missing"))?;
+        let url = url::Url::parse(&raw_url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+            .ok_or_else(|| {
+                ConfigError::new("session_check.url", "must be an absolute http:// or https:// URL")
+            })?;
+        if !(1..=60_000).contains(&c.timeout_ms) {
+            return Err(ConfigError::new("session_check.timeout_ms", "must be between 1 and 60000"));
+        }
+        if !(1..=60_000).contains(&c.connect_timeout_ms) {
+            return Err(ConfigError::new("session_check.connect_timeout_ms", "must be between 1 and 60000"));
+        }
+        if !(256..=1024 * 1024).contains(&c.max_response_bytes) {
+            return Err(ConfigError::new(
+                "session_check.max_response_bytes",
+                "must be between 256 and 1048576",
+            ));
+        }
+        let mut forward_headers = Vec::new();
+        for h in &c.forward_headers {
+            let lower = h.trim().to_ascii_lowercase();
+            let key = "session_check.forward_headers";
+            if lower.is_empty() || !lower.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                return Err(ConfigError::new(
+                    key,
+                    format!("{h:?} is not a header name (letters, digits, '-')"),
+                ));
+            }
+            if NEVER_FORWARD.contains(&lower.as_str()) || lower.starts_with("x-forwarded-") {
+                return Err(ConfigError::new(
+                    key,
+                    format!("{h:?} is never forwarded (hop-by-hop or proxy-owned)"),
+                ));
+            }
+            if !matches!(lower.as_str(), "cookie" | "authorization" | "x-request-id")
+                && !forward_headers.contains(&lower)
+            {
+                forward_headers.push(lower);
+            }
+        }
+        let session_check = SessionCheckSettings {
+            url,
+            timeout: Duration::from_millis(c.timeout_ms),
+            connect_timeout: Duration::from_millis(c.connect_timeout_ms.min(c.timeout_ms)),
+            max_response_bytes: c.max_response_bytes,
+            forward_headers,
+        };
+
+        if self.apps.is_empty() {
+            return Err(ConfigError::new(
+                "apps",
+                "configure at least one app, e.g. [apps.old] and [apps.new]",
+            ));
+        }
+        let mut apps = BTreeMap::new();
+        for (name, raw) in self.apps {
+            let k = |field: &str| format!("apps.{name}.{field}");
+            if !valid_app_name(&name) {
+                return Err(ConfigError::new(
+                    format!("apps.{name}"),
+                    "app names are 1-32 of a-z 0-9 - _ (lowercase; they become /auth/NAME)",
+                ));
+            }
+            let app_id = raw
+                .app_id
+                .filter(|s| !s.trim().is_empty())
+                .ok_or_else(|| ConfigError::new(k("app_id"), "missing"))?;
+            let key = raw.key.ok_or_else(|| ConfigError::new(k("key"), "missing"))?;
+            let key = AppKey::parse(&key).map_err(|m| ConfigError::new(k("key"), m))?;
+            let secret = read_secret(&k("secret"), raw.secret, raw.secret_file, true)?.expect("required");
+            let master_key = match (raw.encryption_master_key_base64, raw.encryption_master_key_file) {
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::new(
+                        k("encryption_master_key_base64"),
+                        "set either encryption_master_key_base64 or encryption_master_key_file, not both",
+                    ));
+                }
+                (Some(inline), None) => Some(
+                    MasterKey::from_base64(inline.expose_secret())
+                        .map_err(|m| ConfigError::new(k("encryption_master_key_base64"), m))?,
+                ),
+                (None, Some(path)) => {
+                    let text = std::fs::read_to_string(&path).map_err(|e| {
+                        ConfigError::new(
+                            k("encryption_master_key_file"),
+                            format!("cannot read {}: {e}", path.display()),
+                        )
+                    })?;
+                    Some(
+                        MasterKey::from_base64(&text)
+                            .map_err(|m| ConfigError::new(k("encryption_master_key_file"), m))?,
+                    )
+                }
+                (None, None) => None,
+            };
+            apps.insert(
+                name.clone(),
+                AppSettings {
+                    name: name.clone(),
+                    app_id,
+                    cluster: raw.cluster,
+                    credentials: AppCredentials { key, secret, master_key },
+                },
+            );
+        }
+
+        let log =
+            LogSettings { format: self.log.format, level: self.log.level.unwrap_or_else(|| "info".into()) };
+        Ok(Settings { server, session_check, apps, log })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[session_check]
+url = "http://127.0.0.1:3000/check"
+[apps.old]
+app_id = "1111"
+key = "oldkey"
+secret = "oldsecret"
+[apps.new]
+app_id = "2222"
+key = "278d425bdf160c739803"
+secret = "7ad3773142a6692b25b8"
+cluster = "eu"
+"#;
+
+    fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+        Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    fn err(toml: &str, e: &[(&str, &str)]) -> ConfigError {
+        Settings::from_toml(toml, env(e)).expect_err("should fail")
+    }
+
+    #[test]
+    fn minimal_config_loads_with_defaults() {
+        let s = Settings::from_toml(MINIMAL, None).unwrap();
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.session_check.timeout, Duration::from_millis(2000));
+        assert_eq!(s.apps.keys().collect::<Vec<_>>(), ["new", "old"]);
+        assert_eq!(s.app("new").unwrap().cluster.as_deref(), Some("eu"));
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let s = Settings::from_toml(
+            MINIMAL,
+            env(&[
+                ("DUAL_AUTH__APPS__NEW__SECRET", "from-env"),
+                ("DUAL_AUTH__SESSION_CHECK__TIMEOUT_MS", "750"),
+                ("DUAL_AUTH__SERVER__ALLOWED_ORIGINS", "https://a.example.com,https://b.example.com:8443"),
+                ("DUAL_AUTH__APPS__THIRD__APP_ID", "3"),
+                ("DUAL_AUTH__APPS__THIRD__KEY", "k3"),
+                ("DUAL_AUTH__APPS__THIRD__SECRET", "s3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.app("new").unwrap().credentials.secret.expose_secret(), "from-env");
+        assert_eq!(s.session_check.timeout, Duration::from_millis(750));
+        assert_eq!(s.server.allowed_origins, ["https://a.example.com", "https://b.example.com:8443"]);
+        assert!(s.app("third").is_some());
+    }
+
+    #[test]
+    fn secrets_can_come_from_files() {
+        let dir = std::env::temp_dir().join(format!("dual-auth-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("new");
+        std::fs::write(&secret, "file-secret\n").unwrap();
+        let master = dir.join("master");
+        std::fs::write(&master, "zyrm8pvV2C9fJcBfhyXzvxbJVN/H7QLmbe0xJi1GhPU=\n").unwrap();
+        let toml = MINIMAL.replace(
+            "secret = \"7ad3773142a6692b25b8\"",
+            &format!("secret_file = {:?}\nencryption_master_key_file = {:?}", secret, master),
+        );
+        let s = Settings::from_toml(&toml, None).unwrap();
+        let new = s.app("new").unwrap();
+        assert_eq!(new.credentials.secret.expose_secret(), "file-secret");
+        assert!(new.credentials.master_key.is_some());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases: Vec<(String, Vec<(&str, &str)>, &str)> = vec![
+            (MINIMAL.replace("secret = \"oldsecret\"", ""), vec![], "apps.old.secret"),
+            (MINIMAL.replace("secret = \"oldsecret\"", "secret = \"\""), vec![], "apps.old.secret"),
+            (
+                MINIMAL.replace("secret = \"oldsecret\"", "secret = \"a\"\nsecret_file = \"/x\""),
+                vec![],
+                "apps.old.secret",
+            ),
+            (
+                MINIMAL.replace("secret = \"oldsecret\"", "secret_file = \"/nonexistent/x\""),
+                vec![],
+                "apps.old.secret_file",
+            ),
+            (MINIMAL.replace("key = \"oldkey\"", "key = \"a:b\""), vec![], "apps.old.key"),
+            (MINIMAL.replace("app_id = \"1111\"", ""), vec![], "apps.old.app_id"),
+            (
+                format!("{MINIMAL}encryption_master_key_base64 = \"c2hvcnQ=\""),
+                vec![],
+                "apps.new.encryption_master_key_base64",
+            ),
+            (MINIMAL.replace("http://127.0.0.1:3000/check", "ftp://x"), vec![], "session_check.url"),
+            (MINIMAL.replace("http://127.0.0.1:3000/check", "not a url"), vec![], "session_check.url"),
+            (MINIMAL.replace("[apps.old]", "[apps.Old]"), vec![], "apps.Old"),
+            (format!("[server]\nlisten = \"nope\"\n{MINIMAL}"), vec![], "server.listen"),
+            (
+                format!("[server]\nallowed_origins = [\"https://a.com/\"]\n{MINIMAL}"),
+                vec![],
+                "server.allowed_origins",
+            ),
+            (
+                format!("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n{MINIMAL}"),
+                vec![],
+                "server.trusted_proxies",
+            ),
+            (
+                MINIMAL.replace("[session_check]", "[session_check]\nforward_headers = [\"Host\"]"),
+                vec![],
+                "session_check.forward_headers",
+            ),
+            (
+                MINIMAL
+                    .replace("[session_check]", "[session_check]\nforward_headers = [\"X-Forwarded-For\"]"),
+                vec![],
+                "session_check.forward_headers",
+            ),
+            (
+                MINIMAL.replace("[session_check]", "[session_check]\ntimeout_ms = 0"),
+                vec![],
+                "session_check.timeout_ms",
+            ),
+            (
+                MINIMAL.to_string(),
+                vec![("DUAL_AUTH__SESSION_CHECK__TIMEOUT_MS", "soon")],
+                "session_check.timeout_ms",
+            ),
+            (MINIMAL.replace("[session_check]", "[session_check]\ntimeuot_ms = 5"), vec![], "timeuot_ms"),
+            (format!("{MINIMAL}\n[bogus]\nx = 1"), vec![], "bogus"),
+            ("[apps.a]\napp_id=\"1\"\nkey=\"k\"\nsecret=\"s\"".to_string(), vec![], "session_check"),
+            ("[session_check]\nurl = \"http://x\"".to_string(), vec![], "apps"),
+        ];
+        for (toml, e, key) in cases {
+            let err = err(&toml, &e);
+            let text = err.to_string();
+            assert!(text.contains(key), "expected {key} in: {text}");
+        }
+    }
+
+    #[test]
+    fn redacted_output_never_contains_secrets() {
+        let toml = format!(
+            "{}encryption_master_key_base64 = \"zyrm8pvV2C9fJcBfhyXzvxbJVN/H7QLmbe0xJi1GhPU=\"",
+            MINIMAL.replace("http://127.0.0.1:3000/check", "http://user:pw@127.0.0.1:3000/check")
+        );
+        let s = Settings::from_toml(&toml, None).unwrap();
+        let out = s.redacted_toml();
+        for secret in ["oldsecret", "7ad3773142a6692b25b8", "zyrm8pvV", ":pw@"] {
+            assert!(!out.contains(secret), "{secret} leaked:\n{out}");
+        }
+        assert!(out.contains("278d425bdf160c739803") && out.contains("[redacted]"));
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("oldsecret") && !dbg.contains("7ad3773142a6692b25b8"));
+    }
+}

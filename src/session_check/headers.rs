@@ -1,0 +1,180 @@
+//! Which request headers reach the host: an allowlist, never a denylist.
+//!
+//! Cookie (every field, joined with "; " as HTTP/2 clients split it),
+//! Authorization (exactly one), configured extras (at most one each),
+//! X-Forwarded-For built from the peer, and X-Request-Id. Nothing else: not
+//! Host, not hop-by-hop headers, not the client's own X-Forwarded-*.
+
+use ipnet::IpNet;
+use std::net::IpAddr;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum HeaderError {
+    #[error("header {0} is given more than once")]
+    Duplicate(String),
+}
+
+/// Headers to send to the host, as (lowercase name, value bytes).
+#[derive(Debug, Default, PartialEq)]
+pub struct ForwardedHeaders(Vec<(String, Vec<u8>)>);
+
+impl ForwardedHeaders {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+    }
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+}
+
+fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    trusted.iter().any(|net| net.contains(&ip))
+}
+
+/// Builds the forwarded set. `inbound(name)` returns every value of a header
+/// (lowercase name) as raw bytes.
+pub fn forwarded_headers<'a>(
+    inbound: impl Fn(&str) -> Vec<&'a [u8]>,
+    peer: Option<IpAddr>,
+    trusted_proxies: &[IpNet],
+    extra: &[String],
+    request_id: &str,
+) -> Result<ForwardedHeaders, HeaderError> {
+    let mut out = Vec::new();
+    let cookies = inbound("cookie");
+    if !cookies.is_empty() {
+        out.push(("cookie".to_owned(), cookies.join(&b"; "[..])));
+    }
+    for name in std::iter::once("authorization").chain(extra.iter().map(String::as_str)) {
+        match inbound(name).as_slice() {
+            [] => {}
+            [one] => out.push((name.to_owned(), one.to_vec())),
+            _ => return Err(HeaderError::Duplicate(name.to_owned())),
+        }
+    }
+    if let Some(peer) = peer {
+        let chain = inbound("x-forwarded-for");
+        let xff = if is_trusted(peer, trusted_proxies) && !chain.is_empty() {
+            let mut v = chain.join(&b", "[..]);
+            v.extend_from_slice(format!(", {peer}").as_bytes());
+            v
+        } else {
+            peer.to_string().into_bytes()
+        };
+        out.push(("x-forwarded-for".to_owned(), xff));
+    }
+    out.push(("x-request-id".to_owned(), request_id.as_bytes().to_vec()));
+    Ok(ForwardedHeaders(out))
+}
+
+/// The client address for logs and rate limits: the peer, or — when the peer is
+/// a trusted proxy — the right-most X-Forwarded-For entry that is not trusted.
+pub fn client_ip<'a>(peer: IpAddr, xff: impl Fn() -> Vec<&'a [u8]>, trusted_proxies: &[IpNet]) -> IpAddr {
+    if !is_trusted(peer, trusted_proxies) {
+        return peer;
+    }
+    let values = xff();
+    let mut hops: Vec<IpAddr> = Vec::new();
+    for value in values {
+        let Ok(text) = std::str::from_utf8(value) else { return peer };
+        for part in text.split(',') {
+            match part.trim().parse() {
+                Ok(ip) => hops.push(ip),
+                Err(_) => return peer,
+            }
+        }
+    }
+    hops.into_iter().rev().find(|ip| !is_trusted(*ip, trusted_proxies)).unwrap_or(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn map(pairs: &[(&str, &'static str)]) -> HashMap<String, Vec<&'static [u8]>> {
+        let mut m: HashMap<String, Vec<&'static [u8]>> = HashMap::new();
+        for (k, v) in pairs {
+            m.entry(k.to_ascii_lowercase()).or_default().push(v.as_bytes());
+        }
+        m
+    }
+
+    fn build(
+        pairs: &[(&str, &'static str)],
+        peer: &str,
+        trusted: &[&str],
+        extra: &[&str],
+    ) -> Result<ForwardedHeaders, HeaderError> {
+        let m = map(pairs);
+        let trusted: Vec<IpNet> = trusted.iter().map(|t| t.parse().unwrap()).collect();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        forwarded_headers(
+            |n| m.get(n).cloned().unwrap_or_default(),
+            Some(peer.parse().unwrap()),
+            &trusted,
+            &extra,
+            "rid-1",
+        )
+    }
+
+    #[test]
+    fn only_allowlisted_headers_are_forwarded() {
+        let h = build(
+            &[
+                ("Cookie", "a=1"),
+                ("Cookie", "b=2"),
+                ("Authorization", "Bearer t"),
+                ("Host", "evil"),
+                ("Connection", "cookie"),
+                ("X-Forwarded-For", "6.6.6.6"),
+                ("X-Forwarded-Host", "evil"),
+                ("X_Cookie", "x"),
+                ("X-Csrf-Token", "c"),
+                ("Transfer-Encoding", "chunked"),
+            ],
+            "192.0.2.1",
+            &[],
+            &[],
+        )
+        .unwrap();
+        let names: Vec<_> = h.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["cookie", "authorization", "x-forwarded-for", "x-request-id"]);
+        assert_eq!(h.get("cookie"), Some(&b"a=1; b=2"[..]));
+        assert_eq!(h.get("x-forwarded-for"), Some(&b"192.0.2.1"[..]), "client XFF must be ignored");
+        assert_eq!(h.get("x-request-id"), Some(&b"rid-1"[..]));
+    }
+
+    #[test]
+    fn configured_extras_are_forwarded_once() {
+        let h = build(&[("X-CSRF-Token", "c")], "192.0.2.1", &[], &["x-csrf-token"]).unwrap();
+        assert_eq!(h.get("x-csrf-token"), Some(&b"c"[..]));
+        let e = build(&[("X-CSRF-Token", "c"), ("X-CSRF-Token", "d")], "192.0.2.1", &[], &["x-csrf-token"]);
+        assert_eq!(e.unwrap_err(), HeaderError::Duplicate("x-csrf-token".into()));
+    }
+
+    #[test]
+    fn two_authorization_headers_are_refused() {
+        let e = build(&[("Authorization", "Bearer a"), ("Authorization", "Bearer b")], "192.0.2.1", &[], &[]);
+        assert_eq!(e.unwrap_err(), HeaderError::Duplicate("authorization".into()));
+    }
+
+    #[test]
+    fn a_trusted_proxy_extends_the_forwarded_chain() {
+        let h = build(&[("X-Forwarded-For", "203.0.113.9")], "10.0.0.5", &["10.0.0.0/8"], &[]).unwrap();
+        assert_eq!(h.get("x-forwarded-for"), Some(&b"203.0.113.9, 10.0.0.5"[..]));
+        let h = build(&[], "10.0.0.5", &["10.0.0.0/8"], &[]).unwrap();
+        assert_eq!(h.get("x-forwarded-for"), Some(&b"10.0.0.5"[..]));
+    }
+
+    #[test]
+    fn client_ip_is_the_rightmost_untrusted_hop() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer: IpAddr = "10.0.0.5".parse().unwrap();
+        let ip = client_ip(peer, || vec![&b"1.1.1.1, 203.0.113.9, 10.0.0.7"[..]], &trusted);
+        assert_eq!(ip.to_string(), "203.0.113.9");
+        let untrusted: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(client_ip(untrusted, || vec![&b"1.1.1.1"[..]], &trusted), untrusted);
+        assert_eq!(client_ip(peer, || vec![&b"garbage"[..]], &trusted), peer);
+    }
+}

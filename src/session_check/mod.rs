@@ -1,0 +1,94 @@
+//! The HTTP client that asks the host app "who is this, and may they join?".
+//!
+//! Fail-closed by construction: redirects are never followed, every call has a
+//! connect and a total timeout, the answer body is capped, and anything but a
+//! 2xx with a valid JSON object (or a plain 401/403 denial) is an error.
+
+mod headers;
+mod response;
+
+pub use headers::{ForwardedHeaders, HeaderError, client_ip, forwarded_headers};
+pub use response::{HostAnswer, HostError, HostIdentity, interpret};
+
+use crate::config::SessionCheckSettings;
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    Channel,
+    User,
+}
+
+/// The JSON body POSTed to `session_check.url`.
+#[derive(Debug, serde::Serialize)]
+pub struct CheckRequest<'a> {
+    pub app: &'a str,
+    pub kind: CheckKind,
+    pub socket_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel_name: Option<&'a str>,
+    pub params: &'a Map<String, Value>,
+}
+
+pub struct SessionCheckClient {
+    http: reqwest::Client,
+    url: url::Url,
+    max_response_bytes: usize,
+}
+
+impl SessionCheckClient {
+    pub fn new(settings: &SessionCheckSettings) -> anyhow::Result<Self> {
+        // rustls needs one process-wide crypto provider; a second install is a no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.timeout)
+            .no_proxy()
+            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .user_agent(concat!("pusher-dual-auth/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { http, url: settings.url.clone(), max_response_bytes: settings.max_response_bytes })
+    }
+
+    /// One session check. Never retried: a retry would double the host's load
+    /// exactly when it is struggling, and pusher-js lets the app retry.
+    pub async fn check(
+        &self,
+        request: &CheckRequest<'_>,
+        headers: &ForwardedHeaders,
+    ) -> Result<HostAnswer, HostError> {
+        let body = serde_json::to_vec(request).expect("check request serializes");
+        let mut builder = self
+            .http
+            .post(self.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::ACCEPT, "application/json")
+            .body(body);
+        for (name, value) in headers.iter() {
+            let value = reqwest::header::HeaderValue::from_bytes(value)
+                .map_err(|_| HostError::Transport("unforwardable header value".into()))?;
+            builder = builder.header(name, value);
+        }
+        let mut response = builder.send().await.map_err(HostError::from_reqwest)?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            // 401/403 deny; anything else is an error. The body is not needed.
+            return interpret(status, b"");
+        }
+        if response.content_length().is_some_and(|len| len > self.max_response_bytes as u64) {
+            return Err(HostError::BodyTooLarge(self.max_response_bytes));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(HostError::from_reqwest)? {
+            if body.len() + chunk.len() > self.max_response_bytes {
+                return Err(HostError::BodyTooLarge(self.max_response_bytes));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        interpret(status, &body)
+    }
+}

@@ -1,0 +1,179 @@
+//! Interpreting the host app's answer. Pure, so it can be fuzzed.
+
+use crate::pusher::{PresenceMember, ProtocolError, UserData, UserId, UserInfo, Watchlist};
+use serde_json::Value;
+
+/// Why the session check did not produce a decision. Every variant fails closed.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum HostError {
+    #[error("the session check did not answer within the timeout")]
+    Timeout,
+    #[error("cannot connect to the session check: {0}")]
+    Connect(String),
+    #[error("the session check answered HTTP {0} (expected 2xx, 401 or 403)")]
+    Status(u16),
+    #[error("the session check answer is larger than {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("the session check answer is invalid: {0}")]
+    InvalidBody(String),
+    #[error("the session check request failed: {0}")]
+    Transport(String),
+}
+
+impl HostError {
+    pub(crate) fn from_reqwest(e: reqwest::Error) -> Self {
+        use std::error::Error;
+        // The innermost cause is the useful part ("Connection refused", ...).
+        let mut cause: &dyn Error = &e;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        if e.is_timeout() {
+            Self::Timeout
+        } else if e.is_connect() {
+            Self::Connect(cause.to_string())
+        } else {
+            Self::Transport(cause.to_string())
+        }
+    }
+}
+
+/// What the host decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostAnswer {
+    Allowed(HostIdentity),
+    Denied,
+}
+
+/// The identity fields of an "allowed" answer, validated.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HostIdentity {
+    user_id: Option<String>,
+    user_info: Option<UserInfo>,
+    watchlist: Option<Value>,
+}
+
+fn invalid(e: impl ToString) -> HostError {
+    HostError::InvalidBody(e.to_string())
+}
+
+/// Maps a host status and body to a decision:
+/// 2xx + JSON object → allowed; 401/403 → denied; anything else → error.
+pub fn interpret(status: u16, body: &[u8]) -> Result<HostAnswer, HostError> {
+    match status {
+        200..=299 => {}
+        401 | 403 => return Ok(HostAnswer::Denied),
+        other => return Err(HostError::Status(other)),
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| invalid(format!("not JSON ({e})")))?;
+    let Value::Object(mut map) = value else {
+        return Err(invalid("expected a JSON object"));
+    };
+    let user_id = match map.remove("user_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => {
+            UserId::parse(&s).map_err(invalid)?;
+            Some(s)
+        }
+        Some(_) => return Err(invalid("user_id must be a string")),
+    };
+    let user_info = match map.remove("user_info") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(UserInfo::parse(v).map_err(invalid)?),
+    };
+    let watchlist = map.remove("watchlist").filter(|v| !v.is_null());
+    Ok(HostAnswer::Allowed(HostIdentity { user_id, user_info, watchlist }))
+}
+
+impl HostIdentity {
+    /// The presence member to sign; a presence channel without `user_id` is an error.
+    pub fn presence_member(&self) -> Result<PresenceMember, HostError> {
+        let id = self.user_id.as_deref().ok_or_else(|| invalid(ProtocolError::MissingUserId))?;
+        Ok(PresenceMember { user_id: UserId::parse(id).map_err(invalid)?, user_info: self.user_info.clone() })
+    }
+
+    /// The sign-in user data; the id must also be usable in `#server-to-user-<id>`.
+    pub fn user_data(&self) -> Result<UserData, HostError> {
+        let id = self.user_id.as_deref().ok_or_else(|| invalid("sign-in needs a user_id"))?;
+        let watchlist = self.watchlist.clone().map(Watchlist::parse).transpose().map_err(invalid)?;
+        Ok(UserData {
+            id: UserId::parse_for_signin(id).map_err(invalid)?,
+            user_info: self.user_info.clone(),
+            watchlist,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_mapping_fails_closed() {
+        assert!(matches!(interpret(200, b"{}"), Ok(HostAnswer::Allowed(_))));
+        assert!(matches!(interpret(201, b"{}"), Ok(HostAnswer::Allowed(_))));
+        assert_eq!(interpret(401, b""), Ok(HostAnswer::Denied));
+        assert_eq!(interpret(403, b"{}"), Ok(HostAnswer::Denied));
+        for status in [100, 204, 301, 302, 304, 307, 400, 404, 407, 429, 500, 502, 503] {
+            let r = interpret(status, b"");
+            assert!(r.is_err() && r != Ok(HostAnswer::Denied), "{status}");
+        }
+    }
+
+    #[test]
+    fn allowed_needs_a_json_object() {
+        for body in [&b""[..], b"null", b"[]", b"\"ok\"", b"true", b"<html>", b"{\"user_id\":"] {
+            assert!(
+                matches!(interpret(200, body), Err(HostError::InvalidBody(_))),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn identity_fields_are_validated() {
+        for body in [
+            &br#"{"user_id":42}"#[..],
+            br#"{"user_id":""}"#,
+            br#"{"user_id":"a","user_info":"x"}"#,
+            br#"{"user_id":"a","user_info":[1]}"#,
+        ] {
+            assert!(interpret(200, body).is_err(), "{}", String::from_utf8_lossy(body));
+        }
+        let long = format!(r#"{{"user_id":"{}"}}"#, "x".repeat(129));
+        assert!(interpret(200, long.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn presence_needs_user_id_but_private_does_not() {
+        let HostAnswer::Allowed(id) = interpret(200, b"{}").unwrap() else { panic!() };
+        assert!(id.presence_member().is_err());
+        let HostAnswer::Allowed(id) =
+            interpret(200, br#"{"user_id":"42","user_info":{"name":"Ada"},"extra":1}"#).unwrap()
+        else {
+            panic!()
+        };
+        let m = id.presence_member().unwrap();
+        assert_eq!(m.user_id.as_ref(), "42");
+        assert!(m.user_info.is_some());
+    }
+
+    #[test]
+    fn signin_identity_validates_watchlist_and_charset() {
+        let HostAnswer::Allowed(id) = interpret(200, br#"{"user_id":"42","watchlist":["1","2"]}"#).unwrap()
+        else {
+            panic!()
+        };
+        assert!(id.user_data().unwrap().watchlist.is_some());
+        let HostAnswer::Allowed(id) = interpret(200, br#"{"user_id":"42","watchlist":"1"}"#).unwrap() else {
+            panic!()
+        };
+        assert!(id.user_data().is_err());
+        let HostAnswer::Allowed(id) = interpret(200, br#"{"user_id":"Ada Lovelace"}"#).unwrap() else {
+            panic!()
+        };
+        assert!(id.user_data().is_err());
+        assert!(id.presence_member().is_ok());
+    }
+}
