@@ -617,7 +617,8 @@ cluster = "eu"
 
     #[test]
     fn errors_name_the_key() {
-        let cases: Vec<(String, Vec<(&str, &str)>, &str)> = vec![
+        type Case<'a> = (String, Vec<(&'a str, &'a str)>, &'a str);
+        let cases: Vec<Case> = vec![
             (MINIMAL.replace("secret = \"oldsecret\"", ""), vec![], "apps.old.secret"),
             (MINIMAL.replace("secret = \"oldsecret\"", "secret = \"\""), vec![], "apps.old.secret"),
             (

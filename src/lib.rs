@@ -1,4 +1,14 @@
+//! pusher-dual-auth: Pusher Channels auth for two (or more) apps at once,
+//! deciding through the host app's session check and signing with the secret
+//! of the app each route serves.
+
 pub mod auth_request;
+pub mod cli;
 pub mod config;
+pub mod demo;
+pub mod error;
 pub mod pusher;
+pub mod routes;
 pub mod session_check;
+pub mod startup;
+pub mod telemetry;

@@ -1,0 +1,146 @@
+//! One error type for the HTTP API, and the one table that maps it to a status.
+//!
+//! Error bodies are `{"error":{"code","message"}}` and never carry a signature.
+
+use crate::{
+    auth_request::RequestError,
+    pusher::ProtocolError,
+    session_check::{HeaderError, HostError},
+};
+use actix_web::{HttpResponse, ResponseError, http::StatusCode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("unknown app {0}: no [apps.NAME] section configures it")]
+    UnknownApp(String),
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error(transparent)]
+    Header(#[from] HeaderError),
+    #[error("request body is larger than {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("request body was not received in time")]
+    BodyTimeout,
+    #[error("origin {0} is not allowed")]
+    OriginNotAllowed(String),
+    #[error("the session check denied this request")]
+    Denied,
+    #[error(transparent)]
+    Host(#[from] HostError),
+}
+
+impl From<ProtocolError> for AuthError {
+    fn from(e: ProtocolError) -> Self {
+        Self::Request(RequestError::Protocol(e))
+    }
+}
+
+impl AuthError {
+    /// The table: status and stable code for every error.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        use ProtocolError as P;
+        use RequestError as R;
+        match self {
+            Self::UnknownApp(_) => (StatusCode::NOT_FOUND, "unknown_app"),
+            Self::Request(R::UnsupportedMediaType(_)) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Self::Request(R::Malformed(_) | R::Missing(_)) => (StatusCode::BAD_REQUEST, "malformed_body"),
+            Self::Request(R::Duplicate(_)) => (StatusCode::BAD_REQUEST, "duplicate_field"),
+            Self::Request(R::BatchTooLarge { .. }) => (StatusCode::BAD_REQUEST, "batch_too_large"),
+            Self::Request(R::Protocol(P::InvalidSocketId(_))) => {
+                (StatusCode::BAD_REQUEST, "invalid_socket_id")
+            }
+            Self::Request(R::Protocol(P::InvalidChannelName { .. })) => {
+                (StatusCode::BAD_REQUEST, "invalid_channel_name")
+            }
+            Self::Request(R::Protocol(P::PublicChannel(_))) => (StatusCode::BAD_REQUEST, "public_channel"),
+            Self::Request(R::Protocol(P::EncryptionNotConfigured)) => {
+                (StatusCode::BAD_REQUEST, "encryption_not_configured")
+            }
+            // Identity errors only arise from the host's answer.
+            Self::Request(R::Protocol(_)) => (StatusCode::BAD_GATEWAY, "session_check_invalid"),
+            Self::Header(_) => (StatusCode::BAD_REQUEST, "duplicate_header"),
+            Self::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            Self::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+            Self::OriginNotAllowed(_) => (StatusCode::FORBIDDEN, "origin_not_allowed"),
+            Self::Denied => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::Host(HostError::Timeout) => (StatusCode::GATEWAY_TIMEOUT, "session_check_timeout"),
+            Self::Host(HostError::Connect(_) | HostError::Transport(_)) => {
+                (StatusCode::BAD_GATEWAY, "session_check_unreachable")
+            }
+            Self::Host(HostError::Status(_)) => (StatusCode::BAD_GATEWAY, "session_check_failed"),
+            Self::Host(HostError::BodyTooLarge(_) | HostError::InvalidBody(_)) => {
+                (StatusCode::BAD_GATEWAY, "session_check_invalid")
+            }
+        }
+    }
+
+    /// What the client is told. Host failures are described generically: the
+    /// details (status, parse error) are the operator's, and go to the log.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Host(HostError::Timeout) => "the session check did not answer in time".into(),
+            Self::Host(_)
+            | Self::Request(RequestError::Protocol(ProtocolError::MissingUserId))
+            | Self::Request(RequestError::Protocol(ProtocolError::InvalidUserId { .. }))
+            | Self::Request(RequestError::Protocol(ProtocolError::InvalidUserInfo(_)))
+            | Self::Request(RequestError::Protocol(ProtocolError::InvalidWatchlist(_))) => {
+                "the session check failed; see the service log".into()
+            }
+            other => other.to_string(),
+        }
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        let (_, code) = self.status_and_code();
+        serde_json::json!({"error": {"code": code, "message": self.public_message()}})
+    }
+}
+
+impl ResponseError for AuthError {
+    fn status_code(&self) -> StatusCode {
+        self.status_and_code().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code())
+            .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+            .json(self.body())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_matches_the_design_contract() {
+        let cases: Vec<(AuthError, u16)> = vec![
+            (RequestError::Malformed("x".into()).into(), 400),
+            (RequestError::Duplicate("socket_id".into()).into(), 400),
+            (ProtocolError::InvalidSocketId("x".into()).into(), 400),
+            (ProtocolError::PublicChannel("x".into()).into(), 400),
+            (AuthError::UnknownApp("x".into()), 404),
+            (AuthError::BodyTooLarge(1), 413),
+            (AuthError::Denied, 403),
+            (HostError::Status(302).into(), 502),
+            (HostError::Status(404).into(), 502),
+            (HostError::Status(500).into(), 502),
+            (HostError::InvalidBody("x".into()).into(), 502),
+            (HostError::BodyTooLarge(1).into(), 502),
+            (HostError::Connect("refused".into()).into(), 502),
+            (HostError::Timeout.into(), 504),
+            (ProtocolError::MissingUserId.into(), 502),
+        ];
+        for (err, status) in cases {
+            assert_eq!(err.status_code().as_u16(), status, "{err:?}");
+        }
+    }
+
+    #[test]
+    fn host_details_stay_out_of_the_response() {
+        let err = AuthError::from(HostError::InvalidBody("secret-ish detail".into()));
+        assert!(!err.body().to_string().contains("secret-ish"));
+    }
+}

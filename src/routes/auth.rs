@@ -1,0 +1,193 @@
+//! `POST /auth/{app}` (channel authorization, single or batch) and
+//! `POST /auth/{app}/user` (user sign-in).
+//!
+//! Order matters and is the security argument: validate everything the client
+//! sent, then ask the host, then sign. Nothing is signed on any error path.
+
+use super::{RequestId, body::read_body};
+use crate::{
+    auth_request::{Channels, parse_channel_request, parse_user_request},
+    config::AppSettings,
+    error::AuthError,
+    pusher::{
+        ChannelAuth, ChannelKind, ChannelName, ProtocolError, SocketId, authenticate_user, authorize_channel,
+    },
+    session_check::{CheckKind, CheckRequest, ForwardedHeaders, HostAnswer, HostIdentity, forwarded_headers},
+    startup::AppState,
+};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, http::header, web};
+use futures_util::{StreamExt, stream};
+use serde_json::{Map, Value};
+
+/// Host checks of one batch run at most this many at a time.
+const BATCH_CONCURRENCY: usize = 8;
+
+fn ok_json(body: &impl serde::Serialize) -> HttpResponse {
+    HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(body)
+}
+
+fn content_type(req: &HttpRequest) -> Option<&str> {
+    req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok())
+}
+
+/// Per-request context shared by every channel of a batch.
+struct Ctx<'a> {
+    state: &'a AppState,
+    app: &'a AppSettings,
+    socket_id: &'a SocketId,
+    params: &'a Map<String, Value>,
+    headers: &'a ForwardedHeaders,
+}
+
+impl Ctx<'_> {
+    async fn ask_host(
+        &self,
+        kind: CheckKind,
+        channel: Option<&ChannelName>,
+    ) -> Result<HostIdentity, AuthError> {
+        let request = CheckRequest {
+            app: &self.app.name,
+            kind,
+            socket_id: self.socket_id.as_ref(),
+            channel_name: channel.map(AsRef::as_ref),
+            params: self.params,
+        };
+        match self.state.session_check.check(&request, self.headers).await? {
+            HostAnswer::Allowed(identity) => Ok(identity),
+            HostAnswer::Denied => Err(AuthError::Denied),
+        }
+    }
+
+    async fn authorize(&self, channel: &ChannelName) -> Result<ChannelAuth, AuthError> {
+        if channel.kind() == ChannelKind::PrivateEncrypted && self.app.credentials.master_key.is_none() {
+            return Err(ProtocolError::EncryptionNotConfigured.into());
+        }
+        let identity = self.ask_host(CheckKind::Channel, Some(channel)).await?;
+        let member = match channel.kind() {
+            ChannelKind::Presence => Some(identity.presence_member()?),
+            _ => None,
+        };
+        Ok(authorize_channel(&self.app.credentials, self.socket_id, channel, member.as_ref())?)
+    }
+}
+
+/// One line per decision. Never the signature, cookies or credentials.
+fn log_outcome<T>(app: &str, kind: &str, result: &Result<T, AuthError>) {
+    match result {
+        Ok(_) => tracing::info!(app, kind, outcome = "signed", status = 200, "auth"),
+        Err(e) => log_error(app, kind, e),
+    }
+}
+
+fn log_error(app: &str, kind: &str, e: &AuthError) {
+    let (status, code) = e.status_and_code();
+    let status = status.as_u16();
+    if status >= 500 {
+        tracing::warn!(app, kind, outcome = code, status, error = %e, "auth");
+    } else {
+        tracing::info!(app, kind, outcome = code, status, error = %e, "auth");
+    }
+}
+
+/// Looks up the app, reads the body and builds the forwarded headers.
+async fn prepare<'a>(
+    req: &HttpRequest,
+    state: &'a AppState,
+    app_name: &str,
+    payload: web::Payload,
+) -> Result<(&'a AppSettings, web::Bytes, ForwardedHeaders), AuthError> {
+    let app =
+        state.settings.app(app_name).ok_or_else(|| AuthError::UnknownApp(crate::pusher::quote(app_name)))?;
+    let server = &state.settings.server;
+    let body = read_body(req, payload, server.max_body_bytes, server.body_timeout).await?;
+    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    let headers = forwarded_headers(
+        |name| req.headers().get_all(name).map(|v| v.as_bytes()).collect(),
+        req.peer_addr().map(|a| a.ip()),
+        &server.trusted_proxies,
+        &state.settings.session_check.forward_headers,
+        &request_id,
+    )?;
+    Ok((app, body, headers))
+}
+
+pub async fn channel_auth(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AuthError> {
+    let app_name = path.into_inner();
+    let prepared = async {
+        let (app, body, headers) = prepare(&req, &state, &app_name, payload).await?;
+        let request =
+            parse_channel_request(content_type(&req), &body, state.settings.server.max_batch_channels)?;
+        Ok((app, request, headers))
+    }
+    .await;
+    let (app, request, headers) = prepared.inspect_err(|e| log_error(&app_name, "request", e))?;
+    let ctx =
+        Ctx { state: &state, app, socket_id: &request.socket_id, params: &request.params, headers: &headers };
+    match &request.channels {
+        Channels::Single(channel) => {
+            let result = ctx.authorize(channel).await;
+            log_outcome(&app_name, channel.kind().as_str(), &result);
+            Ok(ok_json(&result?))
+        }
+        Channels::Batch(items) => {
+            // pusher-js-auth format: 200 and one entry per channel, each with its own status.
+            let entries: Map<String, Value> = stream::iter(items)
+                .map(|item| {
+                    let ctx = &ctx;
+                    let app_name = &app_name;
+                    async move {
+                        let result = match &item.parsed {
+                            Ok(channel) => ctx.authorize(channel).await,
+                            Err(e) => Err(AuthError::from(e.clone())),
+                        };
+                        let kind = item.parsed.as_ref().map_or("invalid", |c| c.kind().as_str());
+                        log_outcome(app_name, kind, &result);
+                        let entry = match result {
+                            Ok(auth) => serde_json::json!({"status": 200, "data": auth}),
+                            Err(e) => {
+                                let mut body = e.body();
+                                body["status"] = e.status_and_code().0.as_u16().into();
+                                body
+                            }
+                        };
+                        (item.raw.clone(), entry)
+                    }
+                })
+                .buffered(BATCH_CONCURRENCY)
+                .collect()
+                .await;
+            Ok(ok_json(&entries))
+        }
+    }
+}
+
+pub async fn user_auth(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AuthError> {
+    let app_name = path.into_inner();
+    let result = async {
+        let (app, body, headers) = prepare(&req, &state, &app_name, payload).await?;
+        let request = parse_user_request(content_type(&req), &body)?;
+        let ctx = Ctx {
+            state: &state,
+            app,
+            socket_id: &request.socket_id,
+            params: &request.params,
+            headers: &headers,
+        };
+        let identity = ctx.ask_host(CheckKind::User, None).await?;
+        let user = identity.user_data()?;
+        Ok(ok_json(&authenticate_user(&app.credentials, &request.socket_id, &user)))
+    }
+    .await;
+    log_outcome(&app_name, "user", &result);
+    result
+}

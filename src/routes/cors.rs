@@ -1,0 +1,150 @@
+//! Cross-origin requests to the auth routes.
+//!
+//! A signature is only worth stealing if another site can *read* it, so:
+//! exact-origin allowlist, credentials only for listed origins, never `*`,
+//! `Vary: Origin`, and an unlisted Origin is refused before the body is read
+//! or the host is asked. Preflights are answered here and never reach the host.
+//! Same-origin requests (no Origin, `Sec-Fetch-Site: same-origin`, or an Origin
+//! naming this service's own Host) pass as before.
+
+use crate::{error::AuthError, startup::AppState};
+use actix_web::{
+    HttpResponse, ResponseError,
+    body::{BoxBody, MessageBody},
+    dev::{ServiceRequest, ServiceResponse},
+    http::{
+        Method,
+        header::{self, HeaderValue},
+    },
+    middleware::Next,
+    web,
+};
+
+enum Decision {
+    /// No Origin, or our own origin: not a cross-origin request.
+    SameOrigin,
+    /// A listed origin: answer with CORS headers for exactly this origin.
+    Allowed(HeaderValue),
+    Refused(String),
+}
+
+fn authority(origin: &str) -> Option<(String, u16)> {
+    let url = url::Url::parse(origin).ok()?;
+    Some((url.host_str()?.to_ascii_lowercase(), url.port_or_known_default()?))
+}
+
+fn host_matches(host_header: &str, origin: &(String, u16)) -> bool {
+    let with_port = format!("{}:{}", origin.0, origin.1);
+    let host = host_header.to_ascii_lowercase();
+    host == with_port || (host == origin.0 && matches!(origin.1, 80 | 443))
+}
+
+fn decide(req: &ServiceRequest, state: &AppState) -> Decision {
+    let Some(origin) = req.headers().get(header::ORIGIN) else { return Decision::SameOrigin };
+    let text = origin.to_str().unwrap_or_default();
+    if req.headers().get("sec-fetch-site").is_some_and(|v| v == "same-origin") {
+        return Decision::SameOrigin;
+    }
+    if let Some(auth) = authority(text) {
+        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+        if host.is_some_and(|h| host_matches(h, &auth)) {
+            return Decision::SameOrigin;
+        }
+    }
+    let server = &state.settings.server;
+    if server.allowed_origins.iter().any(|o| o.eq_ignore_ascii_case(text)) {
+        return Decision::Allowed(origin.clone());
+    }
+    Decision::Refused(text.to_owned())
+}
+
+fn allow_headers(req: &ServiceRequest) -> HeaderValue {
+    let requested = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).and_then(|v| v.to_str().ok());
+    let valid = |s: &&str| {
+        s.len() <= 512
+            && s.split(',').all(|h| {
+                let h = h.trim();
+                !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+    };
+    match requested.filter(valid) {
+        Some(list) => HeaderValue::from_str(list).unwrap_or(HeaderValue::from_static("content-type")),
+        None => HeaderValue::from_static("authorization, content-type, x-csrf-token, x-request-id"),
+    }
+}
+
+fn add_cors_headers(headers: &mut header::HeaderMap, origin: HeaderValue) {
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+    headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("x-request-id"));
+}
+
+pub async fn cors_middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let state = req.app_data::<web::Data<AppState>>().cloned().expect("AppState is registered");
+    let decision = decide(&req, &state);
+    let vary = !state.settings.server.allowed_origins.is_empty();
+
+    if req.method() == Method::OPTIONS {
+        let response = match decision {
+            Decision::Allowed(origin) => {
+                let mut res = HttpResponse::NoContent()
+                    .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "POST"))
+                    .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, allow_headers(&req)))
+                    .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
+                    .insert_header((header::VARY, "Origin, Access-Control-Request-Headers"))
+                    .finish();
+                add_cors_headers(res.headers_mut(), origin);
+                res
+            }
+            Decision::SameOrigin => {
+                HttpResponse::NoContent().insert_header((header::ALLOW, "POST, OPTIONS")).finish()
+            }
+            Decision::Refused(origin) => {
+                AuthError::OriginNotAllowed(crate::pusher::quote(&origin)).error_response()
+            }
+        };
+        return Ok(req.into_response(response));
+    }
+
+    let allowed_origin = match decision {
+        Decision::Refused(origin) => {
+            let err = AuthError::OriginNotAllowed(crate::pusher::quote(&origin));
+            tracing::info!(outcome = "origin_not_allowed", status = 403, error = %err, "auth");
+            let mut res = err.error_response();
+            if vary {
+                res.headers_mut().insert(header::VARY, HeaderValue::from_static("Origin"));
+            }
+            return Ok(req.into_response(res));
+        }
+        Decision::Allowed(origin) => Some(origin),
+        Decision::SameOrigin => None,
+    };
+    let mut res = next.call(req).await?.map_into_boxed_body();
+    if vary {
+        res.headers_mut().append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    if let Some(origin) = allowed_origin {
+        add_cors_headers(res.headers_mut(), origin);
+    }
+    Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_header_comparison_handles_default_ports() {
+        let a = authority("https://app.example.com").unwrap();
+        assert!(host_matches("app.example.com", &a));
+        assert!(host_matches("APP.example.com:443", &a));
+        assert!(!host_matches("evil.example.com", &a));
+        let b = authority("http://127.0.0.1:8080").unwrap();
+        assert!(host_matches("127.0.0.1:8080", &b));
+        assert!(!host_matches("127.0.0.1", &b));
+        assert!(authority("null").is_none());
+    }
+}

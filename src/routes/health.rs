@@ -1,0 +1,17 @@
+use crate::startup::AppState;
+use actix_web::{HttpResponse, web};
+
+/// Liveness: the process answers. No dependencies, so a slow host app never
+/// gets every replica restarted at once.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness: a validated configuration with at least one app is loaded.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let apps: Vec<&str> = state.settings.apps.keys().map(String::as_str).collect();
+    if apps.is_empty() {
+        return HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "no apps configured"}));
+    }
+    HttpResponse::Ok().json(serde_json::json!({"status": "ready", "apps": apps}))
+}

@@ -1,0 +1,12 @@
+//! HTTP routes, one file per endpoint family.
+
+mod auth;
+mod body;
+mod cors;
+mod health;
+mod request_id;
+
+pub use auth::{channel_auth, user_auth};
+pub use cors::cors_middleware;
+pub use health::{healthz, readyz};
+pub use request_id::{RequestId, request_id_middleware};

@@ -1,0 +1,53 @@
+//! Request ids: accept a well-formed inbound `X-Request-Id` (so one id follows
+//! a request through the proxy, this service and the host), otherwise make one;
+//! echo it in the response.
+
+use actix_web::{
+    HttpMessage,
+    body::MessageBody,
+    dev::{ServiceRequest, ServiceResponse},
+    http::header::{HeaderName, HeaderValue},
+    middleware::Next,
+};
+
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+pub const X_REQUEST_ID: &str = "x-request-id";
+
+fn well_formed(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'+' | b'/' | b'='))
+}
+
+pub async fn request_id_middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let mut inbound = req.headers().get_all(X_REQUEST_ID);
+    let id = match (inbound.next(), inbound.next()) {
+        (Some(v), None) => v.to_str().ok().filter(|s| well_formed(s)).map(str::to_owned),
+        _ => None,
+    }
+    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut res = next.call(req).await?;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert(HeaderName::from_static(X_REQUEST_ID), value);
+    }
+    Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn inbound_ids_must_be_short_and_plain() {
+        assert!(super::well_formed("3f2b9c1e-0d5a-4c59-8a43-9d8d2c1f0b7e"));
+        assert!(!super::well_formed(""));
+        assert!(!super::well_formed("a b"));
+        assert!(!super::well_formed("a\"b"));
+        assert!(!super::well_formed(&"a".repeat(129)));
+    }
+}

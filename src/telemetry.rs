@@ -1,0 +1,45 @@
+//! Logging: human-readable on a terminal, JSON lines otherwise (or as
+//! configured). `RUST_LOG` overrides the configured level.
+
+use crate::{config::LogSettings, routes::RequestId};
+use actix_web::{
+    HttpMessage,
+    body::MessageBody,
+    dev::{ServiceRequest, ServiceResponse},
+};
+use std::io::IsTerminal;
+use tracing::Span;
+use tracing_actix_web::RootSpanBuilder;
+use tracing_subscriber::EnvFilter;
+
+pub fn init(settings: &LogSettings) {
+    // tracing-actix-web repeats every error response as a WARN; our own
+    // per-decision line already says it, with the status and reason.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{},tracing_actix_web=error", settings.level)));
+    let json = match settings.format {
+        crate::config::LogFormat::Json => true,
+        crate::config::LogFormat::Pretty => false,
+        crate::config::LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // try_init: tests and the demo may initialise more than once.
+    let _ = if json {
+        builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init()
+    } else {
+        builder.compact().try_init()
+    };
+}
+
+/// The root span of every request: method, path and the request id (the one
+/// the client or proxy sent, if well formed). Nothing from headers or body.
+pub struct RequestSpan;
+
+impl RootSpanBuilder for RequestSpan {
+    fn on_request_start(request: &ServiceRequest) -> Span {
+        let id = request.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+        tracing::info_span!("request", method = %request.method(), path = %request.path(), request_id = %id)
+    }
+
+    fn on_request_end<B: MessageBody>(_span: Span, _outcome: &Result<ServiceResponse<B>, actix_web::Error>) {}
+}

@@ -1,0 +1,95 @@
+//! What the host sees of the browser's request: an allowlist, nothing more.
+use crate::helpers::*;
+use serde_json::json;
+use wiremock::{Mock, ResponseTemplate, matchers::path};
+
+const REQ: &str = "socket_id=1.1&channel_name=private-a";
+
+async fn allow_all(app: &TestApp) {
+    Mock::given(path("/check"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .mount(&app.host)
+        .await;
+}
+
+#[tokio::test]
+async fn credentials_are_forwarded_and_everything_else_dropped() {
+    let app = spawn_app().await;
+    allow_all(&app).await;
+    let headers = [
+        ("cookie", "session=abc"),
+        ("cookie", "theme=dark"),
+        ("authorization", "Bearer t0k"),
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-forwarded-host", "evil.example"),
+        ("x-forwarded-proto", "https"),
+        ("forwarded", "for=6.6.6.6"),
+        ("x-csrf-token", "not-configured"),
+        ("x_cookie", "alias"),
+        ("user-agent", "browser/1.0"),
+        ("x-request-id", "req-123"),
+    ];
+    let res = app.post_form_with("/auth/new", REQ, &headers).await;
+    assert_eq!(res.headers()["x-request-id"], "req-123");
+    expect_status(res, 200).await;
+
+    let got = &app.host.received_requests().await.unwrap()[0];
+    let h = |n: &str| got.headers.get(n).map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(h("cookie").as_deref(), Some("session=abc; theme=dark"));
+    assert_eq!(h("authorization").as_deref(), Some("Bearer t0k"));
+    assert_eq!(h("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(h("x-request-id").as_deref(), Some("req-123"));
+    for absent in ["x-forwarded-host", "x-forwarded-proto", "forwarded", "x-csrf-token", "x_cookie"] {
+        assert_eq!(h(absent), None, "{absent} must not be forwarded");
+    }
+    assert!(h("user-agent").unwrap().starts_with("pusher-dual-auth/"));
+    let host_header = h("host").unwrap();
+    assert!(app.host.uri().ends_with(&host_header), "Host must be the session check's own: {host_header}");
+}
+
+#[tokio::test]
+async fn configured_extra_headers_are_forwarded() {
+    let app = spawn_app_with(|c| {
+        c.replace("timeout_ms = 500", "timeout_ms = 500\nforward_headers = [\"X-CSRF-Token\"]")
+    })
+    .await;
+    allow_all(&app).await;
+    expect_status(app.post_form_with("/auth/new", REQ, &[("x-csrf-token", "c5rf")]).await, 200).await;
+    let got = &app.host.received_requests().await.unwrap()[0];
+    assert_eq!(got.headers.get("x-csrf-token").unwrap(), "c5rf");
+}
+
+#[tokio::test]
+async fn two_authorization_headers_are_refused_before_the_host() {
+    let app = spawn_app().await;
+    Mock::given(path("/check")).respond_with(ResponseTemplate::new(200)).expect(0).mount(&app.host).await;
+    let res = app
+        .post_form_with("/auth/new", REQ, &[("authorization", "Bearer a"), ("authorization", "Bearer b")])
+        .await;
+    assert_eq!(expect_status(res, 400).await["error"]["code"], "duplicate_header");
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_x_forwarded_for_is_honoured() {
+    let app =
+        spawn_app_with(|c| c.replace("workers = 1", "workers = 1\ntrusted_proxies = [\"127.0.0.0/8\"]"))
+            .await;
+    allow_all(&app).await;
+    expect_status(app.post_form_with("/auth/new", REQ, &[("x-forwarded-for", "203.0.113.9")]).await, 200)
+        .await;
+    let got = &app.host.received_requests().await.unwrap()[0];
+    assert_eq!(got.headers.get("x-forwarded-for").unwrap(), "203.0.113.9, 127.0.0.1");
+}
+
+#[tokio::test]
+async fn malformed_request_ids_are_replaced() {
+    let app = spawn_app().await;
+    allow_all(&app).await;
+    let res = app.post_form_with("/auth/new", REQ, &[("x-request-id", "bad id with spaces")]).await;
+    let echoed = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_ne!(echoed, "bad id with spaces");
+    assert_eq!(echoed.len(), 36, "a fresh UUID");
+    expect_status(res, 200).await;
+    let got = &app.host.received_requests().await.unwrap()[0];
+    assert_eq!(got.headers.get("x-request-id").unwrap().to_str().unwrap(), echoed);
+}

@@ -1,0 +1,123 @@
+use pusher_dual_auth::{config::Settings, startup::Application};
+use reqwest::{Response, StatusCode};
+use serde_json::Value;
+use std::net::TcpListener;
+use wiremock::MockServer;
+
+pub const NEW_KEY: &str = "278d425bdf160c739803";
+pub const NEW_SECRET: &str = "7ad3773142a6692b25b8";
+pub const OLD_KEY: &str = "old-app-key";
+pub const OLD_SECRET: &str = "old-app-secret";
+pub const MASTER_KEY: &str = "zyrm8pvV2C9fJcBfhyXzvxbJVN/H7QLmbe0xJi1GhPU=";
+
+pub struct TestApp {
+    pub address: String,
+    pub host: MockServer,
+    pub client: reqwest::Client,
+}
+
+/// The config every test starts from: two apps, "new" with the docs' credentials.
+pub fn base_config(session_check_url: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+workers = 1
+[session_check]
+url = "{session_check_url}"
+timeout_ms = 500
+max_response_bytes = 4096
+[apps.old]
+app_id = "1111"
+key = "{OLD_KEY}"
+secret = "{OLD_SECRET}"
+[apps.new]
+app_id = "2222"
+key = "{NEW_KEY}"
+secret = "{NEW_SECRET}"
+encryption_master_key_base64 = "{MASTER_KEY}"
+"#
+    )
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|c| c).await
+}
+
+/// Spawns the service with the base config passed through `edit`.
+pub async fn spawn_app_with(edit: impl FnOnce(String) -> String) -> TestApp {
+    let host = MockServer::start().await;
+    let config = edit(base_config(&format!("{}/check", host.uri())));
+    spawn_with_config(host, &config).await
+}
+
+pub async fn spawn_with_config(host: MockServer, config: &str) -> TestApp {
+    let settings = Settings::from_toml(config, None).expect("test config is valid");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let app = Application::build_with_listener(settings, listener).expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    TestApp { address, host, client }
+}
+
+impl TestApp {
+    pub async fn post_form(&self, path: &str, body: &str) -> Response {
+        self.post_form_with(path, body, &[]).await
+    }
+
+    pub async fn post_form_with(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> Response {
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.to_owned());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.expect("request sent")
+    }
+
+    /// The JSON bodies the host stub received, in order.
+    pub async fn host_bodies(&self) -> Vec<Value> {
+        self.host
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(|r| serde_json::from_slice(&r.body).expect("host got JSON"))
+            .collect()
+    }
+}
+
+/// Asserts the status and returns the JSON body; on mismatch shows the body.
+#[track_caller]
+pub fn assert_status(status: StatusCode, body: &str, expected: u16) -> Value {
+    assert_eq!(status.as_u16(), expected, "unexpected status; body: {body}");
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
+
+pub async fn expect_status(res: Response, expected: u16) -> Value {
+    let status = res.status();
+    let body = res.text().await.unwrap();
+    if expected != 200 {
+        assert_no_signature(&body);
+    }
+    assert_status(status, &body, expected)
+}
+
+/// No `auth`, no 64-hex signature, no shared secret in an error body.
+#[track_caller]
+pub fn assert_no_signature(body: &str) {
+    assert!(!body.contains("\"auth\""), "error body carries auth: {body}");
+    assert!(
+        !body.contains("shared_secret") && !body.contains("channel_data"),
+        "error body carries auth data: {body}"
+    );
+    let hex_run = body.as_bytes().windows(64).any(|w| w.iter().all(|b| b.is_ascii_hexdigit()));
+    assert!(!hex_run, "error body carries a hex signature: {body}");
+}
+
+pub fn sign(secret: &str, to_sign: &str) -> String {
+    pusher_dual_auth::pusher::hmac_sha256_hex(secret.as_bytes(), to_sign.as_bytes())
+}

@@ -1,0 +1,8 @@
+//! Black-box tests: the real server on port 0 against a real HTTP host stub.
+mod auth;
+mod batch;
+mod cors;
+mod headers;
+mod helpers;
+mod host_failures;
+mod user;

@@ -1,0 +1,191 @@
+//! The binary as a user runs it: check-config, serve, demo.
+use std::{
+    io::Write,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pusher-dual-auth");
+
+fn config_file(contents: &str) -> tempfile_lite::Path {
+    tempfile_lite::write(contents)
+}
+
+/// A tiny temp-file helper (no extra crate needed).
+mod tempfile_lite {
+    pub struct Path(pub std::path::PathBuf);
+    impl Drop for Path {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    pub fn write(contents: &str) -> Path {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "dual-auth-cli-{}-{}.toml",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::write(&p, contents).unwrap();
+        Path(p)
+    }
+}
+
+const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:PORT"
+[session_check]
+url = "http://127.0.0.1:9/check"
+[apps.old]
+app_id = "1111"
+key = "old-key"
+secret = "old-secret-value"
+[apps.new]
+app_id = "2222"
+key = "new-key"
+secret = "new-secret-value"
+encryption_master_key_base64 = "zyrm8pvV2C9fJcBfhyXzvxbJVN/H7QLmbe0xJi1GhPU="
+"#;
+
+fn clean_env(cmd: &mut Command) -> &mut Command {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("DUAL_AUTH") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+#[test]
+fn check_config_prints_the_effective_config_without_secrets() {
+    let file = config_file(&GOOD.replace("PORT", "8080"));
+    let out = clean_env(Command::new(BIN).args(["check-config", "--config"]).arg(&file.0))
+        .env("DUAL_AUTH__APPS__OLD__SECRET", "env-secret-value")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    for secret in ["old-secret-value", "new-secret-value", "env-secret-value", "zyrm8pvV"] {
+        assert!(!stdout.contains(secret), "{secret} printed:\n{stdout}");
+    }
+    assert!(stdout.contains("new-key") && stdout.contains("[redacted]"), "{stdout}");
+    assert!(stdout.find("[server]").unwrap() < stdout.find("[apps.old]").unwrap(), "sections in file order");
+}
+
+#[test]
+fn check_config_names_the_bad_key_and_fails() {
+    let cases = [
+        (GOOD.replace("secret = \"old-secret-value\"", ""), "apps.old.secret"),
+        (
+            GOOD.replace("zyrm8pvV2C9fJcBfhyXzvxbJVN/H7QLmbe0xJi1GhPU=", "c2hvcnQ="),
+            "apps.new.encryption_master_key_base64",
+        ),
+        (GOOD.replace("http://127.0.0.1:9/check", "nope"), "session_check.url"),
+        (GOOD.replace("[apps.new]", "[apps.new]\nsecrt = \"x\""), "secrt"),
+    ];
+    for (contents, key) in cases {
+        let file = config_file(&contents.replace("PORT", "8080"));
+        let out =
+            clean_env(Command::new(BIN).args(["check-config", "--config"]).arg(&file.0)).output().unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(key), "expected {key} in: {stderr}");
+        assert!(!stderr.contains("old-secret-value") && !stderr.contains("new-secret-value"), "{stderr}");
+    }
+}
+
+#[test]
+fn the_config_path_can_come_from_dual_auth_config() {
+    let file = config_file(&GOOD.replace("PORT", "8080"));
+    let out = clean_env(&mut Command::new(BIN))
+        .arg("check-config")
+        .env("DUAL_AUTH_CONFIG", &file.0)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = clean_env(&mut Command::new(BIN)).arg("check-config").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--config"));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for(url: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(mut s) = std::net::TcpStream::connect(url) {
+            let _ = s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n");
+            let mut buf = String::new();
+            let _ = std::io::Read::read_to_string(&mut s, &mut buf);
+            if buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200") {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn serve_is_the_default_and_stops_cleanly_on_sigterm() {
+    let port = free_port();
+    let file = config_file(&GOOD.replace("PORT", &port.to_string()));
+    let mut child = clean_env(&mut Command::new(BIN))
+        .env("DUAL_AUTH_CONFIG", &file.0)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(&format!("127.0.0.1:{port}")), "service did not come up");
+    // SIGTERM: graceful shutdown, exit 0.
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!stderr.contains("old-secret-value") && !stderr.contains("new-secret-value"));
+}
+
+#[test]
+fn the_demo_refuses_non_loopback_addresses() {
+    let out = Command::new(BIN).args(["demo", "--listen", "0.0.0.0:18999"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+}
+
+#[test]
+fn the_demo_serves_real_signatures() {
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = wait_for(&format!("127.0.0.1:{port}"));
+    let post = |auth: &str, body: &str| -> String {
+        let mut s = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+        let req = format!(
+            "POST /auth/new HTTP/1.0\r\nAuthorization: Bearer {auth}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let mut buf = String::new();
+        std::io::Read::read_to_string(&mut s, &mut buf).unwrap();
+        buf
+    };
+    let ok =
+        if up { post("alice", "socket_id=1234.1234&channel_name=private-foobar") } else { String::new() };
+    let denied =
+        if up { post("bob", "socket_id=1234.1234&channel_name=private-admin-ops") } else { String::new() };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(up, "demo did not come up");
+    let expected = pusher_dual_auth::pusher::hmac_sha256_hex(b"demo-new-secret", b"1234.1234:private-foobar");
+    assert!(ok.contains(&format!("demo-new-key:{expected}")), "{ok}");
+    assert!(denied.starts_with("HTTP/1.0 403"), "{denied}");
+}
