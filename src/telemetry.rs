@@ -15,8 +15,10 @@ use tracing_subscriber::EnvFilter;
 pub fn init(settings: &LogSettings) {
     // tracing-actix-web repeats every error response as a WARN; our own
     // per-decision line already says it, with the status and reason.
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{},tracing_actix_web=error", settings.level)));
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => EnvFilter::new(directives),
+        _ => EnvFilter::new(format!("{},tracing_actix_web=error", settings.level)),
+    };
     let json = match settings.format {
         crate::config::LogFormat::Json => true,
         crate::config::LogFormat::Pretty => false,

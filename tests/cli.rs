@@ -189,3 +189,14 @@ fn the_demo_serves_real_signatures() {
     assert!(ok.contains(&format!("demo-new-key:{expected}")), "{ok}");
     assert!(denied.starts_with("HTTP/1.0 403"), "{denied}");
 }
+
+#[test]
+fn the_example_config_is_valid() {
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/config.example.toml")).unwrap();
+    // The example reads the new app's secret from a file, as in a container.
+    let secret = config_file("example-secret\n");
+    let file = config_file(&example.replace("/run/secrets/pusher-new", secret.0.to_str().unwrap()));
+    let out = clean_env(Command::new(BIN).args(["check-config", "--config"]).arg(&file.0)).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -1,0 +1,49 @@
+// The "host app" of the e2e suite: its session check, and the page the browser test loads.
+//
+// Session rule: a bearer token or a `session` cookie names the user. alice and bob
+// are known; mallory is known but banned (403); anyone else is 401. Channels whose
+// name contains "denied" are refused to everyone.
+import http from 'node:http';
+import fs from 'node:fs';
+import path from 'node:path';
+
+export const USERS = {
+  alice: { user_id: 'alice', user_info: { name: 'Alice' }, watchlist: ['bob'] },
+  bob: { user_id: 'bob', user_info: { name: 'Bob' } },
+};
+
+export function startHost(port, { pageDir }) {
+  const calls = [];
+  const server = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      if (req.method === 'POST' && req.url === '/check') {
+        const check = JSON.parse(body);
+        const bearer = (req.headers.authorization || '').replace(/^Bearer /, '');
+        const cookie = /(?:^|;\s*)session=([^;]+)/.exec(req.headers.cookie || '');
+        const token = bearer || (cookie && cookie[1]) || '';
+        calls.push({ ...check, token, requestId: req.headers['x-request-id'], xff: req.headers['x-forwarded-for'] });
+        if (token === 'mallory' || (check.channel_name || '').includes('denied')) return send(res, 403, {});
+        const user = USERS[token];
+        if (!user) return send(res, 401, {});
+        return send(res, 200, user);
+      }
+      const file = { '/page.html': 'page.html', '/pusher.js': 'node_modules/pusher-js/dist/web/pusher-with-encryption.js' }[
+        req.url.split('?')[0]
+      ];
+      if (req.method === 'GET' && file) {
+        const type = file.endsWith('.html') ? 'text/html' : 'application/javascript';
+        res.writeHead(200, { 'content-type': type });
+        return res.end(fs.readFileSync(path.join(pageDir, file)));
+      }
+      send(res, 404, {});
+    });
+  });
+  return new Promise((resolve) => server.listen(port, '127.0.0.1', () => resolve({ server, calls })));
+}
+
+function send(res, status, json) {
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(JSON.stringify(json));
+}

@@ -1,0 +1,329 @@
+// End-to-end suite: real pusher-js (Node and headless Chromium), laravel-echo and
+// pusher-js-auth clients on a real Pusher-protocol server (sockudo) with two apps,
+// authorized by pusher-dual-auth with a real host session check.
+//
+// Usage: node run.mjs   (SERVICE_BIN and SOCKUDO_BIN name the binaries)
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { Suite, assert, assertEqual, freePort, sleep, start, stop, waitForHttp } from './lib.mjs';
+import { startHost } from './host.mjs';
+
+const require = createRequire(import.meta.url);
+const Pusher = require('pusher-js'); // the Node build, encryption-capable
+const PusherServer = require('pusher');
+const PusherBatchAuthorizer = require('pusher-js-auth');
+
+const here = path.dirname(new URL(import.meta.url).pathname);
+const root = path.resolve(here, '..');
+const SERVICE_BIN = process.env.SERVICE_BIN || path.join(root, 'target/debug/pusher-dual-auth');
+const SOCKUDO_BIN = process.env.SOCKUDO_BIN || 'sockudo';
+
+const APPS = {
+  old: { id: '100001', key: 'old-app-key', secret: 'old-app-secret', master: Buffer.alloc(32, 1).toString('base64') },
+  new: { id: '200002', key: 'new-app-key', secret: 'new-app-secret', master: Buffer.alloc(32, 2).toString('base64') },
+};
+
+const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dual-auth-e2e-'));
+const [wsPort, servicePort, hostPort] = [await freePort(), await freePort(), await freePort()];
+const SERVICE = `http://127.0.0.1:${servicePort}`;
+const HOST_ORIGIN = `http://127.0.0.1:${hostPort}`;
+const serviceLogPath = path.join(work, 'service.log');
+
+function sockudoConfig() {
+  const apps = Object.values(APPS)
+    .map(
+      (a) => `
+[[app_manager.array.apps]]
+id = "${a.id}"
+key = "${a.key}"
+secret = "${a.secret}"
+enabled = true
+max_connections = 1000
+enable_client_messages = true
+enable_user_authentication = true
+max_client_events_per_second = 100
+max_backend_events_per_second = 1000
+max_read_requests_per_second = 1000
+`,
+    )
+    .join('');
+  return `host = "127.0.0.1"
+port = ${wsPort}
+debug = false
+shutdown_grace_period = 1
+[adapter]
+driver = "local"
+[cache]
+driver = "memory"
+[queue]
+driver = "memory"
+[metrics]
+enabled = false
+[rate_limiter]
+enabled = false
+[webhooks.batching]
+enabled = false
+[app_manager]
+driver = "memory"
+${apps}`;
+}
+
+function serviceConfig() {
+  const apps = Object.entries(APPS)
+    .map(
+      ([name, a]) => `
+[apps.${name}]
+app_id = "${a.id}"
+key = "${a.key}"
+secret = "${a.secret}"
+encryption_master_key_base64 = "${a.master}"
+`,
+    )
+    .join('');
+  return `[server]
+listen = "127.0.0.1:${servicePort}"
+allowed_origins = ["${HOST_ORIGIN}"]
+[session_check]
+url = "${HOST_ORIGIN}/check"
+timeout_ms = 2000
+[log]
+format = "json"
+level = "debug"
+${apps}`;
+}
+
+/** A pusher-js client of `app`, authorizing at /auth/<route> as `token`. */
+function client(app, { route = app, token = 'alice', options = {} } = {}) {
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  const opts = {
+    cluster: 'mt1',
+    wsHost: '127.0.0.1',
+    wsPort,
+    forceTLS: false,
+    enabledTransports: ['ws'],
+    disableStats: true,
+    channelAuthorization: { endpoint: `${SERVICE}/auth/${route}`, transport: 'ajax', headers, params: { user_id: 'forged' } },
+    userAuthentication: { endpoint: `${SERVICE}/auth/${route}/user`, transport: 'ajax', headers },
+    ...options,
+  };
+  // pusher-js 8 only uses a legacy `authorizer` when channelAuthorization is absent.
+  if (options.authorizer) delete opts.channelAuthorization;
+  const p = new Pusher(APPS[app].key, opts);
+  p.errors = [];
+  p.bind('pusher:error', (e) => p.errors.push(e));
+  clients.push(p);
+  return p;
+}
+
+function server(app) {
+  const a = APPS[app];
+  return new PusherServer({
+    appId: a.id, key: a.key, secret: a.secret, host: '127.0.0.1', port: wsPort, useTLS: false,
+    encryptionMasterKeyBase64: a.master,
+  });
+}
+
+/** Resolves with the subscription's outcome: succeeded, an auth error, or a server rejection. */
+function subscribe(pusher, name, timeoutMs = 8000) {
+  return new Promise((resolve) => {
+    const ch = pusher.subscribe(name);
+    const errorsBefore = pusher.errors.length;
+    const done = (r) => {
+      clearInterval(poll);
+      clearTimeout(timer);
+      resolve({ channel: ch, ...r });
+    };
+    ch.bind('pusher:subscription_succeeded', (members) => done({ ok: true, members }));
+    ch.bind('pusher:subscription_error', (e) => done({ ok: false, status: e.status, error: e }));
+    const poll = setInterval(() => {
+      if (pusher.errors.length > errorsBefore) done({ ok: false, serverError: pusher.errors[pusher.errors.length - 1] });
+    }, 20);
+    const timer = setTimeout(() => done({ ok: false, timeout: true }), timeoutMs);
+  });
+}
+
+function nextEvent(bindable, event, timeoutMs = 5000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${event} within ${timeoutMs} ms`)), timeoutMs);
+    bindable.bind(event, (data) => {
+      clearTimeout(timer);
+      resolve(data);
+    });
+  });
+}
+
+const clients = [];
+const procs = [];
+const suite = new Suite();
+let host;
+// Unhandled rejections inside pusher-js (e.g. a bad channel_data) must fail the run, not hang it.
+process.on('unhandledRejection', (e) => console.log(`unhandled rejection: ${e && e.stack ? e.stack : e}`));
+
+try {
+  const log = fs.createWriteStream(path.join(work, 'processes.log'));
+  fs.writeFileSync(path.join(work, 'sockudo.toml'), sockudoConfig());
+  fs.writeFileSync(path.join(work, 'service.toml'), serviceConfig());
+  host = await startHost(hostPort, { pageDir: here });
+  procs.push(start(SOCKUDO_BIN, ['--config', path.join(work, 'sockudo.toml')], { cwd: work, log }));
+  const serviceLog = fs.createWriteStream(serviceLogPath);
+  procs.push(start(SERVICE_BIN, ['serve', '--config', path.join(work, 'service.toml')], { log: serviceLog, env: { RUST_LOG: '' } }));
+  // sockudo ignores a config it cannot parse and starts with no apps: check each app is there.
+  for (const a of Object.values(APPS)) await waitForHttp(`http://127.0.0.1:${wsPort}/up/${a.id}`);
+  await waitForHttp(`${SERVICE}/readyz`);
+  console.log(`sockudo ws://127.0.0.1:${wsPort}, service ${SERVICE}, host ${HOST_ORIGIN}, work dir ${work}`);
+
+  for (const app of ['old', 'new']) {
+    await suite.test(`${app}: private channel subscribes`, async () => {
+      const r = await subscribe(client(app), 'private-e2e');
+      assert(r.ok, `not subscribed: ${JSON.stringify(r.serverError || r.status)}`);
+    });
+
+    await suite.test(`${app}: presence members show the host's identity, not the client's`, async () => {
+      const r = await subscribe(client(app), 'presence-e2e');
+      assert(r.ok, 'not subscribed');
+      assertEqual(r.members.me, { id: 'alice', info: { name: 'Alice' } }, 'members.me');
+      const forged = host.calls.filter((c) => c.channel_name === 'presence-e2e' && c.params.user_id === 'forged');
+      assert(forged.length > 0, 'the client param reached the host only as a param');
+    });
+
+    await suite.test(`${app}: encrypted channel decrypts an event triggered by the official SDK`, async () => {
+      const p = client(app);
+      const r = await subscribe(p, 'private-encrypted-e2e');
+      assert(r.ok, 'not subscribed');
+      const got = nextEvent(r.channel, 'secret-event');
+      await server(app).trigger('private-encrypted-e2e', 'secret-event', { msg: `hello ${app}` });
+      assertEqual(await got, { msg: `hello ${app}` }, 'decrypted payload');
+    });
+
+    await suite.test(`${app}: signin, then an event sent to that user`, async () => {
+      const p = client(app);
+      p.signin();
+      const deadline = Date.now() + 8000;
+      while (!(p.user.serverToUserChannel && p.user.serverToUserChannel.subscribed) && Date.now() < deadline) await sleep(20);
+      assertEqual(p.user.user_data, { id: 'alice', user_info: { name: 'Alice' }, watchlist: ['bob'] }, 'user_data');
+      assert(p.user.serverToUserChannel && p.user.serverToUserChannel.subscribed, 'server-to-user channel subscribed');
+      const got = nextEvent(p.user, 'direct');
+      await server(app).sendToUser('alice', 'direct', { n: 1 });
+      assertEqual(await got, { n: 1 }, 'event sent to user');
+    });
+
+    await suite.test(`${app}: a denied user gets subscription_error with status 403`, async () => {
+      const r = await subscribe(client(app, { token: 'mallory' }), 'private-e2e');
+      assertEqual([r.ok, r.status], [false, 403], 'outcome');
+      const r2 = await subscribe(client(app), 'private-denied-e2e');
+      assertEqual([r2.ok, r2.status], [false, 403], 'channel refused by the host');
+      const r3 = await subscribe(client(app, { token: null }), 'presence-e2e');
+      assertEqual([r3.ok, r3.status], [false, 403], 'no session');
+    });
+  }
+
+  await suite.test('a client of one app pointed at the other app\'s route is rejected by the server', async () => {
+    for (const [app, route] of [['old', 'new'], ['new', 'old']]) {
+      const r = await subscribe(client(app, { route }), 'private-cross');
+      assert(!r.ok && r.serverError, `${app} via /auth/${route} should be rejected by sockudo, got ${JSON.stringify(r.status)}`);
+    }
+  });
+
+  await suite.test('a REST trigger reaches subscribers of its own app only', async () => {
+    const oldC = client('old');
+    const newC = client('new');
+    const [a, b] = await Promise.all([subscribe(oldC, 'private-iso'), subscribe(newC, 'private-iso')]);
+    assert(a.ok && b.ok, 'both subscribed');
+    const seen = { old: [], new: [] };
+    a.channel.bind('ping', (d) => seen.old.push(d.from));
+    b.channel.bind('ping', (d) => seen.new.push(d.from));
+    await server('old').trigger('private-iso', 'ping', { from: 'old' });
+    await server('new').trigger('private-iso', 'ping', { from: 'new' });
+    await sleep(500);
+    assertEqual(seen, { old: ['old'], new: ['new'] }, 'deliveries');
+  });
+
+  await suite.test('laravel-echo 2.5: private and presence channels on both apps', async () => {
+    const { default: Echo } = await import('laravel-echo');
+    for (const app of ['old', 'new']) {
+      const echo = new Echo({
+        broadcaster: 'pusher', key: APPS[app].key, cluster: 'mt1', wsHost: '127.0.0.1', wsPort, forceTLS: false,
+        enabledTransports: ['ws'], disableStats: true, authEndpoint: `${SERVICE}/auth/${app}`,
+        auth: { headers: { Authorization: 'Bearer bob' } }, Pusher,
+      });
+      clients.push(echo.connector.pusher);
+      const got = new Promise((resolve) => echo.private('orders').listen('.order-shipped', resolve));
+      const members = new Promise((resolve) => echo.join('room').here(resolve));
+      // Echo's here() lists each member's user_info.
+      assertEqual(await members, [{ name: 'Bob' }], `${app} presence here()`);
+      await sleep(200); // the private subscription was sent first; give it a beat
+      await server(app).trigger('private-orders', 'order-shipped', { id: 7 });
+      assertEqual(await got, { id: 7 }, `${app} private event`);
+      echo.disconnect();
+    }
+  });
+
+  await suite.test('pusher-js-auth 4.0: one batch request, per-channel results', async () => {
+    const p = client('new', {
+      options: {
+        authEndpoint: `${SERVICE}/auth/new`,
+        auth: { headers: { Authorization: 'Bearer alice' } },
+        authorizer: PusherBatchAuthorizer,
+      },
+    });
+    const before = host.calls.length;
+    const [a, b, c] = await Promise.all(
+      ['private-batch-a', 'presence-batch-b', 'private-denied-batch-c'].map((n) => subscribe(p, n)),
+    );
+    assert(a.ok, 'private-batch-a subscribed');
+    assert(b.ok, 'presence-batch-b subscribed');
+    assertEqual(b.members.me, { id: 'alice', info: { name: 'Alice' } }, 'batch presence identity');
+    assert(!c.ok && !c.serverError, 'the denied channel failed at the auth step');
+    const calls = host.calls.slice(before).filter((x) => x.channel_name && x.channel_name.includes('batch'));
+    assertEqual(calls.length, 3, 'one host check per channel');
+    assertEqual(new Set(calls.map((x) => x.requestId)).size, 1, 'all three came in one HTTP request');
+  });
+
+  await suite.test('headless Chromium: pusher-js cross-origin through CORS, both apps', async () => {
+    const puppeteer = (await import('puppeteer-core')).default;
+    const browser = await puppeteer.launch({
+      executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+      headless: true,
+      args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
+        '--disable-component-update', '--disable-sync', '--no-first-run', `--user-data-dir=${path.join(work, 'chromium')}`],
+    });
+    try {
+      const page = await browser.newPage();
+      const keys = encodeURIComponent(JSON.stringify({ old: APPS.old.key, new: APPS.new.key }));
+      await page.goto(`${HOST_ORIGIN}/page.html?service=${encodeURIComponent(SERVICE)}&ws=${wsPort}&keys=${keys}`);
+      await page.waitForFunction('window.__results !== null', { timeout: 30000 });
+      const results = await page.evaluate('window.__results');
+      await page.screenshot({ path: path.join(work, 'browser.png') });
+      for (const app of ['old', 'new']) {
+        assert(results[app].private.ok, `${app} private: ${JSON.stringify(results[app].private)}`);
+        assertEqual(results[app].presence.me, { id: 'alice', info: { name: 'Alice' } }, `${app} presence`);
+        assertEqual(results[app].denied, { ok: false, status: 403 }, `${app} denied (403 readable cross-origin)`);
+      }
+    } finally {
+      await browser.close();
+    }
+  }, 60000);
+
+  await suite.test('the service log holds no secrets, credentials or signatures', async () => {
+    const text = fs.readFileSync(serviceLogPath, 'utf8');
+    assert(text.includes('"outcome":"signed"'), 'the log has decision lines');
+    const banned = ['old-app-secret', 'new-app-secret', APPS.old.master, APPS.new.master, 'Bearer', 'alice"}'];
+    for (const s of banned) assert(!text.includes(s), `log contains ${s}`);
+    assert(!/[0-9a-f]{64}/.test(text), 'log contains a 64-hex signature');
+  });
+} catch (e) {
+  console.log(`setup failed: ${e && e.stack ? e.stack : e}`);
+  suite.failed++;
+} finally {
+  for (const c of clients) {
+    try { c.disconnect(); } catch {}
+  }
+  await sleep(100);
+  for (const p of procs.reverse()) await stop(p);
+  if (host) host.server.close();
+  suite.summary();
+  if (suite.failed && process.env.CI) console.log(`logs kept in ${work}`);
+  process.exit(suite.failed ? 1 : 0);
+}
