@@ -40,7 +40,23 @@ struct RawSettings {
     #[serde(default)]
     apps: BTreeMap<String, RawApp>,
     #[serde(default)]
+    rate_limit: RawRateLimit,
+    #[serde(default)]
     log: RawLog,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRateLimit {
+    enabled: bool,
+    per_second: u32,
+    burst: u32,
+}
+
+impl Default for RawRateLimit {
+    fn default() -> Self {
+        Self { enabled: false, per_second: 20, burst: 40 }
+    }
 }
 
 #[derive(Deserialize)]
@@ -56,6 +72,7 @@ struct RawServer {
     workers: Option<usize>,
     shutdown_timeout_secs: u64,
     body_timeout_ms: u64,
+    header_timeout_ms: u64,
 }
 
 impl Default for RawServer {
@@ -69,6 +86,7 @@ impl Default for RawServer {
             workers: None,
             shutdown_timeout_secs: 20,
             body_timeout_ms: 5_000,
+            header_timeout_ms: 5_000,
         }
     }
 }
@@ -148,7 +166,15 @@ pub struct Settings {
     pub server: ServerSettings,
     pub session_check: SessionCheckSettings,
     pub apps: BTreeMap<String, AppSettings>,
+    pub rate_limit: Option<RateLimitSettings>,
     pub log: LogSettings,
+}
+
+/// Per-client-IP token bucket on the auth routes (off unless configured).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitSettings {
+    pub per_second: std::num::NonZeroU32,
+    pub burst: std::num::NonZeroU32,
 }
 
 #[derive(Debug, Clone)]
@@ -163,6 +189,8 @@ pub struct ServerSettings {
     pub workers: Option<usize>,
     pub shutdown_timeout: Duration,
     pub body_timeout: Duration,
+    /// Time a client has to send the request headers (slowloris defence).
+    pub header_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -273,6 +301,7 @@ impl Settings {
         }
         server.insert("shutdown_timeout_secs".into(), Value::Integer(s.shutdown_timeout.as_secs() as i64));
         server.insert("body_timeout_ms".into(), Value::Integer(s.body_timeout.as_millis() as i64));
+        server.insert("header_timeout_ms".into(), Value::Integer(s.header_timeout.as_millis() as i64));
         root.insert("server".into(), Value::Table(server));
 
         let c = &self.session_check;
@@ -298,6 +327,14 @@ impl Settings {
             apps.insert(name.clone(), Value::Table(t));
         }
         root.insert("apps".into(), Value::Table(apps));
+
+        let mut rate = Table::new();
+        rate.insert("enabled".into(), Value::Boolean(self.rate_limit.is_some()));
+        if let Some(r) = self.rate_limit {
+            rate.insert("per_second".into(), Value::Integer(r.per_second.get().into()));
+            rate.insert("burst".into(), Value::Integer(r.burst.get().into()));
+        }
+        root.insert("rate_limit".into(), Value::Table(rate));
 
         let mut log = Table::new();
         log.insert("format".into(), Value::String(format!("{:?}", self.log.format).to_lowercase()));
@@ -417,6 +454,11 @@ impl RawSettings {
         if s.body_timeout_ms == 0 {
             return Err(ConfigError::new("server.body_timeout_ms", "must be greater than 0"));
         }
+        // actix measures this against a clock it refreshes every 500 ms: shorter
+        // values time out healthy requests at random.
+        if !(1_000..=300_000).contains(&s.header_timeout_ms) {
+            return Err(ConfigError::new("server.header_timeout_ms", "must be between 1000 and 300000"));
+        }
         let server = ServerSettings {
             listen,
             allowed_origins,
@@ -426,6 +468,7 @@ impl RawSettings {
             workers: s.workers,
             shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs),
             body_timeout: Duration::from_millis(s.body_timeout_ms),
+            header_timeout: Duration::from_millis(s.header_timeout_ms),
         };
 
         let c = self.session_check.ok_or_else(|| ConfigError::new("session_check", "missing section"))?;
@@ -536,9 +579,21 @@ impl RawSettings {
             );
         }
 
+        let r = self.rate_limit;
+        let rate_limit = if r.enabled {
+            let nz = |v: u32, key: &str| {
+                std::num::NonZeroU32::new(v).ok_or_else(|| ConfigError::new(key, "must be at least 1"))
+            };
+            Some(RateLimitSettings {
+                per_second: nz(r.per_second, "rate_limit.per_second")?,
+                burst: nz(r.burst, "rate_limit.burst")?,
+            })
+        } else {
+            None
+        };
         let log =
             LogSettings { format: self.log.format, level: self.log.level.unwrap_or_else(|| "info".into()) };
-        Ok(Settings { server, session_check, apps, log })
+        Ok(Settings { server, session_check, apps, rate_limit, log })
     }
 }
 

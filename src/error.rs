@@ -25,6 +25,8 @@ pub enum AuthError {
     OriginNotAllowed(String),
     #[error("the session check denied this request")]
     Denied,
+    #[error("too many requests from this client; retry later")]
+    RateLimited,
     #[error(transparent)]
     Host(#[from] HostError),
 }
@@ -65,6 +67,7 @@ impl AuthError {
             Self::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             Self::OriginNotAllowed(_) => (StatusCode::FORBIDDEN, "origin_not_allowed"),
             Self::Denied => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Host(HostError::Timeout) => (StatusCode::GATEWAY_TIMEOUT, "session_check_timeout"),
             Self::Host(HostError::Connect(_) | HostError::Transport(_)) => {
                 (StatusCode::BAD_GATEWAY, "session_check_unreachable")
@@ -124,6 +127,7 @@ mod tests {
             (AuthError::UnknownApp("x".into()), 404),
             (AuthError::BodyTooLarge(1), 413),
             (AuthError::Denied, 403),
+            (AuthError::RateLimited, 429),
             (HostError::Status(302).into(), 502),
             (HostError::Status(404).into(), 502),
             (HostError::Status(500).into(), 502),

@@ -10,6 +10,7 @@ use tracing_actix_web::TracingLogger;
 pub struct AppState {
     pub settings: Settings,
     pub session_check: SessionCheckClient,
+    pub rate_limiter: Option<routes::ClientRateLimiter>,
 }
 
 pub struct Application {
@@ -32,7 +33,9 @@ impl Application {
             SessionCheckClient::new(&settings.session_check).context("building the session-check client")?;
         let workers = settings.server.workers;
         let shutdown = settings.server.shutdown_timeout.as_secs();
-        let state = web::Data::new(AppState { settings, session_check });
+        let header_timeout = settings.server.header_timeout;
+        let rate_limiter = settings.rate_limit.map(routes::ClientRateLimiter::new);
+        let state = web::Data::new(AppState { settings, session_check, rate_limiter });
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -41,6 +44,7 @@ impl Application {
                 .wrap(from_fn(routes::request_id_middleware))
         })
         .shutdown_timeout(shutdown)
+        .client_request_timeout(header_timeout)
         .listen(listener)?;
         if let Some(n) = workers {
             server = server.workers(n);
@@ -74,6 +78,7 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::scope("/auth")
                 .wrap(from_fn(routes::cors_middleware))
+                .wrap(from_fn(routes::rate_limit_middleware))
                 .service(
                     web::resource("/{app}")
                         .route(web::post().to(routes::channel_auth))

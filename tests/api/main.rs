@@ -1,7 +1,9 @@
 //! Black-box tests: the real server on port 0 against a real HTTP host stub.
+mod abuse;
 mod auth;
 mod batch;
 mod cors;
+mod faults;
 mod headers;
 mod helpers;
 mod host_failures;
