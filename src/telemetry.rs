@@ -13,6 +13,14 @@ use tracing_actix_web::RootSpanBuilder;
 use tracing_subscriber::EnvFilter;
 
 pub fn init(settings: &LogSettings) {
+    init_with_writer(settings, std::io::stderr, std::io::stderr().is_terminal());
+}
+
+/// The same subscriber, writing elsewhere (the log-audit test captures it).
+pub fn init_with_writer<W>(settings: &LogSettings, writer: W, terminal: bool)
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     // tracing-actix-web repeats every error response as a WARN; our own
     // per-decision line already says it, with the status and reason.
     let filter = match std::env::var("RUST_LOG") {
@@ -22,9 +30,9 @@ pub fn init(settings: &LogSettings) {
     let json = match settings.format {
         crate::config::LogFormat::Json => true,
         crate::config::LogFormat::Pretty => false,
-        crate::config::LogFormat::Auto => !std::io::stderr().is_terminal(),
+        crate::config::LogFormat::Auto => !terminal,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     // try_init: tests and the demo may initialise more than once.
     let _ = if json {
         builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init()
