@@ -27,6 +27,19 @@ pub enum Command {
     CheckConfig,
     /// Run on throwaway demo apps with a built-in session check (loopback only).
     Demo(crate::demo::DemoArgs),
+    /// Compute the auth answer offline for a socket id and channel (or a sign-in).
+    Sign(crate::tools::SignArgs),
+    /// Say which configured app (if any) produced an auth string.
+    Verify(crate::tools::VerifyArgs),
+    /// Exit 0 if the running service answers /healthz (for container HEALTHCHECKs; no curl needed).
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct HealthcheckArgs {
+    /// The URL to check; default: /healthz on the configured admin_listen, else listen.
+    #[arg(long)]
+    pub url: Option<String>,
 }
 
 fn load(config: Option<&std::path::Path>) -> anyhow::Result<Settings> {
@@ -47,7 +60,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             telemetry::init(&settings.log);
             let apps: Vec<String> = settings.apps.keys().map(|a| format!("/auth/{a}")).collect();
             let app = Application::build(settings)?;
-            tracing::info!(port = app.port(), routes = ?apps, "pusher-dual-auth listening");
+            if let Some(path) = cli.config {
+                app.watch_config(path)?;
+            }
+            tracing::info!(port = app.port(), admin_port = ?app.admin_port(), routes = ?apps, "pusher-dual-auth listening");
             app.run_until_stopped().await.context("server error")
         }
         Command::CheckConfig => {
@@ -61,5 +77,40 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo(args) => crate::demo::run(args).await,
+        Command::Sign(args) => {
+            let settings = load(cli.config.as_deref())?;
+            println!("{}", crate::tools::sign(&settings, &args)?);
+            Ok(())
+        }
+        Command::Verify(args) => {
+            let settings = load(cli.config.as_deref())?;
+            let (ok, verdict) = crate::tools::verify(&settings, &args)?;
+            println!("{verdict}");
+            if ok {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("the auth string was not produced by a configured app"))
+            }
+        }
+        Command::Healthcheck(args) => healthcheck(cli.config.as_deref(), args.url).await,
     }
+}
+
+async fn healthcheck(config: Option<&std::path::Path>, url: Option<String>) -> anyhow::Result<()> {
+    let url = match url {
+        Some(u) => u,
+        None => {
+            let settings = load(config)?;
+            let addr = settings.server.admin_listen.unwrap_or(settings.server.listen);
+            let host =
+                if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+            let host = if host.contains(':') { format!("[{host}]") } else { host };
+            format!("http://{host}:{}/healthz", addr.port())
+        }
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(3)).no_proxy().build()?;
+    let status = client.get(&url).send().await.with_context(|| format!("GET {url}"))?.status();
+    anyhow::ensure!(status.is_success(), "GET {url}: {status}");
+    Ok(())
 }

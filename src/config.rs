@@ -63,6 +63,7 @@ impl Default for RawRateLimit {
 #[serde(deny_unknown_fields, default)]
 struct RawServer {
     listen: String,
+    admin_listen: Option<String>,
     #[serde(deserialize_with = "list_or_csv")]
     allowed_origins: Vec<String>,
     #[serde(deserialize_with = "list_or_csv")]
@@ -79,6 +80,7 @@ impl Default for RawServer {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
+            admin_listen: None,
             allowed_origins: vec![],
             trusted_proxies: vec![],
             max_body_bytes: 8 * 1024,
@@ -168,6 +170,8 @@ pub struct Settings {
     pub apps: BTreeMap<String, AppSettings>,
     pub rate_limit: Option<RateLimitSettings>,
     pub log: LogSettings,
+    /// Every `*_file` the config reads secrets from (watched for hot reload).
+    pub secret_files: Vec<PathBuf>,
 }
 
 /// Per-client-IP token bucket on the auth routes (off unless configured).
@@ -180,6 +184,8 @@ pub struct RateLimitSettings {
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
+    /// Optional separate listener for /metrics, /healthz, /readyz.
+    pub admin_listen: Option<SocketAddr>,
     /// Exact origins (`scheme://host[:port]`, lowercase) allowed cross-origin.
     pub allowed_origins: Vec<String>,
     /// Peers whose `X-Forwarded-For` is believed.
@@ -292,6 +298,9 @@ impl Settings {
         let s = &self.server;
         let mut server = Table::new();
         server.insert("listen".into(), Value::String(s.listen.to_string()));
+        if let Some(admin) = s.admin_listen {
+            server.insert("admin_listen".into(), Value::String(admin.to_string()));
+        }
         server.insert("allowed_origins".into(), strings(s.allowed_origins.iter().cloned()));
         server.insert("trusted_proxies".into(), strings(s.trusted_proxies.iter().map(|p| p.to_string())));
         server.insert("max_body_bytes".into(), Value::Integer(s.max_body_bytes as i64));
@@ -428,6 +437,18 @@ impl RawSettings {
         let listen = s.listen.parse().map_err(|_| {
             ConfigError::new("server.listen", format!("{:?} is not an address like 127.0.0.1:8080", s.listen))
         })?;
+        let admin_listen = s
+            .admin_listen
+            .as_deref()
+            .map(|a| {
+                a.parse().map_err(|_| {
+                    ConfigError::new(
+                        "server.admin_listen",
+                        format!("{a:?} is not an address like 127.0.0.1:9090"),
+                    )
+                })
+            })
+            .transpose()?;
         let allowed_origins = s
             .allowed_origins
             .iter()
@@ -461,6 +482,7 @@ impl RawSettings {
         }
         let server = ServerSettings {
             listen,
+            admin_listen,
             allowed_origins,
             trusted_proxies,
             max_body_bytes: s.max_body_bytes,
@@ -528,7 +550,9 @@ impl RawSettings {
             ));
         }
         let mut apps = BTreeMap::new();
+        let mut secret_files = Vec::new();
         for (name, raw) in self.apps {
+            secret_files.extend(raw.secret_file.iter().chain(&raw.encryption_master_key_file).cloned());
             let k = |field: &str| format!("apps.{name}.{field}");
             if !valid_app_name(&name) {
                 return Err(ConfigError::new(
@@ -593,7 +617,7 @@ impl RawSettings {
         };
         let log =
             LogSettings { format: self.log.format, level: self.log.level.unwrap_or_else(|| "info".into()) };
-        Ok(Settings { server, session_check, apps, rate_limit, log })
+        Ok(Settings { server, session_check, apps, rate_limit, log, secret_files })
     }
 }
 

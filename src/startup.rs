@@ -1,25 +1,93 @@
-//! Building and running the HTTP server.
+//! Building and running the HTTP server(s).
 
-use crate::{config::Settings, routes, session_check::SessionCheckClient, telemetry::RequestSpan};
+use crate::{
+    config::Settings, metrics::Metrics, routes, session_check::SessionCheckClient, telemetry::RequestSpan,
+};
 use actix_web::{App, HttpResponse, HttpServer, dev::Server, middleware::from_fn, web};
 use anyhow::Context;
-use std::net::TcpListener;
+use arc_swap::ArcSwap;
+use std::{net::TcpListener, path::PathBuf, sync::Arc};
 use tracing_actix_web::TracingLogger;
 
-/// Shared, immutable per-process state.
-pub struct AppState {
+/// Everything derived from one validated config. Replaced whole on reload;
+/// a request keeps the `Live` it started with until it is answered.
+pub struct Live {
     pub settings: Settings,
     pub session_check: SessionCheckClient,
     pub rate_limiter: Option<routes::ClientRateLimiter>,
 }
 
+impl Live {
+    pub fn new(settings: Settings) -> anyhow::Result<Self> {
+        let session_check =
+            SessionCheckClient::new(&settings.session_check).context("building the session-check client")?;
+        let rate_limiter = settings.rate_limit.map(routes::ClientRateLimiter::new);
+        Ok(Self { settings, session_check, rate_limiter })
+    }
+}
+
+/// Process-wide state shared by every worker.
+pub struct AppState {
+    live: ArcSwap<Live>,
+    pub metrics: Metrics,
+    /// The file the config came from, for reloads (set once, by `watch_config`).
+    config_path: std::sync::OnceLock<PathBuf>,
+}
+
+impl AppState {
+    /// The config file and every secret file it names: what a reload watches.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self.config_path.get().cloned().into_iter().collect();
+        files.extend(self.live().settings.secret_files.iter().cloned());
+        files
+    }
+
+    /// The current configuration (cheap: an `Arc` clone).
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// Loads, validates and swaps in a new config. On any error the current one
+    /// stays, and the error is returned (and logged and counted by the caller).
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let result = (|| {
+            let settings = Settings::load(self.config_path.get().map(PathBuf::as_path))?;
+            let current = self.live();
+            if settings.server.listen != current.settings.server.listen
+                || settings.server.admin_listen != current.settings.server.admin_listen
+            {
+                tracing::warn!(
+                    "server.listen / server.admin_listen changed: restart to apply; other changes are live"
+                );
+            }
+            self.live.store(Arc::new(Live::new(settings)?));
+            Ok(())
+        })();
+        self.metrics.reload(result.is_ok());
+        match &result {
+            Ok(()) => {
+                let live = self.live();
+                let apps: Vec<&String> = live.settings.apps.keys().collect();
+                tracing::info!(?apps, "configuration reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "configuration reload rejected; keeping the previous one")
+            }
+        }
+        result
+    }
+}
+
 pub struct Application {
     port: u16,
+    admin_port: Option<u16>,
     server: Server,
+    admin: Option<Server>,
+    state: web::Data<AppState>,
 }
 
 impl Application {
-    /// Binds `server.listen` and prepares the server (it runs once awaited).
+    /// Binds `server.listen` (and `server.admin_listen`) and prepares the servers.
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
         let addr = settings.server.listen;
         let listener =
@@ -28,37 +96,85 @@ impl Application {
     }
 
     pub fn build_with_listener(settings: Settings, listener: TcpListener) -> anyhow::Result<Self> {
+        let admin_listener = match settings.server.admin_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .with_context(|| format!("cannot listen on {addr} (server.admin_listen)"))?,
+            ),
+            None => None,
+        };
         let port = listener.local_addr()?.port();
-        let session_check =
-            SessionCheckClient::new(&settings.session_check).context("building the session-check client")?;
-        let workers = settings.server.workers;
-        let shutdown = settings.server.shutdown_timeout.as_secs();
-        let header_timeout = settings.server.header_timeout;
-        let rate_limiter = settings.rate_limit.map(routes::ClientRateLimiter::new);
-        let state = web::Data::new(AppState { settings, session_check, rate_limiter });
+        let admin_port = admin_listener.as_ref().map(|l| l.local_addr()).transpose()?.map(|a| a.port());
+        let server_settings = settings.server.clone();
+        let metrics = Metrics::new();
+        metrics.reload(true);
+        let state = web::Data::new(AppState {
+            live: ArcSwap::from_pointee(Live::new(settings)?),
+            metrics,
+            config_path: std::sync::OnceLock::new(),
+        });
+
+        let metrics_on_main = admin_listener.is_none();
+        let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
-                .app_data(state.clone())
-                .configure(configure_routes)
+                .app_data(app_state.clone())
+                .configure(|cfg| configure_routes(cfg, metrics_on_main))
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .wrap(from_fn(routes::request_id_middleware))
         })
-        .shutdown_timeout(shutdown)
-        .client_request_timeout(header_timeout)
+        .shutdown_timeout(server_settings.shutdown_timeout.as_secs())
+        .client_request_timeout(server_settings.header_timeout)
         .listen(listener)?;
-        if let Some(n) = workers {
+        if let Some(n) = server_settings.workers {
             server = server.workers(n);
         }
-        Ok(Self { port, server: server.run() })
+        let admin = match admin_listener {
+            Some(listener) => {
+                let admin_state = state.clone();
+                Some(
+                    HttpServer::new(move || {
+                        App::new().app_data(admin_state.clone()).configure(configure_admin_routes)
+                    })
+                    .workers(1)
+                    .shutdown_timeout(server_settings.shutdown_timeout.as_secs())
+                    .listen(listener)?
+                    .run(),
+                )
+            }
+            None => None,
+        };
+        Ok(Self { port, admin_port, server: server.run(), admin, state })
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin_port
+    }
+
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// Reload the config from `path` on SIGHUP and when it (or a secret file) changes.
+    pub fn watch_config(&self, path: PathBuf) -> anyhow::Result<()> {
+        anyhow::ensure!(self.state.config_path.set(path).is_ok(), "watch_config called twice");
+        crate::reload::spawn(self.state.clone().into_inner())
+    }
+
     /// Runs until SIGTERM/SIGINT; SIGTERM drains in-flight requests first.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        // Both servers handle SIGTERM themselves; run them side by side.
+        match self.admin {
+            None => self.server.await,
+            Some(admin) => {
+                let (main, admin) = futures_util::future::join(self.server, admin).await;
+                main.and(admin)
+            }
+        }
     }
 }
 
@@ -66,31 +182,43 @@ fn json_error(status: actix_web::http::StatusCode, code: &str, message: &str) ->
     HttpResponse::build(status).json(serde_json::json!({"error": {"code": code, "message": message}}))
 }
 
-/// The route table.
-pub fn configure_routes(cfg: &mut web::ServiceConfig) {
+fn not_found() -> actix_web::Route {
+    web::to(|| async { json_error(actix_web::http::StatusCode::NOT_FOUND, "not_found", "no such route") })
+}
+
+/// The route table of the public listener.
+pub fn configure_routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
     use actix_web::http::StatusCode;
     let method_not_allowed = || {
         web::route()
             .to(|| async { json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST") })
     };
+    cfg.route("/healthz", web::get().to(routes::healthz)).route("/readyz", web::get().to(routes::readyz));
+    if with_metrics {
+        cfg.route("/metrics", web::get().to(routes::metrics));
+    }
+    cfg.service(
+        web::scope("/auth")
+            .wrap(from_fn(routes::cors_middleware))
+            .wrap(from_fn(routes::rate_limit_middleware))
+            .service(
+                web::resource("/{app}")
+                    .route(web::post().to(routes::channel_auth))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/{app}/user")
+                    .route(web::post().to(routes::user_auth))
+                    .default_service(method_not_allowed()),
+            ),
+    )
+    .default_service(not_found());
+}
+
+/// The admin listener: health and metrics only, never the auth routes.
+pub fn configure_admin_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(routes::healthz))
         .route("/readyz", web::get().to(routes::readyz))
-        .service(
-            web::scope("/auth")
-                .wrap(from_fn(routes::cors_middleware))
-                .wrap(from_fn(routes::rate_limit_middleware))
-                .service(
-                    web::resource("/{app}")
-                        .route(web::post().to(routes::channel_auth))
-                        .default_service(method_not_allowed()),
-                )
-                .service(
-                    web::resource("/{app}/user")
-                        .route(web::post().to(routes::user_auth))
-                        .default_service(method_not_allowed()),
-                ),
-        )
-        .default_service(web::to(|| async {
-            json_error(StatusCode::NOT_FOUND, "not_found", "no such route")
-        }));
+        .route("/metrics", web::get().to(routes::metrics))
+        .default_service(not_found());
 }

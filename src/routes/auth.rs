@@ -9,11 +9,14 @@ use crate::{
     auth_request::{Channels, parse_channel_request, parse_user_request},
     config::AppSettings,
     error::AuthError,
+    metrics::Metrics,
     pusher::{
         ChannelAuth, ChannelKind, ChannelName, ProtocolError, SocketId, authenticate_user, authorize_channel,
     },
-    session_check::{CheckKind, CheckRequest, ForwardedHeaders, HostAnswer, HostIdentity, forwarded_headers},
-    startup::AppState,
+    session_check::{
+        CheckKind, CheckRequest, ForwardedHeaders, HostAnswer, HostError, HostIdentity, forwarded_headers,
+    },
+    startup::{AppState, Live},
 };
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, http::header, web};
 use futures_util::{StreamExt, stream};
@@ -32,7 +35,8 @@ fn content_type(req: &HttpRequest) -> Option<&str> {
 
 /// Per-request context shared by every channel of a batch.
 struct Ctx<'a> {
-    state: &'a AppState,
+    live: &'a Live,
+    metrics: &'a Metrics,
     app: &'a AppSettings,
     socket_id: &'a SocketId,
     params: &'a Map<String, Value>,
@@ -52,7 +56,21 @@ impl Ctx<'_> {
             channel_name: channel.map(AsRef::as_ref),
             params: self.params,
         };
-        match self.state.session_check.check(&request, self.headers).await? {
+        let started = std::time::Instant::now();
+        let answer = self.live.session_check.check(&request, self.headers).await;
+        let result = match &answer {
+            Ok(HostAnswer::Allowed(_)) => "2xx",
+            Ok(HostAnswer::Denied) => "denied",
+            Err(HostError::Timeout) => "timeout",
+            Err(HostError::Connect(_)) => "connect_error",
+            Err(HostError::Status(300..=399)) => "3xx",
+            Err(HostError::Status(400..=499)) => "4xx",
+            Err(HostError::Status(_)) => "5xx",
+            Err(HostError::BodyTooLarge(_) | HostError::InvalidBody(_)) => "invalid",
+            Err(HostError::Transport(_)) => "transport_error",
+        };
+        self.metrics.session_check(&self.app.name, result, started.elapsed().as_secs_f64());
+        match answer? {
             HostAnswer::Allowed(identity) => Ok(identity),
             HostAnswer::Denied => Err(AuthError::Denied),
         }
@@ -71,16 +89,21 @@ impl Ctx<'_> {
     }
 }
 
-/// One line per decision. Never the signature, cookies or credentials.
-fn log_outcome<T>(app: &str, kind: &str, result: &Result<T, AuthError>) {
+/// One log line and one counter per decision. Never the signature, cookies or credentials.
+fn log_outcome<T>(metrics: &Metrics, app: &str, kind: &str, result: &Result<T, AuthError>) {
     match result {
-        Ok(_) => tracing::info!(app, kind, outcome = "signed", status = 200, "auth"),
-        Err(e) => log_error(app, kind, e),
+        Ok(_) => {
+            metrics.auth(app, kind, "signed");
+            tracing::info!(app, kind, outcome = "signed", status = 200, "auth")
+        }
+        Err(e) => log_error(metrics, app, kind, e),
     }
 }
 
-fn log_error(app: &str, kind: &str, e: &AuthError) {
+fn log_error(metrics: &Metrics, app: &str, kind: &str, e: &AuthError) {
     let (status, code) = e.status_and_code();
+    // Only configured names become label values.
+    metrics.auth(if matches!(e, AuthError::UnknownApp(_)) { "unknown" } else { app }, kind, code);
     let status = status.as_u16();
     if status >= 500 {
         tracing::warn!(app, kind, outcome = code, status, error = %e, "auth");
@@ -92,20 +115,20 @@ fn log_error(app: &str, kind: &str, e: &AuthError) {
 /// Looks up the app, reads the body and builds the forwarded headers.
 async fn prepare<'a>(
     req: &HttpRequest,
-    state: &'a AppState,
+    live: &'a Live,
     app_name: &str,
     payload: web::Payload,
 ) -> Result<(&'a AppSettings, web::Bytes, ForwardedHeaders), AuthError> {
     let app =
-        state.settings.app(app_name).ok_or_else(|| AuthError::UnknownApp(crate::pusher::quote(app_name)))?;
-    let server = &state.settings.server;
+        live.settings.app(app_name).ok_or_else(|| AuthError::UnknownApp(crate::pusher::quote(app_name)))?;
+    let server = &live.settings.server;
     let body = read_body(req, payload, server.max_body_bytes, server.body_timeout).await?;
     let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
     let headers = forwarded_headers(
         |name| req.headers().get_all(name).map(|v| v.as_bytes()).collect(),
         req.peer_addr().map(|a| a.ip()),
         &server.trusted_proxies,
-        &state.settings.session_check.forward_headers,
+        &live.settings.session_check.forward_headers,
         &request_id,
     )?;
     Ok((app, body, headers))
@@ -118,20 +141,28 @@ pub async fn channel_auth(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AuthError> {
     let app_name = path.into_inner();
+    let live = state.live();
+    let metrics = &state.metrics;
     let prepared = async {
-        let (app, body, headers) = prepare(&req, &state, &app_name, payload).await?;
+        let (app, body, headers) = prepare(&req, &live, &app_name, payload).await?;
         let request =
-            parse_channel_request(content_type(&req), &body, state.settings.server.max_batch_channels)?;
+            parse_channel_request(content_type(&req), &body, live.settings.server.max_batch_channels)?;
         Ok((app, request, headers))
     }
     .await;
-    let (app, request, headers) = prepared.inspect_err(|e| log_error(&app_name, "request", e))?;
-    let ctx =
-        Ctx { state: &state, app, socket_id: &request.socket_id, params: &request.params, headers: &headers };
+    let (app, request, headers) = prepared.inspect_err(|e| log_error(metrics, &app_name, "request", e))?;
+    let ctx = Ctx {
+        live: &live,
+        metrics,
+        app,
+        socket_id: &request.socket_id,
+        params: &request.params,
+        headers: &headers,
+    };
     match &request.channels {
         Channels::Single(channel) => {
             let result = ctx.authorize(channel).await;
-            log_outcome(&app_name, channel.kind().as_str(), &result);
+            log_outcome(metrics, &app_name, channel.kind().as_str(), &result);
             Ok(ok_json(&result?))
         }
         Channels::Batch(items) => {
@@ -146,7 +177,7 @@ pub async fn channel_auth(
                             Err(e) => Err(AuthError::from(e.clone())),
                         };
                         let kind = item.parsed.as_ref().map_or("invalid", |c| c.kind().as_str());
-                        log_outcome(app_name, kind, &result);
+                        log_outcome(metrics, app_name, kind, &result);
                         let entry = match result {
                             Ok(auth) => serde_json::json!({"status": 200, "data": auth}),
                             Err(e) => {
@@ -173,11 +204,14 @@ pub async fn user_auth(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AuthError> {
     let app_name = path.into_inner();
+    let live = state.live();
+    let metrics = &state.metrics;
     let result = async {
-        let (app, body, headers) = prepare(&req, &state, &app_name, payload).await?;
+        let (app, body, headers) = prepare(&req, &live, &app_name, payload).await?;
         let request = parse_user_request(content_type(&req), &body)?;
         let ctx = Ctx {
-            state: &state,
+            live: &live,
+            metrics,
             app,
             socket_id: &request.socket_id,
             params: &request.params,
@@ -188,6 +222,6 @@ pub async fn user_auth(
         Ok(ok_json(&authenticate_user(&app.credentials, &request.socket_id, &user)))
     }
     .await;
-    log_outcome(&app_name, "user", &result);
+    log_outcome(metrics, &app_name, "user", &result);
     result
 }

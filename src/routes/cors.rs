@@ -7,7 +7,10 @@
 //! Same-origin requests (no Origin, `Sec-Fetch-Site: same-origin`, or an Origin
 //! naming this service's own Host) pass as before.
 
-use crate::{error::AuthError, startup::AppState};
+use crate::{
+    error::AuthError,
+    startup::{AppState, Live},
+};
 use actix_web::{
     HttpResponse, ResponseError,
     body::{BoxBody, MessageBody},
@@ -39,7 +42,7 @@ fn host_matches(host_header: &str, origin: &(String, u16)) -> bool {
     host == with_port || (host == origin.0 && matches!(origin.1, 80 | 443))
 }
 
-fn decide(req: &ServiceRequest, state: &AppState) -> Decision {
+fn decide(req: &ServiceRequest, live: &Live) -> Decision {
     let Some(origin) = req.headers().get(header::ORIGIN) else { return Decision::SameOrigin };
     let text = origin.to_str().unwrap_or_default();
     if req.headers().get("sec-fetch-site").is_some_and(|v| v == "same-origin") {
@@ -51,7 +54,7 @@ fn decide(req: &ServiceRequest, state: &AppState) -> Decision {
             return Decision::SameOrigin;
         }
     }
-    let server = &state.settings.server;
+    let server = &live.settings.server;
     if server.allowed_origins.iter().any(|o| o.eq_ignore_ascii_case(text)) {
         return Decision::Allowed(origin.clone());
     }
@@ -84,8 +87,9 @@ pub async fn cors_middleware(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let state = req.app_data::<web::Data<AppState>>().cloned().expect("AppState is registered");
-    let decision = decide(&req, &state);
-    let vary = !state.settings.server.allowed_origins.is_empty();
+    let live = state.live();
+    let decision = decide(&req, &live);
+    let vary = !live.settings.server.allowed_origins.is_empty();
 
     if req.method() == Method::OPTIONS {
         let response = match decision {
@@ -113,6 +117,7 @@ pub async fn cors_middleware(
         Decision::Refused(origin) => {
             let err = AuthError::OriginNotAllowed(crate::pusher::quote(&origin));
             tracing::info!(outcome = "origin_not_allowed", status = 403, error = %err, "auth");
+            state.metrics.auth("-", "request", "origin_not_allowed");
             let mut res = err.error_response();
             if vary {
                 res.headers_mut().insert(header::VARY, HeaderValue::from_static("Origin"));

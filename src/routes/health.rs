@@ -9,9 +9,15 @@ pub async fn healthz() -> HttpResponse {
 
 /// Readiness: a validated configuration with at least one app is loaded.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let apps: Vec<&str> = state.settings.apps.keys().map(String::as_str).collect();
+    let live = state.live();
+    let apps: Vec<&str> = live.settings.apps.keys().map(String::as_str).collect();
     if apps.is_empty() {
         return HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "no apps configured"}));
     }
     HttpResponse::Ok().json(serde_json::json!({"status": "ready", "apps": apps}))
+}
+
+/// Prometheus text format.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(state.metrics.render())
 }

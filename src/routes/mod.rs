@@ -9,6 +9,6 @@ mod request_id;
 
 pub use auth::{channel_auth, user_auth};
 pub use cors::cors_middleware;
-pub use health::{healthz, readyz};
+pub use health::{healthz, metrics, readyz};
 pub use rate_limit::{ClientRateLimiter, rate_limit_middleware};
 pub use request_id::{RequestId, request_id_middleware};

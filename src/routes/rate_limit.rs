@@ -42,8 +42,9 @@ pub async fn rate_limit_middleware(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let state = req.app_data::<web::Data<AppState>>().cloned().expect("AppState is registered");
-    if let (Some(limiter), Some(peer)) = (&state.rate_limiter, req.peer_addr()) {
-        let trusted = &state.settings.server.trusted_proxies;
+    let live = state.live();
+    if let (Some(limiter), Some(peer)) = (&live.rate_limiter, req.peer_addr()) {
+        let trusted = &live.settings.server.trusted_proxies;
         let ip = client_ip(
             peer.ip(),
             || req.headers().get_all("x-forwarded-for").map(|v| v.as_bytes()).collect(),
@@ -52,6 +53,7 @@ pub async fn rate_limit_middleware(
         if !limiter.allow(ip) {
             let err = AuthError::RateLimited;
             tracing::info!(outcome = "rate_limited", status = 429, client_ip = %ip, "auth");
+            state.metrics.auth("-", "request", "rate_limited");
             let mut res = err.error_response();
             res.headers_mut().insert(
                 actix_web::http::header::RETRY_AFTER,

@@ -1,0 +1,118 @@
+//! Prometheus metrics. Labels are low-cardinality by construction: app names
+//! come from the config (anything else is "unknown"), kinds and outcomes from
+//! fixed lists. Never a user, channel, socket id or cookie.
+
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    check_duration: HistogramVec,
+    reload_success: IntGauge,
+    reload_timestamp: Gauge,
+    reloads: IntCounterVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("pusher_auth_requests_total", "Auth decisions by app, channel kind and outcome"),
+            &["app", "kind", "outcome"],
+        )
+        .unwrap();
+        let check_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "pusher_auth_session_check_duration_seconds",
+                "Session-check latency by app and result",
+            )
+            .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            &["app", "result"],
+        )
+        .unwrap();
+        let reload_success = IntGauge::new(
+            "pusher_auth_config_last_reload_successful",
+            "1 if the last config (re)load succeeded, 0 if it was rejected and the previous config kept",
+        )
+        .unwrap();
+        let reload_timestamp = Gauge::new(
+            "pusher_auth_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful config (re)load",
+        )
+        .unwrap();
+        let reloads = IntCounterVec::new(
+            Opts::new("pusher_auth_config_reloads_total", "Config reload attempts by result"),
+            &["result"],
+        )
+        .unwrap();
+        let build_info = IntGaugeVec::new(
+            Opts::new("pusher_auth_build_info", "Build information; always 1"),
+            &["version"],
+        )
+        .unwrap();
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(check_duration.clone()),
+            Box::new(reload_success.clone()),
+            Box::new(reload_timestamp.clone()),
+            Box::new(reloads.clone()),
+            Box::new(build_info),
+        ] {
+            registry.register(c).unwrap();
+        }
+        Self { registry, requests, check_duration, reload_success, reload_timestamp, reloads }
+    }
+
+    pub fn auth(&self, app: &str, kind: &str, outcome: &str) {
+        self.requests.with_label_values(&[app, kind, outcome]).inc();
+    }
+
+    pub fn session_check(&self, app: &str, result: &str, seconds: f64) {
+        self.check_duration.with_label_values(&[app, result]).observe(seconds);
+    }
+
+    pub fn reload(&self, ok: bool) {
+        self.reloads.with_label_values(&[if ok { "success" } else { "failure" }]).inc();
+        self.reload_success.set(ok as i64);
+        if ok {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            self.reload_timestamp.set(now.as_secs_f64());
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding");
+        String::from_utf8(out).expect("metrics are UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn renders_the_documented_families() {
+        let m = super::Metrics::new();
+        m.auth("new", "private", "signed");
+        m.session_check("new", "2xx", 0.003);
+        m.reload(true);
+        let text = m.render();
+        for family in [
+            "pusher_auth_requests_total{app=\"new\",kind=\"private\",outcome=\"signed\"} 1",
+            "pusher_auth_session_check_duration_seconds_bucket{app=\"new\",result=\"2xx\",le=\"0.005\"} 1",
+            "pusher_auth_config_last_reload_successful 1",
+            "pusher_auth_build_info{version=",
+        ] {
+            assert!(text.contains(family), "{family} missing in:\n{text}");
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! Hot reload: SIGHUP, or a change in the config file's or a secret file's
+//! directory (Kubernetes swaps a `..data` symlink in the mounted directory, so
+//! watching the files themselves would go silent after the first swap).
+//! Parse → validate → atomic swap; an invalid config keeps the current one.
+
+use crate::startup::AppState;
+use notify::{EventKind, RecursiveMode, Watcher};
+use std::{collections::BTreeSet, path::PathBuf, sync::Arc, time::Duration};
+
+/// Changes closer together than this become one reload.
+const DEBOUNCE: Duration = Duration::from_millis(250);
+
+pub fn spawn(state: Arc<AppState>) -> anyhow::Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+
+    let hup_tx = tx.clone();
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let _ = hup_tx.send("SIGHUP");
+        }
+    });
+
+    let file_tx = tx;
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && !matches!(event.kind, EventKind::Access(_))
+        {
+            let _ = file_tx.send("file change");
+        }
+    })?;
+    let dirs: BTreeSet<PathBuf> = state
+        .watched_files()
+        .iter()
+        .filter_map(|f| std::path::absolute(f).ok()?.parent().map(PathBuf::from))
+        .collect();
+    for dir in &dirs {
+        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    }
+    tracing::info!(?dirs, "watching for config changes (and SIGHUP)");
+
+    tokio::spawn(async move {
+        let _watcher = watcher; // lives as long as this task
+        let mut seen = fingerprint(&state.watched_files());
+        while let Some(reason) = rx.recv().await {
+            tokio::time::sleep(DEBOUNCE).await;
+            let mut reason = reason;
+            while let Ok(more) = rx.try_recv() {
+                if more == "SIGHUP" {
+                    reason = more;
+                }
+            }
+            // Directories see unrelated writes (a log file, an editor's swap file):
+            // reload only when what we read changed, or when asked by SIGHUP.
+            let now = fingerprint(&state.watched_files());
+            if reason != "SIGHUP" && now == seen {
+                continue;
+            }
+            seen = now;
+            tracing::info!(reason, "reloading configuration");
+            let _ = state.reload();
+        }
+    });
+    Ok(())
+}
+
+/// The contents of every watched file (following symlinks), as one hash.
+fn fingerprint(files: &[PathBuf]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in files {
+        f.hash(&mut h);
+        std::fs::read(f).ok().hash(&mut h);
+    }
+    h.finish()
+}

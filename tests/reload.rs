@@ -1,0 +1,197 @@
+//! Hot reload with the real binary: a Kubernetes-style secret swap (the `..data`
+//! symlink) and a third app added, under load, without a failed request; an
+//! invalid config is rejected and the previous one kept; SIGHUP reloads.
+use pusher_dual_auth::pusher::hmac_sha256_hex;
+use std::{
+    os::unix::fs::symlink,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pusher-dual-auth");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn config(port: u16, admin: u16, host: &str, secrets: &Path, third: bool) -> String {
+    let mut c = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nworkers = 2\n\
+         [session_check]\nurl = \"{host}/check\"\n\
+         [apps.old]\napp_id = \"1\"\nkey = \"old-key\"\nsecret = \"old-secret\"\n\
+         [apps.new]\napp_id = \"2\"\nkey = \"new-key\"\nsecret_file = \"{}\"\n",
+        secrets.join("new").display()
+    );
+    if third {
+        c.push_str("[apps.third]\napp_id = \"3\"\nkey = \"third-key\"\nsecret = \"third-secret\"\n");
+    }
+    c
+}
+
+/// Writes `secret` as a new version and swaps the `..data` symlink, as the kubelet does.
+fn k8s_write(dir: &Path, version: &str, secret: &str) {
+    let v = dir.join(version);
+    std::fs::create_dir_all(&v).unwrap();
+    std::fs::write(v.join("new"), secret).unwrap();
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    symlink(version, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    if !dir.join("new").exists() {
+        symlink("..data/new", dir.join("new")).unwrap();
+    }
+}
+
+async fn metrics(client: &reqwest::Client, admin: u16) -> String {
+    client.get(format!("http://127.0.0.1:{admin}/metrics")).send().await.unwrap().text().await.unwrap()
+}
+
+async fn wait_until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn secrets_rotate_and_apps_appear_under_load_without_a_failed_request() {
+    let host = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(200).set_body_string("{}"))
+        .mount(&host)
+        .await;
+    let dir: PathBuf = std::env::temp_dir().join(format!("dual-auth-reload-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    k8s_write(&secrets, "..v1", "new-secret-1");
+    let (port, admin) = (free_port(), free_port());
+    let config_path = dir.join("config.toml");
+    std::fs::write(&config_path, config(port, admin, &host.uri(), &secrets, false)).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("service.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    wait_until("startup", async || {
+        client.get(format!("http://127.0.0.1:{admin}/readyz")).send().await.is_ok()
+    })
+    .await;
+    // Metrics live on the admin listener only.
+    let main_metrics = client.get(format!("http://127.0.0.1:{port}/metrics")).send().await.unwrap();
+    assert_eq!(main_metrics.status(), 404);
+
+    // Load: 4 tasks posting to /auth/new until told to stop; record every answer.
+    let stop = Arc::new(AtomicBool::new(false));
+    // (sent at, status, body), in completion order.
+    let answers = Arc::new(Mutex::new(Vec::<(Instant, u16, String)>::new()));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (stop, answers, client) = (stop.clone(), answers.clone(), client.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let sent = Instant::now();
+                let res = client
+                    .post(format!("http://127.0.0.1:{port}/auth/new"))
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body("socket_id=1.1&channel_name=private-a")
+                    .send()
+                    .await;
+                let entry = match res {
+                    Ok(r) => (sent, r.status().as_u16(), r.text().await.unwrap_or_default()),
+                    Err(e) => (sent, 0, e.to_string()),
+                };
+                answers.lock().unwrap().push(entry);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Rotate the secret (symlink swap) and add a third app, while the load runs.
+    k8s_write(&secrets, "..v2", "new-secret-2");
+    std::fs::write(&config_path, config(port, admin, &host.uri(), &secrets, true)).unwrap();
+    let sig = |secret: &str| {
+        format!("{{\"auth\":\"new-key:{}\"}}", hmac_sha256_hex(secret.as_bytes(), b"1.1:private-a"))
+    };
+    let (v1, v2) = (sig("new-secret-1"), sig("new-secret-2"));
+    wait_until("the rotated secret", async || answers.lock().unwrap().last().is_some_and(|a| a.2 == v2))
+        .await;
+    wait_until("the third app", async || {
+        client
+            .post(format!("http://127.0.0.1:{port}/auth/third"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("socket_id=1.1&channel_name=private-a")
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // An invalid config is rejected, the previous one keeps serving, the metric says so.
+    std::fs::write(&config_path, "[server]\nlisten = nonsense").unwrap();
+    wait_until("the rejected reload", async || {
+        metrics(&client, admin).await.contains("pusher_auth_config_last_reload_successful 0")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    let answers = answers.lock().unwrap();
+    let (mut old, mut new, mut bad) = (0, 0, Vec::new());
+    for (_, status, body) in answers.iter() {
+        match (status, body) {
+            (200, b) if *b == v1 => old += 1,
+            (200, b) if *b == v2 => new += 1,
+            _ => bad.push((status, body)),
+        }
+    }
+    println!(
+        "reload under load: {} requests; {old} signed with the old secret, {new} with the new; {} failed",
+        answers.len(),
+        bad.len()
+    );
+    assert!(bad.is_empty(), "failed requests during reload: {:?}", &bad[..bad.len().min(5)]);
+    assert!(old > 0 && new > 0);
+    // In-flight requests finish with the config they started with; every request
+    // sent after the first new-secret answer came back uses the new secret.
+    let first_new = answers.iter().position(|a| a.2 == v2).unwrap();
+    let swapped_by = answers[..=first_new].iter().map(|a| a.0).max().unwrap();
+    assert!(answers.iter().filter(|a| a.0 > swapped_by).all(|a| a.2 == v2), "old secret used after the swap");
+
+    // SIGHUP reloads too (the config is still invalid: one more rejected reload).
+    let before = metrics(&client, admin).await;
+    let count = |m: &str| {
+        m.lines()
+            .find(|l| l.starts_with("pusher_auth_config_reloads_total{result=\"failure\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
+    wait_until("the SIGHUP reload", async || count(&metrics(&client, admin).await) > count(&before)).await;
+    let m = metrics(&client, admin).await;
+    assert!(m.contains("pusher_auth_requests_total{app=\"new\",kind=\"private\",outcome=\"signed\"}"), "{m}");
+    assert!(
+        m.contains("pusher_auth_session_check_duration_seconds_count{app=\"new\",result=\"2xx\"}"),
+        "{m}"
+    );
+
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(child.wait().unwrap().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
