@@ -152,7 +152,7 @@ async fn secrets_rotate_and_apps_appear_under_load_without_a_failed_request() {
         t.await.unwrap();
     }
 
-    let answers = answers.lock().unwrap();
+    let answers = answers.lock().unwrap().clone();
     let (mut old, mut new, mut bad) = (0, 0, Vec::new());
     for (_, status, body) in answers.iter() {
         match (status, body) {
