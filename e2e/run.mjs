@@ -26,7 +26,8 @@ const APPS = {
 };
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dual-auth-e2e-'));
-const [wsPort, servicePort, hostPort] = [await freePort(), await freePort(), await freePort()];
+const [wsPort, servicePort, hostPort, nginxPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+const NGINX = `http://127.0.0.1:${nginxPort}`;
 const SERVICE = `http://127.0.0.1:${servicePort}`;
 const HOST_ORIGIN = `http://127.0.0.1:${hostPort}`;
 const serviceLogPath = path.join(work, 'service.log');
@@ -85,6 +86,7 @@ encryption_master_key_base64 = "${a.master}"
   return `[server]
 listen = "127.0.0.1:${servicePort}"
 allowed_origins = ["${HOST_ORIGIN}"]
+trusted_proxies = ["127.0.0.1"]
 [session_check]
 url = "${HOST_ORIGIN}/check"
 timeout_ms = 2000
@@ -92,6 +94,32 @@ timeout_ms = 2000
 format = "json"
 level = "debug"
 ${apps}`;
+}
+
+/** nginx with the repository's location snippets, in front of the service and the host. */
+function nginxConfig() {
+  const snippets = path.join(root, 'deploy/nginx');
+  const locations = fs
+    .readFileSync(path.join(snippets, 'pusher-dual-auth-locations.conf'), 'utf8')
+    .replaceAll('/etc/nginx/snippets/', `${snippets}/`);
+  fs.mkdirSync(path.join(work, 'nginx-tmp'), { recursive: true });
+  const tmp = path.join(work, 'nginx-tmp');
+  return `worker_processes 1;
+pid ${work}/nginx.pid;
+error_log ${work}/nginx-error.log;
+events {}
+http {
+  access_log off;
+  client_body_temp_path ${tmp}/body; proxy_temp_path ${tmp}/proxy; fastcgi_temp_path ${tmp}/fastcgi;
+  uwsgi_temp_path ${tmp}/uwsgi; scgi_temp_path ${tmp}/scgi;
+  upstream pusher_dual_auth { server 127.0.0.1:${servicePort}; keepalive 8; }
+  server {
+    listen 127.0.0.1:${nginxPort};
+${locations}
+    location / { proxy_pass ${HOST_ORIGIN}; }
+  }
+}
+`;
 }
 
 /** A pusher-js client of `app`, authorizing at /auth/<route> as `token`. */
@@ -172,6 +200,9 @@ try {
   // sockudo ignores a config it cannot parse and starts with no apps: check each app is there.
   for (const a of Object.values(APPS)) await waitForHttp(`http://127.0.0.1:${wsPort}/up/${a.id}`);
   await waitForHttp(`${SERVICE}/readyz`);
+  fs.writeFileSync(path.join(work, 'nginx.conf'), nginxConfig());
+  procs.push(start(process.env.NGINX_BIN || 'nginx', ['-p', work, '-c', path.join(work, 'nginx.conf'), '-g', 'daemon off;'], { log }));
+  await waitForHttp(`${NGINX}/page.html`);
   console.log(`sockudo ws://127.0.0.1:${wsPort}, service ${SERVICE}, host ${HOST_ORIGIN}, work dir ${work}`);
 
   for (const app of ['old', 'new']) {
@@ -300,6 +331,52 @@ try {
         assert(results[app].private.ok, `${app} private: ${JSON.stringify(results[app].private)}`);
         assertEqual(results[app].presence.me, { id: 'alice', info: { name: 'Alice' } }, `${app} presence`);
         assertEqual(results[app].denied, { ok: false, status: 403 }, `${app} denied (403 readable cross-origin)`);
+      }
+    } finally {
+      await browser.close();
+    }
+  }, 60000);
+
+  await suite.test('nginx recipe: the cookie reaches the host check, the proxy\'s X-Forwarded-For is honoured', async () => {
+    const before = host.calls.length;
+    const res = await fetch(`${NGINX}/pusher/auth-new`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', cookie: 'session=bob; theme=dark' },
+      body: 'socket_id=1234.1234&channel_name=presence-nginx',
+    });
+    assertEqual(res.status, 200, 'status through nginx');
+    const body = await res.json();
+    assertEqual(JSON.parse(body.channel_data), { user_id: 'bob', user_info: { name: 'Bob' } }, 'identity from the cookie');
+    const call = host.calls.slice(before).find((c) => c.channel_name === 'presence-nginx');
+    assertEqual(call.token, 'bob', 'the cookie reached the session check');
+    assertEqual(call.xff, '127.0.0.1, 127.0.0.1', 'client (as nginx saw it), then nginx');
+    assert(/^[0-9a-f]{32}$/.test(call.requestId), `nginx's $request_id is forwarded: ${call.requestId}`);
+    const old = await fetch(`${NGINX}/pusher/auth`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', cookie: 'session=bob' },
+      body: 'socket_id=1234.1234&channel_name=private-nginx',
+    });
+    assertEqual((await old.json()).auth.split(':')[0], APPS.old.key, '/pusher/auth is the old app');
+  });
+
+  await suite.test('headless Chromium: same origin through nginx, the session cookie flows (no CORS)', async () => {
+    const puppeteer = (await import('puppeteer-core')).default;
+    const browser = await puppeteer.launch({
+      executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+      headless: true,
+      args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
+        '--disable-component-update', '--disable-sync', '--no-first-run', `--user-data-dir=${path.join(work, 'chromium2')}`],
+    });
+    try {
+      const page = await browser.newPage();
+      const keys = encodeURIComponent(JSON.stringify({ old: APPS.old.key, new: APPS.new.key }));
+      await page.goto(`${NGINX}/page.html?mode=cookie&ws=${wsPort}&keys=${keys}`);
+      await page.waitForFunction('window.__results !== null', { timeout: 30000 });
+      const results = await page.evaluate('window.__results');
+      for (const app of ['old', 'new']) {
+        assert(results[app].private.ok, `${app} private: ${JSON.stringify(results[app].private)}`);
+        assertEqual(results[app].presence.me, { id: 'alice', info: { name: 'Alice' } }, `${app} presence`);
+        assertEqual(results[app].denied, { ok: false, status: 403 }, `${app} denied`);
       }
     } finally {
       await browser.close();
