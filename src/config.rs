@@ -105,6 +105,19 @@ struct RawSessionCheck {
     max_response_bytes: usize,
     #[serde(default, deserialize_with = "list_or_csv")]
     forward_headers: Vec<String>,
+    #[serde(default = "default_true")]
+    coalesce: bool,
+    #[serde(default)]
+    cache_ttl_ms: u64,
+    cache_deny_ttl_ms: Option<u64>,
+    #[serde(default = "default_cache_max_entries")]
+    cache_max_entries: usize,
+}
+fn default_true() -> bool {
+    true
+}
+fn default_cache_max_entries() -> usize {
+    10_000
 }
 fn default_timeout_ms() -> u64 {
     2_000
@@ -207,6 +220,8 @@ pub struct SessionCheckSettings {
     pub max_response_bytes: usize,
     /// Extra request headers forwarded besides Cookie and Authorization (lowercase).
     pub forward_headers: Vec<String>,
+    /// Coalescing and the optional decision cache.
+    pub cache: crate::session_check::CachePolicy,
 }
 
 #[derive(Debug)]
@@ -320,6 +335,10 @@ impl Settings {
         check.insert("connect_timeout_ms".into(), Value::Integer(c.connect_timeout.as_millis() as i64));
         check.insert("max_response_bytes".into(), Value::Integer(c.max_response_bytes as i64));
         check.insert("forward_headers".into(), strings(c.forward_headers.iter().cloned()));
+        check.insert("coalesce".into(), Value::Boolean(c.cache.coalesce));
+        check.insert("cache_ttl_ms".into(), Value::Integer(c.cache.grant_ttl.as_millis() as i64));
+        check.insert("cache_deny_ttl_ms".into(), Value::Integer(c.cache.deny_ttl.as_millis() as i64));
+        check.insert("cache_max_entries".into(), Value::Integer(c.cache.max_entries as i64));
         root.insert("session_check".into(), Value::Table(check));
 
         let mut apps = Table::new();
@@ -535,7 +554,26 @@ impl RawSettings {
                 forward_headers.push(lower);
             }
         }
+        // Denials are remembered for a fifth of the grant TTL unless set: a user who
+        // just logged in should not wait out a cached "no".
+        let deny_ms = c.cache_deny_ttl_ms.unwrap_or(c.cache_ttl_ms / 5);
+        if c.cache_ttl_ms > 60_000 {
+            return Err(ConfigError::new("session_check.cache_ttl_ms", "must be at most 60000 (a minute)"));
+        }
+        if deny_ms > c.cache_ttl_ms {
+            return Err(ConfigError::new("session_check.cache_deny_ttl_ms", "must not exceed cache_ttl_ms"));
+        }
+        if c.cache_max_entries == 0 {
+            return Err(ConfigError::new("session_check.cache_max_entries", "must be at least 1"));
+        }
+        let cache = crate::session_check::CachePolicy {
+            coalesce: c.coalesce,
+            grant_ttl: Duration::from_millis(c.cache_ttl_ms),
+            deny_ttl: Duration::from_millis(deny_ms),
+            max_entries: c.cache_max_entries,
+        };
         let session_check = SessionCheckSettings {
+            cache,
             url,
             timeout: Duration::from_millis(c.timeout_ms),
             connect_timeout: Duration::from_millis(c.connect_timeout_ms.min(c.timeout_ms)),

@@ -13,6 +13,7 @@ pub struct Metrics {
     reload_success: IntGauge,
     reload_timestamp: Gauge,
     reloads: IntCounterVec,
+    shared: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -53,6 +54,14 @@ impl Metrics {
             &["result"],
         )
         .unwrap();
+        let shared = IntCounterVec::new(
+            Opts::new(
+                "pusher_auth_session_checks_saved_total",
+                "Session checks answered without a host call, by app and how (coalesced, cache)",
+            ),
+            &["app", "how"],
+        )
+        .unwrap();
         let build_info = IntGaugeVec::new(
             Opts::new("pusher_auth_build_info", "Build information; always 1"),
             &["version"],
@@ -65,11 +74,12 @@ impl Metrics {
             Box::new(reload_success.clone()),
             Box::new(reload_timestamp.clone()),
             Box::new(reloads.clone()),
+            Box::new(shared.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).unwrap();
         }
-        Self { registry, requests, check_duration, reload_success, reload_timestamp, reloads }
+        Self { registry, requests, check_duration, reload_success, reload_timestamp, reloads, shared }
     }
 
     pub fn auth(&self, app: &str, kind: &str, outcome: &str) {
@@ -78,6 +88,10 @@ impl Metrics {
 
     pub fn session_check(&self, app: &str, result: &str, seconds: f64) {
         self.check_duration.with_label_values(&[app, result]).observe(seconds);
+    }
+
+    pub fn shared_check(&self, app: &str, how: &str) {
+        self.shared.with_label_values(&[app, how]).inc();
     }
 
     pub fn reload(&self, ok: bool) {

@@ -14,7 +14,8 @@ use crate::{
         ChannelAuth, ChannelKind, ChannelName, ProtocolError, SocketId, authenticate_user, authorize_channel,
     },
     session_check::{
-        CheckKind, CheckRequest, ForwardedHeaders, HostAnswer, HostError, HostIdentity, forwarded_headers,
+        CheckKind, CheckRequest, ForwardedHeaders, HostAnswer, HostError, HostIdentity, Source,
+        forwarded_headers,
     },
     startup::{AppState, Live},
 };
@@ -57,7 +58,18 @@ impl Ctx<'_> {
             params: self.params,
         };
         let started = std::time::Instant::now();
-        let answer = self.live.session_check.check(&request, self.headers).await;
+        let (answer, source) = self.live.session_check.check_shared(&request, self.headers).await;
+        match source {
+            Source::Called => {}
+            Source::Coalesced => self.metrics.shared_check(&self.app.name, "coalesced"),
+            Source::Cached => {
+                self.metrics.shared_check(&self.app.name, "cache");
+                return match answer? {
+                    HostAnswer::Allowed(identity) => Ok(identity),
+                    HostAnswer::Denied => Err(AuthError::Denied),
+                };
+            }
+        }
         let result = match &answer {
             Ok(HostAnswer::Allowed(_)) => "2xx",
             Ok(HostAnswer::Denied) => "denied",

@@ -6,9 +6,11 @@
 
 mod headers;
 mod response;
+mod shared;
 
 pub use headers::{ForwardedHeaders, HeaderError, client_ip, forwarded_headers};
 pub use response::{HostAnswer, HostError, HostIdentity, interpret};
+pub use shared::{CachePolicy, SharedChecks, Source};
 
 use crate::config::SessionCheckSettings;
 use serde_json::{Map, Value};
@@ -35,6 +37,7 @@ pub struct SessionCheckClient {
     http: reqwest::Client,
     url: url::Url,
     max_response_bytes: usize,
+    shared: SharedChecks,
 }
 
 impl SessionCheckClient {
@@ -51,7 +54,21 @@ impl SessionCheckClient {
             .tcp_nodelay(true)
             .user_agent(concat!("pusher-dual-auth/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { http, url: settings.url.clone(), max_response_bytes: settings.max_response_bytes })
+        Ok(Self {
+            http,
+            url: settings.url.clone(),
+            max_response_bytes: settings.max_response_bytes,
+            shared: SharedChecks::new(settings.cache),
+        })
+    }
+
+    /// A session check through the storm protection (coalescing, optional cache).
+    pub async fn check_shared(
+        &self,
+        request: &CheckRequest<'_>,
+        headers: &ForwardedHeaders,
+    ) -> (Result<HostAnswer, HostError>, Source) {
+        self.shared.run(shared::key(request, headers), || self.check(request, headers)).await
     }
 
     /// One session check. Never retried: a retry would double the host's load

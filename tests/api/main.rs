@@ -7,4 +7,5 @@ mod faults;
 mod headers;
 mod helpers;
 mod host_failures;
+mod storm;
 mod user;

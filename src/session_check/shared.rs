@@ -1,0 +1,243 @@
+//! Storm protection for the host: identical concurrent session checks share one
+//! call (coalescing), and an optional short-TTL cache remembers decisions.
+//!
+//! "Identical" means same app, kind, channel, params and forwarded credentials
+//! (Cookie, Authorization, configured extras) — not the socket id: after a
+//! network blip a client reconnects with a new socket id and re-authorizes the
+//! same channels with the same cookie. The signature is still computed per
+//! request, for that request's own socket id. Keys are SHA-256 digests: raw
+//! cookie or token values are never kept in the map.
+
+use super::{CheckRequest, ForwardedHeaders, HostAnswer, HostError};
+use sha2::{Digest, Sha256};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+use tokio::sync::OnceCell;
+
+pub type Key = [u8; 32];
+type Shared = Arc<OnceCell<Result<HostAnswer, HostError>>>;
+
+/// How a caller got its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// This caller made the host call.
+    Called,
+    /// Waited for an identical call already in flight.
+    Coalesced,
+    /// A remembered decision.
+    Cached,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct CachePolicy {
+    pub coalesce: bool,
+    pub grant_ttl: Duration,
+    pub deny_ttl: Duration,
+    pub max_entries: usize,
+}
+
+pub struct SharedChecks {
+    policy: CachePolicy,
+    in_flight: Mutex<HashMap<Key, Shared>>,
+    cache: Mutex<HashMap<Key, (Instant, HostAnswer)>>,
+}
+
+/// Headers that are per-connection, not credentials: excluded from the key.
+const NOT_CREDENTIALS: &[&str] = &["x-forwarded-for", "x-request-id"];
+
+pub fn key(request: &CheckRequest<'_>, headers: &ForwardedHeaders) -> Key {
+    let mut h = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_le_bytes()); // length-prefixed: no ambiguity between fields
+        h.update(bytes);
+    };
+    field(request.app.as_bytes());
+    field(serde_json::to_string(&request.kind).unwrap_or_default().as_bytes());
+    field(request.channel_name.unwrap_or("").as_bytes());
+    field(serde_json::to_string(request.params).unwrap_or_default().as_bytes());
+    for (name, value) in headers.iter().filter(|(n, _)| !NOT_CREDENTIALS.contains(n)) {
+        field(name.as_bytes());
+        field(value);
+    }
+    h.finalize().into()
+}
+
+impl SharedChecks {
+    pub fn new(policy: CachePolicy) -> Self {
+        Self { policy, in_flight: Mutex::default(), cache: Mutex::default() }
+    }
+
+    fn cached(&self, key: &Key) -> Option<HostAnswer> {
+        if self.policy.grant_ttl.is_zero() {
+            return None;
+        }
+        let mut cache = self.cache.lock().unwrap();
+        match cache.get(key) {
+            Some((expires, answer)) if *expires > Instant::now() => Some(answer.clone()),
+            Some(_) => {
+                cache.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn remember(&self, key: Key, answer: &HostAnswer) {
+        let ttl = match answer {
+            HostAnswer::Allowed(_) => self.policy.grant_ttl,
+            HostAnswer::Denied => self.policy.deny_ttl,
+        };
+        if ttl.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let mut cache = self.cache.lock().unwrap();
+        if cache.len() >= self.policy.max_entries {
+            cache.retain(|_, (expires, _)| *expires > now);
+            if cache.len() >= self.policy.max_entries {
+                return; // full of live entries: skip rather than grow
+            }
+        }
+        cache.insert(key, (now + ttl, answer.clone()));
+    }
+
+    /// Answers from the cache, or joins an identical in-flight call, or runs `call`.
+    /// Errors are shared with concurrent waiters but never cached.
+    pub async fn run<F, Fut>(&self, key: Key, call: F) -> (Result<HostAnswer, HostError>, Source)
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<HostAnswer, HostError>>,
+    {
+        if let Some(answer) = self.cached(&key) {
+            return (Ok(answer), Source::Cached);
+        }
+        if !self.policy.coalesce {
+            let result = call().await;
+            if let Ok(answer) = &result {
+                self.remember(key, answer);
+            }
+            return (result, Source::Called);
+        }
+        let cell = self.in_flight.lock().unwrap().entry(key).or_default().clone();
+        let mut ran = false;
+        // If the leader's request is cancelled, a waiter takes over the call.
+        let result = cell
+            .get_or_init(|| {
+                ran = true;
+                call()
+            })
+            .await
+            .clone();
+        if ran {
+            if let Ok(answer) = &result {
+                self.remember(key, answer);
+            }
+            let mut in_flight = self.in_flight.lock().unwrap();
+            if in_flight.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                in_flight.remove(&key);
+            }
+        }
+        (result, if ran { Source::Called } else { Source::Coalesced })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session_check::{CheckKind, forwarded_headers, interpret};
+    use serde_json::Map;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn headers(cookie: &'static str, xff_peer: &str) -> ForwardedHeaders {
+        forwarded_headers(
+            |n| if n == "cookie" { vec![cookie.as_bytes()] } else { vec![] },
+            xff_peer.parse().ok(),
+            &[],
+            &[],
+            "rid",
+        )
+        .unwrap()
+    }
+
+    fn req<'a>(
+        socket: &'a str,
+        channel: &'a str,
+        params: &'a Map<String, serde_json::Value>,
+    ) -> CheckRequest<'a> {
+        CheckRequest {
+            app: "new",
+            kind: CheckKind::Channel,
+            socket_id: socket,
+            channel_name: Some(channel),
+            params,
+        }
+    }
+
+    #[test]
+    fn the_key_ignores_socket_id_and_peer_but_not_credentials_or_channel() {
+        let p = Map::new();
+        let a = key(&req("1.1", "private-a", &p), &headers("s=1", "10.0.0.1"));
+        assert_eq!(a, key(&req("2.2", "private-a", &p), &headers("s=1", "10.0.0.2")));
+        assert_ne!(a, key(&req("1.1", "private-b", &p), &headers("s=1", "10.0.0.1")));
+        assert_ne!(a, key(&req("1.1", "private-a", &p), &headers("s=2", "10.0.0.1")));
+        let mut q = Map::new();
+        q.insert("x".into(), "1".into());
+        assert_ne!(a, key(&req("1.1", "private-a", &q), &headers("s=1", "10.0.0.1")));
+    }
+
+    fn policy(ttl_ms: u64, deny_ms: u64) -> CachePolicy {
+        CachePolicy {
+            coalesce: true,
+            grant_ttl: Duration::from_millis(ttl_ms),
+            deny_ttl: Duration::from_millis(deny_ms),
+            max_entries: 2,
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_identical_checks_make_one_call() {
+        let shared = SharedChecks::new(policy(0, 0));
+        let calls = AtomicUsize::new(0);
+        let call = || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            interpret(200, b"{}")
+        };
+        let results = futures_util::future::join_all((0..10).map(|_| shared.run([7; 32], call))).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(results.iter().filter(|r| r.1 == Source::Coalesced).count(), 9);
+        assert!(results.iter().all(|r| r.0.is_ok()));
+        // Nothing cached with TTL 0: the next call goes to the host again.
+        let _ = shared.run([7; 32], call).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn grants_and_denials_are_cached_for_their_ttls_and_errors_never() {
+        let shared = SharedChecks::new(policy(200, 50));
+        let calls = AtomicUsize::new(0);
+        let answer = |status: u16| {
+            let calls = &calls;
+            move || async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                interpret(status, b"{}")
+            }
+        };
+        let _ = shared.run([1; 32], answer(200)).await;
+        assert_eq!(shared.run([1; 32], answer(200)).await.1, Source::Cached);
+        let _ = shared.run([2; 32], answer(403)).await;
+        assert_eq!(shared.run([2; 32], answer(403)).await.1, Source::Cached);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(shared.run([2; 32], answer(403)).await.1, Source::Called, "denial expired first");
+        assert_eq!(shared.run([1; 32], answer(200)).await.1, Source::Cached, "grant still cached");
+        let _ = shared.run([3; 32], answer(500)).await;
+        assert_eq!(shared.run([3; 32], answer(500)).await.1, Source::Called, "errors are not cached");
+        // Bounded: max_entries = 2 live entries; a third grant is not stored.
+        let _ = shared.run([4; 32], answer(200)).await;
+        assert_eq!(shared.run([4; 32], answer(200)).await.1, Source::Called);
+        assert_eq!(calls.load(Ordering::SeqCst), 7);
+    }
+}

@@ -1,0 +1,97 @@
+//! Storm protection through the HTTP API: coalescing of identical concurrent
+//! checks, and the optional decision cache.
+use crate::helpers::*;
+use serde_json::json;
+use std::time::Duration;
+use wiremock::{Mock, ResponseTemplate, matchers::path};
+
+#[tokio::test]
+async fn identical_concurrent_checks_reach_the_host_once_and_each_gets_its_own_signature() {
+    let app = spawn_app().await;
+    Mock::given(path("/check"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({})).set_delay(Duration::from_millis(200)),
+        )
+        .mount(&app.host)
+        .await;
+    // The same session re-authorizing one channel from 10 new sockets at once (a reconnect storm).
+    let requests = (0..10).map(|i| {
+        let app = &app;
+        async move {
+            let body = format!("socket_id={i}.1&channel_name=private-storm");
+            let res = app.post_form_with("/auth/new", &body, &[("cookie", "session=same")]).await;
+            (i, expect_status(res, 200).await)
+        }
+    });
+    let results = futures_util::future::join_all(requests).await;
+    for (i, body) in results {
+        let expected = format!("{NEW_KEY}:{}", sign(NEW_SECRET, &format!("{i}.1:private-storm")));
+        assert_eq!(body["auth"], expected, "socket {i} is signed for itself");
+    }
+    assert_eq!(app.host.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn different_credentials_are_never_coalesced() {
+    let app = spawn_app().await;
+    Mock::given(path("/check"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({})).set_delay(Duration::from_millis(100)),
+        )
+        .mount(&app.host)
+        .await;
+    let requests = (0..5).map(|i| {
+        let app = &app;
+        async move {
+            let cookie = format!("session=user{i}");
+            let res = app
+                .post_form_with("/auth/new", "socket_id=1.1&channel_name=private-x", &[("cookie", &cookie)])
+                .await;
+            expect_status(res, 200).await
+        }
+    });
+    futures_util::future::join_all(requests).await;
+    assert_eq!(app.host.received_requests().await.unwrap().len(), 5);
+}
+
+#[tokio::test]
+async fn the_cache_remembers_grants_longer_than_denials_and_never_errors() {
+    let app = spawn_app_with(|c| {
+        c.replace("timeout_ms = 500", "timeout_ms = 500\ncache_ttl_ms = 1000\ncache_deny_ttl_ms = 100")
+    })
+    .await;
+    Mock::given(path("/check"))
+        .and(wiremock::matchers::header("cookie", "session=ok"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .mount(&app.host)
+        .await;
+    Mock::given(path("/check"))
+        .and(wiremock::matchers::header("cookie", "session=no"))
+        .respond_with(ResponseTemplate::new(403))
+        .mount(&app.host)
+        .await;
+    Mock::given(path("/check")).respond_with(ResponseTemplate::new(500)).mount(&app.host).await;
+    let post = |socket: &'static str, cookie: &'static str| {
+        let app = &app;
+        async move {
+            let body = format!("socket_id={socket}&channel_name=private-c");
+            app.post_form_with("/auth/new", &body, &[("cookie", cookie)]).await.status().as_u16()
+        }
+    };
+    let calls = || async { app.host.received_requests().await.unwrap().len() };
+
+    assert_eq!(post("1.1", "session=ok").await, 200);
+    assert_eq!(post("2.2", "session=ok").await, 200, "a new socket, same session: from the cache");
+    assert_eq!(calls().await, 1);
+    assert_eq!(post("1.1", "session=no").await, 403);
+    assert_eq!(post("1.1", "session=no").await, 403);
+    assert_eq!(calls().await, 2, "the denial was cached");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(post("1.1", "session=no").await, 403);
+    assert_eq!(calls().await, 3, "the denial expired after 100 ms");
+    assert_eq!(post("3.3", "session=ok").await, 200);
+    assert_eq!(calls().await, 3, "the grant is still cached");
+    assert_eq!(post("1.1", "session=err").await, 502);
+    assert_eq!(post("1.1", "session=err").await, 502);
+    assert_eq!(calls().await, 5, "errors are never cached");
+}
