@@ -48,7 +48,7 @@ pub struct RequestSpan;
 impl RootSpanBuilder for RequestSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
         let id = request.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
-        tracing::info_span!("request", method = %request.method(), path = %request.path(), request_id = %id)
+        tracing::debug_span!("request", method = %request.method(), path = %request.path(), request_id = %id)
     }
 
     fn on_request_end<B: MessageBody>(_span: Span, _outcome: &Result<ServiceResponse<B>, actix_web::Error>) {}

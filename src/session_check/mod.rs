@@ -34,7 +34,11 @@ pub struct CheckRequest<'a> {
 }
 
 pub struct SessionCheckClient {
-    http: reqwest::Client,
+    /// One client (and so one keep-alive pool) per worker thread: a pooled
+    /// connection's task then lives on the runtime that uses it, instead of
+    /// waking another worker's thread for every request.
+    http: thread_local::ThreadLocal<reqwest::Client>,
+    settings: SessionCheckSettings,
     url: url::Url,
     max_response_bytes: usize,
     shared: SharedChecks,
@@ -44,7 +48,20 @@ impl SessionCheckClient {
     pub fn new(settings: &SessionCheckSettings) -> anyhow::Result<Self> {
         // rustls needs one process-wide crypto provider; a second install is a no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        let first = Self::build_http(settings)?; // fail at start, not on the first request
+        let http = thread_local::ThreadLocal::new();
+        let _ = http.get_or(|| first);
+        Ok(Self {
+            http,
+            settings: settings.clone(),
+            url: settings.url.clone(),
+            max_response_bytes: settings.max_response_bytes,
+            shared: SharedChecks::new(settings.cache),
+        })
+    }
+
+    fn build_http(settings: &SessionCheckSettings) -> reqwest::Result<reqwest::Client> {
+        reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.timeout)
@@ -53,13 +70,12 @@ impl SessionCheckClient {
             .pool_max_idle_per_host(256)
             .tcp_nodelay(true)
             .user_agent(concat!("pusher-dual-auth/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Self {
-            http,
-            url: settings.url.clone(),
-            max_response_bytes: settings.max_response_bytes,
-            shared: SharedChecks::new(settings.cache),
-        })
+            .build()
+    }
+
+    fn http(&self) -> &reqwest::Client {
+        // The builder only fails on TLS setup, which `new` already did once.
+        self.http.get_or(|| Self::build_http(&self.settings).expect("client built at start"))
     }
 
     /// A session check through the storm protection (coalescing, optional cache).
@@ -80,7 +96,7 @@ impl SessionCheckClient {
     ) -> Result<HostAnswer, HostError> {
         let body = serde_json::to_vec(request).expect("check request serializes");
         let mut builder = self
-            .http
+            .http()
             .post(self.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(reqwest::header::ACCEPT, "application/json")
