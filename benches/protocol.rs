@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the pure protocol path: signing each channel kind and
 //! parsing the bodies pusher-js sends. `cargo bench --bench protocol`
-use criterion::{Criterion, black_box, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group, criterion_main};
 use pusher_dual_auth::{
     auth_request::parse_channel_request,
     pusher::{
@@ -8,6 +8,7 @@ use pusher_dual_auth::{
         authorize_channel,
     },
 };
+use std::hint::black_box;
 
 fn creds() -> AppCredentials {
     AppCredentials {
