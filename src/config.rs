@@ -41,8 +41,55 @@ struct RawSettings {
     apps: BTreeMap<String, RawApp>,
     #[serde(default)]
     rate_limit: RawRateLimit,
+    publish: Option<RawPublish>,
     #[serde(default)]
     log: RawLog,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPublish {
+    app_id: Option<String>,
+    key: Option<String>,
+    secret: Option<SecretString>,
+    secret_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "list_or_csv")]
+    targets: Vec<String>,
+    #[serde(default)]
+    success: PublishSuccess,
+    #[serde(default = "default_publish_timeout_ms")]
+    timeout_ms: u64,
+    #[serde(default = "default_publish_retries")]
+    retries: u32,
+}
+fn default_publish_timeout_ms() -> u64 {
+    5_000
+}
+fn default_publish_retries() -> u32 {
+    2
+}
+
+/// When a fanned-out publish counts as delivered.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishSuccess {
+    /// Every target app accepted it (the default: no client misses an event).
+    #[default]
+    All,
+    /// At least one target app accepted it.
+    Any,
+}
+
+/// `[publish]`: a Pusher REST-compatible endpoint that fans out to the targets.
+#[derive(Debug)]
+pub struct PublishSettings {
+    pub app_id: String,
+    pub key: String,
+    pub secret: SecretString,
+    pub targets: Vec<String>,
+    pub success: PublishSuccess,
+    pub timeout: Duration,
+    pub retries: u32,
 }
 
 #[derive(Deserialize)]
@@ -155,6 +202,7 @@ struct RawApp {
     cluster: Option<String>,
     encryption_master_key_base64: Option<SecretString>,
     encryption_master_key_file: Option<PathBuf>,
+    rest_url: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -182,6 +230,7 @@ pub struct Settings {
     pub session_check: SessionCheckSettings,
     pub apps: BTreeMap<String, AppSettings>,
     pub rate_limit: Option<RateLimitSettings>,
+    pub publish: Option<PublishSettings>,
     pub log: LogSettings,
     /// Every `*_file` the config reads secrets from (watched for hot reload).
     pub secret_files: Vec<PathBuf>,
@@ -229,6 +278,8 @@ pub struct AppSettings {
     pub name: String,
     pub app_id: String,
     pub cluster: Option<String>,
+    /// The app's REST API base (for publishing): `rest_url`, or from the cluster.
+    pub rest_url: url::Url,
     pub credentials: AppCredentials,
 }
 
@@ -434,6 +485,57 @@ fn read_secret(
     Ok(Some(value))
 }
 
+fn validate_publish(
+    p: RawPublish,
+    apps: &BTreeMap<String, AppSettings>,
+    secret_files: &mut Vec<PathBuf>,
+) -> Result<PublishSettings, ConfigError> {
+    let app_id = p
+        .app_id
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| ConfigError::new("publish.app_id", "missing"))?;
+    let key = p.key.ok_or_else(|| ConfigError::new("publish.key", "missing"))?;
+    AppKey::parse(&key).map_err(|m| ConfigError::new("publish.key", m))?;
+    secret_files.extend(p.secret_file.iter().cloned());
+    let secret = read_secret("publish.secret", p.secret, p.secret_file, true)?.expect("required");
+    if p.targets.is_empty() {
+        return Err(ConfigError::new(
+            "publish.targets",
+            "name the apps to publish to, e.g. [\"old\", \"new\"]",
+        ));
+    }
+    for t in &p.targets {
+        if !apps.contains_key(t) {
+            return Err(ConfigError::new("publish.targets", format!("{t:?} is not a configured app")));
+        }
+    }
+    // Forwarded ciphertext decrypts on every app only if all derive the same shared secret.
+    let keys: Vec<Option<&[u8; 32]>> =
+        p.targets.iter().map(|t| apps[t].credentials.master_key.as_ref().map(|k| k.bytes())).collect();
+    if keys.iter().any(Option::is_some) && keys.iter().any(|k| *k != keys[0]) {
+        return Err(ConfigError::new(
+            "publish.targets",
+            "private-encrypted- events can only be published to apps with the same encryption master key \
+             (set the same encryption_master_key_base64 on every target, or none)",
+        ));
+    }
+    if !(1..=60_000).contains(&p.timeout_ms) {
+        return Err(ConfigError::new("publish.timeout_ms", "must be between 1 and 60000"));
+    }
+    if p.retries > 5 {
+        return Err(ConfigError::new("publish.retries", "must be at most 5"));
+    }
+    Ok(PublishSettings {
+        app_id,
+        key,
+        secret,
+        targets: p.targets,
+        success: p.success,
+        timeout: Duration::from_millis(p.timeout_ms),
+        retries: p.retries,
+    })
+}
+
 fn normalize_origin(key: &str, input: &str) -> Result<String, ConfigError> {
     let bad = || ConfigError::new(key, format!("{input:?} is not an origin like https://app.example.com"));
     let u = url::Url::parse(input).map_err(|_| bad())?;
@@ -630,11 +732,21 @@ impl RawSettings {
                 }
                 (None, None) => None,
             };
+            let rest_url = match (&raw.rest_url, &raw.cluster) {
+                (Some(u), _) => u.clone(),
+                (None, Some(c)) => format!("https://api-{c}.pusher.com"),
+                (None, None) => "https://api.pusherapp.com".into(),
+            };
+            let rest_url = url::Url::parse(&rest_url)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+                .ok_or_else(|| ConfigError::new(k("rest_url"), "must be an http:// or https:// URL"))?;
             apps.insert(
                 name.clone(),
                 AppSettings {
                     name: name.clone(),
                     app_id,
+                    rest_url,
                     cluster: raw.cluster,
                     credentials: AppCredentials { key, secret, master_key },
                 },
@@ -653,9 +765,13 @@ impl RawSettings {
         } else {
             None
         };
+        let publish = match self.publish {
+            None => None,
+            Some(p) => Some(validate_publish(p, &apps, &mut secret_files)?),
+        };
         let log =
             LogSettings { format: self.log.format, level: self.log.level.unwrap_or_else(|| "info".into()) };
-        Ok(Settings { server, session_check, apps, rate_limit, log, secret_files })
+        Ok(Settings { server, session_check, apps, rate_limit, publish, log, secret_files })
     }
 }
 

@@ -14,6 +14,7 @@ pub struct Metrics {
     reload_timestamp: Gauge,
     reloads: IntCounterVec,
     shared: IntCounterVec,
+    publish: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -62,6 +63,14 @@ impl Metrics {
             &["app", "how"],
         )
         .unwrap();
+        let publish = IntCounterVec::new(
+            Opts::new(
+                "pusher_publish_forwards_total",
+                "Publish requests forwarded, by target app and result",
+            ),
+            &["target", "result"],
+        )
+        .unwrap();
         let build_info = IntGaugeVec::new(
             Opts::new("pusher_auth_build_info", "Build information; always 1"),
             &["version"],
@@ -75,11 +84,21 @@ impl Metrics {
             Box::new(reload_timestamp.clone()),
             Box::new(reloads.clone()),
             Box::new(shared.clone()),
+            Box::new(publish.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).unwrap();
         }
-        Self { registry, requests, check_duration, reload_success, reload_timestamp, reloads, shared }
+        Self {
+            registry,
+            requests,
+            check_duration,
+            reload_success,
+            reload_timestamp,
+            reloads,
+            shared,
+            publish,
+        }
     }
 
     pub fn auth(&self, app: &str, kind: &str, outcome: &str) {
@@ -88,6 +107,10 @@ impl Metrics {
 
     pub fn session_check(&self, app: &str, result: &str, seconds: f64) {
         self.check_duration.with_label_values(&[app, result]).observe(seconds);
+    }
+
+    pub fn publish(&self, target: &str, result: &str) {
+        self.publish.with_label_values(&[target, result]).inc();
     }
 
     pub fn shared_check(&self, app: &str, how: &str) {

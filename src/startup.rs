@@ -15,6 +15,7 @@ pub struct Live {
     pub settings: Settings,
     pub session_check: SessionCheckClient,
     pub rate_limiter: Option<routes::ClientRateLimiter>,
+    pub publisher: Option<crate::publish::Publisher>,
 }
 
 impl Live {
@@ -22,7 +23,8 @@ impl Live {
         let session_check =
             SessionCheckClient::new(&settings.session_check).context("building the session-check client")?;
         let rate_limiter = settings.rate_limit.map(routes::ClientRateLimiter::new);
-        Ok(Self { settings, session_check, rate_limiter })
+        let publisher = settings.publish.as_ref().map(crate::publish::Publisher::new).transpose()?;
+        Ok(Self { settings, session_check, rate_limiter, publisher })
     }
 }
 
@@ -197,6 +199,8 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
     if with_metrics {
         cfg.route("/metrics", web::get().to(routes::metrics));
     }
+    // The publish surface answers 404 "not configured" until [publish] is set.
+    crate::publish::configure(cfg);
     cfg.service(
         web::scope("/auth")
             .wrap(from_fn(routes::cors_middleware))

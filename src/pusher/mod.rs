@@ -6,6 +6,7 @@ mod channel;
 mod credentials;
 mod error;
 mod identity;
+pub mod rest;
 mod signature;
 mod socket_id;
 
