@@ -21,8 +21,9 @@ const SERVICE_BIN = process.env.SERVICE_BIN || path.join(root, 'target/debug/pus
 const SOCKUDO_BIN = process.env.SOCKUDO_BIN || 'sockudo';
 
 const APPS = {
+  // One master key for both apps: published ciphertext must decrypt on either (see [publish]).
   old: { id: '100001', key: 'old-app-key', secret: 'old-app-secret', master: Buffer.alloc(32, 1).toString('base64') },
-  new: { id: '200002', key: 'new-app-key', secret: 'new-app-secret', master: Buffer.alloc(32, 2).toString('base64') },
+  new: { id: '200002', key: 'new-app-key', secret: 'new-app-secret', master: Buffer.alloc(32, 1).toString('base64') },
 };
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dual-auth-e2e-'));
@@ -80,6 +81,7 @@ app_id = "${a.id}"
 key = "${a.key}"
 secret = "${a.secret}"
 encryption_master_key_base64 = "${a.master}"
+rest_url = "http://127.0.0.1:${wsPort}"
 `,
     )
     .join('');
@@ -93,6 +95,11 @@ timeout_ms = 2000
 [log]
 format = "json"
 level = "debug"
+[publish]
+app_id = "dual"
+key = "publisher-key"
+secret = "publisher-secret"
+targets = ["old", "new"]
 ${apps}`;
 }
 
@@ -336,6 +343,44 @@ try {
       await browser.close();
     }
   }, 60000);
+
+  await suite.test('publish once through the service: every client of both apps gets each event exactly once', async () => {
+    const publisher = new PusherServer({
+      appId: 'dual', key: 'publisher-key', secret: 'publisher-secret', host: '127.0.0.1', port: servicePort, useTLS: false,
+      encryptionMasterKeyBase64: APPS.old.master,
+    });
+    const subs = [];
+    for (const app of ['old', 'new']) {
+      const p = client(app);
+      for (const name of ['private-fan', 'presence-fan', 'private-encrypted-fan']) {
+        const r = await subscribe(p, name);
+        assert(r.ok, `${app} ${name} subscribed`);
+        const got = [];
+        r.channel.bind('fanned', (d) => got.push(d));
+        subs.push({ app, name, got });
+      }
+    }
+    const res = await publisher.trigger(['private-fan', 'presence-fan'], 'fanned', { n: 1 });
+    assertEqual(res.status, 200, 'trigger status');
+    await publisher.trigger('private-encrypted-fan', 'fanned', { n: 2 });
+    await publisher.triggerBatch([{ channel: 'private-fan', name: 'fanned', data: { n: 3 } }]);
+    await sleep(500);
+    for (const s of subs) {
+      const want = s.name === 'private-encrypted-fan' ? [{ n: 2 }] : s.name === 'private-fan' ? [{ n: 1 }, { n: 3 }] : [{ n: 1 }];
+      assertEqual(s.got, want, `${s.app} ${s.name}`);
+    }
+    // Queries are merged: presence users of both apps, channel lists united.
+    const users = await (await publisher.get({ path: '/channels/presence-fan/users' })).json();
+    assertEqual(users, { users: [{ id: 'alice' }] }, 'one user, present through both apps, counted once');
+    const channels = await (await publisher.get({ path: '/channels', params: { filter_by_prefix: 'presence-' } })).json();
+    assert('presence-fan' in channels.channels, JSON.stringify(channels));
+    // A request signed with the wrong secret is refused before anything is forwarded.
+    const forged = new PusherServer({ appId: 'dual', key: 'publisher-key', secret: 'nope', host: '127.0.0.1', port: servicePort, useTLS: false });
+    const err = await forged.trigger('private-fan', 'fanned', { n: 9 }).catch((e) => e);
+    assertEqual(err.status, 401, 'forged publish');
+    await sleep(300);
+    assert(subs.every((s) => !s.got.some((d) => d.n === 9)), 'the forged event reached nobody');
+  });
 
   await suite.test('nginx recipe: the cookie reaches the host check, the proxy\'s X-Forwarded-For is honoured', async () => {
     const before = host.calls.length;

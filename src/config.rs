@@ -401,6 +401,7 @@ impl Settings {
             if let Some(cluster) = &app.cluster {
                 t.insert("cluster".into(), Value::String(cluster.clone()));
             }
+            t.insert("rest_url".into(), Value::String(redact_url(&app.rest_url)));
             let enc = if app.credentials.master_key.is_some() { "[redacted]" } else { "(not set)" };
             t.insert("encryption_master_key_base64".into(), Value::String(enc.into()));
             apps.insert(name.clone(), Value::Table(t));
@@ -414,6 +415,18 @@ impl Settings {
             rate.insert("burst".into(), Value::Integer(r.burst.get().into()));
         }
         root.insert("rate_limit".into(), Value::Table(rate));
+
+        if let Some(p) = &self.publish {
+            let mut t = Table::new();
+            t.insert("app_id".into(), Value::String(p.app_id.clone()));
+            t.insert("key".into(), Value::String(p.key.clone()));
+            t.insert("secret".into(), Value::String("[redacted]".into()));
+            t.insert("targets".into(), strings(p.targets.iter().cloned()));
+            t.insert("success".into(), Value::String(format!("{:?}", p.success).to_lowercase()));
+            t.insert("timeout_ms".into(), Value::Integer(p.timeout.as_millis() as i64));
+            t.insert("retries".into(), Value::Integer(p.retries.into()));
+            root.insert("publish".into(), Value::Table(t));
+        }
 
         let mut log = Table::new();
         log.insert("format".into(), Value::String(format!("{:?}", self.log.format).to_lowercase()));
@@ -910,6 +923,21 @@ cluster = "eu"
             (format!("{MINIMAL}\n[bogus]\nx = 1"), vec![], "bogus"),
             ("[apps.a]\napp_id=\"1\"\nkey=\"k\"\nsecret=\"s\"".to_string(), vec![], "session_check"),
             ("[session_check]\nurl = \"http://x\"".to_string(), vec![], "apps"),
+            (
+                format!(
+                    "{MINIMAL}encryption_master_key_base64 = \"zyrm8pvV2C9fJcBfhyXzvxbJVN/H7QLmbe0xJi1GhPU=\"\n\
+                     [publish]\napp_id = \"p\"\nkey = \"pk\"\nsecret = \"ps\"\ntargets = [\"old\", \"new\"]"
+                ),
+                vec![],
+                "publish.targets",
+            ),
+            (
+                format!(
+                    "{MINIMAL}[publish]\napp_id = \"p\"\nkey = \"pk\"\nsecret = \"ps\"\ntargets = [\"nope\"]"
+                ),
+                vec![],
+                "publish.targets",
+            ),
         ];
         for (toml, e, key) in cases {
             let err = err(&toml, &e);

@@ -7,5 +7,6 @@ mod faults;
 mod headers;
 mod helpers;
 mod host_failures;
+mod publish;
 mod storm;
 mod user;
