@@ -47,11 +47,21 @@ fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
 }
 
 /// A refusal before anything is forwarded: status and message.
+#[derive(Debug)]
 struct Reject(StatusCode, String);
 
-impl From<Reject> for HttpResponse {
-    fn from(Reject(status, message): Reject) -> Self {
-        error(status, message)
+impl std::fmt::Display for Reject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+
+impl actix_web::ResponseError for Reject {
+    fn status_code(&self) -> StatusCode {
+        self.0
+    }
+    fn error_response(&self) -> HttpResponse {
+        error(self.0, self.1.clone())
     }
 }
 
@@ -270,128 +280,99 @@ async fn read(payload: web::Payload) -> Result<web::Bytes, Reject> {
         .map_err(|e| Reject(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
-macro_rules! publish_or_404 {
-    ($live:expr) => {
-        match $live.settings.publish.as_ref() {
-            Some(p) => p,
-            None => return error(StatusCode::NOT_FOUND, "publishing is not configured ([publish])"),
-        }
-    };
+fn publish_settings(live: &Live) -> Result<&PublishSettings, Reject> {
+    live.settings
+        .publish
+        .as_ref()
+        .ok_or_else(|| Reject(StatusCode::NOT_FOUND, "publishing is not configured ([publish])".into()))
 }
 
-pub async fn events(
+/// Reads the body and verifies the request: what every write starts with.
+async fn verified(
+    req: &HttpRequest,
+    publish: &PublishSettings,
+    app_id: &str,
+    payload: web::Payload,
+) -> Result<(web::Bytes, Vec<(String, String)>), Reject> {
+    let body = read(payload).await?;
+    let extra = verify(req, publish, app_id, &body)?;
+    Ok((body, extra))
+}
+
+async fn events(
     req: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
-) -> HttpResponse {
+) -> Result<HttpResponse, Reject> {
     let live = state.live();
-    let publish = publish_or_404!(live);
-    let body = match read(payload).await {
-        Ok(b) => b,
-        Err(r) => return r.into(),
-    };
-    let extra = match verify(&req, publish, &path, &body) {
-        Ok(e) => e,
-        Err(r) => return r.into(),
-    };
+    let publish = publish_settings(&live)?;
+    let (body, extra) = verified(&req, publish, &path, payload).await?;
     let event: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
-        _ => return error(StatusCode::BAD_REQUEST, "body must be a JSON object"),
+        _ => return Err(Reject(StatusCode::BAD_REQUEST, "body must be a JSON object".into())),
     };
-    if let Err(r) = check_event(&event) {
-        return r.into();
-    }
-    let results = fan_out(
-        &live,
-        &state,
-        Outgoing { method: reqwest::Method::POST, suffix: "/events", extra: &extra, body: &body },
-    )
-    .await;
-    write_answer(publish, &results)
+    check_event(&event)?;
+    let out = Outgoing { method: reqwest::Method::POST, suffix: "/events", extra: &extra, body: &body };
+    Ok(write_answer(publish, &fan_out(&live, &state, out).await))
 }
 
-pub async fn batch_events(
+async fn batch_events(
     req: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
-) -> HttpResponse {
+) -> Result<HttpResponse, Reject> {
     let live = state.live();
-    let publish = publish_or_404!(live);
-    let body = match read(payload).await {
-        Ok(b) => b,
-        Err(r) => return r.into(),
-    };
-    let extra = match verify(&req, publish, &path, &body) {
-        Ok(e) => e,
-        Err(r) => return r.into(),
-    };
-    let batch = match serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("batch").cloned()) {
-        Some(Value::Array(b)) => b,
-        _ => return error(StatusCode::BAD_REQUEST, "body must be {\"batch\": [...]}"),
+    let publish = publish_settings(&live)?;
+    let (body, extra) = verified(&req, publish, &path, payload).await?;
+    let bad = |m: &str| Reject(StatusCode::BAD_REQUEST, m.into());
+    let Some(Value::Array(batch)) =
+        serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("batch").cloned())
+    else {
+        return Err(bad("body must be {\"batch\": [...]}"));
     };
     if batch.is_empty() || batch.len() > MAX_BATCH {
-        return error(StatusCode::BAD_REQUEST, "a batch holds 1-10 events");
+        return Err(bad("a batch holds 1-10 events"));
     }
     for event in &batch {
         if event.get("channels").is_some() {
-            return error(StatusCode::BAD_REQUEST, "batch events take one channel each");
+            return Err(bad("batch events take one channel each"));
         }
-        if let Err(r) = check_event(event) {
-            return r.into();
-        }
+        check_event(event)?;
     }
-    let results = fan_out(
-        &live,
-        &state,
-        Outgoing { method: reqwest::Method::POST, suffix: "/batch_events", extra: &extra, body: &body },
-    )
-    .await;
-    match write_answer(publish, &results) {
-        r if r.status().is_success() => {
-            // batch_events answers {} or {"batch":[…]} with info; pass the first target's body.
-            match results.iter().find_map(parse_ok) {
-                Some(v) => HttpResponse::Ok().json(v),
-                None => r,
-            }
-        }
-        r => r,
-    }
+    let out = Outgoing { method: reqwest::Method::POST, suffix: "/batch_events", extra: &extra, body: &body };
+    let results = fan_out(&live, &state, out).await;
+    let answer = write_answer(publish, &results);
+    // batch_events answers {} or, with info, {"batch":[…]}: pass the first target's body on.
+    Ok(match results.iter().find_map(parse_ok) {
+        Some(v) if answer.status().is_success() => HttpResponse::Ok().json(v),
+        _ => answer,
+    })
 }
 
-pub async fn terminate(
+async fn terminate(
     req: HttpRequest,
     path: web::Path<(String, String)>,
+    payload: web::Payload,
     state: web::Data<AppState>,
-) -> HttpResponse {
+) -> Result<HttpResponse, Reject> {
     let live = state.live();
-    let publish = publish_or_404!(live);
+    let publish = publish_settings(&live)?;
     let (app_id, user_id) = path.into_inner();
-    let extra = match verify(&req, publish, &app_id, b"") {
-        Ok(e) => e,
-        Err(r) => return r.into(),
-    };
+    let (_, extra) = verified(&req, publish, &app_id, payload).await?;
     let suffix = format!("/users/{user_id}/terminate_connections");
-    let results = fan_out(
-        &live,
-        &state,
-        Outgoing { method: reqwest::Method::POST, suffix: &suffix, extra: &extra, body: b"" },
-    )
-    .await;
-    write_answer(publish, &results)
+    let out = Outgoing { method: reqwest::Method::POST, suffix: &suffix, extra: &extra, body: b"" };
+    Ok(write_answer(publish, &fan_out(&live, &state, out).await))
 }
 
 /// GET queries, merged: channel lists united (counts summed), a channel
 /// occupied if it is on any app, presence users united by id.
-pub async fn query(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+async fn query(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Reject> {
     let live = state.live();
-    let publish = publish_or_404!(live);
+    let publish = publish_settings(&live)?;
     let app_id = req.match_info().get("app_id").unwrap_or_default().to_owned();
-    let extra = match verify(&req, publish, &app_id, b"") {
-        Ok(e) => e,
-        Err(r) => return r.into(),
-    };
+    let extra = verify(&req, publish, &app_id, b"")?;
     let suffix = req.path().trim_start_matches(&format!("/apps/{app_id}")).to_owned();
     let results = fan_out(
         &live,
@@ -402,8 +383,8 @@ pub async fn query(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse
     if let Some(bad) = results.iter().find(|r| !r.ok()) {
         let detail: Map<String, Value> = results.iter().map(|r| (r.app.clone(), r.summary())).collect();
         tracing::warn!(target_app = %bad.app, "publish query: a target failed");
-        return HttpResponse::BadGateway()
-            .json(json!({"error": "a target app did not answer", "results": detail}));
+        return Ok(HttpResponse::BadGateway()
+            .json(json!({"error": "a target app did not answer", "results": detail})));
     }
     let bodies: Vec<Value> = results.iter().filter_map(parse_ok).collect();
     let merged = if suffix.ends_with("/users") {
@@ -426,7 +407,7 @@ pub async fn query(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse
         }
         Value::Object(one)
     };
-    HttpResponse::Ok().json(merged)
+    Ok(HttpResponse::Ok().json(merged))
 }
 
 /// The routes, mounted when `[publish]` is configured.
