@@ -42,8 +42,33 @@ struct RawSettings {
     #[serde(default)]
     rate_limit: RawRateLimit,
     publish: Option<RawPublish>,
+    webhooks: Option<RawWebhooks>,
     #[serde(default)]
     log: RawLog,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhooks {
+    forward_url: Option<String>,
+    key: Option<String>,
+    secret: Option<SecretString>,
+    secret_file: Option<PathBuf>,
+    #[serde(default = "default_retry_max_secs")]
+    retry_max_secs: u64,
+}
+fn default_retry_max_secs() -> u64 {
+    300
+}
+
+/// `[webhooks]`: where merged webhooks go, and how they are signed.
+#[derive(Debug)]
+pub struct WebhookSettings {
+    pub forward_url: url::Url,
+    /// Sent as X-Pusher-Key; with `secret` it signs X-Pusher-Signature.
+    pub key: String,
+    pub secret: SecretString,
+    pub retry_max: Duration,
 }
 
 #[derive(Deserialize)]
@@ -231,6 +256,7 @@ pub struct Settings {
     pub apps: BTreeMap<String, AppSettings>,
     pub rate_limit: Option<RateLimitSettings>,
     pub publish: Option<PublishSettings>,
+    pub webhooks: Option<WebhookSettings>,
     pub log: LogSettings,
     /// Every `*_file` the config reads secrets from (watched for hot reload).
     pub secret_files: Vec<PathBuf>,
@@ -782,9 +808,35 @@ impl RawSettings {
             None => None,
             Some(p) => Some(validate_publish(p, &apps, &mut secret_files)?),
         };
+        let webhooks = match self.webhooks {
+            None => None,
+            Some(w) => {
+                secret_files.extend(w.secret_file.iter().cloned());
+                let forward_url = w
+                    .forward_url
+                    .as_deref()
+                    .and_then(|u| url::Url::parse(u).ok())
+                    .filter(|u| matches!(u.scheme(), "http" | "https"))
+                    .ok_or_else(|| {
+                        ConfigError::new("webhooks.forward_url", "must be an http:// or https:// URL")
+                    })?;
+                let key = w
+                    .key
+                    .filter(|k| !k.is_empty())
+                    .ok_or_else(|| ConfigError::new("webhooks.key", "missing"))?;
+                let secret =
+                    read_secret("webhooks.secret", w.secret, w.secret_file, true)?.expect("required");
+                Some(WebhookSettings {
+                    forward_url,
+                    key,
+                    secret,
+                    retry_max: Duration::from_secs(w.retry_max_secs),
+                })
+            }
+        };
         let log =
             LogSettings { format: self.log.format, level: self.log.level.unwrap_or_else(|| "info".into()) };
-        Ok(Settings { server, session_check, apps, rate_limit, publish, log, secret_files })
+        Ok(Settings { server, session_check, apps, rate_limit, publish, webhooks, log, secret_files })
     }
 }
 

@@ -16,3 +16,4 @@ pub mod session_check;
 pub mod startup;
 pub mod telemetry;
 pub mod tools;
+pub mod webhooks;

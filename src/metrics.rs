@@ -15,6 +15,8 @@ pub struct Metrics {
     reloads: IntCounterVec,
     shared: IntCounterVec,
     publish: IntCounterVec,
+    webhooks_in: IntCounterVec,
+    webhook_deliveries: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -71,6 +73,19 @@ impl Metrics {
             &["target", "result"],
         )
         .unwrap();
+        let webhooks_in = IntCounterVec::new(
+            Opts::new(
+                "pusher_webhook_events_total",
+                "Webhook events received per app, and forwarded after merging",
+            ),
+            &["app", "stage"],
+        )
+        .unwrap();
+        let webhook_deliveries = IntCounterVec::new(
+            Opts::new("pusher_webhook_deliveries_total", "Merged webhook deliveries to the host by result"),
+            &["result"],
+        )
+        .unwrap();
         let build_info = IntGaugeVec::new(
             Opts::new("pusher_auth_build_info", "Build information; always 1"),
             &["version"],
@@ -85,6 +100,8 @@ impl Metrics {
             Box::new(reloads.clone()),
             Box::new(shared.clone()),
             Box::new(publish.clone()),
+            Box::new(webhooks_in.clone()),
+            Box::new(webhook_deliveries.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).unwrap();
@@ -98,6 +115,8 @@ impl Metrics {
             reloads,
             shared,
             publish,
+            webhooks_in,
+            webhook_deliveries,
         }
     }
 
@@ -107,6 +126,34 @@ impl Metrics {
 
     pub fn session_check(&self, app: &str, result: &str, seconds: f64) {
         self.check_duration.with_label_values(&[app, result]).observe(seconds);
+    }
+
+    pub fn webhooks(&self, app: &str, received: u64, forwarded: u64) {
+        self.webhooks_in.with_label_values(&[app, "received"]).inc_by(received);
+        self.webhooks_in.with_label_values(&[app, "forwarded"]).inc_by(forwarded);
+    }
+
+    pub fn webhook_delivery(&self, result: &str) {
+        self.webhook_deliveries.with_label_values(&[result]).inc();
+    }
+
+    /// Current value of an auth counter family summed per app (for /status).
+    pub fn signed_per_app(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut out = std::collections::BTreeMap::new();
+        for family in self.registry.gather() {
+            if family.name() != "pusher_auth_requests_total" {
+                continue;
+            }
+            for m in family.get_metric() {
+                let label =
+                    |n: &str| m.get_label().iter().find(|l| l.name() == n).map(|l| l.value().to_owned());
+                if label("outcome").as_deref() == Some("signed") {
+                    *out.entry(label("app").unwrap_or_default()).or_default() +=
+                        m.get_counter().get_value() as u64;
+                }
+            }
+        }
+        out
     }
 
     pub fn publish(&self, target: &str, result: &str) {

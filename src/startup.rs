@@ -32,6 +32,7 @@ impl Live {
 pub struct AppState {
     live: ArcSwap<Live>,
     pub metrics: Metrics,
+    pub webhooks: crate::webhooks::Webhooks,
     /// The file the config came from, for reloads (set once, by `watch_config`).
     config_path: std::sync::OnceLock<PathBuf>,
 }
@@ -113,9 +114,13 @@ impl Application {
         let state = web::Data::new(AppState {
             live: ArcSwap::from_pointee(Live::new(settings)?),
             metrics,
+            webhooks: crate::webhooks::Webhooks::default(),
             config_path: std::sync::OnceLock::new(),
         });
 
+        if tokio::runtime::Handle::try_current().is_ok() {
+            crate::webhooks::spawn_sender(state.clone().into_inner());
+        }
         let metrics_on_main = admin_listener.is_none();
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
@@ -201,6 +206,7 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
     }
     // The publish surface answers 404 "not configured" until [publish] is set.
     crate::publish::configure(cfg);
+    cfg.route("/webhooks", web::post().to(crate::webhooks::receive));
     cfg.service(
         web::scope("/auth")
             .wrap(from_fn(routes::cors_middleware))

@@ -10,3 +10,4 @@ mod host_failures;
 mod publish;
 mod storm;
 mod user;
+mod webhooks;

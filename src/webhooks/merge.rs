@@ -1,0 +1,130 @@
+//! Merging the webhooks of several apps into one stream, pure.
+//!
+//! A channel is occupied while it is occupied on any app: `channel_occupied`
+//! goes out when the first app reports it, `channel_vacated` only when the last
+//! one does. Presence members are merged per user id the same way. Events
+//! without state (`client_event`, `subscription_count`, `cache_miss`, and any
+//! unknown kind) pass through with `source_app` added.
+
+use serde_json::{Value, json};
+use std::collections::{BTreeSet, HashMap};
+
+#[derive(Debug, Default)]
+pub struct MergeState {
+    /// channel → apps where it is occupied
+    occupied: HashMap<String, BTreeSet<String>>,
+    /// (channel, user id) → apps where the member is present
+    members: HashMap<(String, String), BTreeSet<String>>,
+}
+
+fn field<'a>(event: &'a Value, name: &str) -> Option<&'a str> {
+    event.get(name).and_then(Value::as_str)
+}
+
+impl MergeState {
+    /// Applies one event from `app`; returns what to forward (possibly nothing).
+    pub fn apply(&mut self, app: &str, event: &Value) -> Option<Value> {
+        let name = field(event, "name")?;
+        let channel = field(event, "channel").unwrap_or_default().to_owned();
+        match name {
+            "channel_occupied" => {
+                let apps = self.occupied.entry(channel).or_default();
+                let first = apps.is_empty();
+                apps.insert(app.to_owned());
+                first.then(|| event.clone())
+            }
+            "channel_vacated" => {
+                let apps = self.occupied.get_mut(&channel)?;
+                if !apps.remove(app) {
+                    return None; // not occupied through this app: nothing changes
+                }
+                apps.is_empty().then(|| {
+                    self.occupied.remove(&channel);
+                    event.clone()
+                })
+            }
+            "member_added" => {
+                let user = field(event, "user_id")?.to_owned();
+                let apps = self.members.entry((channel, user)).or_default();
+                let first = apps.is_empty();
+                apps.insert(app.to_owned());
+                first.then(|| event.clone())
+            }
+            "member_removed" => {
+                let key = (channel, field(event, "user_id")?.to_owned());
+                let apps = self.members.get_mut(&key)?;
+                if !apps.remove(app) {
+                    return None;
+                }
+                apps.is_empty().then(|| {
+                    self.members.remove(&key);
+                    event.clone()
+                })
+            }
+            _ => {
+                let mut e = event.clone();
+                if let Some(o) = e.as_object_mut() {
+                    o.insert("source_app".into(), json!(app));
+                }
+                Some(e)
+            }
+        }
+    }
+
+    /// Occupied channels per app.
+    pub fn occupied_counts(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for apps in self.occupied.values() {
+            for app in apps {
+                *counts.entry(app.clone()).or_default() += 1;
+            }
+        }
+        counts
+    }
+
+    /// Marks a channel occupied on `app` without emitting (start-up reconciliation).
+    pub fn seed_occupied(&mut self, app: &str, channel: &str) {
+        self.occupied.entry(channel.to_owned()).or_default().insert(app.to_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(name: &str, channel: &str) -> Value {
+        json!({"name": name, "channel": channel})
+    }
+
+    #[test]
+    fn a_channel_is_vacated_only_when_every_app_vacated_it() {
+        let mut s = MergeState::default();
+        assert!(s.apply("old", &ev("channel_occupied", "c")).is_some());
+        assert!(s.apply("new", &ev("channel_occupied", "c")).is_none());
+        assert!(s.apply("old", &ev("channel_vacated", "c")).is_none());
+        assert_eq!(s.occupied_counts().get("new"), Some(&1));
+        assert!(s.apply("new", &ev("channel_vacated", "c")).is_some());
+        assert!(s.apply("new", &ev("channel_vacated", "c")).is_none(), "a repeat changes nothing");
+        assert!(s.occupied_counts().is_empty());
+    }
+
+    #[test]
+    fn members_are_merged_per_user_id() {
+        let mut s = MergeState::default();
+        let add = json!({"name": "member_added", "channel": "presence-r", "user_id": "42"});
+        let rm = json!({"name": "member_removed", "channel": "presence-r", "user_id": "42"});
+        assert!(s.apply("old", &add).is_some());
+        assert!(s.apply("new", &add).is_none(), "present through either app counts once");
+        assert!(s.apply("new", &rm).is_none());
+        assert_eq!(s.apply("old", &rm), Some(rm.clone()));
+    }
+
+    #[test]
+    fn stateless_events_pass_through_with_the_source_app() {
+        let mut s = MergeState::default();
+        let e = json!({"name": "client_event", "channel": "private-a", "event": "client-x", "data": "{}", "socket_id": "1.1"});
+        let out = s.apply("new", &e).unwrap();
+        assert_eq!(out["source_app"], "new");
+        assert_eq!(out["event"], "client-x");
+    }
+}
