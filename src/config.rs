@@ -44,7 +44,31 @@ struct RawSettings {
     publish: Option<RawPublish>,
     webhooks: Option<RawWebhooks>,
     #[serde(default)]
+    status: RawStatus,
+    #[serde(default)]
     log: RawLog,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStatus {
+    old_app: String,
+    drain_window_secs: u64,
+    sample_secs: u64,
+}
+
+impl Default for RawStatus {
+    fn default() -> Self {
+        Self { old_app: "old".into(), drain_window_secs: 86_400, sample_secs: 10 }
+    }
+}
+
+/// `[status]`: what the migration status page calls the old app, and when it is drained.
+#[derive(Debug, Clone)]
+pub struct StatusSettings {
+    pub old_app: String,
+    pub drain_window: Duration,
+    pub sample_every: Duration,
 }
 
 #[derive(Deserialize)]
@@ -257,6 +281,7 @@ pub struct Settings {
     pub rate_limit: Option<RateLimitSettings>,
     pub publish: Option<PublishSettings>,
     pub webhooks: Option<WebhookSettings>,
+    pub status: StatusSettings,
     pub log: LogSettings,
     /// Every `*_file` the config reads secrets from (watched for hot reload).
     pub secret_files: Vec<PathBuf>,
@@ -836,7 +861,16 @@ impl RawSettings {
         };
         let log =
             LogSettings { format: self.log.format, level: self.log.level.unwrap_or_else(|| "info".into()) };
-        Ok(Settings { server, session_check, apps, rate_limit, publish, webhooks, log, secret_files })
+        let st = self.status;
+        if st.sample_secs == 0 || st.sample_secs > 3600 {
+            return Err(ConfigError::new("status.sample_secs", "must be between 1 and 3600"));
+        }
+        let status = StatusSettings {
+            old_app: st.old_app,
+            drain_window: Duration::from_secs(st.drain_window_secs),
+            sample_every: Duration::from_secs(st.sample_secs),
+        };
+        Ok(Settings { server, session_check, apps, rate_limit, publish, webhooks, status, log, secret_files })
     }
 }
 

@@ -14,6 +14,7 @@ pub mod reload;
 pub mod routes;
 pub mod session_check;
 pub mod startup;
+pub mod status;
 pub mod telemetry;
 pub mod tools;
 pub mod webhooks;

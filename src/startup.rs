@@ -33,6 +33,7 @@ pub struct AppState {
     live: ArcSwap<Live>,
     pub metrics: Metrics,
     pub webhooks: crate::webhooks::Webhooks,
+    pub status: crate::status::StatusHistory,
     /// The file the config came from, for reloads (set once, by `watch_config`).
     config_path: std::sync::OnceLock<PathBuf>,
 }
@@ -115,11 +116,14 @@ impl Application {
             live: ArcSwap::from_pointee(Live::new(settings)?),
             metrics,
             webhooks: crate::webhooks::Webhooks::default(),
+            status: crate::status::StatusHistory::default(),
             config_path: std::sync::OnceLock::new(),
         });
 
         if tokio::runtime::Handle::try_current().is_ok() {
             crate::webhooks::spawn_sender(state.clone().into_inner());
+            crate::webhooks::spawn_reconcile(state.clone().into_inner());
+            crate::status::spawn_sampler(state.clone().into_inner());
         }
         let metrics_on_main = admin_listener.is_none();
         let app_state = state.clone();
@@ -202,7 +206,9 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
     };
     cfg.route("/healthz", web::get().to(routes::healthz)).route("/readyz", web::get().to(routes::readyz));
     if with_metrics {
-        cfg.route("/metrics", web::get().to(routes::metrics));
+        cfg.route("/metrics", web::get().to(routes::metrics))
+            .route("/status", web::get().to(crate::status::status_json))
+            .route("/status.html", web::get().to(crate::status::status_page));
     }
     // The publish surface answers 404 "not configured" until [publish] is set.
     crate::publish::configure(cfg);
@@ -230,5 +236,7 @@ pub fn configure_admin_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(routes::healthz))
         .route("/readyz", web::get().to(routes::readyz))
         .route("/metrics", web::get().to(routes::metrics))
+        .route("/status", web::get().to(crate::status::status_json))
+        .route("/status.html", web::get().to(crate::status::status_page))
         .default_service(not_found());
 }

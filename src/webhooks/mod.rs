@@ -168,3 +168,45 @@ mod tests {
         ));
     }
 }
+
+/// At start, seeds occupancy from every app's REST channel list, so a channel
+/// already occupied before this process started is vacated correctly later.
+pub fn spawn_reconcile(state: std::sync::Arc<AppState>) {
+    if state.live().settings.webhooks.is_none() {
+        return;
+    }
+    tokio::spawn(async move {
+        let live = state.live();
+        let http =
+            reqwest::Client::builder().timeout(Duration::from_secs(10)).no_proxy().build().expect("client");
+        for app in live.settings.apps.values() {
+            let path = format!("/apps/{}/channels", app.app_id);
+            let now = (now_ms() / 1000) as i64;
+            let query = crate::pusher::rest::signed_query(
+                app.credentials.key.as_ref(),
+                app.credentials.secret.expose_secret(),
+                "GET",
+                &path,
+                None,
+                now,
+                &[],
+            );
+            let mut url = app.rest_url.clone();
+            url.set_path(&path);
+            url.set_query(Some(&query));
+            let channels = match http.get(url).send().await {
+                Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
+                _ => None,
+            };
+            let Some(Value::Object(channels)) = channels.and_then(|v| v.get("channels").cloned()) else {
+                tracing::warn!(app = %app.name, "could not reconcile occupancy from the REST API");
+                continue;
+            };
+            let mut merge = state.webhooks.merge.lock().unwrap();
+            for name in channels.keys() {
+                merge.seed_occupied(&app.name, name);
+            }
+            tracing::info!(app = %app.name, occupied = channels.len(), "occupancy reconciled from the REST API");
+        }
+    });
+}

@@ -8,6 +8,7 @@ mod headers;
 mod helpers;
 mod host_failures;
 mod publish;
+mod status;
 mod storm;
 mod user;
 mod webhooks;

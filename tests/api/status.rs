@@ -1,0 +1,91 @@
+//! The migration status: numbers per app, webhook occupancy, the drain verdict,
+//! and reconciliation of occupancy from the apps' REST channel lists at start.
+use crate::helpers::*;
+use pusher_dual_auth::pusher::hmac_sha256_hex;
+use serde_json::{Value, json};
+use std::time::Duration;
+use wiremock::{Mock, MockServer, ResponseTemplate, matchers::path};
+
+async fn status(app: &TestApp) -> Value {
+    app.client.get(format!("{}/status", app.address)).send().await.unwrap().json().await.unwrap()
+}
+
+async fn webhook(app: &TestApp, key: &str, secret: &str, events: Value) {
+    let body = json!({"time_ms": 1, "events": events}).to_string();
+    let res = app
+        .client
+        .post(format!("{}/webhooks", app.address))
+        .header("x-pusher-key", key)
+        .header("x-pusher-signature", hmac_sha256_hex(secret.as_bytes(), body.as_bytes()))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
+async fn the_old_app_is_drained_after_a_quiet_window_and_not_before() {
+    let receiver = MockServer::start().await;
+    Mock::given(wiremock::matchers::any()).respond_with(ResponseTemplate::new(200)).mount(&receiver).await;
+    // The apps' REST APIs: the old app already has an occupied channel when we start.
+    let rest = MockServer::start().await;
+    Mock::given(path("/apps/1111/channels"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"channels": {"presence-lobby": {}}})))
+        .mount(&rest)
+        .await;
+    Mock::given(path("/apps/2222/channels"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"channels": {}})))
+        .mount(&rest)
+        .await;
+    let (r, w) = (rest.uri(), receiver.uri());
+    let app = spawn_app_with(move |c| {
+        let c = c.replace("[apps.old]", &format!("[apps.old]\nrest_url = \"{r}\"")).replace("[apps.new]", &format!("[apps.new]\nrest_url = \"{r}\""));
+        format!(
+            "{c}\n[webhooks]\nforward_url = \"{w}/hook\"\nkey = \"k\"\nsecret = \"s\"\n[status]\nold_app = \"old\"\ndrain_window_secs = 2\nsample_secs = 1\n"
+        )
+    })
+    .await;
+    Mock::given(path("/check"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .mount(&app.host)
+        .await;
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = status(&app).await;
+    assert_eq!(s["apps"]["old"]["occupied_channels"], 1, "reconciled from the REST API: {s}");
+    assert_eq!(s["drain"]["drained"], false);
+
+    // Traffic: 3 signed on new, 1 on old.
+    for (route, n) in [("/auth/new", 3), ("/auth/old", 1)] {
+        for _ in 0..n {
+            expect_status(app.post_form(route, "socket_id=1.1&channel_name=private-a").await, 200).await;
+        }
+    }
+    let s = status(&app).await;
+    assert_eq!(s["apps"]["new"]["auth_signed_total"], 3);
+    assert_eq!(s["apps"]["old"]["share"], 0.25);
+
+    // The old app's last channel empties (its webhook), then the window passes quietly.
+    webhook(&app, OLD_KEY, OLD_SECRET, json!([{"name": "channel_vacated", "channel": "presence-lobby"}]))
+        .await;
+    let s = status(&app).await;
+    assert_eq!(s["apps"]["old"]["occupied_channels"], 0);
+    assert!(s["apps"]["old"]["last_webhook_ms"].is_u64());
+    assert_eq!(s["drain"]["drained"], false, "the window has not passed yet: {}", s["drain"]);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let s = status(&app).await;
+    assert_eq!(s["drain"]["drained"], true, "{}", s["drain"]);
+    assert!(s["history"].as_array().unwrap().len() >= 3);
+    // The reconciled channel's vacate reached the host: it was occupied only through old.
+    let got = receiver.received_requests().await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert!(String::from_utf8_lossy(&got[0].body).contains("channel_vacated"));
+
+    // New old-app activity resets the verdict.
+    expect_status(app.post_form("/auth/old", "socket_id=1.1&channel_name=private-a").await, 200).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(status(&app).await["drain"]["drained"], false);
+    let page = app.client.get(format!("{}/status.html", app.address)).send().await.unwrap();
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+}
