@@ -149,26 +149,6 @@ fn events_len(body: &[u8]) -> usize {
     serde_json::from_slice::<Value>(body).ok().and_then(|v| v["events"].as_array().map(Vec::len)).unwrap_or(0)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn signatures_are_checked_against_the_raw_body() {
-        // Vector from pusher-protocol.md (docs secret).
-        let body =
-            br#"{"time_ms":1530710011901,"events":[{"name":"channel_occupied","channel":"private-foobar"}]}"#;
-        let sig = "44848ca690b0ae082b8db71418e9b361eb642922236b6e85700af24e660768d1";
-        assert!(super::signature_ok("7ad3773142a6692b25b8", body, sig));
-        assert!(!super::signature_ok("7ad3773142a6692b25b8", b"{}", sig));
-        assert!(!super::signature_ok("other", body, sig));
-        assert!(!super::signature_ok("7ad3773142a6692b25b8", body, "zz"));
-        assert!(super::signature_ok(
-            "thisisasecret",
-            br#"{"hello":"world"}"#,
-            "40e0ad3b9aa49529322879e84de1aaaf18bde1efe839ca263d540cc865510d25"
-        ));
-    }
-}
-
 /// At start, seeds occupancy from every app's REST channel list, so a channel
 /// already occupied before this process started is vacated correctly later.
 pub fn spawn_reconcile(state: std::sync::Arc<AppState>) {
@@ -209,4 +189,24 @@ pub fn spawn_reconcile(state: std::sync::Arc<AppState>) {
             tracing::info!(app = %app.name, occupied = channels.len(), "occupancy reconciled from the REST API");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn signatures_are_checked_against_the_raw_body() {
+        // Vector from pusher-protocol.md (docs secret).
+        let body =
+            br#"{"time_ms":1530710011901,"events":[{"name":"channel_occupied","channel":"private-foobar"}]}"#;
+        let sig = "44848ca690b0ae082b8db71418e9b361eb642922236b6e85700af24e660768d1";
+        assert!(super::signature_ok("7ad3773142a6692b25b8", body, sig));
+        assert!(!super::signature_ok("7ad3773142a6692b25b8", b"{}", sig));
+        assert!(!super::signature_ok("other", body, sig));
+        assert!(!super::signature_ok("7ad3773142a6692b25b8", body, "zz"));
+        assert!(super::signature_ok(
+            "thisisasecret",
+            br#"{"hello":"world"}"#,
+            "40e0ad3b9aa49529322879e84de1aaaf18bde1efe839ca263d540cc865510d25"
+        ));
+    }
 }
