@@ -14,10 +14,15 @@ export const USERS = {
 
 export function startHost(port, { pageDir }) {
   const calls = [];
+  const webhooks = []; // { headers, rawBody } as the host's webhook endpoint received them
   const server = http.createServer((req, res) => {
     let body = '';
     req.on('data', (c) => (body += c));
     req.on('end', () => {
+      if (req.method === 'POST' && req.url === '/pusher/webhook') {
+        webhooks.push({ headers: req.headers, rawBody: body });
+        return send(res, 200, {});
+      }
       if (req.method === 'POST' && req.url === '/check') {
         const check = JSON.parse(body);
         const bearer = (req.headers.authorization || '').replace(/^Bearer /, '');
@@ -40,7 +45,7 @@ export function startHost(port, { pageDir }) {
       send(res, 404, {});
     });
   });
-  return new Promise((resolve) => server.listen(port, '127.0.0.1', () => resolve({ server, calls })));
+  return new Promise((resolve) => server.listen(port, '127.0.0.1', () => resolve({ server, calls, webhooks })));
 }
 
 function send(res, status, json) {

@@ -48,6 +48,10 @@ enable_user_authentication = true
 max_client_events_per_second = 100
 max_backend_events_per_second = 1000
 max_read_requests_per_second = 1000
+
+[[app_manager.array.apps.webhooks]]
+url = "${SERVICE}/webhooks"
+event_types = ["channel_occupied", "channel_vacated", "member_added", "member_removed", "client_event"]
 `,
     )
     .join('');
@@ -95,6 +99,14 @@ timeout_ms = 2000
 [log]
 format = "json"
 level = "debug"
+[webhooks]
+forward_url = "${HOST_ORIGIN}/pusher/webhook"
+key = "host-webhook-key"
+secret = "host-webhook-secret"
+[status]
+old_app = "old"
+drain_window_secs = 3
+sample_secs = 1
 [publish]
 app_id = "dual"
 key = "publisher-key"
@@ -381,6 +393,64 @@ try {
     await sleep(300);
     assert(subs.every((s) => !s.got.some((d) => d.n === 9)), 'the forged event reached nobody');
   });
+
+  await suite.test('webhooks from both apps are merged for the host, then the status page says the old app drained', async () => {
+    const verifier = new PusherServer({ appId: 'x', key: 'host-webhook-key', secret: 'host-webhook-secret', host: '127.0.0.1', port: 1 });
+    const events = () =>
+      host.webhooks.flatMap((w) => {
+        const hook = verifier.webhook({ headers: w.headers, rawBody: w.rawBody });
+        assert(hook.isValid(), 'the official SDK verifies every forwarded webhook');
+        return hook.getEvents().filter((e) => e.channel === 'presence-wh');
+      });
+    const oldC = client('old');
+    const newC = client('new');
+    assert((await subscribe(oldC, 'presence-wh')).ok, 'old subscribed');
+    assert((await subscribe(newC, 'presence-wh')).ok, 'new subscribed');
+    await sleep(500);
+    const joined = events().map((e) => e.name).sort();
+    assertEqual(joined, ['channel_occupied', 'member_added'], 'occupied and joined once, though present through both apps');
+    oldC.disconnect(); // the old app's side empties: sockudo reports it ~3 s later
+    await sleep(4000);
+    assertEqual(events().length, 2, 'still occupied and present through the new app: nothing more');
+    newC.disconnect();
+    await sleep(4000);
+    const all = events().map((e) => e.name).sort();
+    assertEqual(all, ['channel_occupied', 'channel_vacated', 'member_added', 'member_removed'], 'vacated once, by the last app');
+
+    // The status page, in Chromium: key numbers match /status, and the old app is drained
+    // once its window (3 s here) passes without old-app auths or occupancy.
+    for (const c of clients) {
+      try { c.disconnect(); } catch {}
+    }
+    await sleep(5000);
+    const json = await (await fetch(`${SERVICE}/status`)).json();
+    const puppeteer = (await import('puppeteer-core')).default;
+    const browser = await puppeteer.launch({
+      executablePath: process.env.CHROMIUM || '/usr/bin/chromium', headless: true,
+      args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
+        '--disable-component-update', '--disable-sync', '--no-first-run', `--user-data-dir=${path.join(work, 'chromium3')}`],
+    });
+    try {
+      const page = await browser.newPage();
+      await page.setViewport({ width: 800, height: 480 });
+      await page.goto(`${SERVICE}/status.html`);
+      await page.waitForSelector('body[data-loaded="yes"]', { timeout: 10000 });
+      const shown = await page.evaluate(() => ({
+        verdict: document.getElementById('verdict').textContent,
+        old: document.querySelector('tr[data-app="old"] .signed').textContent,
+        new: document.querySelector('tr[data-app="new"] .signed').textContent,
+        oldOccupied: document.querySelector('tr[data-app="old"] .occupied').textContent,
+      }));
+      await page.screenshot({ path: path.join(work, 'status.png') });
+      assertEqual(shown.old, String(json.apps.old.auth_signed_total), 'old signed count on the page');
+      assertEqual(shown.new, String(json.apps.new.auth_signed_total), 'new signed count on the page');
+      assertEqual(shown.oldOccupied, '0', 'old occupancy on the page');
+      assert(json.drain.drained && shown.verdict.includes('"old" app drained'), `verdict: ${shown.verdict}`);
+      console.log(`     status page: ${JSON.stringify(shown)} (screenshot ${path.join(work, 'status.png')})`);
+    } finally {
+      await browser.close();
+    }
+  }, 60000);
 
   await suite.test('nginx recipe: the cookie reaches the host check, the proxy\'s X-Forwarded-For is honoured', async () => {
     const before = host.calls.length;
