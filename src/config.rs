@@ -80,6 +80,25 @@ struct RawWebhooks {
     secret_file: Option<PathBuf>,
     #[serde(default = "default_retry_max_secs")]
     retry_max_secs: u64,
+    #[serde(default)]
+    state: WebhookState,
+    redis_url: Option<String>,
+    #[serde(default = "default_redis_prefix")]
+    redis_prefix: String,
+}
+fn default_redis_prefix() -> String {
+    "pusher-dual-auth".into()
+}
+
+/// Where the webhook merge state and outbox live.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookState {
+    /// In this process: one replica.
+    #[default]
+    Memory,
+    /// In Redis: shared by several replicas, durable queue.
+    Redis,
 }
 fn default_retry_max_secs() -> u64 {
     300
@@ -93,6 +112,10 @@ pub struct WebhookSettings {
     pub key: String,
     pub secret: SecretString,
     pub retry_max: Duration,
+    pub state: WebhookState,
+    /// `redis://…`, when `state = "redis"`.
+    pub redis_url: Option<String>,
+    pub redis_prefix: String,
 }
 
 #[derive(Deserialize)]
@@ -851,11 +874,28 @@ impl RawSettings {
                     .ok_or_else(|| ConfigError::new("webhooks.key", "missing"))?;
                 let secret =
                     read_secret("webhooks.secret", w.secret, w.secret_file, true)?.expect("required");
+                let redis_url = match (&w.state, w.redis_url) {
+                    (WebhookState::Redis, Some(u))
+                        if u.starts_with("redis://") || u.starts_with("rediss://") =>
+                    {
+                        Some(u)
+                    }
+                    (WebhookState::Redis, _) => {
+                        return Err(ConfigError::new(
+                            "webhooks.redis_url",
+                            "state = \"redis\" needs redis_url = \"redis://host:6379/0\"",
+                        ));
+                    }
+                    (WebhookState::Memory, u) => u,
+                };
                 Some(WebhookSettings {
                     forward_url,
                     key,
                     secret,
                     retry_max: Duration::from_secs(w.retry_max_secs),
+                    state: w.state,
+                    redis_url,
+                    redis_prefix: w.redis_prefix,
                 })
             }
         };

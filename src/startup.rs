@@ -110,12 +110,13 @@ impl Application {
         let port = listener.local_addr()?.port();
         let admin_port = admin_listener.as_ref().map(|l| l.local_addr()).transpose()?.map(|a| a.port());
         let server_settings = settings.server.clone();
+        let webhooks = crate::webhooks::Webhooks::new(settings.webhooks.as_ref())?;
         let metrics = Metrics::new();
         metrics.reload(true);
         let state = web::Data::new(AppState {
             live: ArcSwap::from_pointee(Live::new(settings)?),
             metrics,
-            webhooks: crate::webhooks::Webhooks::default(),
+            webhooks,
             status: crate::status::StatusHistory::default(),
             config_path: std::sync::OnceLock::new(),
         });

@@ -33,10 +33,11 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
 }
 
-fn take_sample(state: &AppState) -> Sample {
+async fn take_sample(state: &AppState) -> Sample {
     let live = state.live();
     let mut signed = state.metrics.signed_per_app();
-    let occupied_now = state.webhooks.merge.lock().unwrap().occupied_counts();
+    let apps: Vec<String> = live.settings.apps.keys().cloned().collect();
+    let occupied_now = state.webhooks.occupied_counts(&apps).await;
     let mut occupied = BTreeMap::new();
     for app in live.settings.apps.keys() {
         signed.entry(app.clone()).or_insert(0);
@@ -47,8 +48,8 @@ fn take_sample(state: &AppState) -> Sample {
 }
 
 /// Records a sample and updates the drain clock.
-pub fn record(state: &AppState) {
-    let sample = take_sample(state);
+pub async fn record(state: &AppState) {
+    let sample = take_sample(state).await;
     let live = state.live();
     let old = &live.settings.status.old_app;
     let mut samples = state.status.samples.lock().unwrap();
@@ -70,18 +71,18 @@ pub fn record(state: &AppState) {
 pub fn spawn_sampler(state: Arc<AppState>) {
     tokio::spawn(async move {
         loop {
-            record(&state);
+            record(&state).await;
             let every = state.live().settings.status.sample_every;
             tokio::time::sleep(every).await;
         }
     });
 }
 
-pub fn snapshot(state: &AppState) -> Value {
+pub async fn snapshot(state: &AppState) -> Value {
     let live = state.live();
     let cfg = &live.settings.status;
     let samples: Vec<Sample> = state.status.samples.lock().unwrap().iter().cloned().collect();
-    let current = take_sample(state);
+    let current = take_sample(state).await;
     let total: u64 = current.signed.values().sum();
     let last_seen = state.webhooks.last_seen.lock().unwrap().clone();
     let apps: BTreeMap<&String, Value> = live
@@ -130,7 +131,7 @@ pub fn snapshot(state: &AppState) -> Value {
 }
 
 pub async fn status_json(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(snapshot(&state))
+    HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(snapshot(&state).await)
 }
 
 pub async fn status_page() -> HttpResponse {

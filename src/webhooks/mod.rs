@@ -11,8 +11,10 @@
 //! restart.
 
 mod merge;
+mod redis_store;
 
 pub use merge::MergeState;
+pub use redis_store::RedisStore;
 
 use crate::{pusher::hmac_sha256_hex, startup::AppState};
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
@@ -26,19 +28,42 @@ use std::{
 };
 use tokio::sync::mpsc;
 
+/// Where merge state and the outbox live (chosen at start; not hot-reloaded).
+pub enum Store {
+    Memory(Mutex<MergeState>),
+    Redis(RedisStore),
+}
+
 /// Process-wide webhook state (outlives config reloads).
 pub struct Webhooks {
-    pub merge: Mutex<MergeState>,
-    /// Unix ms of the last verified webhook per app.
+    pub store: Store,
+    /// Unix ms of the last verified webhook per app (this replica).
     pub last_seen: Mutex<HashMap<String, u64>>,
     outbox: mpsc::UnboundedSender<Vec<Value>>,
     inbox: Mutex<Option<mpsc::UnboundedReceiver<Vec<Value>>>>,
 }
 
-impl Default for Webhooks {
-    fn default() -> Self {
+impl Webhooks {
+    pub fn new(settings: Option<&crate::config::WebhookSettings>) -> anyhow::Result<Self> {
+        let store = match settings {
+            Some(s) if s.state == crate::config::WebhookState::Redis => {
+                Store::Redis(RedisStore::new(s.redis_url.as_deref().unwrap_or_default(), &s.redis_prefix)?)
+            }
+            _ => Store::Memory(Mutex::default()),
+        };
         let (outbox, inbox) = mpsc::unbounded_channel();
-        Self { merge: Mutex::default(), last_seen: Mutex::default(), outbox, inbox: Mutex::new(Some(inbox)) }
+        Ok(Self { store, last_seen: Mutex::default(), outbox, inbox: Mutex::new(Some(inbox)) })
+    }
+
+    /// Occupied channels per app, from the merged state.
+    pub async fn occupied_counts(&self, apps: &[String]) -> HashMap<String, usize> {
+        match &self.store {
+            Store::Memory(m) => m.lock().unwrap().occupied_counts(),
+            Store::Redis(r) => r.occupied_counts(apps).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "redis: cannot read occupancy");
+                HashMap::new()
+            }),
+        }
     }
 }
 
@@ -76,16 +101,36 @@ pub async fn receive(req: HttpRequest, body: web::Bytes, state: web::Data<AppSta
     else {
         return reply(StatusCode::BAD_REQUEST, "body must be {\"time_ms\": …, \"events\": [...]}");
     };
-    let out: Vec<Value> = {
-        let mut merge = state.webhooks.merge.lock().unwrap();
-        events.iter().filter_map(|e| merge.apply(&app.name, e)).collect()
+    let forwarded = match &state.webhooks.store {
+        Store::Memory(merge) => {
+            let out: Vec<Value> = {
+                let mut merge = merge.lock().unwrap();
+                events.iter().filter_map(|e| merge.apply(&app.name, e)).collect()
+            };
+            let n = out.len();
+            if !out.is_empty() && live.settings.webhooks.is_some() {
+                let _ = state.webhooks.outbox.send(out);
+            }
+            n
+        }
+        Store::Redis(redis) => {
+            let mut n = 0;
+            for e in &events {
+                match redis.apply(&app.name, e).await {
+                    Ok(queued) => n += queued as usize,
+                    Err(err) => {
+                        // Not acknowledged: Pusher retries, and the script made no partial change.
+                        tracing::error!(error = %err, "redis: cannot record a webhook event");
+                        return reply(StatusCode::SERVICE_UNAVAILABLE, "webhook state store unavailable");
+                    }
+                }
+            }
+            n
+        }
     };
     state.webhooks.last_seen.lock().unwrap().insert(app.name.clone(), now_ms());
-    state.metrics.webhooks(&app.name, events.len() as u64, out.len() as u64);
-    tracing::info!(app = %app.name, received = events.len(), forwarded = out.len(), "webhook");
-    if !out.is_empty() && live.settings.webhooks.is_some() {
-        let _ = state.webhooks.outbox.send(out);
-    }
+    state.metrics.webhooks(&app.name, events.len() as u64, forwarded as u64);
+    tracing::info!(app = %app.name, received = events.len(), forwarded, "webhook");
     HttpResponse::Ok().json(json!({}))
 }
 
@@ -98,6 +143,31 @@ pub fn spawn_sender(state: std::sync::Arc<AppState>) {
         .no_proxy()
         .build()
         .expect("webhook client");
+    if let Store::Redis(_) = &state.webhooks.store {
+        tokio::spawn(async move {
+            let Store::Redis(redis) = &state.webhooks.store else { return };
+            if let Err(e) = redis.requeue().await {
+                tracing::warn!(error = %e, "redis: cannot re-queue unfinished deliveries");
+            }
+            loop {
+                match redis.next().await {
+                    Ok(Some(item)) => {
+                        let event: Value = serde_json::from_str(&item).unwrap_or(Value::Null);
+                        deliver(&state, &http, vec![event]).await;
+                        if let Err(e) = redis.done(&item).await {
+                            tracing::warn!(error = %e, "redis: cannot mark a delivery done");
+                        }
+                    }
+                    Ok(None) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "redis: outbox unavailable; retrying in 1 s");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        return;
+    }
     tokio::spawn(async move {
         while let Some(mut events) = inbox.recv().await {
             while let Ok(more) = inbox.try_recv() {
@@ -182,9 +252,15 @@ pub fn spawn_reconcile(state: std::sync::Arc<AppState>) {
                 tracing::warn!(app = %app.name, "could not reconcile occupancy from the REST API");
                 continue;
             };
-            let mut merge = state.webhooks.merge.lock().unwrap();
             for name in channels.keys() {
-                merge.seed_occupied(&app.name, name);
+                match &state.webhooks.store {
+                    Store::Memory(m) => m.lock().unwrap().seed_occupied(&app.name, name),
+                    Store::Redis(r) => {
+                        if let Err(e) = r.seed_occupied(&app.name, name).await {
+                            tracing::warn!(error = %e, "redis: cannot seed occupancy");
+                        }
+                    }
+                }
             }
             tracing::info!(app = %app.name, occupied = channels.len(), "occupancy reconciled from the REST API");
         }

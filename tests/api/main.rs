@@ -12,3 +12,4 @@ mod status;
 mod storm;
 mod user;
 mod webhooks;
+mod webhooks_redis;
