@@ -141,6 +141,17 @@ ${locations}
 `;
 }
 
+/** Headless Debian Chromium for the browser cases (no network beyond loopback). */
+async function launchChromium(profileDir) {
+  const puppeteer = (await import('puppeteer-core')).default;
+  return puppeteer.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run', `--user-data-dir=${profileDir}`],
+  });
+}
+
 /** A pusher-js client of `app`, authorizing at /auth/<route> as `token`. */
 function client(app, { route = app, token = 'alice', options = {} } = {}) {
   const headers = token ? { Authorization: `Bearer ${token}` } : {};
@@ -332,13 +343,7 @@ try {
   });
 
   await suite.test('headless Chromium: pusher-js cross-origin through CORS, both apps', async () => {
-    const puppeteer = (await import('puppeteer-core')).default;
-    const browser = await puppeteer.launch({
-      executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-      headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
-        '--disable-component-update', '--disable-sync', '--no-first-run', `--user-data-dir=${path.join(work, 'chromium')}`],
-    });
+    const browser = await launchChromium(path.join(work, 'chromium'));
     try {
       const page = await browser.newPage();
       const keys = encodeURIComponent(JSON.stringify({ old: APPS.old.key, new: APPS.new.key }));
@@ -424,12 +429,7 @@ try {
     }
     await sleep(5000);
     const json = await (await fetch(`${SERVICE}/status`)).json();
-    const puppeteer = (await import('puppeteer-core')).default;
-    const browser = await puppeteer.launch({
-      executablePath: process.env.CHROMIUM || '/usr/bin/chromium', headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
-        '--disable-component-update', '--disable-sync', '--no-first-run', `--user-data-dir=${path.join(work, 'chromium3')}`],
-    });
+    const browser = await launchChromium(path.join(work, 'chromium3'));
     try {
       const page = await browser.newPage();
       await page.setViewport({ width: 800, height: 480 });
@@ -475,13 +475,7 @@ try {
   });
 
   await suite.test('headless Chromium: same origin through nginx, the session cookie flows (no CORS)', async () => {
-    const puppeteer = (await import('puppeteer-core')).default;
-    const browser = await puppeteer.launch({
-      executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-      headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
-        '--disable-component-update', '--disable-sync', '--no-first-run', `--user-data-dir=${path.join(work, 'chromium2')}`],
-    });
+    const browser = await launchChromium(path.join(work, 'chromium2'));
     try {
       const page = await browser.newPage();
       const keys = encodeURIComponent(JSON.stringify({ old: APPS.old.key, new: APPS.new.key }));

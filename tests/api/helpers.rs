@@ -121,3 +121,19 @@ pub fn assert_no_signature(body: &str) {
 pub fn sign(secret: &str, to_sign: &str) -> String {
     pusher_dual_auth::pusher::hmac_sha256_hex(secret.as_bytes(), to_sign.as_bytes())
 }
+
+/// POSTs a webhook body to `/webhooks` as the Pusher app with `key`/`secret` would.
+pub async fn post_webhook(app: &TestApp, key: &str, secret: &str, events: serde_json::Value) -> u16 {
+    let body = serde_json::json!({"time_ms": 1, "events": events}).to_string();
+    app.client
+        .post(format!("{}/webhooks", app.address))
+        .header("content-type", "application/json")
+        .header("x-pusher-key", key)
+        .header("x-pusher-signature", sign(secret, &body))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}

@@ -1,27 +1,12 @@
 //! The migration status: numbers per app, webhook occupancy, the drain verdict,
 //! and reconciliation of occupancy from the apps' REST channel lists at start.
 use crate::helpers::*;
-use pusher_dual_auth::pusher::hmac_sha256_hex;
 use serde_json::{Value, json};
 use std::time::Duration;
 use wiremock::{Mock, MockServer, ResponseTemplate, matchers::path};
 
 async fn status(app: &TestApp) -> Value {
     app.client.get(format!("{}/status", app.address)).send().await.unwrap().json().await.unwrap()
-}
-
-async fn webhook(app: &TestApp, key: &str, secret: &str, events: Value) {
-    let body = json!({"time_ms": 1, "events": events}).to_string();
-    let res = app
-        .client
-        .post(format!("{}/webhooks", app.address))
-        .header("x-pusher-key", key)
-        .header("x-pusher-signature", hmac_sha256_hex(secret.as_bytes(), body.as_bytes()))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
 }
 
 #[tokio::test]
@@ -67,8 +52,8 @@ async fn the_old_app_is_drained_after_a_quiet_window_and_not_before() {
     assert_eq!(s["apps"]["old"]["share"], 0.25);
 
     // The old app's last channel empties (its webhook), then the window passes quietly.
-    webhook(&app, OLD_KEY, OLD_SECRET, json!([{"name": "channel_vacated", "channel": "presence-lobby"}]))
-        .await;
+    let vacated = json!([{"name": "channel_vacated", "channel": "presence-lobby"}]);
+    assert_eq!(post_webhook(&app, OLD_KEY, OLD_SECRET, vacated).await, 200);
     let s = status(&app).await;
     assert_eq!(s["apps"]["old"]["occupied_channels"], 0);
     assert!(s["apps"]["old"]["last_webhook_ms"].is_u64());

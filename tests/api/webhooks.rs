@@ -16,21 +16,6 @@ async fn spawn_webhooks(receiver: &MockServer) -> TestApp {
     .await
 }
 
-async fn send(app: &TestApp, key: &str, secret: &str, events: Value) -> u16 {
-    let body = json!({"time_ms": 1, "events": events}).to_string();
-    app.client
-        .post(format!("{}/webhooks", app.address))
-        .header("content-type", "application/json")
-        .header("x-pusher-key", key)
-        .header("x-pusher-signature", hmac_sha256_hex(secret.as_bytes(), body.as_bytes()))
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 /// Every event the host received, after checking each delivery's signature.
 async fn delivered(receiver: &MockServer) -> Vec<Value> {
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -57,11 +42,11 @@ async fn occupancy_and_presence_are_merged_across_apps() {
     let add = json!({"name": "member_added", "channel": "presence-r", "user_id": "42"});
     let rm = json!({"name": "member_removed", "channel": "presence-r", "user_id": "42"});
     // A batched body from the old app, then the new app joins, then both leave.
-    assert_eq!(send(&app, OLD_KEY, OLD_SECRET, json!([occ, add])).await, 200);
-    assert_eq!(send(&app, NEW_KEY, NEW_SECRET, json!([occ, add])).await, 200);
-    assert_eq!(send(&app, OLD_KEY, OLD_SECRET, json!([rm, vac])).await, 200);
+    assert_eq!(post_webhook(&app, OLD_KEY, OLD_SECRET, json!([occ, add])).await, 200);
+    assert_eq!(post_webhook(&app, NEW_KEY, NEW_SECRET, json!([occ, add])).await, 200);
+    assert_eq!(post_webhook(&app, OLD_KEY, OLD_SECRET, json!([rm, vac])).await, 200);
     assert_eq!(delivered(&receiver).await.len(), 2, "only the first occupied/added so far");
-    assert_eq!(send(&app, NEW_KEY, NEW_SECRET, json!([rm, vac])).await, 200);
+    assert_eq!(post_webhook(&app, NEW_KEY, NEW_SECRET, json!([rm, vac])).await, 200);
     let events = delivered(&receiver).await;
     let names: Vec<&str> = events.iter().map(|e| e["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["channel_occupied", "member_added", "member_removed", "channel_vacated"]);
@@ -74,7 +59,7 @@ async fn stateless_events_pass_through_with_their_source() {
     Mock::given(wiremock::matchers::any()).respond_with(ResponseTemplate::new(200)).mount(&receiver).await;
     let app = spawn_webhooks(&receiver).await;
     let ce = json!({"name": "client_event", "channel": "private-a", "event": "client-x", "data": "{}", "socket_id": "1.1"});
-    assert_eq!(send(&app, NEW_KEY, NEW_SECRET, json!([ce])).await, 200);
+    assert_eq!(post_webhook(&app, NEW_KEY, NEW_SECRET, json!([ce])).await, 200);
     let events = delivered(&receiver).await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["source_app"], "new");
@@ -86,11 +71,15 @@ async fn unknown_keys_and_bad_signatures_are_401_with_no_side_effects() {
     Mock::given(wiremock::matchers::any()).respond_with(ResponseTemplate::new(200)).mount(&receiver).await;
     let app = spawn_webhooks(&receiver).await;
     let occ = json!([{"name": "channel_occupied", "channel": "private-z"}]);
-    assert_eq!(send(&app, "who", OLD_SECRET, occ.clone()).await, 401);
-    assert_eq!(send(&app, OLD_KEY, NEW_SECRET, occ.clone()).await, 401, "signed with the other app's secret");
+    assert_eq!(post_webhook(&app, "who", OLD_SECRET, occ.clone()).await, 401);
+    assert_eq!(
+        post_webhook(&app, OLD_KEY, NEW_SECRET, occ.clone()).await,
+        401,
+        "signed with the other app's secret"
+    );
     assert!(delivered(&receiver).await.is_empty());
     // The refused ones changed no state: the first verified occupied still goes out.
-    assert_eq!(send(&app, OLD_KEY, OLD_SECRET, occ).await, 200);
+    assert_eq!(post_webhook(&app, OLD_KEY, OLD_SECRET, occ).await, 200);
     assert_eq!(delivered(&receiver).await.len(), 1);
 }
 
@@ -105,7 +94,7 @@ async fn a_failing_host_gets_retries_in_order() {
     Mock::given(wiremock::matchers::any()).respond_with(ResponseTemplate::new(200)).mount(&receiver).await;
     let app = spawn_webhooks(&receiver).await;
     let occ = json!([{"name": "channel_occupied", "channel": "private-r"}]);
-    assert_eq!(send(&app, OLD_KEY, OLD_SECRET, occ).await, 200, "acknowledged once queued");
+    assert_eq!(post_webhook(&app, OLD_KEY, OLD_SECRET, occ).await, 200, "acknowledged once queued");
     tokio::time::sleep(Duration::from_millis(2000)).await; // 0.5 s + 1 s backoff
     let got = receiver.received_requests().await.unwrap();
     assert_eq!(got.len(), 3, "two failures, then delivered");

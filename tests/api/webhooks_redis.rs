@@ -50,20 +50,6 @@ async fn replica(receiver: &MockServer, redis_port: u16) -> TestApp {
     .await
 }
 
-async fn send(app: &TestApp, key: &str, secret: &str, events: Value) -> u16 {
-    let body = json!({"time_ms": 1, "events": events}).to_string();
-    app.client
-        .post(format!("{}/webhooks", app.address))
-        .header("x-pusher-key", key)
-        .header("x-pusher-signature", hmac_sha256_hex(secret.as_bytes(), body.as_bytes()))
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 async fn names(receiver: &MockServer) -> Vec<String> {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut out = Vec::new();
@@ -88,8 +74,8 @@ async fn two_replicas_merge_through_redis_and_forward_each_transition_once() {
     let occ = json!([{"name": "channel_occupied", "channel": "presence-x"}, {"name": "member_added", "channel": "presence-x", "user_id": "7"}]);
     let vac = json!([{"name": "member_removed", "channel": "presence-x", "user_id": "7"}, {"name": "channel_vacated", "channel": "presence-x"}]);
     // The old app's webhooks reach replica A, the new app's reach replica B.
-    assert_eq!(send(&a, OLD_KEY, OLD_SECRET, occ.clone()).await, 200);
-    assert_eq!(send(&b, NEW_KEY, NEW_SECRET, occ).await, 200);
+    assert_eq!(post_webhook(&a, OLD_KEY, OLD_SECRET, occ.clone()).await, 200);
+    assert_eq!(post_webhook(&b, NEW_KEY, NEW_SECRET, occ).await, 200);
     assert_eq!(names(&receiver).await, ["channel_occupied", "member_added"]);
     let status: Value =
         a.client.get(format!("{}/status", a.address)).send().await.unwrap().json().await.unwrap();
@@ -100,8 +86,8 @@ async fn two_replicas_merge_through_redis_and_forward_each_transition_once() {
         ),
         (json!(1), json!(1))
     );
-    assert_eq!(send(&b, OLD_KEY, OLD_SECRET, vac.clone()).await, 200);
-    assert_eq!(send(&a, NEW_KEY, NEW_SECRET, vac).await, 200);
+    assert_eq!(post_webhook(&b, OLD_KEY, OLD_SECRET, vac.clone()).await, 200);
+    assert_eq!(post_webhook(&a, NEW_KEY, NEW_SECRET, vac).await, 200);
     assert_eq!(
         names(&receiver).await,
         ["channel_occupied", "channel_vacated", "member_added", "member_removed"]
@@ -120,11 +106,11 @@ async fn queued_events_survive_a_host_outage_and_redis_refusal_is_not_acknowledg
     Mock::given(wiremock::matchers::any()).respond_with(ResponseTemplate::new(200)).mount(&receiver).await;
     let a = replica(&receiver, redis.1).await;
     let occ = json!([{"name": "channel_occupied", "channel": "private-q"}]);
-    assert_eq!(send(&a, OLD_KEY, OLD_SECRET, occ.clone()).await, 200);
+    assert_eq!(post_webhook(&a, OLD_KEY, OLD_SECRET, occ.clone()).await, 200);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(receiver.received_requests().await.unwrap().len(), 3, "retried until delivered");
     // Redis gone: the webhook is refused (503), so Pusher will retry it.
     drop(redis);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(send(&a, NEW_KEY, NEW_SECRET, occ).await, 503);
+    assert_eq!(post_webhook(&a, NEW_KEY, NEW_SECRET, occ).await, 503);
 }
