@@ -7,7 +7,7 @@ use crate::{
     config::Settings,
     pusher::{
         ChannelName, PresenceMember, SocketId, UserData, UserId, UserInfo, authenticate_user,
-        authorize_channel, hmac_sha256_hex,
+        authorize_channel, hmac_sha256_matches,
     },
 };
 use anyhow::{Context, bail};
@@ -103,11 +103,11 @@ pub fn verify(settings: &Settings, args: &VerifyArgs) -> anyhow::Result<(bool, S
         .apps
         .values()
         .filter(|a| {
-            let expected =
-                hmac_sha256_hex(a.credentials.secret.expose_secret().as_bytes(), to_sign.as_bytes());
-            // Constant-time compare, out of habit with signatures.
-            expected.len() == signature.len()
-                && expected.bytes().zip(signature.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+            hmac_sha256_matches(
+                a.credentials.secret.expose_secret().as_bytes(),
+                to_sign.as_bytes(),
+                signature,
+            )
         })
         .map(|a| a.name.as_str())
         .collect();

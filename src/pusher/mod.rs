@@ -16,7 +16,7 @@ pub use error::ProtocolError;
 pub use identity::{MAX_USER_ID_LEN, MAX_USER_INFO_BYTES, MAX_WATCHLIST, UserId, UserInfo, Watchlist};
 pub use signature::{
     ChannelAuth, PresenceMember, SignedUser, UserData, authenticate_user, authorize_channel, hmac_sha256_hex,
-    shared_secret,
+    hmac_sha256_matches, shared_secret,
 };
 pub use socket_id::SocketId;
 

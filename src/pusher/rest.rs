@@ -98,11 +98,13 @@ pub fn verify_rest<'a>(
     if !body.is_empty() && get("body_md5")? != body_md5(body) {
         return Err(RestAuthError::BodyMd5);
     }
-    let expected = rest_signature(secret, method, path, params);
     let given = get("auth_signature")?;
-    let same = expected.len() == given.len()
-        && expected.bytes().zip(given.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-    if same { Ok(()) } else { Err(RestAuthError::Signature) }
+    let to_sign = string_to_sign(method, path, params);
+    if super::hmac_sha256_matches(secret.as_bytes(), to_sign.as_bytes(), given) {
+        Ok(())
+    } else {
+        Err(RestAuthError::Signature)
+    }
 }
 
 #[cfg(test)]

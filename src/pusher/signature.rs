@@ -18,6 +18,15 @@ pub fn hmac_sha256_hex(secret: &[u8], message: &[u8]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// Whether `given_hex` is HMAC-SHA256(secret, message), compared in constant time
+/// (by the hmac crate); malformed hex is simply "no".
+pub fn hmac_sha256_matches(secret: &[u8], message: &[u8], given_hex: &str) -> bool {
+    let Ok(given) = hex::decode(given_hex) else { return false };
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts keys of any length");
+    mac.update(message);
+    mac.verify_slice(&given).is_ok()
+}
+
 /// `base64(SHA-256(channel_name || master_key))`, the key pusher-js uses to
 /// decrypt a private-encrypted channel.
 pub fn shared_secret(channel: &ChannelName, master_key: &MasterKey) -> String {
