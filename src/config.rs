@@ -550,19 +550,29 @@ fn read_secret(
     file: Option<PathBuf>,
     required: bool,
 ) -> Result<Option<SecretString>, ConfigError> {
+    read_secret_named(key, &format!("{key}_file"), inline, file, required)
+}
+
+/// `read_secret` where the file variant's key is not `<key>_file`.
+fn read_secret_named(
+    key: &str,
+    file_key: &str,
+    inline: Option<SecretString>,
+    file: Option<PathBuf>,
+    required: bool,
+) -> Result<Option<SecretString>, ConfigError> {
     let value = match (inline, file) {
         (Some(_), Some(_)) => {
-            return Err(ConfigError::new(key, format!("set either `{key}` or `{key}_file`, not both")));
+            return Err(ConfigError::new(key, format!("set either `{key}` or `{file_key}`, not both")));
         }
         (Some(s), None) => s,
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                ConfigError::new(format!("{key}_file"), format!("cannot read {}: {e}", path.display()))
-            })?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| ConfigError::new(file_key, format!("cannot read {}: {e}", path.display())))?;
             SecretString::from(text.trim().to_owned())
         }
         (None, None) if required => {
-            return Err(ConfigError::new(key, format!("missing: set `{key}` or `{key}_file`")));
+            return Err(ConfigError::new(key, format!("missing: set `{key}` or `{file_key}`")));
         }
         (None, None) => return Ok(None),
     };
@@ -794,31 +804,17 @@ impl RawSettings {
             let key = raw.key.ok_or_else(|| ConfigError::new(k("key"), "missing"))?;
             let key = AppKey::parse(&key).map_err(|m| ConfigError::new(k("key"), m))?;
             let secret = read_secret(&k("secret"), raw.secret, raw.secret_file, true)?.expect("required");
-            let master_key = match (raw.encryption_master_key_base64, raw.encryption_master_key_file) {
-                (Some(_), Some(_)) => {
-                    return Err(ConfigError::new(
-                        k("encryption_master_key_base64"),
-                        "set either encryption_master_key_base64 or encryption_master_key_file, not both",
-                    ));
-                }
-                (Some(inline), None) => Some(
-                    MasterKey::from_base64(inline.expose_secret())
-                        .map_err(|m| ConfigError::new(k("encryption_master_key_base64"), m))?,
-                ),
-                (None, Some(path)) => {
-                    let text = std::fs::read_to_string(&path).map_err(|e| {
-                        ConfigError::new(
-                            k("encryption_master_key_file"),
-                            format!("cannot read {}: {e}", path.display()),
-                        )
-                    })?;
-                    Some(
-                        MasterKey::from_base64(&text)
-                            .map_err(|m| ConfigError::new(k("encryption_master_key_file"), m))?,
-                    )
-                }
-                (None, None) => None,
-            };
+            let (inline_key, file_key) = (k("encryption_master_key_base64"), k("encryption_master_key_file"));
+            let from_key = if raw.encryption_master_key_file.is_some() { &file_key } else { &inline_key };
+            let master_key = read_secret_named(
+                &inline_key,
+                &file_key,
+                raw.encryption_master_key_base64,
+                raw.encryption_master_key_file,
+                false,
+            )?
+            .map(|b64| MasterKey::from_base64(b64.expose_secret()).map_err(|m| ConfigError::new(from_key, m)))
+            .transpose()?;
             let rest_url = match (&raw.rest_url, &raw.cluster) {
                 (Some(u), _) => u.clone(),
                 (None, Some(c)) => format!("https://api-{c}.pusher.com"),
