@@ -137,3 +137,10 @@ pub async fn post_webhook(app: &TestApp, key: &str, secret: &str, events: serde_
         .status()
         .as_u16()
 }
+
+/// A receiver that answers 503 `failures` times, then 200 (a host that recovers).
+pub async fn mount_recovering(server: &wiremock::MockServer, failures: u64) {
+    use wiremock::{Mock, ResponseTemplate, matchers::any};
+    Mock::given(any()).respond_with(ResponseTemplate::new(503)).up_to_n_times(failures).mount(server).await;
+    Mock::given(any()).respond_with(ResponseTemplate::new(200)).mount(server).await;
+}

@@ -86,12 +86,7 @@ async fn unknown_keys_and_bad_signatures_are_401_with_no_side_effects() {
 #[tokio::test]
 async fn a_failing_host_gets_retries_in_order() {
     let receiver = MockServer::start().await;
-    Mock::given(wiremock::matchers::any())
-        .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(2)
-        .mount(&receiver)
-        .await;
-    Mock::given(wiremock::matchers::any()).respond_with(ResponseTemplate::new(200)).mount(&receiver).await;
+    mount_recovering(&receiver, 2).await;
     let app = spawn_webhooks(&receiver).await;
     let occ = json!([{"name": "channel_occupied", "channel": "private-r"}]);
     assert_eq!(post_webhook(&app, OLD_KEY, OLD_SECRET, occ).await, 200, "acknowledged once queued");

@@ -98,12 +98,7 @@ async fn two_replicas_merge_through_redis_and_forward_each_transition_once() {
 async fn queued_events_survive_a_host_outage_and_redis_refusal_is_not_acknowledged() {
     let Some(redis) = redis().await else { return };
     let receiver = MockServer::start().await;
-    Mock::given(wiremock::matchers::any())
-        .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(2)
-        .mount(&receiver)
-        .await;
-    Mock::given(wiremock::matchers::any()).respond_with(ResponseTemplate::new(200)).mount(&receiver).await;
+    mount_recovering(&receiver, 2).await;
     let a = replica(&receiver, redis.1).await;
     let occ = json!([{"name": "channel_occupied", "channel": "private-q"}]);
     assert_eq!(post_webhook(&a, OLD_KEY, OLD_SECRET, occ.clone()).await, 200);
