@@ -37,7 +37,7 @@ pub enum Command {
 
 #[derive(clap::Args, Debug)]
 pub struct HealthcheckArgs {
-    /// The URL to check; default: /healthz on the configured admin_listen, else listen.
+    /// The URL to check; default: /healthz on the configured admin_listen.
     #[arg(long)]
     pub url: Option<String>,
 }
@@ -101,7 +101,7 @@ async fn healthcheck(config: Option<&std::path::Path>, url: Option<String>) -> a
         Some(u) => u,
         None => {
             let settings = load(config)?;
-            let addr = settings.server.admin_listen.unwrap_or(settings.server.listen);
+            let addr = settings.server.admin_listen;
             let host =
                 if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
             let host = if host.contains(':') { format!("[{host}]") } else { host };

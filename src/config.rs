@@ -85,6 +85,17 @@ struct RawWebhooks {
     redis_url: Option<String>,
     #[serde(default = "default_redis_prefix")]
     redis_prefix: String,
+    #[serde(default = "default_webhook_max_body_bytes")]
+    max_body_bytes: usize,
+    #[serde(default = "default_webhook_max_age_secs")]
+    max_age_secs: u64,
+}
+fn default_webhook_max_body_bytes() -> usize {
+    64 * 1024
+}
+/// Pusher retries a failed webhook for 5 minutes; twice that leaves room for clock skew.
+fn default_webhook_max_age_secs() -> u64 {
+    600
 }
 fn default_redis_prefix() -> String {
     "pusher-dual-auth".into()
@@ -116,6 +127,11 @@ pub struct WebhookSettings {
     /// `redis://…`, when `state = "redis"`.
     pub redis_url: Option<String>,
     pub redis_prefix: String,
+    /// Largest webhook body read (Pusher's batches are small).
+    pub max_body_bytes: usize,
+    /// Webhooks whose `time_ms` is further than this from now are refused,
+    /// and exact repeats within it are acknowledged but not applied again.
+    pub max_age: Duration,
 }
 
 #[derive(Deserialize)]
@@ -182,7 +198,7 @@ impl Default for RawRateLimit {
 #[serde(deny_unknown_fields, default)]
 struct RawServer {
     listen: String,
-    admin_listen: Option<String>,
+    admin_listen: String,
     #[serde(deserialize_with = "list_or_csv")]
     allowed_origins: Vec<String>,
     #[serde(deserialize_with = "list_or_csv")]
@@ -199,7 +215,8 @@ impl Default for RawServer {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
-            admin_listen: None,
+            // Metrics and the status page are for operators: loopback unless opened on purpose.
+            admin_listen: "127.0.0.1:9090".into(),
             allowed_origins: vec![],
             trusted_proxies: vec![],
             max_body_bytes: 8 * 1024,
@@ -226,6 +243,8 @@ struct RawSessionCheck {
     forward_headers: Vec<String>,
     #[serde(default = "default_true")]
     coalesce: bool,
+    #[serde(default)]
+    coalesce_across_addresses: bool,
     #[serde(default)]
     cache_ttl_ms: u64,
     cache_deny_ttl_ms: Option<u64>,
@@ -320,8 +339,8 @@ pub struct RateLimitSettings {
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
-    /// Optional separate listener for /metrics, /healthz, /readyz.
-    pub admin_listen: Option<SocketAddr>,
+    /// The operators' listener: /metrics, /status, /status.html (and /healthz, /readyz).
+    pub admin_listen: SocketAddr,
     /// Exact origins (`scheme://host[:port]`, lowercase) allowed cross-origin.
     pub allowed_origins: Vec<String>,
     /// Peers whose `X-Forwarded-For` is believed.
@@ -400,15 +419,14 @@ impl Settings {
         use config::{Environment, File, FileFormat};
         let mut builder = config::Config::builder();
         if let Some(path) = file {
-            if !path.is_file() {
-                return Err(ConfigError::new(
-                    "--config",
-                    format!("{} is not a readable file", path.display()),
-                ));
-            }
-            builder = builder.add_source(File::from(path).format(FileFormat::Toml));
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::new("--config", format!("{} is not a readable file: {e}", path.display()))
+            })?;
+            syntax_check(&path.display().to_string(), &text)?;
+            builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
         }
         if let Some(toml) = toml {
+            syntax_check("(inline config)", toml)?;
             builder = builder.add_source(File::from_str(toml, FileFormat::Toml));
         }
         let mut environment = Environment::with_prefix(ENV_PREFIX)
@@ -423,7 +441,7 @@ impl Settings {
             .add_source(environment)
             .build()
             .and_then(|c| c.try_deserialize())
-            .map_err(|e| ConfigError::new(config_error_key(&e), e.to_string()))?;
+            .map_err(|e| ConfigError::new(config_error_key(&e), config_error_message(&e)))?;
         raw.validate()
     }
 
@@ -438,9 +456,7 @@ impl Settings {
         let s = &self.server;
         let mut server = Table::new();
         server.insert("listen".into(), Value::String(s.listen.to_string()));
-        if let Some(admin) = s.admin_listen {
-            server.insert("admin_listen".into(), Value::String(admin.to_string()));
-        }
+        server.insert("admin_listen".into(), Value::String(s.admin_listen.to_string()));
         server.insert("allowed_origins".into(), strings(s.allowed_origins.iter().cloned()));
         server.insert("trusted_proxies".into(), strings(s.trusted_proxies.iter().map(|p| p.to_string())));
         server.insert("max_body_bytes".into(), Value::Integer(s.max_body_bytes as i64));
@@ -461,6 +477,7 @@ impl Settings {
         check.insert("max_response_bytes".into(), Value::Integer(c.max_response_bytes as i64));
         check.insert("forward_headers".into(), strings(c.forward_headers.iter().cloned()));
         check.insert("coalesce".into(), Value::Boolean(c.cache.coalesce));
+        check.insert("coalesce_across_addresses".into(), Value::Boolean(c.cache.across_addresses));
         check.insert("cache_ttl_ms".into(), Value::Integer(c.cache.grant_ttl.as_millis() as i64));
         check.insert("cache_deny_ttl_ms".into(), Value::Integer(c.cache.deny_ttl.as_millis() as i64));
         check.insert("cache_max_entries".into(), Value::Integer(c.cache.max_entries as i64));
@@ -530,6 +547,54 @@ fn config_error_key(e: &config::ConfigError) -> String {
         config::ConfigError::At { key: Some(k), .. } => k.clone(),
         config::ConfigError::Foreign(_) | config::ConfigError::FileParse { .. } => "(file)".into(),
         _ => "(config)".into(),
+    }
+}
+
+/// Every `*_file` path a config names (file and environment), read without
+/// validating it: what to watch when that config was rejected.
+pub fn referenced_files(file: Option<&Path>) -> Vec<PathBuf> {
+    fn walk(value: &toml::Value, key: &str, out: &mut Vec<PathBuf>) {
+        match value {
+            toml::Value::Table(t) => t.iter().for_each(|(k, v)| walk(v, k, out)),
+            toml::Value::String(s) if key.ends_with("_file") => out.push(PathBuf::from(s)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(table) = file.and_then(|f| std::fs::read_to_string(f).ok()?.parse::<toml::Table>().ok()) {
+        walk(&toml::Value::Table(table), "", &mut out);
+    }
+    let prefix = format!("{ENV_PREFIX}__");
+    out.extend(
+        std::env::vars()
+            .filter(|(k, _)| k.starts_with(&prefix) && k.to_ascii_lowercase().ends_with("_file"))
+            .map(|(_, v)| PathBuf::from(v)),
+    );
+    out
+}
+
+/// Parses the TOML once to report a syntax error by file, line and key. The
+/// parser's own report quotes the offending line, which may hold a secret.
+fn syntax_check(source: &str, text: &str) -> Result<(), ConfigError> {
+    let Err(e) = text.parse::<toml::Table>() else { return Ok(()) };
+    let line = e.span().map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+    let key = line
+        .and_then(|n| text.lines().nth(n - 1))
+        .and_then(|l| l.split_once('='))
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+        .unwrap_or("(file)");
+    let at = line.map(|n| format!(" line {n}")).unwrap_or_default();
+    let message = e.message().lines().next().unwrap_or("invalid TOML");
+    Err(ConfigError::new(key, format!("TOML syntax error in {source}{at}: {message}")))
+}
+
+/// The config crate's message, without the offending value (it may be a secret).
+fn config_error_message(e: &config::ConfigError) -> String {
+    match e {
+        config::ConfigError::Type { expected, .. } => format!("wrong type: expected {expected}"),
+        config::ConfigError::At { error, .. } => config_error_message(error),
+        other => other.to_string(),
     }
 }
 
@@ -655,18 +720,15 @@ impl RawSettings {
         let listen = s.listen.parse().map_err(|_| {
             ConfigError::new("server.listen", format!("{:?} is not an address like 127.0.0.1:8080", s.listen))
         })?;
-        let admin_listen = s
-            .admin_listen
-            .as_deref()
-            .map(|a| {
-                a.parse().map_err(|_| {
-                    ConfigError::new(
-                        "server.admin_listen",
-                        format!("{a:?} is not an address like 127.0.0.1:9090"),
-                    )
-                })
-            })
-            .transpose()?;
+        let admin_listen: SocketAddr = s.admin_listen.parse().map_err(|_| {
+            ConfigError::new(
+                "server.admin_listen",
+                format!("{:?} is not an address like 127.0.0.1:9090", s.admin_listen),
+            )
+        })?;
+        if admin_listen == listen && listen.port() != 0 {
+            return Err(ConfigError::new("server.admin_listen", "must differ from server.listen"));
+        }
         let allowed_origins = s
             .allowed_origins
             .iter()
@@ -767,6 +829,7 @@ impl RawSettings {
         }
         let cache = crate::session_check::CachePolicy {
             coalesce: c.coalesce,
+            across_addresses: c.coalesce_across_addresses,
             grant_ttl: Duration::from_millis(c.cache_ttl_ms),
             deny_ttl: Duration::from_millis(deny_ms),
             max_entries: c.cache_max_entries,
@@ -884,7 +947,18 @@ impl RawSettings {
                     }
                     (WebhookState::Memory, u) => u,
                 };
+                if !(1024..=1024 * 1024).contains(&w.max_body_bytes) {
+                    return Err(ConfigError::new(
+                        "webhooks.max_body_bytes",
+                        "must be between 1024 and 1048576",
+                    ));
+                }
+                if !(1..=86_400).contains(&w.max_age_secs) {
+                    return Err(ConfigError::new("webhooks.max_age_secs", "must be between 1 and 86400"));
+                }
                 Some(WebhookSettings {
+                    max_body_bytes: w.max_body_bytes,
+                    max_age: Duration::from_secs(w.max_age_secs),
                     forward_url,
                     key,
                     secret,

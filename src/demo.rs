@@ -20,10 +20,13 @@ const USERS: &[(&str, &str, &str)] = &[("alice", "1", "Alice"), ("bob", "2", "Bo
 pub const DEMO_MASTER_KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
 
 pub fn demo_config(listen: SocketAddr, session_check_url: &str) -> String {
+    // Any free port: the demo must not collide with a real instance's 9090.
+    let admin = SocketAddr::new(listen.ip(), 0);
     format!(
         r#"
 [server]
 listen = "{listen}"
+admin_listen = "{admin}"
 [session_check]
 url = "{session_check_url}"
 [apps.old]
@@ -89,9 +92,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     telemetry::init(&settings.log);
     let app = Application::build(settings)?;
     let base = format!("http://{}:{}", args.listen.ip(), app.port());
+    let admin = format!("http://{}:{}", args.listen.ip(), app.admin_port());
     println!(
         r#"pusher-dual-auth demo: two demo Pusher apps, "old" and "new" (public demo secrets: never use them for real).
 Auth routes: {base}/auth/old  {base}/auth/new  (+ /user for sign-in).  Session check: built-in demo at {host_url}
+Migration status: {admin}/status.html  Metrics: {admin}/metrics  (the admin listener)
 Demo users: Bearer token or cookie demo_session = alice | bob. Try:
 
   # 200, signed with the NEW app's key and secret:

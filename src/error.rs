@@ -5,6 +5,7 @@
 use crate::{
     auth_request::RequestError,
     pusher::ProtocolError,
+    routes::BodyError,
     session_check::{HeaderError, HostError},
 };
 use actix_web::{HttpResponse, ResponseError, http::StatusCode};
@@ -17,10 +18,8 @@ pub enum AuthError {
     Request(#[from] RequestError),
     #[error(transparent)]
     Header(#[from] HeaderError),
-    #[error("request body is larger than {0} bytes")]
-    BodyTooLarge(usize),
-    #[error("request body was not received in time")]
-    BodyTimeout,
+    #[error(transparent)]
+    Body(#[from] BodyError),
     #[error("origin {0} is not allowed")]
     OriginNotAllowed(String),
     #[error("the session check denied this request")]
@@ -63,8 +62,9 @@ impl AuthError {
             // Identity errors only arise from the host's answer.
             Self::Request(R::Protocol(_)) => (StatusCode::BAD_GATEWAY, "session_check_invalid"),
             Self::Header(_) => (StatusCode::BAD_REQUEST, "duplicate_header"),
-            Self::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
-            Self::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+            Self::Body(BodyError::TooLarge(_)) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            Self::Body(BodyError::Timeout) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+            Self::Body(BodyError::Read(_)) => (StatusCode::BAD_REQUEST, "malformed_body"),
             Self::OriginNotAllowed(_) => (StatusCode::FORBIDDEN, "origin_not_allowed"),
             Self::Denied => (StatusCode::FORBIDDEN, "forbidden"),
             Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
@@ -107,9 +107,12 @@ impl ResponseError for AuthError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code())
-            .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
-            .json(self.body())
+        let mut res = HttpResponse::build(self.status_code());
+        res.insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"));
+        if matches!(self, Self::RateLimited) {
+            res.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
+        }
+        res.json(self.body())
     }
 }
 
@@ -125,7 +128,8 @@ mod tests {
             (ProtocolError::InvalidSocketId("x".into()).into(), 400),
             (ProtocolError::PublicChannel("x".into()).into(), 400),
             (AuthError::UnknownApp("x".into()), 404),
-            (AuthError::BodyTooLarge(1), 413),
+            (BodyError::TooLarge(1).into(), 413),
+            (BodyError::Timeout.into(), 408),
             (AuthError::Denied, 403),
             (AuthError::RateLimited, 429),
             (HostError::Status(302).into(), 502),

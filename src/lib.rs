@@ -8,6 +8,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod metrics;
+pub mod outbound;
 pub mod publish;
 pub mod pusher;
 pub mod reload;

@@ -17,6 +17,8 @@ pub struct Metrics {
     publish: IntCounterVec,
     webhooks_in: IntCounterVec,
     webhook_deliveries: IntCounterVec,
+    webhook_requests: IntCounterVec,
+    checks_in_flight: IntGauge,
 }
 
 impl Default for Metrics {
@@ -86,6 +88,19 @@ impl Metrics {
             &["result"],
         )
         .unwrap();
+        let webhook_requests = IntCounterVec::new(
+            Opts::new(
+                "pusher_webhook_requests_total",
+                "Incoming webhook requests by result (accepted, duplicate, stale, unknown_key, bad_signature, …)",
+            ),
+            &["result"],
+        )
+        .unwrap();
+        let checks_in_flight = IntGauge::new(
+            "pusher_auth_session_checks_in_flight",
+            "Distinct session checks in flight (what identical concurrent checks coalesce onto)",
+        )
+        .unwrap();
         let build_info = IntGaugeVec::new(
             Opts::new("pusher_auth_build_info", "Build information; always 1"),
             &["version"],
@@ -102,6 +117,8 @@ impl Metrics {
             Box::new(publish.clone()),
             Box::new(webhooks_in.clone()),
             Box::new(webhook_deliveries.clone()),
+            Box::new(webhook_requests.clone()),
+            Box::new(checks_in_flight.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).unwrap();
@@ -117,7 +134,18 @@ impl Metrics {
             publish,
             webhooks_in,
             webhook_deliveries,
+            webhook_requests,
+            checks_in_flight,
         }
+    }
+
+    pub fn webhook_request(&self, result: &str) {
+        self.webhook_requests.with_label_values(&[result]).inc();
+    }
+
+    /// Set just before rendering, from the live session-check client.
+    pub fn set_checks_in_flight(&self, n: usize) {
+        self.checks_in_flight.set(n as i64);
     }
 
     pub fn auth(&self, app: &str, kind: &str, outcome: &str) {
@@ -140,10 +168,8 @@ impl Metrics {
     /// Current value of an auth counter family summed per app (for /status).
     pub fn signed_per_app(&self) -> std::collections::BTreeMap<String, u64> {
         let mut out = std::collections::BTreeMap::new();
-        for family in self.registry.gather() {
-            if family.name() != "pusher_auth_requests_total" {
-                continue;
-            }
+        // Only this family: gathering the whole registry per status call is waste.
+        for family in prometheus::core::Collector::collect(&self.requests) {
             for m in family.get_metric() {
                 let label =
                     |n: &str| m.get_label().iter().find(|l| l.name() == n).map(|l| l.value().to_owned());

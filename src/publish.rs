@@ -6,20 +6,25 @@
 
 use crate::{
     config::{AppSettings, PublishSettings, PublishSuccess},
-    pusher::rest::{signed_query, verify_rest},
+    pusher::rest::{check_body_md5, verify_rest_query},
+    routes::{BodyError, read_body},
     startup::{AppState, Live},
 };
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value, json};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Pusher's limits (rest-api docs; the official libraries use the same numbers).
 const MAX_DATA_BYTES: usize = 10 * 1024;
 const MAX_CHANNELS: usize = 100;
 const MAX_BATCH: usize = 10;
 const MAX_NAME_LEN: usize = 200;
-const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Body caps per route: an event is at most 10 KiB of data (JSON-escaped, it can
+/// double) plus 100 channel names; a batch is ten of them; terminate has none.
+const MAX_EVENT_BODY: usize = 64 * 1024;
+const MAX_BATCH_BODY: usize = 256 * 1024;
+const MAX_EMPTY_BODY: usize = 1024;
 
 pub struct Publisher {
     http: reqwest::Client,
@@ -27,19 +32,12 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(settings: &PublishSettings) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout.min(Duration::from_secs(2)))
-            .no_proxy()
-            .user_agent(concat!("pusher-dual-auth/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Self { http })
+        Ok(Self { http: crate::outbound::http_client(settings.timeout) })
     }
 }
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default()
+    crate::outbound::now_secs()
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
@@ -106,18 +104,7 @@ async fn forward_one(live: &Live, state: &AppState, target: &AppSettings, out: &
     let path = format!("/apps/{}{suffix}", target.app_id);
     let mut attempt = 0;
     loop {
-        let query = signed_query(
-            target.credentials.key.as_ref(),
-            target.credentials.secret.expose_secret(),
-            method.as_str(),
-            &path,
-            (!body.is_empty()).then_some(body),
-            now(),
-            extra,
-        );
-        let mut url = target.rest_url.clone();
-        url.set_path(&path);
-        url.set_query(Some(&query));
+        let url = crate::outbound::signed_url(target, method.as_str(), &path, body, extra);
         let mut req = publisher.http.request(method.clone(), url);
         if !body.is_empty() {
             req = req.header("content-type", "application/json").body(body.to_vec());
@@ -125,7 +112,8 @@ async fn forward_one(live: &Live, state: &AppState, target: &AppSettings, out: &
         let result = match req.send().await {
             Ok(res) => {
                 let status = res.status().as_u16();
-                res.bytes().await.map(|b| (status, b)).map_err(|e| e.to_string())
+                // Errors are described without their URL: it carries auth_key and auth_signature.
+                res.bytes().await.map(|b| (status, b)).map_err(|e| e.without_url().to_string())
             }
             Err(e) => {
                 Err(if e.is_timeout() { "timeout".to_string() } else { "connection error".to_string() })
@@ -159,24 +147,50 @@ async fn fan_out(live: &Live, state: &AppState, out: Outgoing<'_>) -> Vec<Forwar
     results
 }
 
-/// Checks the path's app id and the request's signature; returns the query params.
+/// Checks the path's app id and the query's signature (which covers
+/// `body_md5`), before any body byte is read; returns the query params.
 fn verify(
     req: &HttpRequest,
     publish: &PublishSettings,
     app_id: &str,
-    body: &[u8],
 ) -> Result<Vec<(String, String)>, Reject> {
     if app_id != publish.app_id {
-        return Err(Reject(StatusCode::NOT_FOUND, format!("Unknown app_id {app_id:?}")));
+        return Err(Reject(
+            StatusCode::NOT_FOUND,
+            format!("Unknown app_id {}", crate::pusher::quote(app_id)),
+        ));
     }
     let params: Vec<(String, String)> =
         form_urlencoded::parse(req.query_string().as_bytes()).into_owned().collect();
     let secret = publish.secret.expose_secret();
-    verify_rest(req.method().as_str(), req.path(), &params, body, now(), |k| {
+    verify_rest_query(req.method().as_str(), req.path(), &params, now(), |k| {
         (k == publish.key).then_some(secret)
     })
-    .map_err(|e| Reject(StatusCode::UNAUTHORIZED, e.to_string()))?;
-    Ok(params.into_iter().filter(|(k, _)| !k.starts_with("auth_") && k != "body_md5").collect())
+    .map_err(unauthorized)?;
+    Ok(params)
+}
+
+fn unauthorized(e: crate::pusher::rest::RestAuthError) -> Reject {
+    Reject(StatusCode::UNAUTHORIZED, e.to_string())
+}
+
+/// The request's own params, to forward: everything but the auth params.
+fn forwardable(params: Vec<(String, String)>) -> Vec<(String, String)> {
+    params.into_iter().filter(|(k, _)| !k.starts_with("auth_") && k != "body_md5").collect()
+}
+
+/// A user id or channel name that becomes a path segment of the outgoing
+/// request: Pusher's name characters only, and never `.`/`..` (which a URL
+/// parser would resolve into another path).
+fn path_segment(value: &str, what: &str) -> Result<(), Reject> {
+    let ok = (1..=MAX_NAME_LEN).contains(&value.len())
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_=@,.;".contains(&b))
+        && value.bytes().any(|b| b != b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Reject(StatusCode::BAD_REQUEST, format!("invalid {what} {}", crate::pusher::quote(value))))
+    }
 }
 
 /// Validates one event against Pusher's limits.
@@ -272,14 +286,6 @@ fn merge_channels(bodies: &[Value]) -> Option<Value> {
     any.then(|| json!({ "channels": channels }))
 }
 
-async fn read(payload: web::Payload) -> Result<web::Bytes, Reject> {
-    payload
-        .to_bytes_limited(MAX_BODY_BYTES)
-        .await
-        .map_err(|_| Reject(StatusCode::PAYLOAD_TOO_LARGE, "body too large".into()))?
-        .map_err(|e| Reject(StatusCode::BAD_REQUEST, e.to_string()))
-}
-
 fn publish_settings(live: &Live) -> Result<&PublishSettings, Reject> {
     live.settings
         .publish
@@ -287,16 +293,27 @@ fn publish_settings(live: &Live) -> Result<&PublishSettings, Reject> {
         .ok_or_else(|| Reject(StatusCode::NOT_FOUND, "publishing is not configured ([publish])".into()))
 }
 
-/// Reads the body and verifies the request: what every write starts with.
+/// Verifies the request, then reads the body (capped, with the server's body
+/// deadline) and checks it against the signed `body_md5`: what every write starts with.
 async fn verified(
     req: &HttpRequest,
-    publish: &PublishSettings,
+    live: &Live,
     app_id: &str,
     payload: web::Payload,
+    limit: usize,
 ) -> Result<(web::Bytes, Vec<(String, String)>), Reject> {
-    let body = read(payload).await?;
-    let extra = verify(req, publish, app_id, &body)?;
-    Ok((body, extra))
+    let publish = publish_settings(live)?;
+    let params = verify(req, publish, app_id)?;
+    let body = read_body(req, payload, limit, live.settings.server.body_timeout).await.map_err(|e| {
+        let status = match e {
+            BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::Timeout => StatusCode::REQUEST_TIMEOUT,
+            BodyError::Read(_) => StatusCode::BAD_REQUEST,
+        };
+        Reject(status, e.to_string())
+    })?;
+    check_body_md5(&params, &body).map_err(unauthorized)?;
+    Ok((body, forwardable(params)))
 }
 
 async fn events(
@@ -307,7 +324,7 @@ async fn events(
 ) -> Result<HttpResponse, Reject> {
     let live = state.live();
     let publish = publish_settings(&live)?;
-    let (body, extra) = verified(&req, publish, &path, payload).await?;
+    let (body, extra) = verified(&req, &live, &path, payload, MAX_EVENT_BODY).await?;
     let event: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
         _ => return Err(Reject(StatusCode::BAD_REQUEST, "body must be a JSON object".into())),
@@ -325,7 +342,7 @@ async fn batch_events(
 ) -> Result<HttpResponse, Reject> {
     let live = state.live();
     let publish = publish_settings(&live)?;
-    let (body, extra) = verified(&req, publish, &path, payload).await?;
+    let (body, extra) = verified(&req, &live, &path, payload, MAX_BATCH_BODY).await?;
     let bad = |m: &str| Reject(StatusCode::BAD_REQUEST, m.into());
     let Some(Value::Array(batch)) =
         serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("batch").cloned())
@@ -360,7 +377,8 @@ async fn terminate(
     let live = state.live();
     let publish = publish_settings(&live)?;
     let (app_id, user_id) = path.into_inner();
-    let (_, extra) = verified(&req, publish, &app_id, payload).await?;
+    path_segment(&user_id, "user id")?;
+    let (_, extra) = verified(&req, &live, &app_id, payload, MAX_EMPTY_BODY).await?;
     let suffix = format!("/users/{user_id}/terminate_connections");
     let out = Outgoing { method: reqwest::Method::POST, suffix: &suffix, extra: &extra, body: b"" };
     Ok(write_answer(publish, &fan_out(&live, &state, out).await))
@@ -372,7 +390,10 @@ async fn query(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespo
     let live = state.live();
     let publish = publish_settings(&live)?;
     let app_id = req.match_info().get("app_id").unwrap_or_default().to_owned();
-    let extra = verify(&req, publish, &app_id, b"")?;
+    if let Some(channel) = req.match_info().get("channel") {
+        path_segment(channel, "channel name")?;
+    }
+    let extra = forwardable(verify(&req, publish, &app_id)?);
     let suffix = req.path().trim_start_matches(&format!("/apps/{app_id}")).to_owned();
     let results = fan_out(
         &live,
@@ -410,10 +431,11 @@ async fn query(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespo
     Ok(HttpResponse::Ok().json(merged))
 }
 
-/// The routes, mounted when `[publish]` is configured.
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// The routes; `configured` keeps them unmatched while `[publish]` is not set.
+pub fn configure(cfg: &mut web::ServiceConfig, configured: impl actix_web::guard::Guard + 'static) {
     cfg.service(
         web::scope("/apps/{app_id}")
+            .guard(configured)
             .route("/events", web::post().to(events))
             .route("/batch_events", web::post().to(batch_events))
             .route("/channels", web::get().to(query))

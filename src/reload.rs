@@ -2,6 +2,10 @@
 //! directory (Kubernetes swaps a `..data` symlink in the mounted directory, so
 //! watching the files themselves would go silent after the first swap).
 //! Parse → validate → atomic swap; an invalid config keeps the current one.
+//! While a reload stands rejected, the files the rejected config names are
+//! watched too, and re-checked every few seconds (their directory may not
+//! exist yet), so fixing the cause — say, the missing secret file appearing —
+//! is enough.
 
 use crate::startup::AppState;
 use notify::{EventKind, RecursiveMode, Watcher};
@@ -9,6 +13,8 @@ use std::{collections::BTreeSet, path::PathBuf, sync::Arc, time::Duration};
 
 /// Changes closer together than this become one reload.
 const DEBOUNCE: Duration = Duration::from_millis(250);
+/// How often a rejected config's files are re-checked without an event.
+const RETRY_REJECTED: Duration = Duration::from_secs(2);
 
 pub fn spawn(state: Arc<AppState>) -> anyhow::Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
@@ -29,20 +35,18 @@ pub fn spawn(state: Arc<AppState>) -> anyhow::Result<()> {
             let _ = file_tx.send("file change");
         }
     })?;
-    let dirs: BTreeSet<PathBuf> = state
-        .watched_files()
-        .iter()
-        .filter_map(|f| std::path::absolute(f).ok()?.parent().map(PathBuf::from))
-        .collect();
-    for dir in &dirs {
-        watcher.watch(dir, RecursiveMode::NonRecursive)?;
-    }
+    let mut dirs = BTreeSet::new();
+    watch_dirs(&mut watcher, &mut dirs, &state.watched_files());
     tracing::info!(?dirs, "watching for config changes (and SIGHUP)");
 
     tokio::spawn(async move {
-        let _watcher = watcher; // lives as long as this task
         let mut seen = fingerprint(&state.watched_files());
-        while let Some(reason) = rx.recv().await {
+        loop {
+            let retry = state.last_reload_rejected();
+            let reason = tokio::select! {
+                r = rx.recv() => match r { Some(r) => r, None => return },
+                _ = tokio::time::sleep(RETRY_REJECTED), if retry => "rejected config's files re-checked",
+            };
             tokio::time::sleep(DEBOUNCE).await;
             let mut reason = reason;
             while let Ok(more) = rx.try_recv() {
@@ -56,12 +60,23 @@ pub fn spawn(state: Arc<AppState>) -> anyhow::Result<()> {
             if reason != "SIGHUP" && now == seen {
                 continue;
             }
-            seen = now;
             tracing::info!(reason, "reloading configuration");
             let _ = state.reload();
+            // The new (or rejected) config may name files in directories not watched yet.
+            watch_dirs(&mut watcher, &mut dirs, &state.watched_files());
+            seen = fingerprint(&state.watched_files());
         }
     });
     Ok(())
+}
+
+/// Watches the directory of every file not watched yet (those that exist).
+fn watch_dirs(watcher: &mut impl Watcher, dirs: &mut BTreeSet<PathBuf>, files: &[PathBuf]) {
+    for dir in files.iter().filter_map(|f| std::path::absolute(f).ok()?.parent().map(PathBuf::from)) {
+        if !dirs.contains(&dir) && watcher.watch(&dir, RecursiveMode::NonRecursive).is_ok() {
+            dirs.insert(dir);
+        }
+    }
 }
 
 /// The contents of every watched file (following symlinks), as one hash.

@@ -36,14 +36,25 @@ pub struct AppState {
     pub status: crate::status::StatusHistory,
     /// The file the config came from, for reloads (set once, by `watch_config`).
     config_path: std::sync::OnceLock<PathBuf>,
+    /// Secret files named by the last rejected config (watched too, so a reload
+    /// rejected for a missing file is retried when the file appears); None
+    /// while the running config is the latest.
+    rejected: std::sync::Mutex<Option<Vec<PathBuf>>>,
 }
 
 impl AppState {
-    /// The config file and every secret file it names: what a reload watches.
+    /// The config file, every secret file it names, and those a rejected
+    /// config names: what a reload watches.
     pub fn watched_files(&self) -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = self.config_path.get().cloned().into_iter().collect();
         files.extend(self.live().settings.secret_files.iter().cloned());
+        files.extend(self.rejected.lock().unwrap().iter().flatten().cloned());
         files
+    }
+
+    /// Whether the last reload was rejected (the watcher then re-checks now and then).
+    pub fn last_reload_rejected(&self) -> bool {
+        self.rejected.lock().unwrap().is_some()
     }
 
     /// The current configuration (cheap: an `Arc` clone).
@@ -68,6 +79,10 @@ impl AppState {
             Ok(())
         })();
         self.metrics.reload(result.is_ok());
+        *self.rejected.lock().unwrap() = match &result {
+            Ok(()) => None,
+            Err(_) => Some(crate::config::referenced_files(self.config_path.get().map(PathBuf::as_path))),
+        };
         match &result {
             Ok(()) => {
                 let live = self.live();
@@ -84,9 +99,9 @@ impl AppState {
 
 pub struct Application {
     port: u16,
-    admin_port: Option<u16>,
+    admin_port: u16,
     server: Server,
-    admin: Option<Server>,
+    admin: Server,
     state: web::Data<AppState>,
 }
 
@@ -100,15 +115,19 @@ impl Application {
     }
 
     pub fn build_with_listener(settings: Settings, listener: TcpListener) -> anyhow::Result<Self> {
-        let admin_listener = match settings.server.admin_listen {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .with_context(|| format!("cannot listen on {addr} (server.admin_listen)"))?,
-            ),
-            None => None,
-        };
+        let addr = settings.server.admin_listen;
+        let admin_listener = TcpListener::bind(addr)
+            .with_context(|| format!("cannot listen on {addr} (server.admin_listen)"))?;
+        Self::build_with_listeners(settings, listener, admin_listener)
+    }
+
+    pub fn build_with_listeners(
+        settings: Settings,
+        listener: TcpListener,
+        admin_listener: TcpListener,
+    ) -> anyhow::Result<Self> {
         let port = listener.local_addr()?.port();
-        let admin_port = admin_listener.as_ref().map(|l| l.local_addr()).transpose()?.map(|a| a.port());
+        let admin_port = admin_listener.local_addr()?.port();
         let server_settings = settings.server.clone();
         let webhooks = crate::webhooks::Webhooks::new(settings.webhooks.as_ref())?;
         let metrics = Metrics::new();
@@ -119,6 +138,7 @@ impl Application {
             webhooks,
             status: crate::status::StatusHistory::default(),
             config_path: std::sync::OnceLock::new(),
+            rejected: std::sync::Mutex::new(None),
         });
 
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -126,12 +146,11 @@ impl Application {
             crate::webhooks::spawn_reconcile(state.clone().into_inner());
             crate::status::spawn_sampler(state.clone().into_inner());
         }
-        let metrics_on_main = admin_listener.is_none();
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
-                .configure(|cfg| configure_routes(cfg, metrics_on_main))
+                .configure(configure_routes)
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .wrap(from_fn(routes::request_id_middleware))
         })
@@ -141,21 +160,15 @@ impl Application {
         if let Some(n) = server_settings.workers {
             server = server.workers(n);
         }
-        let admin = match admin_listener {
-            Some(listener) => {
-                let admin_state = state.clone();
-                Some(
-                    HttpServer::new(move || {
-                        App::new().app_data(admin_state.clone()).configure(configure_admin_routes)
-                    })
-                    .workers(1)
-                    .shutdown_timeout(server_settings.shutdown_timeout.as_secs())
-                    .listen(listener)?
-                    .run(),
-                )
-            }
-            None => None,
-        };
+        let admin_state = state.clone();
+        let admin = HttpServer::new(move || {
+            App::new().app_data(admin_state.clone()).configure(configure_admin_routes)
+        })
+        .workers(1)
+        .shutdown_timeout(server_settings.shutdown_timeout.as_secs())
+        .client_request_timeout(server_settings.header_timeout)
+        .listen(admin_listener)?
+        .run();
         Ok(Self { port, admin_port, server: server.run(), admin, state })
     }
 
@@ -163,7 +176,7 @@ impl Application {
         self.port
     }
 
-    pub fn admin_port(&self) -> Option<u16> {
+    pub fn admin_port(&self) -> u16 {
         self.admin_port
     }
 
@@ -180,13 +193,8 @@ impl Application {
     /// Runs until SIGTERM/SIGINT; SIGTERM drains in-flight requests first.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         // Both servers handle SIGTERM themselves; run them side by side.
-        match self.admin {
-            None => self.server.await,
-            Some(admin) => {
-                let (main, admin) = futures_util::future::join(self.server, admin).await;
-                main.and(admin)
-            }
-        }
+        let (main, admin) = futures_util::future::join(self.server, self.admin).await;
+        main.and(admin)
     }
 }
 
@@ -198,26 +206,33 @@ fn not_found() -> actix_web::Route {
     web::to(|| async { json_error(actix_web::http::StatusCode::NOT_FOUND, "not_found", "no such route") })
 }
 
-/// The route table of the public listener.
-pub fn configure_routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
+/// Matches only while `feature` is configured: an unconfigured feature's routes
+/// answer the plain 404, before a body byte is read. A guard rather than
+/// conditional mounting, so a reload that adds the section turns them on.
+fn configured(feature: fn(&Settings) -> bool) -> impl actix_web::guard::Guard {
+    actix_web::guard::fn_guard(move |ctx| {
+        ctx.app_data::<web::Data<AppState>>().is_some_and(|state| feature(&state.live().settings))
+    })
+}
+
+/// The route table of the public listener: auth, and publish/webhooks when configured.
+/// Metrics and the status page are on the admin listener only.
+pub fn configure_routes(cfg: &mut web::ServiceConfig) {
     use actix_web::http::StatusCode;
     let method_not_allowed = || {
         web::route()
             .to(|| async { json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST") })
     };
     cfg.route("/healthz", web::get().to(routes::healthz)).route("/readyz", web::get().to(routes::readyz));
-    if with_metrics {
-        cfg.route("/metrics", web::get().to(routes::metrics))
-            .route("/status", web::get().to(crate::status::status_json))
-            .route("/status.html", web::get().to(crate::status::status_page));
-    }
-    // The publish surface answers 404 "not configured" until [publish] is set.
-    crate::publish::configure(cfg);
-    cfg.route("/webhooks", web::post().to(crate::webhooks::receive));
+    crate::publish::configure(cfg, configured(|s| s.publish.is_some()));
+    cfg.service(
+        web::resource("/webhooks")
+            .guard(configured(|s| s.webhooks.is_some()))
+            .route(web::post().to(crate::webhooks::receive)),
+    );
     cfg.service(
         web::scope("/auth")
             .wrap(from_fn(routes::cors_middleware))
-            .wrap(from_fn(routes::rate_limit_middleware))
             .service(
                 web::resource("/{app}")
                     .route(web::post().to(routes::channel_auth))
@@ -232,7 +247,7 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
     .default_service(not_found());
 }
 
-/// The admin listener: health and metrics only, never the auth routes.
+/// The admin listener: health, metrics and the migration status; never the auth routes.
 pub fn configure_admin_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(routes::healthz))
         .route("/readyz", web::get().to(routes::readyz))

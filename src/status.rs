@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 use std::{
     collections::{BTreeMap, VecDeque},
     sync::{Arc, Mutex},
-    time::{SystemTime, UNIX_EPOCH},
 };
 
 const MAX_SAMPLES: usize = 360;
@@ -29,9 +28,7 @@ pub struct StatusHistory {
     quiet_since: Mutex<Option<u64>>,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
-}
+use crate::outbound::now_ms;
 
 async fn take_sample(state: &AppState) -> Sample {
     let live = state.live();

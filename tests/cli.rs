@@ -35,6 +35,7 @@ mod tempfile_lite {
 const GOOD: &str = r#"
 [server]
 listen = "127.0.0.1:PORT"
+admin_listen = "127.0.0.1:0"
 [session_check]
 url = "http://127.0.0.1:9/check"
 [apps.old]

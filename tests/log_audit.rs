@@ -44,6 +44,7 @@ async fn no_secret_cookie_token_or_signature_reaches_the_log_at_debug() {
     let config = format!(
         r#"
 [server]
+admin_listen = "127.0.0.1:0"
 workers = 1
 [session_check]
 url = "{}/check"

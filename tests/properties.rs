@@ -164,6 +164,7 @@ fn a_signature_appears_only_with_200_after_a_host_2xx_and_is_exact() {
         let config = format!(
             r#"
 [server]
+admin_listen = "127.0.0.1:0"
 workers = 1
 [session_check]
 url = "{}/check"

@@ -60,7 +60,7 @@ async fn sigterm_under_load_loses_no_accepted_request() {
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_timeout_secs = 10\n[session_check]\nurl = \"{}/check\"\n\
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\nshutdown_timeout_secs = 10\n[session_check]\nurl = \"{}/check\"\n\
              [apps.new]\napp_id = \"1\"\nkey = \"k\"\nsecret = \"s\"\n[log]\nlevel = \"warn\"\n",
             host.uri()
         ),

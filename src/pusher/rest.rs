@@ -73,8 +73,45 @@ pub fn signed_query(
     s.finish()
 }
 
-/// Verifies an incoming request the way Pusher does. `secret_for` maps an
-/// auth_key to its secret. Compares the signature in constant time.
+/// Verifies an incoming request's query the way Pusher does: key, version,
+/// timestamp window and signature. The signed string covers `body_md5`, so
+/// this runs before the body is read; [`check_body_md5`] then binds the body.
+/// `secret_for` maps an auth_key to its secret. Compares in constant time.
+pub fn verify_rest_query<'a>(
+    method: &str,
+    path: &str,
+    params: &[(String, String)],
+    now: i64,
+    secret_for: impl Fn(&str) -> Option<&'a str>,
+) -> Result<(), RestAuthError> {
+    let secret = secret_for(param(params, "auth_key")?).ok_or(RestAuthError::UnknownKey)?;
+    if param(params, "auth_version")? != "1.0" {
+        return Err(RestAuthError::Version);
+    }
+    let ts = param(params, "auth_timestamp")?;
+    // Checked: `now - i64::MIN` must not wrap around into the window.
+    let skew = ts.parse::<i64>().ok().and_then(|t| now.checked_sub(t)).map(i64::unsigned_abs);
+    if skew.is_none_or(|s| s > MAX_CLOCK_SKEW_SECS as u64) {
+        return Err(RestAuthError::Timestamp { given: ts.to_owned(), now });
+    }
+    let given = param(params, "auth_signature")?;
+    let to_sign = string_to_sign(method, path, params);
+    if super::hmac_sha256_matches(secret.as_bytes(), to_sign.as_bytes(), given) {
+        Ok(())
+    } else {
+        Err(RestAuthError::Signature)
+    }
+}
+
+/// A non-empty body must carry the `body_md5` the (already verified) query signed.
+pub fn check_body_md5(params: &[(String, String)], body: &[u8]) -> Result<(), RestAuthError> {
+    if !body.is_empty() && param(params, "body_md5")? != body_md5(body) {
+        return Err(RestAuthError::BodyMd5);
+    }
+    Ok(())
+}
+
+/// Both checks at once, for a request whose body is already at hand.
 pub fn verify_rest<'a>(
     method: &str,
     path: &str,
@@ -83,28 +120,12 @@ pub fn verify_rest<'a>(
     now: i64,
     secret_for: impl Fn(&str) -> Option<&'a str>,
 ) -> Result<(), RestAuthError> {
-    let get = |name: &'static str| {
-        params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).ok_or(RestAuthError::Missing(name))
-    };
-    let secret = secret_for(get("auth_key")?).ok_or(RestAuthError::UnknownKey)?;
-    if get("auth_version")? != "1.0" {
-        return Err(RestAuthError::Version);
-    }
-    let ts = get("auth_timestamp")?;
-    match ts.parse::<i64>() {
-        Ok(t) if (now - t).abs() <= MAX_CLOCK_SKEW_SECS => {}
-        _ => return Err(RestAuthError::Timestamp { given: ts.to_owned(), now }),
-    }
-    if !body.is_empty() && get("body_md5")? != body_md5(body) {
-        return Err(RestAuthError::BodyMd5);
-    }
-    let given = get("auth_signature")?;
-    let to_sign = string_to_sign(method, path, params);
-    if super::hmac_sha256_matches(secret.as_bytes(), to_sign.as_bytes(), given) {
-        Ok(())
-    } else {
-        Err(RestAuthError::Signature)
-    }
+    verify_rest_query(method, path, params, now, secret_for)?;
+    check_body_md5(params, body)
+}
+
+fn param<'p>(params: &'p [(String, String)], name: &'static str) -> Result<&'p str, RestAuthError> {
+    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).ok_or(RestAuthError::Missing(name))
 }
 
 #[cfg(test)]
@@ -169,6 +190,14 @@ mod tests {
             verify_rest("POST", "/apps/1/events", &params, body, 1_000_100, |_| None),
             Err(RestAuthError::UnknownKey)
         );
+        for extreme in ["-9223372036854775808", "9223372036854775807"] {
+            let mut p = params.clone();
+            p.iter_mut().find(|(k, _)| k == "auth_timestamp").unwrap().1 = extreme.into();
+            assert!(matches!(
+                verify_rest("POST", "/apps/1/events", &p, body, 1_000_100, secret),
+                Err(RestAuthError::Timestamp { .. })
+            ));
+        }
         let unsigned: Vec<_> = params.iter().filter(|(k, _)| k != "auth_signature").cloned().collect();
         assert_eq!(
             verify_rest("POST", "/apps/1/events", &unsigned, body, 1_000_100, secret),

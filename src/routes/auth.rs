@@ -42,6 +42,8 @@ struct Ctx<'a> {
     socket_id: &'a SocketId,
     params: &'a Map<String, Value>,
     headers: &'a ForwardedHeaders,
+    /// Who is charged for session checks under `[rate_limit]`.
+    client_ip: Option<std::net::IpAddr>,
 }
 
 impl Ctx<'_> {
@@ -57,6 +59,12 @@ impl Ctx<'_> {
             channel_name: channel.map(AsRef::as_ref),
             params: self.params,
         };
+        // One token per check: a batch pays per channel, and refused input never gets here.
+        if let (Some(limiter), Some(ip)) = (&self.live.rate_limiter, self.client_ip)
+            && !limiter.allow(ip)
+        {
+            return Err(AuthError::RateLimited);
+        }
         let started = std::time::Instant::now();
         let (answer, source) = self.live.session_check.check_shared(&request, self.headers).await;
         match source {
@@ -126,6 +134,13 @@ fn log_error(metrics: &Metrics, app: &str, kind: &str, e: &AuthError) {
     }
 }
 
+/// The client address (rate limits, logs): the peer, or the right-most untrusted hop.
+fn client_address(req: &HttpRequest, live: &Live) -> Option<std::net::IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    let xff = || req.headers().get_all("x-forwarded-for").map(|v| v.as_bytes()).collect();
+    Some(crate::session_check::client_ip(peer, xff, &live.settings.server.trusted_proxies))
+}
+
 /// Looks up the app, reads the body and builds the forwarded headers.
 async fn prepare<'a>(
     req: &HttpRequest,
@@ -172,6 +187,7 @@ pub async fn channel_auth(
         socket_id: &request.socket_id,
         params: &request.params,
         headers: &headers,
+        client_ip: client_address(&req, &live),
     };
     match &request.channels {
         Channels::Single(channel) => {
@@ -230,6 +246,7 @@ pub async fn user_auth(
             socket_id: &request.socket_id,
             params: &request.params,
             headers: &headers,
+            client_ip: client_address(&req, &live),
         };
         let identity = ctx.ask_host(CheckKind::User, None).await?;
         let user = identity.user_data()?;

@@ -1,29 +1,47 @@
-use crate::error::AuthError;
+//! Reading a request body: one reader for every surface (auth, publish,
+//! webhooks), so each has a size cap and the same deadline.
+
 use actix_web::{HttpRequest, web};
+use futures_util::StreamExt;
 use std::time::Duration;
 
-/// Reads the body with a size cap (413) and a deadline (408), refusing early
-/// when Content-Length already says it is too large.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BodyError {
+    #[error("request body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("request body was not received in time")]
+    Timeout,
+    #[error("cannot read the body: {0}")]
+    Read(String),
+}
+
+/// Reads the body with a size cap and a deadline for the whole body, refusing
+/// early when Content-Length already says it is too large. The buffer is sized
+/// from Content-Length (capped), so a held body costs what it sent, not double.
 pub async fn read_body(
     req: &HttpRequest,
-    payload: web::Payload,
+    mut payload: web::Payload,
     limit: usize,
     deadline: Duration,
-) -> Result<web::Bytes, AuthError> {
+) -> Result<web::Bytes, BodyError> {
     let declared = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
-        return Err(AuthError::BodyTooLarge(limit));
+        return Err(BodyError::TooLarge(limit));
     }
-    match tokio::time::timeout(deadline, payload.to_bytes_limited(limit)).await {
-        Err(_) => Err(AuthError::BodyTimeout),
-        Ok(Err(_)) => Err(AuthError::BodyTooLarge(limit)),
-        Ok(Ok(Err(e))) => {
-            Err(crate::auth_request::RequestError::Malformed(format!("cannot read the body: {e}")).into())
+    let read = async {
+        let mut buf = web::BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| BodyError::Read(e.to_string()))?;
+            if buf.len() + chunk.len() > limit {
+                return Err(BodyError::TooLarge(limit));
+            }
+            buf.extend_from_slice(&chunk);
         }
-        Ok(Ok(Ok(bytes))) => Ok(bytes),
-    }
+        Ok(buf.freeze())
+    };
+    tokio::time::timeout(deadline, read).await.map_err(|_| BodyError::Timeout)?
 }

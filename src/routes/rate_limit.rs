@@ -1,19 +1,13 @@
-//! Optional per-client-IP token bucket on the auth routes (`[rate_limit]`).
-//! The client IP is the peer, or the right-most untrusted hop of
-//! X-Forwarded-For when the peer is a trusted proxy — never a header a client
-//! could set to dodge the limit.
+//! Optional per-client token bucket (`[rate_limit]`), charged one token per
+//! session check — a batch of 100 channels costs 100, a preflight nothing —
+//! so the limit bounds what a client can make the host do. The client is the
+//! peer, or the right-most untrusted hop of X-Forwarded-For when the peer is a
+//! trusted proxy (never a header a client could set to dodge the limit); an
+//! IPv6 client is its /64, since one host usually holds a whole /64.
 
-use crate::{error::AuthError, session_check::client_ip, startup::AppState};
-use actix_web::{
-    ResponseError,
-    body::{BoxBody, MessageBody},
-    dev::{ServiceRequest, ServiceResponse},
-    middleware::Next,
-    web,
-};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::{
-    net::IpAddr,
+    net::{IpAddr, Ipv6Addr},
     sync::atomic::{AtomicU64, Ordering},
 };
 
@@ -22,45 +16,56 @@ pub struct ClientRateLimiter {
     checks: AtomicU64,
 }
 
+/// The bucket a client address belongs to.
+fn bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !((1u128 << 64) - 1))),
+        },
+    }
+}
+
 impl ClientRateLimiter {
     pub fn new(settings: crate::config::RateLimitSettings) -> Self {
         let quota = Quota::per_second(settings.per_second).allow_burst(settings.burst);
         Self { limiter: RateLimiter::keyed(quota), checks: AtomicU64::new(0) }
     }
 
-    fn allow(&self, ip: IpAddr) -> bool {
+    /// Takes one token for a session check by `ip`; false when it has none left.
+    pub fn allow(&self, ip: IpAddr) -> bool {
         // Forget idle clients now and then, so memory stays bounded by recent ones.
         if self.checks.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
             self.limiter.retain_recent();
         }
-        self.limiter.check_key(&ip).is_ok()
+        self.limiter.check_key(&bucket(ip)).is_ok()
     }
 }
 
-pub async fn rate_limit_middleware(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let state = req.app_data::<web::Data<AppState>>().cloned().expect("AppState is registered");
-    let live = state.live();
-    if let (Some(limiter), Some(peer)) = (&live.rate_limiter, req.peer_addr()) {
-        let trusted = &live.settings.server.trusted_proxies;
-        let ip = client_ip(
-            peer.ip(),
-            || req.headers().get_all("x-forwarded-for").map(|v| v.as_bytes()).collect(),
-            trusted,
-        );
-        if !limiter.allow(ip) {
-            let err = AuthError::RateLimited;
-            tracing::info!(outcome = "rate_limited", status = 429, client_ip = %ip, "auth");
-            state.metrics.auth("-", "request", "rate_limited");
-            let mut res = err.error_response();
-            res.headers_mut().insert(
-                actix_web::http::header::RETRY_AFTER,
-                actix_web::http::header::HeaderValue::from_static("1"),
-            );
-            return Ok(req.into_response(res));
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_share_their_64_and_ipv4_is_per_address() {
+        let b = |s: &str| bucket(s.parse().unwrap()).to_string();
+        assert_eq!(b("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
+        assert_eq!(b("2001:db8:1:2:ffff:ffff:ffff:ffff"), "2001:db8:1:2::");
+        assert_ne!(b("2001:db8:1:3::1"), b("2001:db8:1:2::1"));
+        assert_eq!(b("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(b("192.0.2.7"), "192.0.2.7");
     }
-    Ok(next.call(req).await?.map_into_boxed_body())
+
+    #[test]
+    fn each_call_takes_one_token() {
+        let one = std::num::NonZeroU32::new(1).unwrap();
+        let two = std::num::NonZeroU32::new(2).unwrap();
+        let limiter =
+            ClientRateLimiter::new(crate::config::RateLimitSettings { per_second: one, burst: two });
+        let ip: IpAddr = "2001:db8::1".parse().unwrap();
+        assert!(limiter.allow(ip) && limiter.allow("2001:db8::2".parse().unwrap()));
+        assert!(!limiter.allow(ip), "the /64 shares one bucket of 2");
+        assert!(limiter.allow("192.0.2.1".parse().unwrap()));
+    }
 }

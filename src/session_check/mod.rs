@@ -78,13 +78,22 @@ impl SessionCheckClient {
         self.http.get_or(|| Self::build_http(&self.settings).expect("client built at start"))
     }
 
+    /// Distinct checks in flight right now (coalescing entries).
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight()
+    }
+
     /// A session check through the storm protection (coalescing, optional cache).
     pub async fn check_shared(
         &self,
         request: &CheckRequest<'_>,
         headers: &ForwardedHeaders,
     ) -> (Result<HostAnswer, HostError>, Source) {
-        self.shared.run(shared::key(request, headers), || self.check(request, headers)).await
+        self.shared
+            .run(shared::key(request, headers, self.settings.cache.across_addresses), || {
+                self.check(request, headers)
+            })
+            .await
     }
 
     /// One session check. Never retried: a retry would double the host's load

@@ -1,12 +1,15 @@
 //! Storm protection for the host: identical concurrent session checks share one
 //! call (coalescing), and an optional short-TTL cache remembers decisions.
 //!
-//! "Identical" means same app, kind, channel, params and forwarded credentials
-//! (Cookie, Authorization, configured extras) — not the socket id: after a
-//! network blip a client reconnects with a new socket id and re-authorizes the
-//! same channels with the same cookie. The signature is still computed per
-//! request, for that request's own socket id. Keys are SHA-256 digests: raw
-//! cookie or token values are never kept in the map.
+//! "Identical" means same app, kind, channel, params, forwarded credentials
+//! (Cookie, Authorization, configured extras) and client address chain
+//! (`X-Forwarded-For`, so a host that decides by address is asked for each
+//! address; `coalesce_across_addresses = true` drops it, for hosts that never
+//! look at the address) — not the socket id: after a network blip a client
+//! reconnects with a new socket id and re-authorizes the same channels with the
+//! same cookie. The signature is still computed per request, for that
+//! request's own socket id. Keys are SHA-256 digests: raw cookie or token
+//! values are never kept in the map. Both maps are bounded by `max_entries`.
 
 use super::{CheckRequest, ForwardedHeaders, HostAnswer, HostError};
 use sha2::{Digest, Sha256};
@@ -34,6 +37,8 @@ pub enum Source {
 #[derive(Debug, Clone, Copy)]
 pub struct CachePolicy {
     pub coalesce: bool,
+    /// Leave the client address out of the key (only for hosts that never look at it).
+    pub across_addresses: bool,
     pub grant_ttl: Duration,
     pub deny_ttl: Duration,
     pub max_entries: usize,
@@ -45,10 +50,9 @@ pub struct SharedChecks {
     cache: Mutex<HashMap<Key, (Instant, HostAnswer)>>,
 }
 
-/// Headers that are per-connection, not credentials: excluded from the key.
-const NOT_CREDENTIALS: &[&str] = &["x-forwarded-for", "x-request-id"];
-
-pub fn key(request: &CheckRequest<'_>, headers: &ForwardedHeaders) -> Key {
+/// The key of a check. `X-Request-Id` is per request and never part of it;
+/// the address chain is, unless `across_addresses`.
+pub fn key(request: &CheckRequest<'_>, headers: &ForwardedHeaders, across_addresses: bool) -> Key {
     let mut h = Sha256::new();
     let mut field = |bytes: &[u8]| {
         h.update((bytes.len() as u64).to_le_bytes()); // length-prefixed: no ambiguity between fields
@@ -58,7 +62,8 @@ pub fn key(request: &CheckRequest<'_>, headers: &ForwardedHeaders) -> Key {
     field(serde_json::to_string(&request.kind).unwrap_or_default().as_bytes());
     field(request.channel_name.unwrap_or("").as_bytes());
     field(serde_json::to_string(request.params).unwrap_or_default().as_bytes());
-    for (name, value) in headers.iter().filter(|(n, _)| !NOT_CREDENTIALS.contains(n)) {
+    let counts = |n: &str| n != "x-request-id" && !(across_addresses && n == "x-forwarded-for");
+    for (name, value) in headers.iter().filter(|(n, _)| counts(n)) {
         field(name.as_bytes());
         field(value);
     }
@@ -121,26 +126,64 @@ impl SharedChecks {
             }
             return (result, Source::Called);
         }
-        let cell = self.in_flight.lock().unwrap().entry(key).or_default().clone();
+        let cell = {
+            let mut in_flight = self.in_flight.lock().unwrap();
+            if in_flight.len() >= self.policy.max_entries && !in_flight.contains_key(&key) {
+                None // full: this check runs on its own rather than grow the map
+            } else {
+                Some(in_flight.entry(key).or_default().clone())
+            }
+        };
+        let Some(cell) = cell else {
+            return (call().await, Source::Called);
+        };
+        // The participant holds this caller's only clone (the count in its Drop relies on it).
+        let participant = Participant { map: &self.in_flight, key, cell: Some(cell) };
         let mut ran = false;
         // If the leader's request is cancelled, a waiter takes over the call.
-        let result = cell
+        let result = participant
+            .cell
+            .as_ref()
+            .expect("set until drop")
             .get_or_init(|| {
                 ran = true;
                 call()
             })
             .await
             .clone();
-        if ran {
-            if let Ok(answer) = &result {
-                self.remember(key, answer);
-            }
-            let mut in_flight = self.in_flight.lock().unwrap();
-            if in_flight.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                in_flight.remove(&key);
-            }
+        if ran && let Ok(answer) = &result {
+            self.remember(key, answer);
         }
+        drop(participant);
         (result, if ran { Source::Called } else { Source::Coalesced })
+    }
+
+    /// Distinct checks in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.lock().unwrap().len()
+    }
+}
+
+/// One caller's hold on an in-flight entry. Dropped on every way out —
+/// answered, failed, or the request cancelled mid-await by a client reset — and
+/// the last holder out (or the first after the answer) removes the entry, so a
+/// cancelled request cannot leave it behind.
+struct Participant<'a> {
+    map: &'a Mutex<HashMap<Key, Shared>>,
+    key: Key,
+    cell: Option<Shared>,
+}
+
+impl Drop for Participant<'_> {
+    fn drop(&mut self) {
+        let Some(cell) = self.cell.take() else { return };
+        let mut map = self.map.lock().unwrap();
+        // Clones are only made under this lock, so the count cannot rise meanwhile;
+        // 2 = the map's and ours.
+        let ours = map.get(&self.key).is_some_and(|c| Arc::ptr_eq(c, &cell));
+        if ours && (cell.initialized() || Arc::strong_count(&cell) == 2) {
+            map.remove(&self.key);
+        }
     }
 }
 
@@ -177,20 +220,50 @@ mod tests {
     }
 
     #[test]
-    fn the_key_ignores_socket_id_and_peer_but_not_credentials_or_channel() {
+    fn the_key_ignores_socket_id_but_not_credentials_channel_or_address() {
         let p = Map::new();
-        let a = key(&req("1.1", "private-a", &p), &headers("s=1", "10.0.0.1"));
-        assert_eq!(a, key(&req("2.2", "private-a", &p), &headers("s=1", "10.0.0.2")));
-        assert_ne!(a, key(&req("1.1", "private-b", &p), &headers("s=1", "10.0.0.1")));
-        assert_ne!(a, key(&req("1.1", "private-a", &p), &headers("s=2", "10.0.0.1")));
+        let a = key(&req("1.1", "private-a", &p), &headers("s=1", "10.0.0.1"), false);
+        assert_eq!(a, key(&req("2.2", "private-a", &p), &headers("s=1", "10.0.0.1"), false));
+        assert_ne!(a, key(&req("1.1", "private-a", &p), &headers("s=1", "10.0.0.2"), false));
+        assert_ne!(a, key(&req("1.1", "private-b", &p), &headers("s=1", "10.0.0.1"), false));
+        assert_ne!(a, key(&req("1.1", "private-a", &p), &headers("s=2", "10.0.0.1"), false));
         let mut q = Map::new();
         q.insert("x".into(), "1".into());
-        assert_ne!(a, key(&req("1.1", "private-a", &q), &headers("s=1", "10.0.0.1")));
+        assert_ne!(a, key(&req("1.1", "private-a", &q), &headers("s=1", "10.0.0.1"), false));
+        // Opted out: the address no longer separates checks.
+        let across = key(&req("1.1", "private-a", &p), &headers("s=1", "10.0.0.1"), true);
+        assert_eq!(across, key(&req("1.1", "private-a", &p), &headers("s=1", "10.0.0.2"), true));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_check_leaves_no_entry_behind_and_the_map_is_bounded() {
+        let shared = SharedChecks::new(policy(0, 0));
+        let slow = || async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            interpret(200, b"{}")
+        };
+        for i in 0..3u8 {
+            // Cancelled mid-call, as when the client resets the connection.
+            let _ = tokio::time::timeout(Duration::from_millis(10), shared.run([i; 32], slow)).await;
+        }
+        assert_eq!(shared.in_flight(), 0);
+        // max_entries = 2: a third distinct check in flight runs uncoalesced.
+        let fast = || async { interpret(200, b"{}") };
+        let a = shared.run([1; 32], slow);
+        let b = shared.run([2; 32], slow);
+        let c = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert_eq!(shared.in_flight(), 2);
+            shared.run([3; 32], fast).await
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(200), futures_util::future::join3(a, b, c)).await;
+        assert_eq!(shared.in_flight(), 0);
     }
 
     fn policy(ttl_ms: u64, deny_ms: u64) -> CachePolicy {
         CachePolicy {
             coalesce: true,
+            across_addresses: false,
             grant_ttl: Duration::from_millis(ttl_ms),
             deny_ttl: Duration::from_millis(deny_ms),
             max_entries: 2,

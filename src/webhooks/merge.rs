@@ -86,6 +86,11 @@ impl MergeState {
     pub fn seed_occupied(&mut self, app: &str, channel: &str) {
         self.occupied.entry(channel.to_owned()).or_default().insert(app.to_owned());
     }
+
+    /// Marks a presence member present on `app` without emitting (start-up reconciliation).
+    pub fn seed_member(&mut self, app: &str, channel: &str, user_id: &str) {
+        self.members.entry((channel.to_owned(), user_id.to_owned())).or_default().insert(app.to_owned());
+    }
 }
 
 #[cfg(test)]
@@ -116,6 +121,14 @@ mod tests {
         assert!(s.apply("old", &add).is_some());
         assert!(s.apply("new", &add).is_none(), "present through either app counts once");
         assert!(s.apply("new", &rm).is_none());
+        assert_eq!(s.apply("old", &rm), Some(rm.clone()));
+    }
+
+    #[test]
+    fn a_seeded_member_is_removed_by_a_later_webhook() {
+        let mut s = MergeState::default();
+        s.seed_member("old", "presence-r", "42");
+        let rm = json!({"name": "member_removed", "channel": "presence-r", "user_id": "42"});
         assert_eq!(s.apply("old", &rm), Some(rm.clone()));
     }
 

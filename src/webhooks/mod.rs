@@ -1,29 +1,40 @@
 //! Webhooks from every app, verified and merged into one stream for the host.
 //!
-//! `POST /webhooks` (one URL for all apps): the app is chosen by `X-Pusher-Key`
-//! and the raw body must carry its `X-Pusher-Signature` (HMAC-SHA256, compared
-//! in constant time) — otherwise 401 and nothing changes. Merged events are
-//! queued and acknowledged at once; a background sender delivers them in order
-//! to `[webhooks] forward_url`, in Pusher's own format and signed with the
-//! configured key/secret (so handlers using the official SDKs keep working),
-//! retrying with backoff for `retry_max_secs`. The queue and the merge state
-//! live in this process: they survive host outages and config reloads, not a
-//! restart.
+//! `POST /webhooks` (one URL for all apps; mounted only with `[webhooks]`): the
+//! app is chosen by `X-Pusher-Key` before a body byte is read; the body
+//! (capped at `max_body_bytes`, within the server's body deadline) must carry
+//! that app's `X-Pusher-Signature` (HMAC-SHA256, constant time), and its
+//! `time_ms` must be within `max_age_secs` — otherwise nothing changes. An
+//! exact repeat within the window is acknowledged and not applied again.
+//! Merged events are queued and acknowledged at once; a background sender
+//! delivers them in order to `forward_url`, in Pusher's own format with the
+//! source's `time_ms`, signed with the configured key/secret (so handlers using
+//! the official SDKs keep working), retrying with backoff for `retry_max_secs`.
+//! In memory mode the queue and merge state survive host outages and reloads,
+//! not a restart (start-up reconciles occupancy and presence members from the
+//! apps' REST APIs); in Redis mode they are shared and durable.
 
 mod merge;
 mod redis_store;
+mod replay;
 
 pub use merge::MergeState;
 pub use redis_store::RedisStore;
+pub use replay::{AgeError, SeenWebhooks, check_age};
 
-use crate::{pusher::hmac_sha256_hex, startup::AppState};
+use crate::{
+    outbound::now_ms,
+    pusher::hmac_sha256_hex,
+    routes::{BodyError, read_body},
+    startup::AppState,
+};
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use std::{
     collections::HashMap,
     sync::Mutex,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 use tokio::sync::mpsc;
 
@@ -33,13 +44,18 @@ pub enum Store {
     Redis(RedisStore),
 }
 
+/// Events to forward, with the `time_ms` of the webhook they came in.
+type Batch = (u64, Vec<Value>);
+
 /// Process-wide webhook state (outlives config reloads).
 pub struct Webhooks {
     pub store: Store,
     /// Unix ms of the last verified webhook per app (this replica).
     pub last_seen: Mutex<HashMap<String, u64>>,
-    outbox: mpsc::UnboundedSender<Vec<Value>>,
-    inbox: Mutex<Option<mpsc::UnboundedReceiver<Vec<Value>>>>,
+    /// Webhooks applied within the replay window (memory mode).
+    seen: Mutex<SeenWebhooks>,
+    outbox: mpsc::UnboundedSender<Batch>,
+    inbox: Mutex<Option<mpsc::UnboundedReceiver<Batch>>>,
 }
 
 impl Webhooks {
@@ -51,7 +67,13 @@ impl Webhooks {
             _ => Store::Memory(Mutex::default()),
         };
         let (outbox, inbox) = mpsc::unbounded_channel();
-        Ok(Self { store, last_seen: Mutex::default(), outbox, inbox: Mutex::new(Some(inbox)) })
+        Ok(Self {
+            store,
+            last_seen: Mutex::default(),
+            seen: Mutex::default(),
+            outbox,
+            inbox: Mutex::new(Some(inbox)),
+        })
     }
 
     /// Occupied channels per app, from the merged state.
@@ -66,10 +88,6 @@ impl Webhooks {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
-}
-
 fn reply(status: StatusCode, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(json!({"error": message}))
 }
@@ -80,65 +98,125 @@ fn signature_ok(secret: &str, body: &[u8], given_hex: &str) -> bool {
 }
 
 /// `POST /webhooks`
-pub async fn receive(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
+pub async fn receive(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
     let live = state.live();
+    let (status, outcome, message) = match accept(&req, payload, &state, &live).await {
+        Ok(outcome) => (StatusCode::OK, outcome, None),
+        Err(Refused(status, outcome, message)) => (status, outcome, Some(message)),
+    };
+    state.metrics.webhook_request(outcome);
+    match message {
+        None => HttpResponse::Ok().json(json!({})),
+        Some(m) => reply(status, &m),
+    }
+}
+
+/// A webhook not applied: status, metric label, message.
+struct Refused(StatusCode, &'static str, String);
+
+async fn accept(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    live: &crate::startup::Live,
+) -> Result<&'static str, Refused> {
+    let Some(settings) = live.settings.webhooks.as_ref() else {
+        // Unmounted without [webhooks]; a reload may race the route guard.
+        return Err(Refused(StatusCode::NOT_FOUND, "not_configured", "webhooks are not configured".into()));
+    };
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    // Before the body: a stranger without a configured key costs no read at all.
     let key = header("x-pusher-key");
     let Some(app) = live.settings.apps.values().find(|a| a.credentials.key.as_ref() == key) else {
         tracing::warn!("webhook with an unknown X-Pusher-Key refused");
-        return reply(StatusCode::UNAUTHORIZED, "unknown X-Pusher-Key");
+        return Err(Refused(StatusCode::UNAUTHORIZED, "unknown_key", "unknown X-Pusher-Key".into()));
     };
+    let body = read_body(req, payload, settings.max_body_bytes, live.settings.server.body_timeout)
+        .await
+        .map_err(|e| {
+            let (status, label) = match e {
+                BodyError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+                BodyError::Timeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+                BodyError::Read(_) => (StatusCode::BAD_REQUEST, "malformed"),
+            };
+            Refused(status, label, e.to_string())
+        })?;
     if !signature_ok(app.credentials.secret.expose_secret(), &body, header("x-pusher-signature")) {
         tracing::warn!(app = %app.name, "webhook with a bad X-Pusher-Signature refused");
-        return reply(StatusCode::UNAUTHORIZED, "invalid X-Pusher-Signature");
+        return Err(Refused(StatusCode::UNAUTHORIZED, "bad_signature", "invalid X-Pusher-Signature".into()));
     }
-    let Some(events) =
-        serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("events")?.as_array().cloned())
-    else {
-        return reply(StatusCode::BAD_REQUEST, "body must be {\"time_ms\": …, \"events\": [...]}");
+    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+    let Some(events) = parsed.as_ref().and_then(|v| v.get("events")?.as_array()) else {
+        return Err(Refused(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            "body must be {\"time_ms\": …, \"events\": [...]}".into(),
+        ));
     };
+    let now = now_ms();
+    let window_ms = settings.max_age.as_millis() as u64;
+    let time_ms = check_age(parsed.as_ref().and_then(|v| v.get("time_ms")?.as_u64()), now, window_ms)
+        .map_err(|e| {
+            tracing::warn!(app = %app.name, error = %e, "webhook outside the replay window refused");
+            Refused(StatusCode::BAD_REQUEST, "stale", e.to_string())
+        })?;
+    let digest = replay::digest(&app.name, &body);
     let forwarded = match &state.webhooks.store {
         Store::Memory(merge) => {
+            // One lock order (seen, then merge) and one critical section: a repeat
+            // arriving concurrently cannot be applied twice.
+            let mut seen = state.webhooks.seen.lock().unwrap();
+            if seen.contains(&digest, now) {
+                return Ok(duplicate(app));
+            }
             let out: Vec<Value> = {
                 let mut merge = merge.lock().unwrap();
                 events.iter().filter_map(|e| merge.apply(&app.name, e)).collect()
             };
+            seen.insert(digest, time_ms.max(now) + window_ms, now);
             let n = out.len();
-            if !out.is_empty() && live.settings.webhooks.is_some() {
-                let _ = state.webhooks.outbox.send(out);
+            if !out.is_empty() {
+                let _ = state.webhooks.outbox.send((time_ms, out));
             }
             n
         }
         Store::Redis(redis) => {
-            let mut n = 0;
-            for e in &events {
-                match redis.apply(&app.name, e).await {
-                    Ok(queued) => n += queued as usize,
-                    Err(err) => {
-                        // Not acknowledged: Pusher retries, and the script made no partial change.
-                        tracing::error!(error = %err, "redis: cannot record a webhook event");
-                        return reply(StatusCode::SERVICE_UNAVAILABLE, "webhook state store unavailable");
-                    }
-                }
+            let unavailable = |err: redis::RedisError| {
+                // Not acknowledged: Pusher retries, and each script made no partial change.
+                tracing::error!(error = %err, "redis: cannot record a webhook event");
+                Refused(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "webhook state store unavailable".into(),
+                )
+            };
+            if redis.seen(&digest).await.map_err(unavailable)? {
+                return Ok(duplicate(app));
             }
+            let mut n = 0;
+            for e in events {
+                n += redis.apply(&app.name, e, time_ms).await.map_err(unavailable)? as usize;
+            }
+            // Marked only once every event is applied: a retry after a failure applies the rest.
+            redis.remember(&digest, window_ms).await.map_err(unavailable)?;
             n
         }
     };
-    state.webhooks.last_seen.lock().unwrap().insert(app.name.clone(), now_ms());
+    state.webhooks.last_seen.lock().unwrap().insert(app.name.clone(), now);
     state.metrics.webhooks(&app.name, events.len() as u64, forwarded as u64);
     tracing::info!(app = %app.name, received = events.len(), forwarded, "webhook");
-    HttpResponse::Ok().json(json!({}))
+    Ok("accepted")
+}
+
+fn duplicate(app: &crate::config::AppSettings) -> &'static str {
+    tracing::info!(app = %app.name, "webhook repeated within the replay window: acknowledged, not applied again");
+    "duplicate"
 }
 
 /// Starts the background sender (once per process).
 pub fn spawn_sender(state: std::sync::Arc<AppState>) {
     let Some(mut inbox) = state.webhooks.inbox.lock().unwrap().take() else { return };
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .no_proxy()
-        .build()
-        .expect("webhook client");
+    let http = crate::outbound::http_client(Duration::from_secs(10));
     if let Store::Redis(_) = &state.webhooks.store {
         tokio::spawn(async move {
             let Store::Redis(redis) = &state.webhooks.store else { return };
@@ -148,8 +226,8 @@ pub fn spawn_sender(state: std::sync::Arc<AppState>) {
             loop {
                 match redis.next().await {
                     Ok(Some(item)) => {
-                        let event: Value = serde_json::from_str(&item).unwrap_or(Value::Null);
-                        deliver(&state, &http, vec![event]).await;
+                        let (time_ms, event) = RedisStore::unwrap_item(&item);
+                        deliver(&state, &http, time_ms, vec![event]).await;
                         if let Err(e) = redis.done(&item).await {
                             tracing::warn!(error = %e, "redis: cannot mark a delivery done");
                         }
@@ -165,17 +243,29 @@ pub fn spawn_sender(state: std::sync::Arc<AppState>) {
         return;
     }
     tokio::spawn(async move {
-        while let Some(mut events) = inbox.recv().await {
-            while let Ok(more) = inbox.try_recv() {
-                events.extend(more); // batch what piled up, in order
+        let mut carried: Option<Batch> = None;
+        loop {
+            let next = match carried.take() {
+                Some(batch) => Some(batch),
+                None => inbox.recv().await,
+            };
+            let Some((time_ms, mut events)) = next else { return };
+            // Batch what piled up in order, as long as it came with the same source time.
+            while let Ok((t, more)) = inbox.try_recv() {
+                if t != time_ms {
+                    carried = Some((t, more));
+                    break;
+                }
+                events.extend(more);
             }
-            deliver(&state, &http, events).await;
+            deliver(&state, &http, time_ms, events).await;
         }
     });
 }
 
-async fn deliver(state: &AppState, http: &reqwest::Client, events: Vec<Value>) {
-    let body = serde_json::to_vec(&json!({"time_ms": now_ms(), "events": events})).expect("serializes");
+/// Delivers with the source webhook's `time_ms`, so the host can order events.
+async fn deliver(state: &AppState, http: &reqwest::Client, time_ms: u64, events: Vec<Value>) {
+    let body = serde_json::to_vec(&json!({"time_ms": time_ms, "events": events})).expect("serializes");
     let started = Instant::now();
     let mut delay = Duration::from_millis(500);
     loop {
@@ -215,52 +305,94 @@ fn events_len(body: &[u8]) -> usize {
     serde_json::from_slice::<Value>(body).ok().and_then(|v| v["events"].as_array().map(Vec::len)).unwrap_or(0)
 }
 
-/// At start, seeds occupancy from every app's REST channel list, so a channel
-/// already occupied before this process started is vacated correctly later.
+/// At start, seeds occupancy and presence members from every app's REST API,
+/// so a channel occupied (or a member present) before this process started is
+/// vacated (removed) correctly later. Each app is retried with backoff until
+/// its reconcile succeeds.
 pub fn spawn_reconcile(state: std::sync::Arc<AppState>) {
     if state.live().settings.webhooks.is_none() {
         return;
     }
-    tokio::spawn(async move {
-        let live = state.live();
-        let http =
-            reqwest::Client::builder().timeout(Duration::from_secs(10)).no_proxy().build().expect("client");
-        for app in live.settings.apps.values() {
-            let path = format!("/apps/{}/channels", app.app_id);
-            let now = (now_ms() / 1000) as i64;
-            let query = crate::pusher::rest::signed_query(
-                app.credentials.key.as_ref(),
-                app.credentials.secret.expose_secret(),
-                "GET",
-                &path,
-                None,
-                now,
-                &[],
-            );
-            let mut url = app.rest_url.clone();
-            url.set_path(&path);
-            url.set_query(Some(&query));
-            let channels = match http.get(url).send().await {
-                Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
-                _ => None,
-            };
-            let Some(Value::Object(channels)) = channels.and_then(|v| v.get("channels").cloned()) else {
-                tracing::warn!(app = %app.name, "could not reconcile occupancy from the REST API");
-                continue;
-            };
-            for name in channels.keys() {
-                match &state.webhooks.store {
-                    Store::Memory(m) => m.lock().unwrap().seed_occupied(&app.name, name),
-                    Store::Redis(r) => {
-                        if let Err(e) = r.seed_occupied(&app.name, name).await {
-                            tracing::warn!(error = %e, "redis: cannot seed occupancy");
-                        }
+    let http = crate::outbound::http_client(Duration::from_secs(10));
+    let names: Vec<String> = state.live().settings.apps.keys().cloned().collect();
+    for name in names {
+        let (state, http) = (state.clone(), http.clone());
+        tokio::spawn(async move {
+            let mut delay = Duration::from_secs(1);
+            loop {
+                match reconcile_app(&state, &http, &name).await {
+                    Ok(None) => return, // the app was removed by a reload
+                    Ok(Some((channels, members))) => {
+                        tracing::info!(app = %name, occupied = channels, members, "occupancy reconciled from the REST API");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(app = %name, error = %e, retry_in_s = delay.as_secs(), "could not reconcile occupancy from the REST API");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(60));
                     }
                 }
             }
-            tracing::info!(app = %app.name, occupied = channels.len(), "occupancy reconciled from the REST API");
+        });
+    }
+}
+
+/// GETs a REST resource of `app` as JSON; errors say what failed, never the signed URL.
+async fn rest_get(
+    http: &reqwest::Client,
+    app: &crate::config::AppSettings,
+    path: &str,
+) -> Result<Value, String> {
+    let url = crate::outbound::signed_url(app, "GET", path, b"", &[]);
+    let res = http.get(url).send().await.map_err(|e| format!("GET {path}: {}", e.without_url()))?;
+    if !res.status().is_success() {
+        return Err(format!("GET {path}: HTTP {}", res.status().as_u16()));
+    }
+    res.json::<Value>().await.map_err(|e| format!("GET {path}: {}", e.without_url()))
+}
+
+/// One app's occupied channels and presence members, seeded into the store.
+async fn reconcile_app(
+    state: &AppState,
+    http: &reqwest::Client,
+    name: &str,
+) -> Result<Option<(usize, usize)>, String> {
+    let live = state.live();
+    let Some(app) = live.settings.app(name) else { return Ok(None) };
+    let listing = rest_get(http, app, &format!("/apps/{}/channels", app.app_id)).await?;
+    let Some(Value::Object(channels)) = listing.get("channels") else {
+        return Err("the channel list has no \"channels\" object".into());
+    };
+    // Read everything first, then seed: a failed read leaves nothing half-seeded.
+    let mut members = Vec::new();
+    for channel in channels.keys().filter(|c| c.starts_with("presence-")) {
+        let users = rest_get(http, app, &format!("/apps/{}/channels/{channel}/users", app.app_id)).await?;
+        for user in users.get("users").and_then(Value::as_array).into_iter().flatten() {
+            let id = match user.get("id") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ => continue,
+            };
+            members.push((channel.clone(), id));
         }
-    });
+    }
+    let seeded = async {
+        for channel in channels.keys() {
+            match &state.webhooks.store {
+                Store::Memory(m) => m.lock().unwrap().seed_occupied(&app.name, channel),
+                Store::Redis(r) => r.seed_occupied(&app.name, channel).await?,
+            }
+        }
+        for (channel, user) in &members {
+            match &state.webhooks.store {
+                Store::Memory(m) => m.lock().unwrap().seed_member(&app.name, channel, user),
+                Store::Redis(r) => r.seed_member(&app.name, channel, user).await?,
+            }
+        }
+        Ok::<_, redis::RedisError>(())
+    };
+    seeded.await.map_err(|e| format!("redis: {e}"))?;
+    Ok(Some((channels.len(), members.len())))
 }
 
 #[cfg(test)]

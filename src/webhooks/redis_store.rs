@@ -60,9 +60,43 @@ impl RedisStore {
         format!("{}:processing", self.prefix)
     }
 
-    /// Applies one event from `app`; a forwarded event is queued atomically.
-    /// Returns whether something was queued.
-    pub async fn apply(&self, app: &str, event: &Value) -> redis::RedisResult<bool> {
+    /// An outbox item carries the event and the `time_ms` of its source webhook.
+    fn item(event: &Value, time_ms: u64) -> String {
+        serde_json::json!({"time_ms": time_ms, "event": event}).to_string()
+    }
+
+    /// `(time_ms, event)` of an outbox item (items queued by older versions are bare events).
+    pub fn unwrap_item(item: &str) -> (u64, Value) {
+        let v: Value = serde_json::from_str(item).unwrap_or(Value::Null);
+        match (v.get("time_ms").and_then(Value::as_u64), v.get("event")) {
+            (Some(t), Some(e)) => (t, e.clone()),
+            _ => (crate::outbound::now_ms(), v),
+        }
+    }
+
+    /// Whether this webhook was applied within the replay window (any replica).
+    pub async fn seen(&self, digest: &[u8; 32]) -> redis::RedisResult<bool> {
+        let mut conn = self.conn().await?;
+        conn.exists(format!("{}:seen:{}", self.prefix, hex::encode(digest))).await
+    }
+
+    /// Remembers an applied webhook for `ttl_ms`.
+    pub async fn remember(&self, digest: &[u8; 32], ttl_ms: u64) -> redis::RedisResult<()> {
+        let mut conn = self.conn().await?;
+        redis::cmd("SET")
+            .arg(format!("{}:seen:{}", self.prefix, hex::encode(digest)))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms.max(1))
+            .query_async::<Option<String>>(&mut conn)
+            .await
+            .map(drop)
+    }
+
+    /// Applies one event from `app`; a forwarded event is queued atomically,
+    /// with its source webhook's `time_ms`. Returns whether something was queued.
+    pub async fn apply(&self, app: &str, event: &Value, time_ms: u64) -> redis::RedisResult<bool> {
         let mut conn = self.conn().await?;
         let name = event.get("name").and_then(Value::as_str).unwrap_or_default();
         let channel = event.get("channel").and_then(Value::as_str).unwrap_or_default();
@@ -82,7 +116,7 @@ impl RedisStore {
                 if let Some(o) = e.as_object_mut() {
                     o.insert("source_app".into(), app.into());
                 }
-                let _: () = conn.rpush(self.outbox(), e.to_string()).await?;
+                let _: () = conn.rpush(self.outbox(), Self::item(&e, time_ms)).await?;
                 return Ok(true);
             }
         };
@@ -94,7 +128,7 @@ impl RedisStore {
             .arg(mode)
             .arg(app)
             .arg(member)
-            .arg(event.to_string())
+            .arg(Self::item(event, time_ms))
             .invoke_async(&mut conn)
             .await?;
         Ok(queued == 1)
@@ -105,6 +139,12 @@ impl RedisStore {
         let p = &self.prefix;
         let _: () = conn.sadd(format!("{p}:occ:{channel}"), app).await?;
         let _: () = conn.sadd(format!("{p}:occ-by-app:{app}"), channel).await?;
+        Ok(())
+    }
+
+    pub async fn seed_member(&self, app: &str, channel: &str, user_id: &str) -> redis::RedisResult<()> {
+        let mut conn = self.conn().await?;
+        let _: () = conn.sadd(format!("{}:mem:{channel}:{user_id}", self.prefix), app).await?;
         Ok(())
     }
 

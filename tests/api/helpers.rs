@@ -12,6 +12,8 @@ pub const MASTER_KEY: &str = "zyrm8pvV2C9fJcBfhyXzvxbJVN/H7QLmbe0xJi1GhPU=";
 
 pub struct TestApp {
     pub address: String,
+    /// The admin listener: /metrics, /status, /status.html.
+    pub admin: String,
     pub host: MockServer,
     pub client: reqwest::Client,
 }
@@ -22,6 +24,7 @@ pub fn base_config(session_check_url: &str) -> String {
         r#"
 [server]
 listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
 workers = 1
 [session_check]
 url = "{session_check_url}"
@@ -56,9 +59,10 @@ pub async fn spawn_with_config(host: MockServer, config: &str) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let app = Application::build_with_listener(settings, listener).expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let admin = format!("http://127.0.0.1:{}", app.admin_port());
     tokio::spawn(app.run_until_stopped());
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    TestApp { address, host, client }
+    TestApp { address, admin, host, client }
 }
 
 impl TestApp {
@@ -123,8 +127,18 @@ pub fn sign(secret: &str, to_sign: &str) -> String {
 }
 
 /// POSTs a webhook body to `/webhooks` as the Pusher app with `key`/`secret` would.
+/// Each call gets its own `time_ms` (now, plus a counter), as distinct webhooks from Pusher would.
 pub async fn post_webhook(app: &TestApp, key: &str, secret: &str, events: serde_json::Value) -> u16 {
-    let body = serde_json::json!({"time_ms": 1, "events": events}).to_string();
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let time_ms =
+        pusher_dual_auth::outbound::now_ms() + SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let body = serde_json::json!({"time_ms": time_ms, "events": events}).to_string();
+    post_webhook_body(app, key, secret, &body).await
+}
+
+/// POSTs exactly `body` to `/webhooks`, signed with `secret`.
+pub async fn post_webhook_body(app: &TestApp, key: &str, secret: &str, body: &str) -> u16 {
+    let body = body.to_owned();
     app.client
         .post(format!("{}/webhooks", app.address))
         .header("content-type", "application/json")

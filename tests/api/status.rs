@@ -6,7 +6,7 @@ use std::time::Duration;
 use wiremock::{Mock, MockServer, ResponseTemplate, matchers::path};
 
 async fn status(app: &TestApp) -> Value {
-    app.client.get(format!("{}/status", app.address)).send().await.unwrap().json().await.unwrap()
+    app.client.get(format!("{}/status", app.admin)).send().await.unwrap().json().await.unwrap()
 }
 
 #[tokio::test]
@@ -17,6 +17,10 @@ async fn the_old_app_is_drained_after_a_quiet_window_and_not_before() {
     let rest = MockServer::start().await;
     Mock::given(path("/apps/1111/channels"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"channels": {"presence-lobby": {}}})))
+        .mount(&rest)
+        .await;
+    Mock::given(path("/apps/1111/channels/presence-lobby/users"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"users": []})))
         .mount(&rest)
         .await;
     Mock::given(path("/apps/2222/channels"))
@@ -71,6 +75,6 @@ async fn the_old_app_is_drained_after_a_quiet_window_and_not_before() {
     expect_status(app.post_form("/auth/old", "socket_id=1.1&channel_name=private-a").await, 200).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(status(&app).await["drain"]["drained"], false);
-    let page = app.client.get(format!("{}/status.html", app.address)).send().await.unwrap();
+    let page = app.client.get(format!("{}/status.html", app.admin)).send().await.unwrap();
     assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
 }

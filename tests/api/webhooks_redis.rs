@@ -78,7 +78,7 @@ async fn two_replicas_merge_through_redis_and_forward_each_transition_once() {
     assert_eq!(post_webhook(&b, NEW_KEY, NEW_SECRET, occ).await, 200);
     assert_eq!(names(&receiver).await, ["channel_occupied", "member_added"]);
     let status: Value =
-        a.client.get(format!("{}/status", a.address)).send().await.unwrap().json().await.unwrap();
+        a.client.get(format!("{}/status", a.admin)).send().await.unwrap().json().await.unwrap();
     assert_eq!(
         (
             status["apps"]["old"]["occupied_channels"].clone(),
