@@ -128,6 +128,7 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let port = listener.local_addr()?.port();
         let admin_port = admin_listener.local_addr()?.port();
+        limit_receive_buffer(&listener)?;
         let server_settings = settings.server.clone();
         let webhooks = crate::webhooks::Webhooks::new(settings.webhooks.as_ref())?;
         let metrics = Metrics::new();
@@ -196,6 +197,20 @@ impl Application {
         let (main, admin) = futures_util::future::join(self.server, self.admin).await;
         main.and(admin)
     }
+}
+
+/// The kernel receive buffer of accepted connections (Linux doubles the value
+/// set). actix's HTTP/1 dispatcher reads up to 128 KiB of a connection ahead
+/// of the handler, whatever the handler then decides; with a small kernel
+/// buffer it can only read what the kernel holds, and TCP flow control keeps
+/// the rest of a hostile body at the sender — so 500 connections pushing
+/// 256 KiB bodies cost the service a few MiB, not 64. Requests here are small
+/// (auth bodies ≤ 8 KiB by default), so the window costs them nothing.
+const RECEIVE_BUFFER_BYTES: usize = 16 * 1024;
+
+fn limit_receive_buffer(listener: &TcpListener) -> std::io::Result<()> {
+    // Accepted sockets inherit the listener's buffer size.
+    socket2::SockRef::from(listener).set_recv_buffer_size(RECEIVE_BUFFER_BYTES)
 }
 
 fn json_error(status: actix_web::http::StatusCode, code: &str, message: &str) -> HttpResponse {

@@ -44,6 +44,11 @@ pub enum Store {
     Redis(RedisStore),
 }
 
+/// Webhook bodies read at once. Pusher sends a few webhooks a second; beyond
+/// this a webhook gets 503 at once, unread (Pusher retries for 5 minutes), so
+/// connections holding bodies open cannot grow memory past this many bodies.
+const MAX_CONCURRENT_BODIES: usize = 64;
+
 /// Events to forward, with the `time_ms` of the webhook they came in.
 type Batch = (u64, Vec<Value>);
 
@@ -54,6 +59,8 @@ pub struct Webhooks {
     pub last_seen: Mutex<HashMap<String, u64>>,
     /// Webhooks applied within the replay window (memory mode).
     seen: Mutex<SeenWebhooks>,
+    /// Permits to read a body (see MAX_CONCURRENT_BODIES).
+    readers: tokio::sync::Semaphore,
     outbox: mpsc::UnboundedSender<Batch>,
     inbox: Mutex<Option<mpsc::UnboundedReceiver<Batch>>>,
 }
@@ -71,6 +78,7 @@ impl Webhooks {
             store,
             last_seen: Mutex::default(),
             seen: Mutex::default(),
+            readers: tokio::sync::Semaphore::new(MAX_CONCURRENT_BODIES),
             outbox,
             inbox: Mutex::new(Some(inbox)),
         })
@@ -107,6 +115,14 @@ pub async fn receive(req: HttpRequest, payload: web::Payload, state: web::Data<A
     state.metrics.webhook_request(outcome);
     match message {
         None => HttpResponse::Ok().json(json!({})),
+        Some(m) if status == StatusCode::SERVICE_UNAVAILABLE => {
+            let mut res = reply(status, &m);
+            res.headers_mut().insert(
+                actix_web::http::header::RETRY_AFTER,
+                actix_web::http::header::HeaderValue::from_static("1"),
+            );
+            res
+        }
         Some(m) => reply(status, &m),
     }
 }
@@ -130,6 +146,10 @@ async fn accept(
     let Some(app) = live.settings.apps.values().find(|a| a.credentials.key.as_ref() == key) else {
         tracing::warn!("webhook with an unknown X-Pusher-Key refused");
         return Err(Refused(StatusCode::UNAUTHORIZED, "unknown_key", "unknown X-Pusher-Key".into()));
+    };
+    let Ok(_permit) = state.webhooks.readers.try_acquire() else {
+        tracing::warn!("webhook refused: {MAX_CONCURRENT_BODIES} webhook bodies already being read");
+        return Err(Refused(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many webhooks at once; retry".into()));
     };
     let body = read_body(req, payload, settings.max_body_bytes, live.settings.server.body_timeout)
         .await

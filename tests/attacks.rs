@@ -1,0 +1,223 @@
+//! Attacks from outside against the real binary, measuring its memory: bodies
+//! held open on the unauthenticated surfaces, and requests reset while their
+//! session check is in flight. Figures are printed (`--nocapture`); the sizes
+//! can be raised for a benchmark run with ATTACK_CONNECTIONS / ATTACK_RESETS,
+//! and DUAL_AUTH_BIN runs the same attacks against another build.
+mod common;
+
+use common::{Service, TempDir};
+use std::time::{Duration, Instant};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+const BODY_TIMEOUT_MS: u64 = 3000;
+const MIB: u64 = 1024;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Only keys an older build also knows, so DUAL_AUTH_BIN can point at one.
+fn config(host: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:{{port}}"
+admin_listen = "127.0.0.1:{{admin}}"
+workers = 2
+body_timeout_ms = {BODY_TIMEOUT_MS}
+[session_check]
+url = "{host}/check"
+timeout_ms = 20000
+[apps.old]
+app_id = "1111"
+key = "old-key"
+secret = "old-secret"
+rest_url = "http://127.0.0.1:9"
+[apps.new]
+app_id = "2222"
+key = "new-key"
+secret = "new-secret"
+rest_url = "http://127.0.0.1:9"
+[publish]
+app_id = "pub"
+key = "pub-key"
+secret = "pub-secret"
+targets = ["old", "new"]
+[webhooks]
+forward_url = "http://127.0.0.1:9/hook"
+key = "hook-key"
+secret = "hook-secret"
+[log]
+level = "warn"
+"#
+    )
+}
+
+/// A session check that accepts connections and never answers: every check stays in flight.
+async fn silent_host() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    answered: usize,
+    closed: usize,
+    still_open: usize,
+    slowest: Duration,
+}
+
+/// Opens `n` connections that each send `head` and `sent` body bytes and then
+/// hold; waits for each to be answered or closed (up to the body deadline + 2 s).
+async fn hold_bodies(port: u16, head: String, sent: usize, n: usize) -> Held {
+    let limit = Duration::from_millis(BODY_TIMEOUT_MS + 2000);
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let head = head.clone();
+            tokio::spawn(async move {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+                s.write_all(head.as_bytes()).await.ok()?;
+                let _ = s.write_all(&vec![b'a'; sent]).await;
+                let started = Instant::now();
+                let mut buf = [0u8; 64];
+                let outcome = match tokio::time::timeout(limit, s.read(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => "answered",
+                    Ok(_) => "closed",
+                    Err(_) => "open",
+                };
+                Some((outcome, started.elapsed()))
+            })
+        })
+        .collect();
+    let mut held = Held::default();
+    for t in tasks {
+        match t.await.unwrap() {
+            Some(("answered", d)) => {
+                held.answered += 1;
+                held.slowest = held.slowest.max(d);
+            }
+            Some(("closed", d)) => {
+                held.closed += 1;
+                held.slowest = held.slowest.max(d);
+            }
+            _ => held.still_open += 1,
+        }
+    }
+    held
+}
+
+async fn held_body_attack(surface: &str, head: impl Fn(usize) -> String) {
+    let n = env_or("ATTACK_CONNECTIONS", 500);
+    let dir = TempDir::new(&format!("attack-{surface}"));
+    let service = Service::start(&dir, &config(&silent_host().await));
+    let (start_rss, _) = service.rss_kib();
+    // The issue's shape (one byte short of 256 KiB), and one byte short of this build's cap.
+    let shapes: Vec<usize> = std::env::var("ATTACK_SHAPES")
+        .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_else(|_| vec![262_000, 64 * 1024]);
+    for declared in shapes {
+        let started = Instant::now();
+        let held = hold_bodies(service.port, head(declared), declared - 1, n).await;
+        let (rss, peak) = service.rss_kib();
+        println!(
+            "{surface}: {n} connections holding {} of {declared} bytes: {} answered, {} closed, {} still open \
+             (slowest {} ms, run {} ms); RSS {} → {} MiB, peak {} MiB",
+            declared - 1,
+            held.answered,
+            held.closed,
+            held.still_open,
+            held.slowest.as_millis(),
+            started.elapsed().as_millis(),
+            start_rss / MIB,
+            rss / MIB,
+            peak / MIB
+        );
+        assert_eq!(held.still_open, 0, "{surface}: connections left hanging past the body deadline");
+        assert!(peak < 64 * MIB, "{surface}: peak RSS {} MiB", peak / MIB);
+    }
+    assert!(service.stop(), "clean exit after the attack");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_webhook_bodies_are_bounded_and_timed_out() {
+    // The app key is public (it is in every browser), so the attacker has it.
+    held_body_attack("webhooks", |len| {
+        format!(
+            "POST /webhooks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Pusher-Key: new-key\r\n\
+             X-Pusher-Signature: 00\r\nContent-Length: {len}\r\n\r\n"
+        )
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_publish_bodies_without_a_signature_are_never_read() {
+    held_body_attack("publish", |len| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        format!(
+            "POST /apps/pub/events?auth_key=pub-key&auth_timestamp={now}&auth_version=1.0&body_md5=00&auth_signature=00 \
+             HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+        )
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_reset_during_their_check_leave_nothing_behind() {
+    let n = env_or("ATTACK_RESETS", 2000);
+    let batch = 200.min(n);
+    let dir = TempDir::new("attack-reset");
+    let service = Service::start(&dir, &config(&silent_host().await));
+    let in_flight = || service.metric("pusher_auth_session_checks_in_flight");
+    let (start_rss, _) = service.rss_kib();
+    let started = Instant::now();
+    let mut peak_in_flight = 0.0f64;
+    for first in (0..n).step_by(batch) {
+        let mut conns = Vec::new();
+        for i in first..(first + batch).min(n) {
+            // A unique extra param: a unique coalescing key per request.
+            let body = format!("socket_id=1.1&channel_name=private-a&x={i}");
+            let mut s = TcpStream::connect(("127.0.0.1", service.port)).await.unwrap();
+            let head = format!(
+                "POST /auth/new HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(head.as_bytes()).await.unwrap();
+            conns.push(s);
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        if first == 0 {
+            peak_in_flight = in_flight();
+        }
+        for s in conns {
+            // RST instead of FIN: the client vanishes mid-request.
+            socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+            drop(s);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let left = in_flight();
+    let (rss, peak) = service.rss_kib();
+    println!(
+        "reset mid-check: {n} requests reset while their session check was in flight ({} ms): \
+         checks in flight {peak_in_flight} during the first batch, {left} after; RSS {} → {} MiB (peak {} MiB)",
+        started.elapsed().as_millis(),
+        start_rss / MIB,
+        rss / MIB,
+        peak / MIB
+    );
+    assert!(peak_in_flight >= (batch / 2) as f64, "the checks were in flight: {peak_in_flight}");
+    assert_eq!(left, 0.0, "cancelled checks left entries behind");
+    assert!(service.stop());
+}

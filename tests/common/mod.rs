@@ -1,0 +1,130 @@
+//! Shared by the test binaries that run the real `pusher-dual-auth` binary:
+//! its path, free ports, and spawning it with a config and waiting until ready.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// The binary under test; `DUAL_AUTH_BIN` points the same tests at another build
+/// (e.g. a release binary, or an older one to record "before" figures).
+pub fn bin() -> PathBuf {
+    std::env::var_os("DUAL_AUTH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_pusher-dual-auth")))
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A scratch directory for one test, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("dual-auth-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The running service; killed when dropped.
+pub struct Service {
+    pub child: Child,
+    pub port: u16,
+    pub admin: u16,
+    pub log: PathBuf,
+}
+
+impl Service {
+    /// Writes `config` (with `{port}` and `{admin}` filled in) into `dir`, starts
+    /// the binary on it and waits until `/readyz` answers on the admin port.
+    pub fn start(dir: &TempDir, config: &str) -> Self {
+        let (port, admin) = (free_port(), free_port());
+        let path = dir.0.join("config.toml");
+        let config = config.replace("{port}", &port.to_string()).replace("{admin}", &admin.to_string());
+        std::fs::write(&path, config).unwrap();
+        let log = dir.0.join("service.log");
+        let child = Command::new(bin())
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("the service starts");
+        let service = Self { child, port, admin, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", admin)).is_err() {
+            assert!(Instant::now() < deadline, "service did not start: {}", service.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        service
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// (current RSS, peak RSS) in KiB, from /proc.
+    pub fn rss_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// One metric's value from the admin listener's /metrics (0 when absent).
+    pub fn metric(&self, line_prefix: &str) -> f64 {
+        let text = http_get(self.admin, "/metrics");
+        text.lines()
+            .find(|l| l.starts_with(line_prefix))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// SIGTERM, and whether it exited cleanly.
+    pub fn stop(mut self) -> bool {
+        let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
+        let ok = self.child.wait().map(|s| s.success()).unwrap_or(false);
+        std::mem::forget(self);
+        ok
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking GET on loopback; the body as text ("" on any error).
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
