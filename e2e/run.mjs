@@ -27,9 +27,11 @@ const APPS = {
 };
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dual-auth-e2e-'));
-const [wsPort, servicePort, hostPort, nginxPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+const [wsPort, servicePort, hostPort, nginxPort, adminPort] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
 const NGINX = `http://127.0.0.1:${nginxPort}`;
 const SERVICE = `http://127.0.0.1:${servicePort}`;
+// Metrics and the status page live on the admin listener only.
+const ADMIN = `http://127.0.0.1:${adminPort}`;
 const HOST_ORIGIN = `http://127.0.0.1:${hostPort}`;
 const serviceLogPath = path.join(work, 'service.log');
 
@@ -91,6 +93,7 @@ rest_url = "http://127.0.0.1:${wsPort}"
     .join('');
   return `[server]
 listen = "127.0.0.1:${servicePort}"
+admin_listen = "127.0.0.1:${adminPort}"
 allowed_origins = ["${HOST_ORIGIN}"]
 trusted_proxies = ["127.0.0.1"]
 [session_check]
@@ -428,12 +431,12 @@ try {
       try { c.disconnect(); } catch {}
     }
     await sleep(5000);
-    const json = await (await fetch(`${SERVICE}/status`)).json();
+    const json = await (await fetch(`${ADMIN}/status`)).json();
     const browser = await launchChromium(path.join(work, 'chromium3'));
     try {
       const page = await browser.newPage();
       await page.setViewport({ width: 800, height: 480 });
-      await page.goto(`${SERVICE}/status.html`);
+      await page.goto(`${ADMIN}/status.html`);
       await page.waitForSelector('body[data-loaded="yes"]', { timeout: 10000 });
       const shown = await page.evaluate(() => ({
         verdict: document.getElementById('verdict').textContent,

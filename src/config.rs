@@ -578,12 +578,20 @@ pub fn referenced_files(file: Option<&Path>) -> Vec<PathBuf> {
 fn syntax_check(source: &str, text: &str) -> Result<(), ConfigError> {
     let Err(e) = text.parse::<toml::Table>() else { return Ok(()) };
     let line = e.span().map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-    let key = line
-        .and_then(|n| text.lines().nth(n - 1))
-        .and_then(|l| l.split_once('='))
-        .map(|(k, _)| k.trim())
-        .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
-        .unwrap_or("(file)");
+    let bare = |k: &str| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    let lines: Vec<&str> = text.lines().collect();
+    let key = line.and_then(|n| {
+        let name = lines.get(n - 1)?.split_once('=')?.0.trim();
+        // The nearest [section] header above names the table.
+        let section = lines[..n - 1]
+            .iter()
+            .rev()
+            .find_map(|l| l.trim().strip_prefix('[')?.strip_suffix(']'))
+            .map(str::trim)
+            .filter(|s| bare(s));
+        bare(name).then(|| section.map_or(name.to_owned(), |s| format!("{s}.{name}")))
+    });
+    let key = key.unwrap_or_else(|| "(file)".into());
     let at = line.map(|n| format!(" line {n}")).unwrap_or_default();
     let message = e.message().lines().next().unwrap_or("invalid TOML");
     Err(ConfigError::new(key, format!("TOML syntax error in {source}{at}: {message}")))
@@ -1140,6 +1148,32 @@ cluster = "eu"
             let text = err.to_string();
             assert!(text.contains(key), "expected {key} in: {text}");
         }
+    }
+
+    #[test]
+    fn syntax_errors_name_file_line_and_key_but_never_the_value() {
+        for broken in [
+            "secret = \"hunter2-VALUE",
+            "secret = hunter2-VALUE",
+            "secret = \"hunter2-VALUE\" trailing",
+            "secret = '''hunter2-VALUE",
+            "secret \"hunter2-VALUE\"",
+        ] {
+            let toml = MINIMAL.replace("secret = \"oldsecret\"", broken);
+            let line = toml.lines().position(|l| l.contains("hunter2")).unwrap() + 1;
+            let text = err(&toml, &[]).to_string();
+            assert!(!text.contains("hunter2"), "{broken}: {text}");
+            // An unterminated multi-line string is noticed (and reported) at the end of the file.
+            if !broken.contains("'''") {
+                assert!(text.contains(&format!("line {line}")), "{broken}: {text}");
+            }
+        }
+        let text = err(&MINIMAL.replace("secret = \"oldsecret\"", "secret = \"x"), &[]).to_string();
+        assert!(text.contains("`apps.old.secret`"), "{text}");
+        // A value of the wrong type is not echoed either.
+        let toml = MINIMAL.replace("[session_check]", "[session_check]\ntimeout_ms = \"hunter2-VALUE\"");
+        let text = err(&toml, &[]).to_string();
+        assert!(!text.contains("hunter2") && text.contains("session_check.timeout_ms"), "{text}");
     }
 
     #[test]

@@ -37,6 +37,23 @@ const SECRET: &str = "s3cr3t-app-secret-value";
 const MASTER: &str = "zyrm8pvV2C9fJcBfhyXzvxbJVN/H7QLmbe0xJi1GhPU=";
 const COOKIE: &str = "session=C00KIEVALUE-4242";
 const TOKEN: &str = "Bearer T0KENVALUE-9191";
+const PUB_SECRET: &str = "pub-s3cr3t-value";
+
+/// A REST API that sends its headers and part of the body, then hangs up: the
+/// client's error for it names the (signed) URL unless we strip it.
+async fn truncating_rest_api() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 65536];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{").await;
+        }
+    });
+    format!("http://{addr}")
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_cookie_token_or_signature_reaches_the_log_at_debug() {
@@ -54,11 +71,19 @@ app_id = "1"
 key = "app-key"
 secret = "{SECRET}"
 encryption_master_key_base64 = "{MASTER}"
+rest_url = "{rest}"
+[publish]
+app_id = "pub"
+key = "pub-key"
+secret = "{PUB_SECRET}"
+targets = ["new"]
+retries = 0
 [log]
 format = "json"
 level = "debug"
 "#,
-        host.uri()
+        host.uri(),
+        rest = truncating_rest_api().await,
     );
     let settings = Settings::from_toml(&config, None).unwrap();
     let capture = Capture::default();
@@ -131,14 +156,36 @@ level = "debug"
             }
         }
     }
+    // A publish whose target fails mid-answer: the outbound error must not carry the signed URL.
+    let event = r#"{"name":"e","channel":"private-a","data":"{}"}"#;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let query = pusher_dual_auth::pusher::rest::signed_query(
+        "pub-key",
+        PUB_SECRET,
+        "POST",
+        "/apps/pub/events",
+        Some(event.as_bytes()),
+        now,
+        &[],
+    );
+    let res = client
+        .post(format!("{base}/apps/pub/events?{query}"))
+        .header("content-type", "application/json")
+        .body(event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 502);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let log = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
     let lines = log.lines().count();
     assert!(signatures.len() >= 5, "the requests produced signatures: {signatures:?}");
     assert!(log.contains("\"outcome\":\"signed\"") && log.contains("DEBUG"), "debug logging was on");
     let mut hits = Vec::new();
-    for needle in
-        [SECRET, MASTER, "C00KIEVALUE", "T0KENVALUE"].iter().map(|s| s.to_string()).chain(signatures)
+    for needle in [SECRET, MASTER, PUB_SECRET, "C00KIEVALUE", "T0KENVALUE", "auth_signature"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(signatures)
     {
         if log.contains(&needle) {
             hits.push(needle);

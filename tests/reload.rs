@@ -195,3 +195,66 @@ async fn secrets_rotate_and_apps_appear_under_load_without_a_failed_request() {
     assert!(child.wait().unwrap().success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+mod common;
+
+/// A reload rejected because a secret file is missing is retried when the file
+/// appears, with no SIGHUP; a TOML syntax error names file, line and key and
+/// never the value on that line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_reload_is_retried_when_its_secret_file_appears_and_syntax_errors_hide_values() {
+    let dir = common::TempDir::new("reload-rejected");
+    let secret_dir = dir.0.join("later"); // does not exist yet: not even watchable
+    let base = "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\
+                [session_check]\nurl = \"http://127.0.0.1:9/check\"\n\
+                [apps.old]\napp_id = \"1\"\nkey = \"old-key\"\nsecret = \"old-secret\"\n";
+    let service = common::Service::start(&dir, base);
+    let config = std::fs::read_to_string(dir.0.join("config.toml")).unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let ok = |m: &str| m.lines().any(|l| l == "pusher_auth_config_last_reload_successful 1");
+
+    // A new app whose secret file is not there yet: rejected, the old config keeps serving.
+    let with_new = format!(
+        "{config}[apps.new]\napp_id = \"2\"\nkey = \"new-key\"\nsecret_file = \"{}\"\n",
+        secret_dir.join("new").display()
+    );
+    std::fs::write(dir.0.join("config.toml"), &with_new).unwrap();
+    wait_until("the rejected reload", async || !ok(&metrics(&client, service.admin).await)).await;
+
+    // The file appears (directory and all): the reload succeeds by itself.
+    std::fs::create_dir_all(&secret_dir).unwrap();
+    std::fs::write(secret_dir.join("new"), "new-secret").unwrap();
+    wait_until("the retried reload", async || ok(&metrics(&client, service.admin).await)).await;
+    let res = client
+        .post(format!("http://127.0.0.1:{}/auth/new", service.port))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("socket_id=1.1&channel_name=private-a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 502, "the new app is served (its session check is down)");
+
+    // A syntax error on a secret's line: the log names the line and key, not the value.
+    let broken = with_new.replace("secret = \"old-secret\"", "secret = \"hunter2-SECRET-VALUE");
+    std::fs::write(dir.0.join("config.toml"), &broken).unwrap();
+    wait_until("the rejected reload", async || !ok(&metrics(&client, service.admin).await)).await;
+    let line = broken.lines().position(|l| l.contains("hunter2")).unwrap() + 1;
+    let log = service.log_text();
+    assert!(!log.contains("hunter2"), "the secret reached the log:\n{log}");
+    assert!(
+        log.contains(&format!("config.toml line {line}")) && log.contains("config key `apps.old.secret`"),
+        "{log}"
+    );
+
+    // And the same file at start (check-config): same report, same silence.
+    let out = Command::new(common::bin())
+        .args(["check-config", "--config"])
+        .arg(dir.0.join("config.toml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(!stderr.contains("hunter2") && stderr.contains(&format!("line {line}")), "{stderr}");
+    assert!(service.stop());
+}

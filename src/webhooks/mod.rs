@@ -149,7 +149,11 @@ async fn accept(
     };
     let Ok(_permit) = state.webhooks.readers.try_acquire() else {
         tracing::warn!("webhook refused: {MAX_CONCURRENT_BODIES} webhook bodies already being read");
-        return Err(Refused(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many webhooks at once; retry".into()));
+        return Err(Refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many webhooks at once; retry".into(),
+        ));
     };
     let body = read_body(req, payload, settings.max_body_bytes, live.settings.server.body_timeout)
         .await

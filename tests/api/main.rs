@@ -4,6 +4,7 @@ mod auth;
 mod batch;
 mod cors;
 mod faults;
+mod hardening;
 mod headers;
 mod helpers;
 mod host_failures;

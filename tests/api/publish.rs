@@ -196,3 +196,82 @@ async fn without_a_publish_section_the_surface_is_404() {
     let res = app.client.post(format!("{}/apps/dual/events", app.address)).body("{}").send().await.unwrap();
     assert_eq!(res.status(), 404);
 }
+
+/// A REST API that sends its headers, part of the body, then hangs up.
+async fn truncating_target() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 65536];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"a\"").await;
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_target_failure_never_puts_the_signed_url_in_the_answer() {
+    let broken = truncating_target().await;
+    let f = spawn_fanout("retries = 0\n").await;
+    answer(&f.new, ResponseTemplate::new(200).set_body_json(json!({}))).await;
+    // Point "old" at the broken API: same fan-out, one target failing mid-body.
+    let app = spawn_app_with(move |c| {
+        let c = c
+            .replace("[apps.old]", &format!("[apps.old]\nrest_url = \"{broken}\""))
+            .replace(&format!("encryption_master_key_base64 = \"{MASTER_KEY}\""), "");
+        format!(
+            "{c}\n[publish]\napp_id = \"dual\"\nkey = \"{PUB_KEY}\"\nsecret = \"{PUB_SECRET}\"\ntargets = [\"old\", \"new\"]\nretries = 0\n"
+        )
+    })
+    .await;
+    let f = Fanout { app, old: f.old, new: f.new };
+    let body = r#"{"name":"e","channel":"private-a","data":"{}"}"#;
+    let (status, answer) = f.call("POST", "/apps/dual/events", body, PUB_SECRET, now()).await;
+    assert_eq!(status, 502, "{answer}");
+    let text = answer.to_string();
+    for leak in ["auth_signature", "auth_key", "auth_timestamp", "http://"] {
+        assert!(!text.contains(leak), "{leak} in {text}");
+    }
+}
+
+#[tokio::test]
+async fn an_outsiders_body_is_never_read_and_path_tricks_never_leave() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let f = spawn_fanout("").await;
+    answer(&f.old, ResponseTemplate::new(200).set_body_json(json!({}))).await;
+    answer(&f.new, ResponseTemplate::new(200).set_body_json(json!({}))).await;
+    // No valid signature: 401 before a byte of the announced 200 kB body is awaited.
+    let addr = f.app.address.trim_start_matches("http://").to_owned();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /apps/dual/events?auth_key={PUB_KEY}&auth_timestamp={}&auth_version=1.0&body_md5=00&auth_signature=00 \
+         HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 200000\r\n\r\n",
+        now()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(1), s.read(&mut buf)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 401"));
+
+    // A user id that decodes to a path: refused, nothing sent.
+    let (status, _) =
+        f.call("POST", "/apps/dual/users/a%2F..%2F..%2Fx/terminate_connections", "", PUB_SECRET, now()).await;
+    assert_eq!(status, 400);
+    // auth_timestamp at the edge of i64: refused (not wrapped into the window, not a panic).
+    let body = r#"{"name":"e","channel":"private-a","data":"{}"}"#;
+    let (status, _) = f.call("POST", "/apps/dual/events", body, PUB_SECRET, i64::MIN).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        f.old.received_requests().await.unwrap().len() + f.new.received_requests().await.unwrap().len(),
+        0
+    );
+    // A valid user id still goes through, to both apps.
+    let (status, _) =
+        f.call("POST", "/apps/dual/users/user-42/terminate_connections", "", PUB_SECRET, now()).await;
+    assert_eq!(status, 200);
+    let got = f.old.received_requests().await.unwrap();
+    assert_eq!(got[0].url.path(), "/apps/1111/users/user-42/terminate_connections");
+}

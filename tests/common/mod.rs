@@ -65,7 +65,9 @@ impl Service {
             .expect("the service starts");
         let service = Self { child, port, admin, log };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", admin)).is_err() {
+        // An answer, not a connect: the socket accepts as soon as it is bound,
+        // before the server (and the config watcher) runs.
+        while !http_get(admin, "/readyz").starts_with("HTTP/1.1 200") {
             assert!(Instant::now() < deadline, "service did not start: {}", service.log_text());
             std::thread::sleep(Duration::from_millis(50));
         }
