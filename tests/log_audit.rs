@@ -1,5 +1,6 @@
 //! Log audit: drive every path at debug level through the real subscriber and
 //! scan every line for secrets, cookie and Authorization values, signatures.
+mod common;
 use pusher_dual_auth::{config::Settings, startup::Application, telemetry};
 use serde_json::json;
 use std::{
@@ -39,22 +40,6 @@ const COOKIE: &str = "session=C00KIEVALUE-4242";
 const TOKEN: &str = "Bearer T0KENVALUE-9191";
 const PUB_SECRET: &str = "pub-s3cr3t-value";
 
-/// A REST API that sends its headers and part of the body, then hangs up: the
-/// client's error for it names the (signed) URL unless we strip it.
-async fn truncating_rest_api() -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let mut buf = vec![0u8; 65536];
-            let _ = s.read(&mut buf).await;
-            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{").await;
-        }
-    });
-    format!("http://{addr}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_cookie_token_or_signature_reaches_the_log_at_debug() {
     let host = MockServer::start().await;
@@ -83,7 +68,7 @@ format = "json"
 level = "debug"
 "#,
         host.uri(),
-        rest = truncating_rest_api().await,
+        rest = common::truncating_rest_api().await,
     );
     let settings = Settings::from_toml(&config, None).unwrap();
     let capture = Capture::default();

@@ -2,6 +2,8 @@
 mod abuse;
 mod auth;
 mod batch;
+#[path = "../common/mod.rs"]
+mod common;
 mod cors;
 mod faults;
 mod hardening;

@@ -197,24 +197,9 @@ async fn without_a_publish_section_the_surface_is_404() {
     assert_eq!(res.status(), 404);
 }
 
-/// A REST API that sends its headers, part of the body, then hangs up.
-async fn truncating_target() -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let mut buf = vec![0u8; 65536];
-            let _ = s.read(&mut buf).await;
-            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"a\"").await;
-        }
-    });
-    format!("http://{addr}")
-}
-
 #[tokio::test]
 async fn a_target_failure_never_puts_the_signed_url_in_the_answer() {
-    let broken = truncating_target().await;
+    let broken = crate::common::truncating_rest_api().await;
     let f = spawn_fanout("retries = 0\n").await;
     answer(&f.new, ResponseTemplate::new(200).set_body_json(json!({}))).await;
     // Point "old" at the broken API: same fan-out, one target failing mid-body.
