@@ -62,9 +62,7 @@ impl AuthError {
             // Identity errors only arise from the host's answer.
             Self::Request(R::Protocol(_)) => (StatusCode::BAD_GATEWAY, "session_check_invalid"),
             Self::Header(_) => (StatusCode::BAD_REQUEST, "duplicate_header"),
-            Self::Body(BodyError::TooLarge(_)) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
-            Self::Body(BodyError::Timeout) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
-            Self::Body(BodyError::Read(_)) => (StatusCode::BAD_REQUEST, "malformed_body"),
+            Self::Body(e) => e.status_and_code(),
             Self::OriginNotAllowed(_) => (StatusCode::FORBIDDEN, "origin_not_allowed"),
             Self::Denied => (StatusCode::FORBIDDEN, "forbidden"),
             Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),

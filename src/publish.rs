@@ -7,7 +7,7 @@
 use crate::{
     config::{AppSettings, PublishSettings, PublishSuccess},
     pusher::rest::{check_body_md5, verify_rest_query},
-    routes::{BodyError, read_body},
+    routes::read_body,
     startup::{AppState, Live},
 };
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
@@ -298,20 +298,15 @@ fn publish_settings(live: &Live) -> Result<&PublishSettings, Reject> {
 async fn verified(
     req: &HttpRequest,
     live: &Live,
+    publish: &PublishSettings,
     app_id: &str,
     payload: web::Payload,
     limit: usize,
 ) -> Result<(web::Bytes, Vec<(String, String)>), Reject> {
-    let publish = publish_settings(live)?;
     let params = verify(req, publish, app_id)?;
-    let body = read_body(req, payload, limit, live.settings.server.body_timeout).await.map_err(|e| {
-        let status = match e {
-            BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            BodyError::Timeout => StatusCode::REQUEST_TIMEOUT,
-            BodyError::Read(_) => StatusCode::BAD_REQUEST,
-        };
-        Reject(status, e.to_string())
-    })?;
+    let body = read_body(req, payload, limit, live.settings.server.body_timeout)
+        .await
+        .map_err(|e| Reject(e.status_and_code().0, e.to_string()))?;
     check_body_md5(&params, &body).map_err(unauthorized)?;
     Ok((body, forwardable(params)))
 }
@@ -324,7 +319,7 @@ async fn events(
 ) -> Result<HttpResponse, Reject> {
     let live = state.live();
     let publish = publish_settings(&live)?;
-    let (body, extra) = verified(&req, &live, &path, payload, MAX_EVENT_BODY).await?;
+    let (body, extra) = verified(&req, &live, publish, &path, payload, MAX_EVENT_BODY).await?;
     let event: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
         _ => return Err(Reject(StatusCode::BAD_REQUEST, "body must be a JSON object".into())),
@@ -342,7 +337,7 @@ async fn batch_events(
 ) -> Result<HttpResponse, Reject> {
     let live = state.live();
     let publish = publish_settings(&live)?;
-    let (body, extra) = verified(&req, &live, &path, payload, MAX_BATCH_BODY).await?;
+    let (body, extra) = verified(&req, &live, publish, &path, payload, MAX_BATCH_BODY).await?;
     let bad = |m: &str| Reject(StatusCode::BAD_REQUEST, m.into());
     let Some(Value::Array(batch)) =
         serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("batch").cloned())
@@ -378,7 +373,7 @@ async fn terminate(
     let publish = publish_settings(&live)?;
     let (app_id, user_id) = path.into_inner();
     path_segment(&user_id, "user id")?;
-    let (_, extra) = verified(&req, &live, &app_id, payload, MAX_EMPTY_BODY).await?;
+    let (_, extra) = verified(&req, &live, publish, &app_id, payload, MAX_EMPTY_BODY).await?;
     let suffix = format!("/users/{user_id}/terminate_connections");
     let out = Outgoing { method: reqwest::Method::POST, suffix: &suffix, extra: &extra, body: b"" };
     Ok(write_answer(publish, &fan_out(&live, &state, out).await))

@@ -134,8 +134,10 @@ fn log_error(metrics: &Metrics, app: &str, kind: &str, e: &AuthError) {
     }
 }
 
-/// The client address (rate limits, logs): the peer, or the right-most untrusted hop.
+/// The client address the rate limit charges (only computed when one is configured):
+/// the peer, or the right-most untrusted hop.
 fn client_address(req: &HttpRequest, live: &Live) -> Option<std::net::IpAddr> {
+    live.rate_limiter.as_ref()?;
     let peer = req.peer_addr()?.ip();
     let xff = || req.headers().get_all("x-forwarded-for").map(|v| v.as_bytes()).collect();
     Some(crate::session_check::client_ip(peer, xff, &live.settings.server.trusted_proxies))

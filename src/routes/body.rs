@@ -15,6 +15,18 @@ pub enum BodyError {
     Read(String),
 }
 
+impl BodyError {
+    /// Status and stable code, the same on every surface.
+    pub fn status_and_code(&self) -> (actix_web::http::StatusCode, &'static str) {
+        use actix_web::http::StatusCode;
+        match self {
+            Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            Self::Timeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+            Self::Read(_) => (StatusCode::BAD_REQUEST, "malformed_body"),
+        }
+    }
+}
+
 /// Reads the body with a size cap and a deadline for the whole body, refusing
 /// early when Content-Length already says it is too large. The buffer is sized
 /// from Content-Length (capped), so a held body costs what it sent, not double.

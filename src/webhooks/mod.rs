@@ -22,12 +22,7 @@ pub use merge::MergeState;
 pub use redis_store::RedisStore;
 pub use replay::{AgeError, SeenWebhooks, check_age};
 
-use crate::{
-    outbound::now_ms,
-    pusher::hmac_sha256_hex,
-    routes::{BodyError, read_body},
-    startup::AppState,
-};
+use crate::{outbound::now_ms, pusher::hmac_sha256_hex, routes::read_body, startup::AppState};
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
@@ -158,11 +153,7 @@ async fn accept(
     let body = read_body(req, payload, settings.max_body_bytes, live.settings.server.body_timeout)
         .await
         .map_err(|e| {
-            let (status, label) = match e {
-                BodyError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-                BodyError::Timeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
-                BodyError::Read(_) => (StatusCode::BAD_REQUEST, "malformed"),
-            };
+            let (status, label) = e.status_and_code();
             Refused(status, label, e.to_string())
         })?;
     if !signature_ok(app.credentials.secret.expose_secret(), &body, header("x-pusher-signature")) {
@@ -173,7 +164,7 @@ async fn accept(
     let Some(events) = parsed.as_ref().and_then(|v| v.get("events")?.as_array()) else {
         return Err(Refused(
             StatusCode::BAD_REQUEST,
-            "malformed",
+            "malformed_body",
             "body must be {\"time_ms\": …, \"events\": [...]}".into(),
         ));
     };

@@ -54,30 +54,21 @@ async fn an_outsider_does_not_share_an_insiders_check() {
         .mount(&app.host)
         .await;
     Mock::given(path("/check")).respond_with(ResponseTemplate::new(403)).mount(&app.host).await;
-    let req = "socket_id=1.1&channel_name=private-a";
-    let cookie = ("cookie", "session=shared-looking");
-    let insider_headers = [cookie, ("x-forwarded-for", "203.0.113.5")];
-    let (inside, outside, tab2) = tokio::join!(
-        app.post_form_with("/auth/new", req, &insider_headers),
-        async {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            app.post_form_with(
-                "/auth/new",
-                "socket_id=2.2&channel_name=private-a",
-                &[cookie, ("x-forwarded-for", "198.51.100.9")],
-            )
-            .await
-        },
-        async {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            // A second tab of the insider (same address, same cookie): shares the call.
-            app.post_form_with(
-                "/auth/new",
-                "socket_id=3.3&channel_name=private-a",
-                &[cookie, ("x-forwarded-for", "203.0.113.5")],
-            )
-            .await
+    // The same cookie and channel from `ip`, after `delay_ms` (the insider's check is then in flight).
+    let post = |socket: &'static str, ip: &'static str, delay_ms: u64| {
+        let app = &app;
+        async move {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            let body = format!("socket_id={socket}&channel_name=private-a");
+            let headers = [("cookie", "session=shared-looking"), ("x-forwarded-for", ip)];
+            app.post_form_with("/auth/new", &body, &headers).await
         }
+    };
+    let (inside, outside, tab2) = tokio::join!(
+        post("1.1", "203.0.113.5", 0),
+        post("2.2", "198.51.100.9", 100),
+        // A second tab of the insider (same address, same cookie): shares the call.
+        post("3.3", "203.0.113.5", 100),
     );
     expect_status(inside, 200).await;
     expect_status(outside, 403).await;
@@ -225,27 +216,11 @@ async fn presence_members_are_reconciled_at_start_with_retries() {
         .up_to_n_times(2)
         .mount(&rest)
         .await;
-    Mock::given(path("/apps/1111/channels"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"channels": {"presence-r": {}}})))
-        .mount(&rest)
-        .await;
-    Mock::given(path("/apps/1111/channels/presence-r/users"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"users": [{"id": "7"}]})))
-        .mount(&rest)
-        .await;
-    Mock::given(path("/apps/2222/channels"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"channels": {}})))
-        .mount(&rest)
-        .await;
-    let r = rest.uri();
-    let w = receiver.uri();
-    let app = spawn_app_with(move |c| {
-        let c = c
-            .replace("[apps.old]", &format!("[apps.old]\nrest_url = \"{r}\""))
-            .replace("[apps.new]", &format!("[apps.new]\nrest_url = \"{r}\""));
-        format!("{c}\n[webhooks]\nforward_url = \"{w}/hook\"\nkey = \"k\"\nsecret = \"s\"\n")
-    })
-    .await;
+    rest_json(&rest, "/apps/1111/channels", json!({"channels": {"presence-r": {}}})).await;
+    rest_json(&rest, "/apps/1111/channels/presence-r/users", json!({"users": [{"id": "7"}]})).await;
+    rest_json(&rest, "/apps/2222/channels", json!({"channels": {}})).await;
+    let (r, w) = (rest.uri(), receiver.uri());
+    let app = spawn_app_with(move |c| with_rest_and_webhooks(c, &r, &w, "")).await;
     // Retries after 1 s and 2 s.
     tokio::time::sleep(Duration::from_millis(3800)).await;
     let rm = json!({"name": "member_removed", "channel": "presence-r", "user_id": "7"});

@@ -158,3 +158,21 @@ pub async fn mount_recovering(server: &wiremock::MockServer, failures: u64) {
     Mock::given(any()).respond_with(ResponseTemplate::new(503)).up_to_n_times(failures).mount(server).await;
     Mock::given(any()).respond_with(ResponseTemplate::new(200)).mount(server).await;
 }
+
+/// Answers `path` on `server` (standing in for an app's REST API) with 200 and `body`.
+pub async fn rest_json(server: &wiremock::MockServer, path: &str, body: serde_json::Value) {
+    use wiremock::{Mock, ResponseTemplate, matchers};
+    Mock::given(matchers::path(path))
+        .respond_with(ResponseTemplate::new(200).set_body_json(body))
+        .mount(server)
+        .await;
+}
+
+/// The base config with both apps' REST API at `rest` and a `[webhooks]` section
+/// forwarding to `receiver`, then `extra`.
+pub fn with_rest_and_webhooks(config: String, rest: &str, receiver: &str, extra: &str) -> String {
+    let c = config
+        .replace("[apps.old]", &format!("[apps.old]\nrest_url = \"{rest}\""))
+        .replace("[apps.new]", &format!("[apps.new]\nrest_url = \"{rest}\""));
+    format!("{c}\n[webhooks]\nforward_url = \"{receiver}/hook\"\nkey = \"k\"\nsecret = \"s\"\n{extra}")
+}

@@ -15,23 +15,16 @@ async fn the_old_app_is_drained_after_a_quiet_window_and_not_before() {
     Mock::given(wiremock::matchers::any()).respond_with(ResponseTemplate::new(200)).mount(&receiver).await;
     // The apps' REST APIs: the old app already has an occupied channel when we start.
     let rest = MockServer::start().await;
-    Mock::given(path("/apps/1111/channels"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"channels": {"presence-lobby": {}}})))
-        .mount(&rest)
-        .await;
-    Mock::given(path("/apps/1111/channels/presence-lobby/users"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"users": []})))
-        .mount(&rest)
-        .await;
-    Mock::given(path("/apps/2222/channels"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"channels": {}})))
-        .mount(&rest)
-        .await;
+    rest_json(&rest, "/apps/1111/channels", json!({"channels": {"presence-lobby": {}}})).await;
+    rest_json(&rest, "/apps/1111/channels/presence-lobby/users", json!({"users": []})).await;
+    rest_json(&rest, "/apps/2222/channels", json!({"channels": {}})).await;
     let (r, w) = (rest.uri(), receiver.uri());
     let app = spawn_app_with(move |c| {
-        let c = c.replace("[apps.old]", &format!("[apps.old]\nrest_url = \"{r}\"")).replace("[apps.new]", &format!("[apps.new]\nrest_url = \"{r}\""));
-        format!(
-            "{c}\n[webhooks]\nforward_url = \"{w}/hook\"\nkey = \"k\"\nsecret = \"s\"\n[status]\nold_app = \"old\"\ndrain_window_secs = 2\nsample_secs = 1\n"
+        with_rest_and_webhooks(
+            c,
+            &r,
+            &w,
+            "[status]\nold_app = \"old\"\ndrain_window_secs = 2\nsample_secs = 1\n",
         )
     })
     .await;
