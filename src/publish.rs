@@ -130,7 +130,7 @@ async fn forward_one(live: &Live, state: &AppState, target: &AppSettings, out: &
             tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
             continue;
         }
-        return Forwarded { app: target.name.clone(), result };
+        return Forwarded { app: target.name.to_string(), result };
     }
 }
 
@@ -164,7 +164,7 @@ fn verify(
         form_urlencoded::parse(req.query_string().as_bytes()).into_owned().collect();
     let secret = publish.secret.expose_secret();
     verify_rest_query(req.method().as_str(), req.path(), &params, now(), |k| {
-        (k == publish.key).then_some(secret)
+        (k == publish.key.as_ref()).then_some(secret)
     })
     .map_err(unauthorized)?;
     Ok(params)

@@ -48,15 +48,17 @@ async fn take_sample(state: &AppState) -> Sample {
 pub async fn record(state: &AppState) {
     let sample = take_sample(state).await;
     let live = state.live();
-    let old = &live.settings.status.old_app;
+    // Without an old app there is nothing to drain: never quiet.
+    let old = live.settings.status.old_app.as_deref().unwrap_or_default();
     let mut samples = state.status.samples.lock().unwrap();
-    let busy = match samples.back() {
-        Some(prev) => {
-            prev.signed.get(old) != sample.signed.get(old)
-                || sample.occupied.get(old).copied().unwrap_or(0) > 0
-        }
-        None => sample.occupied.get(old).copied().unwrap_or(0) > 0,
-    };
+    let busy = old.is_empty()
+        || match samples.back() {
+            Some(prev) => {
+                prev.signed.get(old) != sample.signed.get(old)
+                    || sample.occupied.get(old).copied().unwrap_or(0) > 0
+            }
+            None => sample.occupied.get(old).copied().unwrap_or(0) > 0,
+        };
     let mut quiet = state.status.quiet_since.lock().unwrap();
     *quiet = if busy { None } else { Some(quiet.unwrap_or(sample.t)) };
     samples.push_back(sample);
@@ -81,7 +83,7 @@ pub async fn snapshot(state: &AppState) -> Value {
     let samples: Vec<Sample> = state.status.samples.lock().unwrap().iter().cloned().collect();
     let current = take_sample(state).await;
     let total: u64 = current.signed.values().sum();
-    let last_seen = state.webhooks.last_seen.lock().unwrap().clone();
+    let last_seen = state.webhooks.last_seen();
     let apps: BTreeMap<&String, Value> = live
         .settings
         .apps
@@ -103,12 +105,11 @@ pub async fn snapshot(state: &AppState) -> Value {
     let quiet_since = *state.status.quiet_since.lock().unwrap();
     let now = now_ms();
     let window_ms = cfg.drain_window.as_millis() as u64;
-    let drained = quiet_since.is_some_and(|q| now.saturating_sub(q) >= window_ms);
+    let old = cfg.old_app.as_deref().unwrap_or_default();
+    let drained = !old.is_empty() && quiet_since.is_some_and(|q| now.saturating_sub(q) >= window_ms);
     let reason = match quiet_since {
-        _ if !live.settings.apps.contains_key(&cfg.old_app) => {
-            format!("app {:?} is not configured", cfg.old_app)
-        }
-        None => format!("{} still authorizes clients or has occupied channels", cfg.old_app),
+        _ if old.is_empty() => "no app to drain: name it with [status] old_app".to_owned(),
+        None => format!("{old} still authorizes clients or has occupied channels"),
         Some(q) if !drained => {
             format!(
                 "quiet for {} s of the {} s window",

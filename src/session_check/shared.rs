@@ -12,11 +12,12 @@
 //! values are never kept in the map. Both maps are bounded by `max_entries`.
 
 use super::{CheckRequest, ForwardedHeaders, HostAnswer, HostError};
+pub use crate::config::CachePolicy;
 use sha2::{Digest, Sha256};
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Instant,
 };
 use tokio::sync::OnceCell;
 
@@ -32,16 +33,6 @@ pub enum Source {
     Coalesced,
     /// A remembered decision.
     Cached,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct CachePolicy {
-    pub coalesce: bool,
-    /// Leave the client address out of the key (only for hosts that never look at it).
-    pub across_addresses: bool,
-    pub grant_ttl: Duration,
-    pub deny_ttl: Duration,
-    pub max_entries: usize,
 }
 
 pub struct SharedChecks {
@@ -193,6 +184,7 @@ mod tests {
     use crate::session_check::{CheckKind, forwarded_headers, interpret};
     use serde_json::Map;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     fn headers(cookie: &'static str, xff_peer: &str) -> ForwardedHeaders {
         forwarded_headers(

@@ -51,7 +51,7 @@ type Batch = (u64, Vec<Value>);
 pub struct Webhooks {
     pub store: Store,
     /// Unix ms of the last verified webhook per app (this replica).
-    pub last_seen: Mutex<HashMap<String, u64>>,
+    last_seen: Mutex<HashMap<String, u64>>,
     /// Webhooks applied within the replay window (memory mode).
     seen: Mutex<SeenWebhooks>,
     /// Permits to read a body (see MAX_CONCURRENT_BODIES).
@@ -63,9 +63,10 @@ pub struct Webhooks {
 impl Webhooks {
     pub fn new(settings: Option<&crate::config::WebhookSettings>) -> anyhow::Result<Self> {
         let store = match settings {
-            Some(s) if s.state == crate::config::WebhookState::Redis => {
-                Store::Redis(RedisStore::new(s.redis_url.as_deref().unwrap_or_default(), &s.redis_prefix)?)
-            }
+            Some(crate::config::WebhookSettings {
+                store: crate::config::WebhookStore::Redis { url, prefix },
+                ..
+            }) => Store::Redis(RedisStore::new(url, prefix)?),
             _ => Store::Memory(Mutex::default()),
         };
         let (outbox, inbox) = mpsc::unbounded_channel();
@@ -77,6 +78,16 @@ impl Webhooks {
             outbox,
             inbox: Mutex::new(Some(inbox)),
         })
+    }
+
+    /// Records a verified webhook from `app` at `at_ms`.
+    fn saw(&self, app: &str, at_ms: u64) {
+        self.last_seen.lock().unwrap().insert(app.to_owned(), at_ms);
+    }
+
+    /// Unix ms of the last verified webhook per app (this replica).
+    pub fn last_seen(&self) -> HashMap<String, u64> {
+        self.last_seen.lock().unwrap().clone()
     }
 
     /// Occupied channels per app, from the merged state.
@@ -217,7 +228,7 @@ async fn accept(
             n
         }
     };
-    state.webhooks.last_seen.lock().unwrap().insert(app.name.clone(), now);
+    state.webhooks.saw(&app.name, now);
     state.metrics.webhooks(&app.name, events.len() as u64, forwarded as u64);
     tracing::info!(app = %app.name, received = events.len(), forwarded, "webhook");
     Ok("accepted")
@@ -290,7 +301,7 @@ async fn deliver(state: &AppState, http: &reqwest::Client, time_ms: u64, events:
         let result = http
             .post(settings.forward_url.clone())
             .header("content-type", "application/json")
-            .header("x-pusher-key", &settings.key)
+            .header("x-pusher-key", settings.key.as_ref())
             .header("x-pusher-signature", signature)
             .body(body.clone())
             .send()

@@ -1,0 +1,295 @@
+//! Typed settings: a TOML file, overridden by `DUAL_AUTH__SECTION__KEY`
+//! environment variables, with `*_file` alternatives for every secret.
+//! Everything is validated at load; errors name the offending key. One file
+//! per section, each with its raw (deserialized) and validated form,
+//! `validate()` and `redacted()`.
+
+mod apps;
+mod log;
+mod publish;
+mod secrets;
+mod server;
+mod session_check;
+mod status;
+mod webhooks;
+
+pub use apps::{AppName, AppSettings};
+pub use log::{LogFormat, LogSettings};
+pub use publish::{PublishSettings, PublishSuccess};
+pub use server::{RateLimitSettings, ServerSettings};
+pub use session_check::{CachePolicy, SessionCheckSettings};
+pub use status::StatusSettings;
+pub use webhooks::{WebhookSettings, WebhookStore};
+
+use serde::Deserialize;
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+};
+
+pub const ENV_PREFIX: &str = "DUAL_AUTH";
+
+/// A configuration problem, naming the key (e.g. `apps.new.secret`).
+#[derive(Debug, thiserror::Error)]
+#[error("config key `{key}`: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { key: key.into(), message: message.into() }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    #[serde(default)]
+    server: server::RawServer,
+    session_check: Option<session_check::RawSessionCheck>,
+    #[serde(default)]
+    apps: BTreeMap<String, apps::RawApp>,
+    #[serde(default)]
+    rate_limit: server::RawRateLimit,
+    publish: Option<publish::RawPublish>,
+    webhooks: Option<webhooks::RawWebhooks>,
+    #[serde(default)]
+    status: status::RawStatus,
+    #[serde(default)]
+    log: log::RawLog,
+}
+
+#[derive(Debug)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub session_check: SessionCheckSettings,
+    pub apps: BTreeMap<String, AppSettings>,
+    pub rate_limit: Option<RateLimitSettings>,
+    pub publish: Option<PublishSettings>,
+    pub webhooks: Option<WebhookSettings>,
+    pub status: StatusSettings,
+    pub log: LogSettings,
+    /// Every `*_file` the config reads secrets from (watched for hot reload).
+    pub secret_files: Vec<PathBuf>,
+}
+
+impl RawSettings {
+    fn validate(self) -> Result<Settings, ConfigError> {
+        let mut secrets = secrets::SecretReader::default();
+        let server = self.server.validate()?;
+        let session_check = self
+            .session_check
+            .ok_or_else(|| ConfigError::new("session_check", "missing section"))?
+            .validate()?;
+        let apps = apps::validate(self.apps, &mut secrets)?;
+        let rate_limit = self.rate_limit.validate()?;
+        let publish = self.publish.map(|p| p.validate(&apps, &mut secrets)).transpose()?;
+        let webhooks = self.webhooks.map(|w| w.validate(&mut secrets)).transpose()?;
+        let status = self.status.validate(&apps)?;
+        let log = self.log.validate();
+        Ok(Settings {
+            server,
+            session_check,
+            apps,
+            rate_limit,
+            publish,
+            webhooks,
+            status,
+            log,
+            secret_files: secrets.files,
+        })
+    }
+}
+
+impl Settings {
+    /// Loads the file (if any), then the `DUAL_AUTH__*` environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, None, None)
+    }
+
+    /// Loads from a TOML string (for tests and the demo), then `env` if given.
+    pub fn from_toml(toml: &str, env: Option<HashMap<String, String>>) -> Result<Self, ConfigError> {
+        Self::load_from(None, Some(toml), Some(env.unwrap_or_default()))
+    }
+
+    fn load_from(
+        file: Option<&Path>,
+        toml: Option<&str>,
+        env: Option<HashMap<String, String>>,
+    ) -> Result<Self, ConfigError> {
+        use config::{Environment, File, FileFormat};
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::new("--config", format!("{} is not a readable file: {e}", path.display()))
+            })?;
+            syntax_check(&path.display().to_string(), &text)?;
+            builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
+        }
+        if let Some(toml) = toml {
+            syntax_check("(inline config)", toml)?;
+            builder = builder.add_source(File::from_str(toml, FileFormat::Toml));
+        }
+        // No try_parsing: it would turn a secret like "0123" into the number 123.
+        let mut environment = Environment::with_prefix(ENV_PREFIX).prefix_separator("__").separator("__");
+        if let Some(env) = env {
+            environment = environment.source(Some(env.into_iter().collect()));
+        }
+        let raw: RawSettings = builder
+            .add_source(environment)
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError::new(config_error_key(&e), config_error_message(&e)))?;
+        raw.validate()
+    }
+
+    pub fn app(&self, name: &str) -> Option<&AppSettings> {
+        self.apps.get(name)
+    }
+
+    /// The effective configuration as TOML, secrets redacted: every section,
+    /// each printed by its own module.
+    pub fn redacted_toml(&self) -> String {
+        use toml::{Table, Value};
+        let mut root = Table::new();
+        root.insert("server".into(), Value::Table(self.server.redacted()));
+        root.insert("session_check".into(), Value::Table(self.session_check.redacted()));
+        let apps = self.apps.iter().map(|(name, app)| (name.clone(), Value::Table(app.redacted()))).collect();
+        root.insert("apps".into(), Value::Table(apps));
+        root.insert("rate_limit".into(), Value::Table(server::redacted_rate_limit(self.rate_limit)));
+        if let Some(p) = &self.publish {
+            root.insert("publish".into(), Value::Table(p.redacted()));
+        }
+        if let Some(w) = &self.webhooks {
+            root.insert("webhooks".into(), Value::Table(w.redacted()));
+        }
+        root.insert("status".into(), Value::Table(self.status.redacted()));
+        root.insert("log".into(), Value::Table(self.log.redacted()));
+        toml::to_string_pretty(&root).unwrap_or_default()
+    }
+}
+
+// ---- field helpers shared by the sections ---------------------------------------------------
+
+/// A TOML array, or (from the environment) one comma-separated string.
+fn list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCsv {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match ListOrCsv::deserialize(d)? {
+        ListOrCsv::List(v) => v,
+        ListOrCsv::Csv(s) => {
+            s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+        }
+    })
+}
+
+/// `value` within `range`, else an error naming `key` and the bounds.
+fn in_range<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::new(key, format!("must be between {} and {}", range.start(), range.end())))
+    }
+}
+
+/// An absolute http(s) URL with a host.
+fn http_url(key: &str, input: &str) -> Result<url::Url, ConfigError> {
+    url::Url::parse(input)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+        .ok_or_else(|| ConfigError::new(key, "must be an absolute http:// or https:// URL"))
+}
+
+fn strings(items: impl Iterator<Item = String>) -> toml::Value {
+    toml::Value::Array(items.map(toml::Value::String).collect())
+}
+
+/// Userinfo in a URL is a credential: never print it.
+fn redact_url(url: &url::Url) -> String {
+    let mut u = url.clone();
+    if !u.username().is_empty() || u.password().is_some() {
+        let _ = u.set_username("redacted");
+        let _ = u.set_password(None);
+    }
+    u.to_string()
+}
+
+// ---- reading and reporting ------------------------------------------------------------------
+
+fn config_error_key(e: &config::ConfigError) -> String {
+    match e {
+        config::ConfigError::Type { key: Some(k), .. } => k.clone(),
+        config::ConfigError::At { key: Some(k), .. } => k.clone(),
+        config::ConfigError::Foreign(_) | config::ConfigError::FileParse { .. } => "(file)".into(),
+        _ => "(config)".into(),
+    }
+}
+
+/// The config crate's message, without the offending value (it may be a secret).
+fn config_error_message(e: &config::ConfigError) -> String {
+    match e {
+        config::ConfigError::Type { expected, .. } => format!("wrong type: expected {expected}"),
+        config::ConfigError::At { error, .. } => config_error_message(error),
+        other => other.to_string(),
+    }
+}
+
+/// Every `*_file` path a config names (file and environment), read without
+/// validating it: what to watch when that config was rejected.
+pub fn referenced_files(file: Option<&Path>) -> Vec<PathBuf> {
+    fn walk(value: &toml::Value, key: &str, out: &mut Vec<PathBuf>) {
+        match value {
+            toml::Value::Table(t) => t.iter().for_each(|(k, v)| walk(v, k, out)),
+            toml::Value::String(s) if key.ends_with("_file") => out.push(PathBuf::from(s)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(table) = file.and_then(|f| std::fs::read_to_string(f).ok()?.parse::<toml::Table>().ok()) {
+        walk(&toml::Value::Table(table), "", &mut out);
+    }
+    let prefix = format!("{ENV_PREFIX}__");
+    out.extend(
+        std::env::vars()
+            .filter(|(k, _)| k.starts_with(&prefix) && k.to_ascii_lowercase().ends_with("_file"))
+            .map(|(_, v)| PathBuf::from(v)),
+    );
+    out
+}
+
+/// Parses the TOML once to report a syntax error by file, line and key. The
+/// parser's own report quotes the offending line, which may hold a secret.
+fn syntax_check(source: &str, text: &str) -> Result<(), ConfigError> {
+    let Err(e) = text.parse::<toml::Table>() else { return Ok(()) };
+    let line = e.span().map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+    let bare = |k: &str| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    let lines: Vec<&str> = text.lines().collect();
+    let key = line.and_then(|n| {
+        let name = lines.get(n - 1)?.split_once('=')?.0.trim();
+        // The nearest [section] header above names the table.
+        let section = lines[..n - 1]
+            .iter()
+            .rev()
+            .find_map(|l| l.trim().strip_prefix('[')?.strip_suffix(']'))
+            .map(str::trim)
+            .filter(|s| bare(s));
+        bare(name).then(|| section.map_or(name.to_owned(), |s| format!("{s}.{name}")))
+    });
+    let key = key.unwrap_or_else(|| "(file)".into());
+    let at = line.map(|n| format!(" line {n}")).unwrap_or_default();
+    let message = e.message().lines().next().unwrap_or("invalid TOML");
+    Err(ConfigError::new(key, format!("TOML syntax error in {source}{at}: {message}")))
+}
+
+#[cfg(test)]
+mod tests;

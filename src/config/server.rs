@@ -1,0 +1,193 @@
+//! `[server]` (listeners, origins, proxies, body and header limits) and
+//! `[rate_limit]`.
+
+use super::{ConfigError, in_range, list_or_csv, strings};
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::{net::SocketAddr, num::NonZeroU32, time::Duration};
+use toml::{Table, Value};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawServer {
+    listen: String,
+    admin_listen: String,
+    #[serde(deserialize_with = "list_or_csv")]
+    allowed_origins: Vec<String>,
+    #[serde(deserialize_with = "list_or_csv")]
+    trusted_proxies: Vec<String>,
+    max_body_bytes: usize,
+    max_batch_channels: usize,
+    workers: Option<usize>,
+    shutdown_timeout_secs: u64,
+    body_timeout_ms: u64,
+    header_timeout_ms: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            // Metrics and the status page are for operators: loopback unless opened on purpose.
+            admin_listen: "127.0.0.1:9090".into(),
+            allowed_origins: vec![],
+            trusted_proxies: vec![],
+            max_body_bytes: 8 * 1024,
+            max_batch_channels: 100,
+            workers: None,
+            shutdown_timeout_secs: 20,
+            body_timeout_ms: 5_000,
+            header_timeout_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    /// The operators' listener: /metrics, /status, /status.html (and /healthz, /readyz).
+    pub admin_listen: SocketAddr,
+    /// Exact origins (`scheme://host[:port]`, lowercase) allowed cross-origin.
+    pub allowed_origins: Vec<String>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    pub max_body_bytes: usize,
+    pub max_batch_channels: usize,
+    pub workers: Option<usize>,
+    pub shutdown_timeout: Duration,
+    pub body_timeout: Duration,
+    /// Time a client has to send the request headers (slowloris defence).
+    pub header_timeout: Duration,
+}
+
+fn address(key: &str, input: &str, example: &str) -> Result<SocketAddr, ConfigError> {
+    input.parse().map_err(|_| ConfigError::new(key, format!("{input:?} is not an address like {example}")))
+}
+
+fn normalize_origin(key: &str, input: &str) -> Result<String, ConfigError> {
+    let bad = || ConfigError::new(key, format!("{input:?} is not an origin like https://app.example.com"));
+    let u = url::Url::parse(input).map_err(|_| bad())?;
+    if !matches!(u.scheme(), "http" | "https")
+        || u.host_str().is_none()
+        || u.path() != "/"
+        || input.ends_with('/')
+    {
+        return Err(bad());
+    }
+    if u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() {
+        return Err(bad());
+    }
+    Ok(u.origin().ascii_serialization())
+}
+
+impl RawServer {
+    pub fn validate(self) -> Result<ServerSettings, ConfigError> {
+        let listen = address("server.listen", &self.listen, "127.0.0.1:8080")?;
+        let admin_listen = address("server.admin_listen", &self.admin_listen, "127.0.0.1:9090")?;
+        if admin_listen == listen && listen.port() != 0 {
+            return Err(ConfigError::new("server.admin_listen", "must differ from server.listen"));
+        }
+        let allowed_origins = self
+            .allowed_origins
+            .iter()
+            .map(|o| normalize_origin("server.allowed_origins", o))
+            .collect::<Result<_, _>>()?;
+        let trusted_proxies = self
+            .trusted_proxies
+            .iter()
+            .map(|p| {
+                p.parse::<IpNet>().or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from)).map_err(|_| {
+                    ConfigError::new("server.trusted_proxies", format!("{p:?} is not an IP or CIDR"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        in_range("server.max_body_bytes", self.max_body_bytes, 256..=1024 * 1024)?;
+        in_range("server.max_batch_channels", self.max_batch_channels, 1..=1000)?;
+        if self.workers == Some(0) {
+            return Err(ConfigError::new("server.workers", "must be at least 1"));
+        }
+        if self.body_timeout_ms == 0 {
+            return Err(ConfigError::new("server.body_timeout_ms", "must be greater than 0"));
+        }
+        // actix measures this against a clock it refreshes every 500 ms: shorter
+        // values time out healthy requests at random.
+        in_range("server.header_timeout_ms", self.header_timeout_ms, 1_000..=300_000)?;
+        Ok(ServerSettings {
+            listen,
+            admin_listen,
+            allowed_origins,
+            trusted_proxies,
+            max_body_bytes: self.max_body_bytes,
+            max_batch_channels: self.max_batch_channels,
+            workers: self.workers,
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
+            body_timeout: Duration::from_millis(self.body_timeout_ms),
+            header_timeout: Duration::from_millis(self.header_timeout_ms),
+        })
+    }
+}
+
+impl ServerSettings {
+    pub fn redacted(&self) -> Table {
+        let mut t = Table::new();
+        t.insert("listen".into(), Value::String(self.listen.to_string()));
+        t.insert("admin_listen".into(), Value::String(self.admin_listen.to_string()));
+        t.insert("allowed_origins".into(), strings(self.allowed_origins.iter().cloned()));
+        t.insert("trusted_proxies".into(), strings(self.trusted_proxies.iter().map(|p| p.to_string())));
+        t.insert("max_body_bytes".into(), Value::Integer(self.max_body_bytes as i64));
+        t.insert("max_batch_channels".into(), Value::Integer(self.max_batch_channels as i64));
+        if let Some(w) = self.workers {
+            t.insert("workers".into(), Value::Integer(w as i64));
+        }
+        t.insert("shutdown_timeout_secs".into(), Value::Integer(self.shutdown_timeout.as_secs() as i64));
+        t.insert("body_timeout_ms".into(), Value::Integer(self.body_timeout.as_millis() as i64));
+        t.insert("header_timeout_ms".into(), Value::Integer(self.header_timeout.as_millis() as i64));
+        t
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawRateLimit {
+    enabled: bool,
+    per_second: u32,
+    burst: u32,
+}
+
+impl Default for RawRateLimit {
+    fn default() -> Self {
+        Self { enabled: false, per_second: 20, burst: 40 }
+    }
+}
+
+/// Per-client-IP token bucket on the auth routes (off unless configured).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitSettings {
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+impl RawRateLimit {
+    pub fn validate(self) -> Result<Option<RateLimitSettings>, ConfigError> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let nz =
+            |v: u32, key: &str| NonZeroU32::new(v).ok_or_else(|| ConfigError::new(key, "must be at least 1"));
+        Ok(Some(RateLimitSettings {
+            per_second: nz(self.per_second, "rate_limit.per_second")?,
+            burst: nz(self.burst, "rate_limit.burst")?,
+        }))
+    }
+}
+
+/// `[rate_limit]` as printed: `enabled = false` when off.
+pub(super) fn redacted_rate_limit(settings: Option<RateLimitSettings>) -> Table {
+    let mut t = Table::new();
+    t.insert("enabled".into(), Value::Boolean(settings.is_some()));
+    if let Some(r) = settings {
+        t.insert("per_second".into(), Value::Integer(r.per_second.get().into()));
+        t.insert("burst".into(), Value::Integer(r.burst.get().into()));
+    }
+    t
+}

@@ -1,0 +1,163 @@
+//! `[session_check]`: the host app's check — where it is, how long it may take,
+//! which headers reach it, and how identical checks are shared.
+
+use super::{ConfigError, http_url, in_range, list_or_csv, redact_url, strings};
+use serde::Deserialize;
+use std::time::Duration;
+use toml::{Table, Value};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSessionCheck {
+    url: Option<String>,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+    #[serde(default = "default_connect_timeout_ms")]
+    connect_timeout_ms: u64,
+    #[serde(default = "default_max_response_bytes")]
+    max_response_bytes: usize,
+    #[serde(default, deserialize_with = "list_or_csv")]
+    forward_headers: Vec<String>,
+    #[serde(default = "default_true")]
+    coalesce: bool,
+    #[serde(default)]
+    coalesce_across_addresses: bool,
+    #[serde(default)]
+    cache_ttl_ms: u64,
+    cache_deny_ttl_ms: Option<u64>,
+    #[serde(default = "default_cache_max_entries")]
+    cache_max_entries: usize,
+}
+fn default_true() -> bool {
+    true
+}
+fn default_cache_max_entries() -> usize {
+    10_000
+}
+fn default_timeout_ms() -> u64 {
+    2_000
+}
+fn default_connect_timeout_ms() -> u64 {
+    1_000
+}
+fn default_max_response_bytes() -> usize {
+    16 * 1024
+}
+
+/// How identical checks are shared: coalescing of concurrent ones, and the
+/// optional decision cache.
+#[derive(Debug, Clone, Copy)]
+pub struct CachePolicy {
+    pub coalesce: bool,
+    /// Leave the client address out of the key (only for hosts that never look at it).
+    pub across_addresses: bool,
+    pub grant_ttl: Duration,
+    pub deny_ttl: Duration,
+    /// Bounds both the decision cache and the in-flight map.
+    pub max_entries: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionCheckSettings {
+    pub url: url::Url,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_response_bytes: usize,
+    /// Extra request headers forwarded besides Cookie and Authorization (lowercase).
+    pub forward_headers: Vec<String>,
+    /// Coalescing and the optional decision cache.
+    pub cache: CachePolicy,
+}
+
+/// Headers that must never be forwarded to the host, whatever the config says.
+const NEVER_FORWARD: &[&str] = &[
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "content-length",
+    "content-type",
+    "forwarded",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "expect",
+];
+
+fn forward_headers(listed: &[String]) -> Result<Vec<String>, ConfigError> {
+    let key = "session_check.forward_headers";
+    let mut out = Vec::new();
+    for h in listed {
+        let lower = h.trim().to_ascii_lowercase();
+        if lower.is_empty() || !lower.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(ConfigError::new(key, format!("{h:?} is not a header name (letters, digits, '-')")));
+        }
+        if NEVER_FORWARD.contains(&lower.as_str()) || lower.starts_with("x-forwarded-") {
+            return Err(ConfigError::new(
+                key,
+                format!("{h:?} is never forwarded (hop-by-hop or proxy-owned)"),
+            ));
+        }
+        if !matches!(lower.as_str(), "cookie" | "authorization" | "x-request-id") && !out.contains(&lower) {
+            out.push(lower);
+        }
+    }
+    Ok(out)
+}
+
+impl RawSessionCheck {
+    pub fn validate(self) -> Result<SessionCheckSettings, ConfigError> {
+        let raw_url = self.url.ok_or_else(|| ConfigError::new("session_check.url", "missing"))?;
+        let url = http_url("session_check.url", &raw_url)?;
+        in_range("session_check.timeout_ms", self.timeout_ms, 1..=60_000)?;
+        in_range("session_check.connect_timeout_ms", self.connect_timeout_ms, 1..=60_000)?;
+        in_range("session_check.max_response_bytes", self.max_response_bytes, 256..=1024 * 1024)?;
+        let forward_headers = forward_headers(&self.forward_headers)?;
+        // Denials are remembered for a fifth of the grant TTL unless set: a user who
+        // just logged in should not wait out a cached "no".
+        let deny_ms = self.cache_deny_ttl_ms.unwrap_or(self.cache_ttl_ms / 5);
+        if self.cache_ttl_ms > 60_000 {
+            return Err(ConfigError::new("session_check.cache_ttl_ms", "must be at most 60000 (a minute)"));
+        }
+        if deny_ms > self.cache_ttl_ms {
+            return Err(ConfigError::new("session_check.cache_deny_ttl_ms", "must not exceed cache_ttl_ms"));
+        }
+        if self.cache_max_entries == 0 {
+            return Err(ConfigError::new("session_check.cache_max_entries", "must be at least 1"));
+        }
+        Ok(SessionCheckSettings {
+            url,
+            timeout: Duration::from_millis(self.timeout_ms),
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms.min(self.timeout_ms)),
+            max_response_bytes: self.max_response_bytes,
+            forward_headers,
+            cache: CachePolicy {
+                coalesce: self.coalesce,
+                across_addresses: self.coalesce_across_addresses,
+                grant_ttl: Duration::from_millis(self.cache_ttl_ms),
+                deny_ttl: Duration::from_millis(deny_ms),
+                max_entries: self.cache_max_entries,
+            },
+        })
+    }
+}
+
+impl SessionCheckSettings {
+    pub fn redacted(&self) -> Table {
+        let mut t = Table::new();
+        t.insert("url".into(), Value::String(redact_url(&self.url)));
+        t.insert("timeout_ms".into(), Value::Integer(self.timeout.as_millis() as i64));
+        t.insert("connect_timeout_ms".into(), Value::Integer(self.connect_timeout.as_millis() as i64));
+        t.insert("max_response_bytes".into(), Value::Integer(self.max_response_bytes as i64));
+        t.insert("forward_headers".into(), strings(self.forward_headers.iter().cloned()));
+        t.insert("coalesce".into(), Value::Boolean(self.cache.coalesce));
+        t.insert("coalesce_across_addresses".into(), Value::Boolean(self.cache.across_addresses));
+        t.insert("cache_ttl_ms".into(), Value::Integer(self.cache.grant_ttl.as_millis() as i64));
+        t.insert("cache_deny_ttl_ms".into(), Value::Integer(self.cache.deny_ttl.as_millis() as i64));
+        t.insert("cache_max_entries".into(), Value::Integer(self.cache.max_entries as i64));
+        t
+    }
+}

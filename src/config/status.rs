@@ -1,0 +1,54 @@
+//! `[status]`: what the migration status page calls the old app, and when it is drained.
+
+use super::{ConfigError, apps::AppSettings, in_range};
+use serde::Deserialize;
+use std::{collections::BTreeMap, time::Duration};
+use toml::{Table, Value};
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawStatus {
+    old_app: Option<String>,
+    drain_window_secs: Option<u64>,
+    sample_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StatusSettings {
+    /// The app being drained: `old_app` (checked at load), or the app named
+    /// "old" when there is one; None otherwise (the page then says so).
+    pub old_app: Option<String>,
+    pub drain_window: Duration,
+    pub sample_every: Duration,
+}
+
+impl RawStatus {
+    pub fn validate(self, apps: &BTreeMap<String, AppSettings>) -> Result<StatusSettings, ConfigError> {
+        let old_app = match self.old_app {
+            Some(name) if apps.contains_key(&name) => Some(name),
+            Some(name) => {
+                return Err(ConfigError::new("status.old_app", format!("{name:?} is not a configured app")));
+            }
+            None => apps.contains_key("old").then(|| "old".to_owned()),
+        };
+        let sample_secs = self.sample_secs.unwrap_or(10);
+        in_range("status.sample_secs", sample_secs, 1..=3600)?;
+        Ok(StatusSettings {
+            old_app,
+            drain_window: Duration::from_secs(self.drain_window_secs.unwrap_or(86_400)),
+            sample_every: Duration::from_secs(sample_secs),
+        })
+    }
+}
+
+impl StatusSettings {
+    pub fn redacted(&self) -> Table {
+        let mut t = Table::new();
+        if let Some(old) = &self.old_app {
+            t.insert("old_app".into(), Value::String(old.clone()));
+        }
+        t.insert("drain_window_secs".into(), Value::Integer(self.drain_window.as_secs() as i64));
+        t.insert("sample_secs".into(), Value::Integer(self.sample_every.as_secs() as i64));
+        t
+    }
+}

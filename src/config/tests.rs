@@ -1,0 +1,228 @@
+use super::*;
+use secrecy::ExposeSecret;
+use std::time::Duration;
+
+const MINIMAL: &str = r#"
+[session_check]
+url = "http://127.0.0.1:3000/check"
+[apps.old]
+app_id = "1111"
+key = "oldkey"
+secret = "oldsecret"
+[apps.new]
+app_id = "2222"
+key = "278d425bdf160c739803"
+secret = "7ad3773142a6692b25b8"
+cluster = "eu"
+"#;
+
+fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+    Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+}
+
+fn err(toml: &str, e: &[(&str, &str)]) -> ConfigError {
+    Settings::from_toml(toml, env(e)).expect_err("should fail")
+}
+
+#[test]
+fn minimal_config_loads_with_defaults() {
+    let s = Settings::from_toml(MINIMAL, None).unwrap();
+    assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(s.session_check.timeout, Duration::from_millis(2000));
+    assert_eq!(s.apps.keys().collect::<Vec<_>>(), ["new", "old"]);
+    assert_eq!(s.app("new").unwrap().cluster.as_deref(), Some("eu"));
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let s = Settings::from_toml(
+        MINIMAL,
+        env(&[
+            ("DUAL_AUTH__APPS__NEW__SECRET", "from-env"),
+            ("DUAL_AUTH__SESSION_CHECK__TIMEOUT_MS", "750"),
+            ("DUAL_AUTH__SERVER__ALLOWED_ORIGINS", "https://a.example.com,https://b.example.com:8443"),
+            ("DUAL_AUTH__APPS__THIRD__APP_ID", "3"),
+            ("DUAL_AUTH__APPS__THIRD__KEY", "k3"),
+            ("DUAL_AUTH__APPS__THIRD__SECRET", "s3"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.app("new").unwrap().credentials.secret.expose_secret(), "from-env");
+    assert_eq!(s.session_check.timeout, Duration::from_millis(750));
+    assert_eq!(s.server.allowed_origins, ["https://a.example.com", "https://b.example.com:8443"]);
+    assert!(s.app("third").is_some());
+}
+
+#[test]
+fn secrets_can_come_from_files() {
+    let dir = std::env::temp_dir().join(format!("dual-auth-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("new");
+    std::fs::write(&secret, "file-secret\n").unwrap();
+    let master = dir.join("master");
+    std::fs::write(&master, "zyrm8pvV2C9fJcBfhyXzvxbJVN/H7QLmbe0xJi1GhPU=\n").unwrap();
+    let toml = MINIMAL.replace(
+        "secret = \"7ad3773142a6692b25b8\"",
+        &format!("secret_file = {:?}\nencryption_master_key_file = {:?}", secret, master),
+    );
+    let s = Settings::from_toml(&toml, None).unwrap();
+    let new = s.app("new").unwrap();
+    assert_eq!(new.credentials.secret.expose_secret(), "file-secret");
+    assert!(new.credentials.master_key.is_some());
+}
+
+#[test]
+fn errors_name_the_key() {
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (MINIMAL.replace("secret = \"oldsecret\"", ""), vec![], "apps.old.secret"),
+        (MINIMAL.replace("secret = \"oldsecret\"", "secret = \"\""), vec![], "apps.old.secret"),
+        (
+            MINIMAL.replace("secret = \"oldsecret\"", "secret = \"a\"\nsecret_file = \"/x\""),
+            vec![],
+            "apps.old.secret",
+        ),
+        (
+            MINIMAL.replace("secret = \"oldsecret\"", "secret_file = \"/nonexistent/x\""),
+            vec![],
+            "apps.old.secret_file",
+        ),
+        (MINIMAL.replace("key = \"oldkey\"", "key = \"a:b\""), vec![], "apps.old.key"),
+        (MINIMAL.replace("app_id = \"1111\"", ""), vec![], "apps.old.app_id"),
+        (
+            format!("{MINIMAL}encryption_master_key_base64 = \"c2hvcnQ=\""),
+            vec![],
+            "apps.new.encryption_master_key_base64",
+        ),
+        (MINIMAL.replace("http://127.0.0.1:3000/check", "ftp://x"), vec![], "session_check.url"),
+        (MINIMAL.replace("http://127.0.0.1:3000/check", "not a url"), vec![], "session_check.url"),
+        (MINIMAL.replace("[apps.old]", "[apps.Old]"), vec![], "apps.Old"),
+        (format!("[server]\nlisten = \"nope\"\n{MINIMAL}"), vec![], "server.listen"),
+        (
+            format!("[server]\nallowed_origins = [\"https://a.com/\"]\n{MINIMAL}"),
+            vec![],
+            "server.allowed_origins",
+        ),
+        (
+            format!("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n{MINIMAL}"),
+            vec![],
+            "server.trusted_proxies",
+        ),
+        (
+            MINIMAL.replace("[session_check]", "[session_check]\nforward_headers = [\"Host\"]"),
+            vec![],
+            "session_check.forward_headers",
+        ),
+        (
+            MINIMAL.replace("[session_check]", "[session_check]\nforward_headers = [\"X-Forwarded-For\"]"),
+            vec![],
+            "session_check.forward_headers",
+        ),
+        (
+            MINIMAL.replace("[session_check]", "[session_check]\ntimeout_ms = 0"),
+            vec![],
+            "session_check.timeout_ms",
+        ),
+        (
+            MINIMAL.to_string(),
+            vec![("DUAL_AUTH__SESSION_CHECK__TIMEOUT_MS", "soon")],
+            "session_check.timeout_ms",
+        ),
+        (MINIMAL.replace("[session_check]", "[session_check]\ntimeuot_ms = 5"), vec![], "timeuot_ms"),
+        (format!("{MINIMAL}\n[bogus]\nx = 1"), vec![], "bogus"),
+        ("[apps.a]\napp_id=\"1\"\nkey=\"k\"\nsecret=\"s\"".to_string(), vec![], "session_check"),
+        ("[session_check]\nurl = \"http://x\"".to_string(), vec![], "apps"),
+        (
+            format!(
+                "{MINIMAL}encryption_master_key_base64 = \"zyrm8pvV2C9fJcBfhyXzvxbJVN/H7QLmbe0xJi1GhPU=\"\n\
+                 [publish]\napp_id = \"p\"\nkey = \"pk\"\nsecret = \"ps\"\ntargets = [\"old\", \"new\"]"
+            ),
+            vec![],
+            "publish.targets",
+        ),
+        (
+            format!(
+                "{MINIMAL}[publish]\napp_id = \"p\"\nkey = \"pk\"\nsecret = \"ps\"\ntargets = [\"nope\"]"
+            ),
+            vec![],
+            "publish.targets",
+        ),
+    ];
+    for (toml, e, key) in cases {
+        let err = err(&toml, &e);
+        let text = err.to_string();
+        assert!(text.contains(key), "expected {key} in: {text}");
+    }
+}
+
+#[test]
+fn syntax_errors_name_file_line_and_key_but_never_the_value() {
+    for broken in [
+        "secret = \"hunter2-VALUE",
+        "secret = hunter2-VALUE",
+        "secret = \"hunter2-VALUE\" trailing",
+        "secret = '''hunter2-VALUE",
+        "secret \"hunter2-VALUE\"",
+    ] {
+        let toml = MINIMAL.replace("secret = \"oldsecret\"", broken);
+        let line = toml.lines().position(|l| l.contains("hunter2")).unwrap() + 1;
+        let text = err(&toml, &[]).to_string();
+        assert!(!text.contains("hunter2"), "{broken}: {text}");
+        // An unterminated multi-line string is noticed (and reported) at the end of the file.
+        if !broken.contains("'''") {
+            assert!(text.contains(&format!("line {line}")), "{broken}: {text}");
+        }
+    }
+    let text = err(&MINIMAL.replace("secret = \"oldsecret\"", "secret = \"x"), &[]).to_string();
+    assert!(text.contains("`apps.old.secret`"), "{text}");
+    // A value of the wrong type is not echoed either.
+    let toml = MINIMAL.replace("[session_check]", "[session_check]\ntimeout_ms = \"hunter2-VALUE\"");
+    let text = err(&toml, &[]).to_string();
+    assert!(!text.contains("hunter2") && text.contains("session_check.timeout_ms"), "{text}");
+}
+
+#[test]
+fn redacted_output_never_contains_secrets() {
+    let toml = format!(
+        "{}encryption_master_key_base64 = \"zyrm8pvV2C9fJcBfhyXzvxbJVN/H7QLmbe0xJi1GhPU=\"",
+        MINIMAL.replace("http://127.0.0.1:3000/check", "http://user:pw@127.0.0.1:3000/check")
+    );
+    let s = Settings::from_toml(&toml, None).unwrap();
+    let out = s.redacted_toml();
+    for secret in ["oldsecret", "7ad3773142a6692b25b8", "zyrm8pvV", ":pw@"] {
+        assert!(!out.contains(secret), "{secret} leaked:\n{out}");
+    }
+    assert!(out.contains("278d425bdf160c739803") && out.contains("[redacted]"));
+    let dbg = format!("{s:?}");
+    assert!(!dbg.contains("oldsecret") && !dbg.contains("7ad3773142a6692b25b8"));
+}
+
+#[test]
+fn every_section_is_printed_and_the_printout_loads_back_the_same() {
+    let full = format!(
+        "{MINIMAL}\n[publish]\napp_id = \"p\"\nkey = \"pk\"\nsecret = \"ps\"\ntargets = [\"old\", \"new\"]\n\
+         [webhooks]\nforward_url = \"http://127.0.0.1:3000/hook\"\nkey = \"wk\"\nsecret = \"ws\"\nmax_age_secs = 60\n\
+         [status]\nold_app = \"old\"\ndrain_window_secs = 60\n\
+         [rate_limit]\nenabled = true\nper_second = 5\nburst = 9\n\
+         [log]\nlevel = \"debug\"\n"
+    );
+    let printed = Settings::from_toml(&full, None).unwrap().redacted_toml();
+    let table: toml::Table = printed.parse().unwrap();
+    for section in ["server", "session_check", "apps", "rate_limit", "publish", "webhooks", "status", "log"] {
+        assert!(table.contains_key(section), "[{section}] missing from:\n{printed}");
+    }
+    for secret in ["\"ps\"", "\"ws\"", "oldsecret"] {
+        assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
+    }
+    // Every value survives: the printout (secrets read "[redacted]") loads and prints the same.
+    let again = Settings::from_toml(&printed, None).unwrap().redacted_toml();
+    assert_eq!(printed, again);
+}
+
+#[test]
+fn status_old_app_is_checked_at_load() {
+    let e = err(&format!("{MINIMAL}[status]\nold_app = \"nope\"\n"), &[]);
+    assert_eq!(e.key, "status.old_app");
+    let s = Settings::from_toml(&MINIMAL.replace("[apps.old]", "[apps.legacy]"), None).unwrap();
+    assert_eq!(s.status.old_app, None, "no app named old and none named: nothing to drain");
+}

@@ -1,0 +1,136 @@
+//! `[webhooks]`: where the merged webhooks of every app go, how they are
+//! signed, where the merge state lives, and what is accepted.
+
+use super::{ConfigError, http_url, in_range, redact_url, secrets::SecretReader};
+use crate::pusher::AppKey;
+use secrecy::SecretString;
+use serde::Deserialize;
+use std::{path::PathBuf, time::Duration};
+use toml::{Table, Value};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWebhooks {
+    forward_url: Option<String>,
+    key: Option<String>,
+    secret: Option<SecretString>,
+    secret_file: Option<PathBuf>,
+    #[serde(default = "default_retry_max_secs")]
+    retry_max_secs: u64,
+    #[serde(default)]
+    state: StoreKind,
+    redis_url: Option<String>,
+    #[serde(default = "default_redis_prefix")]
+    redis_prefix: String,
+    #[serde(default = "default_max_body_bytes")]
+    max_body_bytes: usize,
+    #[serde(default = "default_max_age_secs")]
+    max_age_secs: u64,
+}
+fn default_retry_max_secs() -> u64 {
+    300
+}
+fn default_redis_prefix() -> String {
+    "pusher-dual-auth".into()
+}
+fn default_max_body_bytes() -> usize {
+    64 * 1024
+}
+/// Pusher retries a failed webhook for 5 minutes; twice that leaves room for clock skew.
+fn default_max_age_secs() -> u64 {
+    600
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum StoreKind {
+    #[default]
+    Memory,
+    Redis,
+}
+
+/// Where the webhook merge state and outbox live (chosen at start; not hot-reloaded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookStore {
+    /// In this process: one replica.
+    Memory,
+    /// In Redis: shared by several replicas, durable queue.
+    Redis { url: String, prefix: String },
+}
+
+#[derive(Debug)]
+pub struct WebhookSettings {
+    pub forward_url: url::Url,
+    /// Sent as X-Pusher-Key; with `secret` it signs X-Pusher-Signature.
+    pub key: AppKey,
+    pub secret: SecretString,
+    pub retry_max: Duration,
+    pub store: WebhookStore,
+    /// Largest webhook body read (Pusher's batches are small).
+    pub max_body_bytes: usize,
+    /// Webhooks whose `time_ms` is further than this from now are refused,
+    /// and exact repeats within it are acknowledged but not applied again.
+    pub max_age: Duration,
+}
+
+impl RawWebhooks {
+    pub fn validate(self, secrets: &mut SecretReader) -> Result<WebhookSettings, ConfigError> {
+        let forward_url = self
+            .forward_url
+            .ok_or_else(|| ConfigError::new("webhooks.forward_url", "must be an http:// or https:// URL"))?;
+        let forward_url = http_url("webhooks.forward_url", &forward_url)?;
+        let key =
+            self.key.filter(|k| !k.is_empty()).ok_or_else(|| ConfigError::new("webhooks.key", "missing"))?;
+        let key = AppKey::parse(&key).map_err(|m| ConfigError::new("webhooks.key", m))?;
+        let secret = secrets.required("webhooks.secret", self.secret, self.secret_file)?;
+        let store = match (self.state, self.redis_url) {
+            (StoreKind::Redis, Some(url)) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                WebhookStore::Redis { url, prefix: self.redis_prefix }
+            }
+            (StoreKind::Redis, _) => {
+                return Err(ConfigError::new(
+                    "webhooks.redis_url",
+                    "state = \"redis\" needs redis_url = \"redis://host:6379/0\"",
+                ));
+            }
+            (StoreKind::Memory, _) => WebhookStore::Memory,
+        };
+        in_range("webhooks.max_body_bytes", self.max_body_bytes, 1024..=1024 * 1024)?;
+        in_range("webhooks.max_age_secs", self.max_age_secs, 1..=86_400)?;
+        Ok(WebhookSettings {
+            forward_url,
+            key,
+            secret,
+            retry_max: Duration::from_secs(self.retry_max_secs),
+            store,
+            max_body_bytes: self.max_body_bytes,
+            max_age: Duration::from_secs(self.max_age_secs),
+        })
+    }
+}
+
+impl WebhookSettings {
+    pub fn redacted(&self) -> Table {
+        let mut t = Table::new();
+        t.insert("forward_url".into(), Value::String(redact_url(&self.forward_url)));
+        t.insert("key".into(), Value::String(self.key.as_ref().to_owned()));
+        t.insert("secret".into(), Value::String("[redacted]".into()));
+        t.insert("retry_max_secs".into(), Value::Integer(self.retry_max.as_secs() as i64));
+        match &self.store {
+            WebhookStore::Memory => {
+                t.insert("state".into(), Value::String("memory".into()));
+            }
+            WebhookStore::Redis { url, prefix } => {
+                t.insert("state".into(), Value::String("redis".into()));
+                // A Redis URL may carry a password.
+                let shown =
+                    url::Url::parse(url).map(|u| redact_url(&u)).unwrap_or_else(|_| "[redacted]".into());
+                t.insert("redis_url".into(), Value::String(shown));
+                t.insert("redis_prefix".into(), Value::String(prefix.clone()));
+            }
+        }
+        t.insert("max_body_bytes".into(), Value::Integer(self.max_body_bytes as i64));
+        t.insert("max_age_secs".into(), Value::Integer(self.max_age.as_secs() as i64));
+        t
+    }
+}
