@@ -4,8 +4,8 @@
 
 use crate::{
     auth_request::RequestError,
+    body::BodyError,
     pusher::ProtocolError,
-    routes::BodyError,
     session_check::{HeaderError, HostError},
 };
 use actix_web::{HttpResponse, ResponseError, http::StatusCode};

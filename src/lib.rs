@@ -3,6 +3,7 @@
 //! of the app each route serves.
 
 pub mod auth_request;
+pub mod body;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -11,11 +12,14 @@ pub mod metrics;
 pub mod outbound;
 pub mod publish;
 pub mod pusher;
+pub mod rate_limit;
 pub mod reload;
 pub mod routes;
 pub mod session_check;
 pub mod startup;
+pub mod state;
 pub mod status;
+pub mod tasks;
 pub mod telemetry;
 pub mod tools;
 pub mod webhooks;

@@ -7,7 +7,7 @@
 //! exist yet), so fixing the cause — say, the missing secret file appearing —
 //! is enough.
 
-use crate::startup::AppState;
+use crate::state::AppState;
 use notify::{EventKind, RecursiveMode, Watcher};
 use std::{collections::BTreeSet, path::PathBuf, sync::Arc, time::Duration};
 

@@ -1,101 +1,10 @@
-//! Building and running the HTTP server(s).
+//! Building and running the HTTP server(s): listeners, routes, background tasks.
 
-use crate::{
-    config::Settings, metrics::Metrics, routes, session_check::SessionCheckClient, telemetry::RequestSpan,
-};
+use crate::{config::Settings, routes, state::AppState, telemetry::RequestSpan};
 use actix_web::{App, HttpResponse, HttpServer, dev::Server, middleware::from_fn, web};
 use anyhow::Context;
-use arc_swap::ArcSwap;
-use std::{net::TcpListener, path::PathBuf, sync::Arc};
+use std::{net::TcpListener, path::PathBuf};
 use tracing_actix_web::TracingLogger;
-
-/// Everything derived from one validated config. Replaced whole on reload;
-/// a request keeps the `Live` it started with until it is answered.
-pub struct Live {
-    pub settings: Settings,
-    pub session_check: SessionCheckClient,
-    pub rate_limiter: Option<routes::ClientRateLimiter>,
-    pub publisher: Option<crate::publish::Publisher>,
-}
-
-impl Live {
-    pub fn new(settings: Settings) -> anyhow::Result<Self> {
-        let session_check =
-            SessionCheckClient::new(&settings.session_check).context("building the session-check client")?;
-        let rate_limiter = settings.rate_limit.map(routes::ClientRateLimiter::new);
-        let publisher = settings.publish.as_ref().map(crate::publish::Publisher::new).transpose()?;
-        Ok(Self { settings, session_check, rate_limiter, publisher })
-    }
-}
-
-/// Process-wide state shared by every worker.
-pub struct AppState {
-    live: ArcSwap<Live>,
-    pub metrics: Metrics,
-    pub webhooks: crate::webhooks::Webhooks,
-    pub status: crate::status::StatusHistory,
-    /// The file the config came from, for reloads (set once, by `watch_config`).
-    config_path: std::sync::OnceLock<PathBuf>,
-    /// Secret files named by the last rejected config (watched too, so a reload
-    /// rejected for a missing file is retried when the file appears); None
-    /// while the running config is the latest.
-    rejected: std::sync::Mutex<Option<Vec<PathBuf>>>,
-}
-
-impl AppState {
-    /// The config file, every secret file it names, and those a rejected
-    /// config names: what a reload watches.
-    pub fn watched_files(&self) -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = self.config_path.get().cloned().into_iter().collect();
-        files.extend(self.live().settings.secret_files.iter().cloned());
-        files.extend(self.rejected.lock().unwrap().iter().flatten().cloned());
-        files
-    }
-
-    /// Whether the last reload was rejected (the watcher then re-checks now and then).
-    pub fn last_reload_rejected(&self) -> bool {
-        self.rejected.lock().unwrap().is_some()
-    }
-
-    /// The current configuration (cheap: an `Arc` clone).
-    pub fn live(&self) -> Arc<Live> {
-        self.live.load_full()
-    }
-
-    /// Loads, validates and swaps in a new config. On any error the current one
-    /// stays, and the error is returned (and logged and counted by the caller).
-    pub fn reload(&self) -> anyhow::Result<()> {
-        let result = (|| {
-            let settings = Settings::load(self.config_path.get().map(PathBuf::as_path))?;
-            let current = self.live();
-            if settings.server.listen != current.settings.server.listen
-                || settings.server.admin_listen != current.settings.server.admin_listen
-            {
-                tracing::warn!(
-                    "server.listen / server.admin_listen changed: restart to apply; other changes are live"
-                );
-            }
-            self.live.store(Arc::new(Live::new(settings)?));
-            Ok(())
-        })();
-        self.metrics.reload(result.is_ok());
-        *self.rejected.lock().unwrap() = match &result {
-            Ok(()) => None,
-            Err(_) => Some(crate::config::referenced_files(self.config_path.get().map(PathBuf::as_path))),
-        };
-        match &result {
-            Ok(()) => {
-                let live = self.live();
-                let apps: Vec<&String> = live.settings.apps.keys().collect();
-                tracing::info!(?apps, "configuration reloaded");
-            }
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "configuration reload rejected; keeping the previous one")
-            }
-        }
-        result
-    }
-}
 
 pub struct Application {
     port: u16,
@@ -130,21 +39,11 @@ impl Application {
         let admin_port = admin_listener.local_addr()?.port();
         limit_receive_buffer(&listener)?;
         let server_settings = settings.server.clone();
-        let webhooks = crate::webhooks::Webhooks::new(settings.webhooks.as_ref())?;
-        let metrics = Metrics::new();
-        metrics.reload(true);
-        let state = web::Data::new(AppState {
-            live: ArcSwap::from_pointee(Live::new(settings)?),
-            metrics,
-            webhooks,
-            status: crate::status::StatusHistory::default(),
-            config_path: std::sync::OnceLock::new(),
-            rejected: std::sync::Mutex::new(None),
-        });
+        let state = web::Data::new(AppState::new(settings)?);
 
         if tokio::runtime::Handle::try_current().is_ok() {
-            crate::webhooks::spawn_sender(state.clone().into_inner());
-            crate::webhooks::spawn_reconcile(state.clone().into_inner());
+            crate::tasks::spawn_sender(state.clone().into_inner());
+            crate::tasks::spawn_reconcile(state.clone().into_inner());
             crate::status::spawn_sampler(state.clone().into_inner());
         }
         let app_state = state.clone();
@@ -187,7 +86,7 @@ impl Application {
 
     /// Reload the config from `path` on SIGHUP and when it (or a secret file) changes.
     pub fn watch_config(&self, path: PathBuf) -> anyhow::Result<()> {
-        anyhow::ensure!(self.state.config_path.set(path).is_ok(), "watch_config called twice");
+        self.state.set_config_path(path)?;
         crate::reload::spawn(self.state.clone().into_inner())
     }
 
@@ -243,7 +142,7 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/webhooks")
             .guard(configured(|s| s.webhooks.is_some()))
-            .route(web::post().to(crate::webhooks::receive)),
+            .route(web::post().to(routes::receive_webhook)),
     );
     cfg.service(
         web::scope("/auth")

@@ -4,31 +4,14 @@
 //! verdict "old app drained": no new old-app authorization and no old-app
 //! occupancy for `drain_window_secs`.
 
-use crate::startup::AppState;
+use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use serde_json::{Value, json};
-use std::{
-    collections::{BTreeMap, VecDeque},
-    sync::{Arc, Mutex},
-};
+use std::{collections::BTreeMap, sync::Arc};
 
 const MAX_SAMPLES: usize = 360;
 
-#[derive(Clone, serde::Serialize)]
-struct Sample {
-    t: u64,
-    signed: BTreeMap<String, u64>,
-    occupied: BTreeMap<String, usize>,
-}
-
-#[derive(Default)]
-pub struct StatusHistory {
-    samples: Mutex<VecDeque<Sample>>,
-    /// Since when (unix ms) the old app has been quiet, if it is.
-    quiet_since: Mutex<Option<u64>>,
-}
-
-use crate::outbound::now_ms;
+use crate::{outbound::now_ms, state::Sample};
 
 async fn take_sample(state: &AppState) -> Sample {
     let live = state.live();

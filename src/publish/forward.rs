@@ -1,0 +1,147 @@
+//! Forwarding to the target apps: re-signed per app, concurrent, retried on
+//! connection errors, timeouts, 429 and 5xx; and the answer per the success
+//! policy.
+
+use super::merge;
+use crate::{
+    config::{AppSettings, PublishSettings, PublishSuccess},
+    metrics::Metrics,
+    state::Live,
+};
+use actix_web::{HttpResponse, http::StatusCode, web};
+use serde_json::{Map, Value, json};
+use std::time::Duration;
+
+/// What to send to each target app.
+pub struct Outgoing<'a> {
+    pub method: reqwest::Method,
+    pub suffix: &'a str,
+    pub extra: &'a [(String, String)],
+    pub body: &'a [u8],
+}
+
+/// One target's outcome after retries.
+pub struct Forwarded {
+    pub app: String,
+    result: Result<(u16, web::Bytes), String>,
+}
+
+impl Forwarded {
+    pub fn ok(&self) -> bool {
+        matches!(self.result, Ok((s, _)) if (200..300).contains(&s))
+    }
+
+    fn summary(&self) -> Value {
+        match &self.result {
+            Ok((s, _)) => json!(s),
+            Err(e) => json!(e),
+        }
+    }
+
+    /// The target's JSON answer, when it succeeded.
+    pub fn parsed(&self) -> Option<Value> {
+        match &self.result {
+            Ok((s, b)) if (200..300).contains(s) => serde_json::from_slice(b).ok(),
+            _ => None,
+        }
+    }
+}
+
+fn retryable(result: &Result<(u16, web::Bytes), String>) -> bool {
+    match result {
+        Err(_) => true,
+        Ok((s, _)) => *s == 429 || *s >= 500,
+    }
+}
+
+async fn forward_one(
+    http: &reqwest::Client,
+    publish: &PublishSettings,
+    metrics: &Metrics,
+    target: &AppSettings,
+    out: &Outgoing<'_>,
+) -> Forwarded {
+    let Outgoing { method, suffix, extra, body } = out;
+    let (extra, body) = (*extra, *body);
+    let path = format!("/apps/{}{suffix}", target.app_id);
+    let mut attempt = 0;
+    loop {
+        let url = crate::outbound::signed_url(target, method.as_str(), &path, body, extra);
+        let mut req = http.request(method.clone(), url);
+        if !body.is_empty() {
+            req = req.header("content-type", "application/json").body(body.to_vec());
+        }
+        let result = match req.send().await {
+            Ok(res) => {
+                let status = res.status().as_u16();
+                // Errors are described without their URL: it carries auth_key and auth_signature.
+                res.bytes().await.map(|b| (status, b)).map_err(|e| e.without_url().to_string())
+            }
+            Err(e) => {
+                Err(if e.is_timeout() { "timeout".to_string() } else { "connection error".to_string() })
+            }
+        };
+        let label = match &result {
+            Ok((s, _)) => format!("{}xx", s / 100),
+            Err(_) => "error".into(),
+        };
+        metrics.publish(&target.name, &label);
+        if attempt < publish.retries && retryable(&result) {
+            attempt += 1;
+            tracing::warn!(target_app = %target.name, attempt, result = %label, "publish: retrying");
+            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            continue;
+        }
+        return Forwarded { app: target.name.to_string(), result };
+    }
+}
+
+/// Sends `out` to every target, concurrently.
+pub async fn fan_out(
+    live: &Live,
+    (publish, http): (&PublishSettings, &reqwest::Client),
+    metrics: &Metrics,
+    out: Outgoing<'_>,
+) -> Vec<Forwarded> {
+    // Targets are checked against the apps at load, in the same config.
+    let calls = publish
+        .targets
+        .iter()
+        .filter_map(|t| live.settings.app(t))
+        .map(|target| forward_one(http, publish, metrics, target, &out));
+    let results = futures_util::future::join_all(calls).await;
+    for r in &results {
+        tracing::info!(target_app = %r.app, result = %r.summary(), path = out.suffix, "publish");
+    }
+    results
+}
+
+/// 502 with each target's result.
+pub fn not_delivered(results: &[Forwarded], message: &str) -> HttpResponse {
+    let detail: Map<String, Value> = results.iter().map(|r| (r.app.clone(), r.summary())).collect();
+    HttpResponse::BadGateway().json(json!({"error": message, "results": detail}))
+}
+
+/// The answer for writes: success per the policy, else the targets' results.
+pub fn write_answer(publish: &PublishSettings, results: &[Forwarded]) -> HttpResponse {
+    let ok = results.iter().filter(|r| r.ok()).count();
+    let success = match publish.success {
+        PublishSuccess::All => ok == results.len(),
+        PublishSuccess::Any => ok > 0,
+    };
+    if success {
+        // Event info (`info=…`) is merged like the channel queries.
+        let bodies: Vec<Value> = results.iter().filter_map(Forwarded::parsed).collect();
+        return HttpResponse::Ok().json(merge::channels(&bodies).unwrap_or_else(|| json!({})));
+    }
+    // A target's 4xx means the request itself is bad: pass the first one on.
+    if let Some((status, body)) = results.iter().find_map(|r| match &r.result {
+        Ok((s, b)) if (400..500).contains(s) && *s != 429 => Some((*s, b.clone())),
+        _ => None,
+    }) {
+        return HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY))
+            .content_type("application/json")
+            .body(body);
+    }
+    not_delivered(results, "not delivered to every target app")
+}

@@ -1,0 +1,147 @@
+//! Process state: the live configuration (swapped whole on reload) and what
+//! outlives reloads (metrics, webhook state, status history). Features use
+//! this; only `startup` builds it.
+
+use crate::{
+    config::{PublishSettings, Settings},
+    metrics::Metrics,
+    rate_limit::ClientRateLimiter,
+    session_check::SessionCheckClient,
+};
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use std::{
+    collections::{BTreeMap, VecDeque},
+    path::PathBuf,
+    sync::{Arc, Mutex, OnceLock},
+};
+
+/// Everything derived from one validated config. Replaced whole on reload;
+/// a request keeps the `Live` it started with until it is answered.
+pub struct Live {
+    pub settings: Settings,
+    pub session_check: SessionCheckClient,
+    pub rate_limiter: Option<ClientRateLimiter>,
+    /// The client that forwards publishes, when `[publish]` is set (see `publishing`).
+    publish_http: Option<reqwest::Client>,
+}
+
+impl Live {
+    pub fn new(settings: Settings) -> anyhow::Result<Self> {
+        let session_check =
+            SessionCheckClient::new(&settings.session_check).context("building the session-check client")?;
+        let rate_limiter = settings.rate_limit.map(ClientRateLimiter::new);
+        let publish_http = settings.publish.as_ref().map(|p| crate::outbound::http_client(p.timeout));
+        Ok(Self { settings, session_check, rate_limiter, publish_http })
+    }
+
+    /// `[publish]` and its client: both or neither.
+    pub fn publishing(&self) -> Option<(&PublishSettings, &reqwest::Client)> {
+        self.settings.publish.as_ref().zip(self.publish_http.as_ref())
+    }
+}
+
+/// Process-wide state shared by every worker.
+pub struct AppState {
+    live: ArcSwap<Live>,
+    pub metrics: Metrics,
+    pub webhooks: crate::webhooks::Webhooks,
+    pub status: StatusHistory,
+    /// The file the config came from, for reloads (set once, by `watch_config`).
+    config_path: OnceLock<PathBuf>,
+    /// Secret files named by the last rejected config (watched too, so a reload
+    /// rejected for a missing file is retried when the file appears); None
+    /// while the running config is the latest.
+    rejected: Mutex<Option<Vec<PathBuf>>>,
+}
+
+impl AppState {
+    pub fn new(settings: Settings) -> anyhow::Result<Self> {
+        let webhooks = crate::webhooks::Webhooks::new(settings.webhooks.as_ref())?;
+        let metrics = Metrics::new();
+        metrics.reload(true);
+        Ok(Self {
+            live: ArcSwap::from_pointee(Live::new(settings)?),
+            metrics,
+            webhooks,
+            status: StatusHistory::default(),
+            config_path: OnceLock::new(),
+            rejected: Mutex::new(None),
+        })
+    }
+
+    /// The file reloads read (set once, when watching starts).
+    pub fn set_config_path(&self, path: PathBuf) -> anyhow::Result<()> {
+        anyhow::ensure!(self.config_path.set(path).is_ok(), "the config path is set once");
+        Ok(())
+    }
+
+    /// The config file, every secret file it names, and those a rejected
+    /// config names: what a reload watches.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self.config_path.get().cloned().into_iter().collect();
+        files.extend(self.live().settings.secret_files.iter().cloned());
+        files.extend(self.rejected.lock().unwrap().iter().flatten().cloned());
+        files
+    }
+
+    /// Whether the last reload was rejected (the watcher then re-checks now and then).
+    pub fn last_reload_rejected(&self) -> bool {
+        self.rejected.lock().unwrap().is_some()
+    }
+
+    /// The current configuration (cheap: an `Arc` clone).
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// Loads, validates and swaps in a new config. On any error the current one
+    /// stays, and the error is returned (and logged and counted by the caller).
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let result = (|| {
+            let settings = Settings::load(self.config_path.get().map(PathBuf::as_path))?;
+            let current = self.live();
+            if settings.server.listen != current.settings.server.listen
+                || settings.server.admin_listen != current.settings.server.admin_listen
+            {
+                tracing::warn!(
+                    "server.listen / server.admin_listen changed: restart to apply; other changes are live"
+                );
+            }
+            self.live.store(Arc::new(Live::new(settings)?));
+            Ok(())
+        })();
+        self.metrics.reload(result.is_ok());
+        *self.rejected.lock().unwrap() = match &result {
+            Ok(()) => None,
+            Err(_) => Some(crate::config::referenced_files(self.config_path.get().map(PathBuf::as_path))),
+        };
+        match &result {
+            Ok(()) => {
+                let live = self.live();
+                let apps: Vec<&String> = live.settings.apps.keys().collect();
+                tracing::info!(?apps, "configuration reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "configuration reload rejected; keeping the previous one")
+            }
+        }
+        result
+    }
+}
+
+/// One reading of the migration status (see `status`).
+#[derive(Clone, serde::Serialize)]
+pub struct Sample {
+    pub t: u64,
+    pub signed: BTreeMap<String, u64>,
+    pub occupied: BTreeMap<String, usize>,
+}
+
+/// The status page's history: outlives reloads.
+#[derive(Default)]
+pub struct StatusHistory {
+    pub samples: Mutex<VecDeque<Sample>>,
+    /// Since when (unix ms) the old app has been quiet, if it is.
+    pub quiet_since: Mutex<Option<u64>>,
+}

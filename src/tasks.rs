@@ -1,0 +1,178 @@
+//! Background work: delivering merged webhooks to the host, and reconciling
+//! webhook state from the apps' REST APIs at start.
+
+use crate::{
+    state::AppState,
+    webhooks::{Batch, RedisStore, Store},
+};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// Starts the webhook sender (once per process).
+pub fn spawn_sender(state: std::sync::Arc<AppState>) {
+    let Some(mut inbox) = state.webhooks.take_inbox() else { return };
+    let http = crate::outbound::http_client(Duration::from_secs(10));
+    if let Store::Redis(_) = &state.webhooks.store {
+        tokio::spawn(async move {
+            let Store::Redis(redis) = &state.webhooks.store else { return };
+            if let Err(e) = redis.requeue().await {
+                tracing::warn!(error = %e, "redis: cannot re-queue unfinished deliveries");
+            }
+            loop {
+                match redis.next().await {
+                    Ok(Some(item)) => {
+                        let (time_ms, event) = RedisStore::unwrap_item(&item);
+                        deliver(&state, &http, time_ms, vec![event]).await;
+                        if let Err(e) = redis.done(&item).await {
+                            tracing::warn!(error = %e, "redis: cannot mark a delivery done");
+                        }
+                    }
+                    Ok(None) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "redis: outbox unavailable; retrying in 1 s");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        return;
+    }
+    tokio::spawn(async move {
+        let mut carried: Option<Batch> = None;
+        loop {
+            let next = match carried.take() {
+                Some(batch) => Some(batch),
+                None => inbox.recv().await,
+            };
+            let Some((time_ms, mut events)) = next else { return };
+            // Batch what piled up in order, as long as it came with the same source time.
+            while let Ok((t, more)) = inbox.try_recv() {
+                if t != time_ms {
+                    carried = Some((t, more));
+                    break;
+                }
+                events.extend(more);
+            }
+            deliver(&state, &http, time_ms, events).await;
+        }
+    });
+}
+
+/// Delivers with the source webhook's `time_ms`, so the host can order events.
+async fn deliver(state: &AppState, http: &reqwest::Client, time_ms: u64, events: Vec<Value>) {
+    let body = serde_json::to_vec(&json!({"time_ms": time_ms, "events": events})).expect("serializes");
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(500);
+    loop {
+        let live = state.live();
+        let Some(settings) = live.settings.webhooks.as_ref() else { return };
+        let signature = crate::pusher::hmac_sha256_hex(settings.secret.expose_secret().as_bytes(), &body);
+        let result = http
+            .post(settings.forward_url.clone())
+            .header("content-type", "application/json")
+            .header("x-pusher-key", settings.key.as_ref())
+            .header("x-pusher-signature", signature)
+            .body(body.clone())
+            .send()
+            .await;
+        let status = result.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
+        if (200..300).contains(&status) {
+            state.metrics.webhook_delivery("delivered");
+            return;
+        }
+        if started.elapsed() >= settings.retry_max {
+            state.metrics.webhook_delivery("dropped");
+            tracing::error!(
+                status,
+                events = events_len(&body),
+                "webhook delivery given up after retry_max_secs"
+            );
+            return;
+        }
+        state.metrics.webhook_delivery("retried");
+        tracing::warn!(status, retry_in_ms = delay.as_millis() as u64, "webhook delivery failed; retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+fn events_len(body: &[u8]) -> usize {
+    serde_json::from_slice::<Value>(body).ok().and_then(|v| v["events"].as_array().map(Vec::len)).unwrap_or(0)
+}
+
+/// At start, seeds occupancy and presence members from every app's REST API,
+/// so a channel occupied (or a member present) before this process started is
+/// vacated (removed) correctly later. Each app is retried with backoff until
+/// its reconcile succeeds.
+pub fn spawn_reconcile(state: std::sync::Arc<AppState>) {
+    if state.live().settings.webhooks.is_none() {
+        return;
+    }
+    let http = crate::outbound::http_client(Duration::from_secs(10));
+    let names: Vec<String> = state.live().settings.apps.keys().cloned().collect();
+    for name in names {
+        let (state, http) = (state.clone(), http.clone());
+        tokio::spawn(async move {
+            let mut delay = Duration::from_secs(1);
+            loop {
+                match reconcile_app(&state, &http, &name).await {
+                    Ok(None) => return, // the app was removed by a reload
+                    Ok(Some((channels, members))) => {
+                        tracing::info!(app = %name, occupied = channels, members, "occupancy reconciled from the REST API");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(app = %name, error = %e, retry_in_s = delay.as_secs(), "could not reconcile occupancy from the REST API");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(60));
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// GETs a REST resource of `app` as JSON; errors say what failed, never the signed URL.
+async fn rest_get(
+    http: &reqwest::Client,
+    app: &crate::config::AppSettings,
+    path: &str,
+) -> Result<Value, String> {
+    let url = crate::outbound::signed_url(app, "GET", path, b"", &[]);
+    let res = http.get(url).send().await.map_err(|e| format!("GET {path}: {}", e.without_url()))?;
+    if !res.status().is_success() {
+        return Err(format!("GET {path}: HTTP {}", res.status().as_u16()));
+    }
+    res.json::<Value>().await.map_err(|e| format!("GET {path}: {}", e.without_url()))
+}
+
+/// One app's occupied channels and presence members, seeded into the store.
+async fn reconcile_app(
+    state: &AppState,
+    http: &reqwest::Client,
+    name: &str,
+) -> Result<Option<(usize, usize)>, String> {
+    let live = state.live();
+    let Some(app) = live.settings.app(name) else { return Ok(None) };
+    let listing = rest_get(http, app, &format!("/apps/{}/channels", app.app_id)).await?;
+    let Some(Value::Object(channels)) = listing.get("channels") else {
+        return Err("the channel list has no \"channels\" object".into());
+    };
+    // Read everything first, then seed: a failed read leaves nothing half-seeded.
+    let mut members = Vec::new();
+    for channel in channels.keys().filter(|c| c.starts_with("presence-")) {
+        let users = rest_get(http, app, &format!("/apps/{}/channels/{channel}/users", app.app_id)).await?;
+        for user in users.get("users").and_then(Value::as_array).into_iter().flatten() {
+            let id = match user.get("id") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ => continue,
+            };
+            members.push((channel.clone(), id));
+        }
+    }
+    let names: Vec<String> = channels.keys().cloned().collect();
+    state.webhooks.seed(&app.name, &names, &members).await.map_err(|e| format!("redis: {e}"))?;
+    Ok(Some((channels.len(), members.len())))
+}
