@@ -43,7 +43,7 @@ pub struct HealthcheckArgs {
 }
 
 fn load(config: Option<&std::path::Path>) -> anyhow::Result<Settings> {
-    let has_env = std::env::vars().any(|(k, _)| k.starts_with("DUAL_AUTH__"));
+    let has_env = std::env::vars().any(|(k, _)| k.starts_with(&format!("{}__", crate::config::ENV_PREFIX)));
     if config.is_none() && !has_env {
         anyhow::bail!(
             "no configuration: pass --config FILE (or set DUAL_AUTH_CONFIG); see deploy/config.example.toml, \

@@ -59,7 +59,8 @@ impl AuthError {
             Self::Request(R::Protocol(P::EncryptionNotConfigured)) => {
                 (StatusCode::BAD_REQUEST, "encryption_not_configured")
             }
-            // Identity errors only arise from the host's answer.
+            // Identity errors: not reachable from a request (the host's answer is
+            // checked as HostError::InvalidBody); the table stays exhaustive.
             Self::Request(R::Protocol(_)) => (StatusCode::BAD_GATEWAY, "session_check_invalid"),
             Self::Header(_) => (StatusCode::BAD_REQUEST, "duplicate_header"),
             Self::Body(e) => e.status_and_code(),
@@ -82,21 +83,21 @@ impl AuthError {
     pub fn public_message(&self) -> String {
         match self {
             Self::Host(HostError::Timeout) => "the session check did not answer in time".into(),
-            Self::Host(_)
-            | Self::Request(RequestError::Protocol(ProtocolError::MissingUserId))
-            | Self::Request(RequestError::Protocol(ProtocolError::InvalidUserId { .. }))
-            | Self::Request(RequestError::Protocol(ProtocolError::InvalidUserInfo(_)))
-            | Self::Request(RequestError::Protocol(ProtocolError::InvalidWatchlist(_))) => {
-                "the session check failed; see the service log".into()
-            }
+            // Identity problems in the host's answer are HostError::InvalidBody too.
+            Self::Host(_) => "the session check failed; see the service log".into(),
             other => other.to_string(),
         }
     }
 
     pub fn body(&self) -> serde_json::Value {
-        let (_, code) = self.status_and_code();
-        serde_json::json!({"error": {"code": code, "message": self.public_message()}})
+        error_body(self.status_and_code().1, &self.public_message())
     }
+}
+
+/// The error body of the auth routes and of every unmatched route:
+/// `{"error":{"code","message"}}`.
+pub fn error_body(code: &str, message: &str) -> serde_json::Value {
+    serde_json::json!({"error": {"code": code, "message": message}})
 }
 
 impl ResponseError for AuthError {

@@ -1,25 +1,29 @@
 //! pusher-dual-auth: Pusher Channels auth for two (or more) apps at once,
 //! deciding through the host app's session check and signing with the secret
 //! of the app each route serves.
+//!
+//! Public: what the binary, the integration tests, the benches and the fuzz
+//! targets use. Everything else is internal, so unused code is flagged.
 
 pub mod auth_request;
-pub mod body;
 pub mod cli;
 pub mod config;
-pub mod demo;
-pub mod error;
-pub mod metrics;
-pub mod outbound;
-pub mod publish;
 pub mod pusher;
-pub mod rate_limit;
-pub mod reload;
-pub mod routes;
 pub mod session_check;
 pub mod startup;
-pub mod state;
-pub mod status;
-pub mod tasks;
 pub mod telemetry;
-pub mod tools;
-pub mod webhooks;
+
+mod body;
+mod demo;
+mod error;
+mod metrics;
+mod outbound;
+mod publish;
+mod rate_limit;
+mod reload;
+mod routes;
+mod state;
+mod status;
+mod tasks;
+mod tools;
+mod webhooks;

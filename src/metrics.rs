@@ -6,6 +6,9 @@ use prometheus::{
     Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
+/// The `app` label when no configured app applies (unknown name, or refused before the app mattered).
+pub const NO_APP: &str = "unknown";
+
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
@@ -194,8 +197,7 @@ impl Metrics {
         self.reloads.with_label_values(&[if ok { "success" } else { "failure" }]).inc();
         self.reload_success.set(ok as i64);
         if ok {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-            self.reload_timestamp.set(now.as_secs_f64());
+            self.reload_timestamp.set(crate::outbound::now_ms() as f64 / 1000.0);
         }
     }
 

@@ -113,7 +113,7 @@ fn limit_receive_buffer(listener: &TcpListener) -> std::io::Result<()> {
 }
 
 fn json_error(status: actix_web::http::StatusCode, code: &str, message: &str) -> HttpResponse {
-    HttpResponse::build(status).json(serde_json::json!({"error": {"code": code, "message": message}}))
+    HttpResponse::build(status).json(crate::error::error_body(code, message))
 }
 
 fn not_found() -> actix_web::Route {

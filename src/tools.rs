@@ -95,10 +95,8 @@ pub fn verify(settings: &Settings, args: &VerifyArgs) -> anyhow::Result<(bool, S
     let Some((key, signature)) = args.auth.rsplit_once(':') else {
         bail!("--auth must look like KEY:SIGNATURE")
     };
-    let mut to_sign = format!("{}:{}", args.socket_id, args.channel);
-    if let Some(data) = &args.channel_data {
-        to_sign = format!("{to_sign}:{data}");
-    }
+    let to_sign =
+        crate::pusher::channel_string_to_sign(&args.socket_id, &args.channel, args.channel_data.as_deref());
     let signed_by: Vec<&str> = settings
         .apps
         .values()

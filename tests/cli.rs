@@ -1,11 +1,10 @@
 //! The binary as a user runs it: check-config, serve, demo.
+mod common;
 use std::{
     io::Write,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
-
-const BIN: &str = env!("CARGO_BIN_EXE_pusher-dual-auth");
 
 fn config_file(contents: &str) -> tempfile_lite::Path {
     tempfile_lite::write(contents)
@@ -61,7 +60,7 @@ fn clean_env(cmd: &mut Command) -> &mut Command {
 #[test]
 fn check_config_prints_the_effective_config_without_secrets() {
     let file = config_file(&GOOD.replace("PORT", "8080"));
-    let out = clean_env(Command::new(BIN).args(["check-config", "--config"]).arg(&file.0))
+    let out = clean_env(Command::new(common::bin()).args(["check-config", "--config"]).arg(&file.0))
         .env("DUAL_AUTH__APPS__OLD__SECRET", "env-secret-value")
         .output()
         .unwrap();
@@ -87,8 +86,9 @@ fn check_config_names_the_bad_key_and_fails() {
     ];
     for (contents, key) in cases {
         let file = config_file(&contents.replace("PORT", "8080"));
-        let out =
-            clean_env(Command::new(BIN).args(["check-config", "--config"]).arg(&file.0)).output().unwrap();
+        let out = clean_env(Command::new(common::bin()).args(["check-config", "--config"]).arg(&file.0))
+            .output()
+            .unwrap();
         assert!(!out.status.success());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(key), "expected {key} in: {stderr}");
@@ -99,19 +99,15 @@ fn check_config_names_the_bad_key_and_fails() {
 #[test]
 fn the_config_path_can_come_from_dual_auth_config() {
     let file = config_file(&GOOD.replace("PORT", "8080"));
-    let out = clean_env(&mut Command::new(BIN))
+    let out = clean_env(&mut Command::new(common::bin()))
         .arg("check-config")
         .env("DUAL_AUTH_CONFIG", &file.0)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = clean_env(&mut Command::new(BIN)).arg("check-config").output().unwrap();
+    let out = clean_env(&mut Command::new(common::bin())).arg("check-config").output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--config"));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn wait_for(url: &str) -> bool {
@@ -132,9 +128,9 @@ fn wait_for(url: &str) -> bool {
 
 #[test]
 fn serve_is_the_default_and_stops_cleanly_on_sigterm() {
-    let port = free_port();
+    let port = common::free_port();
     let file = config_file(&GOOD.replace("PORT", &port.to_string()));
-    let mut child = clean_env(&mut Command::new(BIN))
+    let mut child = clean_env(&mut Command::new(common::bin()))
         .env("DUAL_AUTH_CONFIG", &file.0)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -153,15 +149,15 @@ fn serve_is_the_default_and_stops_cleanly_on_sigterm() {
 
 #[test]
 fn the_demo_refuses_non_loopback_addresses() {
-    let out = Command::new(BIN).args(["demo", "--listen", "0.0.0.0:18999"]).output().unwrap();
+    let out = Command::new(common::bin()).args(["demo", "--listen", "0.0.0.0:18999"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
 }
 
 #[test]
 fn the_demo_serves_real_signatures() {
-    let port = free_port();
-    let mut child = Command::new(BIN)
+    let port = common::free_port();
+    let mut child = Command::new(common::bin())
         .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -198,6 +194,8 @@ fn the_example_config_is_valid() {
     // The example reads the new app's secret from a file, as in a container.
     let secret = config_file("example-secret\n");
     let file = config_file(&example.replace("/run/secrets/pusher-new", secret.0.to_str().unwrap()));
-    let out = clean_env(Command::new(BIN).args(["check-config", "--config"]).arg(&file.0)).output().unwrap();
+    let out = clean_env(Command::new(common::bin()).args(["check-config", "--config"]).arg(&file.0))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

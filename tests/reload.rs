@@ -1,6 +1,7 @@
 //! Hot reload with the real binary: a Kubernetes-style secret swap (the `..data`
 //! symlink) and a third app added, under load, without a failed request; an
 //! invalid config is rejected and the previous one kept; SIGHUP reloads.
+mod common;
 use pusher_dual_auth::pusher::hmac_sha256_hex;
 use std::{
     os::unix::fs::symlink,
@@ -13,12 +14,6 @@ use std::{
     time::{Duration, Instant},
 };
 use wiremock::{Mock, MockServer, ResponseTemplate};
-
-const BIN: &str = env!("CARGO_BIN_EXE_pusher-dual-auth");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn config(port: u16, admin: u16, host: &str, secrets: &Path, third: bool) -> String {
     let mut c = format!(
@@ -72,10 +67,10 @@ async fn secrets_rotate_and_apps_appear_under_load_without_a_failed_request() {
     let secrets = dir.join("secrets");
     std::fs::create_dir_all(&secrets).unwrap();
     k8s_write(&secrets, "..v1", "new-secret-1");
-    let (port, admin) = (free_port(), free_port());
+    let (port, admin) = (common::free_port(), common::free_port());
     let config_path = dir.join("config.toml");
     std::fs::write(&config_path, config(port, admin, &host.uri(), &secrets, false)).unwrap();
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(common::bin())
         .args(["serve", "--config"])
         .arg(&config_path)
         .env("RUST_LOG", "info")
@@ -195,8 +190,6 @@ async fn secrets_rotate_and_apps_appear_under_load_without_a_failed_request() {
     assert!(child.wait().unwrap().success());
     let _ = std::fs::remove_dir_all(&dir);
 }
-
-mod common;
 
 /// A reload rejected because a secret file is missing is retried when the file
 /// appears, with no SIGHUP; a TOML syntax error names file, line and key and

@@ -2,6 +2,7 @@
 //! binary (the host is slow, some requests are invalid or denied). Every request
 //! that reached the server before the signal must be answered; the report is
 //! printed (run with --nocapture to see it). Bounded: ≤ 3 s and ≤ 20 000 requests.
+mod common;
 use std::{
     io::{Read, Write},
     net::TcpStream,
@@ -13,8 +14,6 @@ use wiremock::{
     Mock, MockServer, ResponseTemplate,
     matchers::{body_partial_json, path},
 };
-
-const BIN: &str = env!("CARGO_BIN_EXE_pusher-dual-auth");
 
 #[derive(Debug)]
 struct Outcome {
@@ -66,7 +65,7 @@ async fn sigterm_under_load_loses_no_accepted_request() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(common::bin())
         .args(["serve", "--config"])
         .arg(&config)
         .env_remove("RUST_LOG")

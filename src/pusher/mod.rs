@@ -15,8 +15,8 @@ pub use credentials::{AppCredentials, AppKey, MasterKey};
 pub use error::ProtocolError;
 pub use identity::{MAX_USER_ID_LEN, MAX_USER_INFO_BYTES, MAX_WATCHLIST, UserId, UserInfo, Watchlist};
 pub use signature::{
-    ChannelAuth, PresenceMember, SignedUser, UserData, authenticate_user, authorize_channel, hmac_sha256_hex,
-    hmac_sha256_matches, shared_secret,
+    ChannelAuth, PresenceMember, SignedUser, UserData, authenticate_user, authorize_channel,
+    channel_string_to_sign, hmac_sha256_hex, hmac_sha256_matches, shared_secret,
 };
 pub use socket_id::SocketId;
 

@@ -18,7 +18,9 @@ pub enum RestAuthError {
     UnknownKey,
     #[error("auth_version must be 1.0")]
     Version,
-    #[error("Timestamp expired: Given timestamp ({given}) not within 600s of server time ({now})")]
+    #[error(
+        "Timestamp expired: Given timestamp ({given}) not within {MAX_CLOCK_SKEW_SECS}s of server time ({now})"
+    )]
     Timestamp { given: String, now: i64 },
     #[error("body_md5 does not match the body")]
     BodyMd5,

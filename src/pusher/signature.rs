@@ -66,6 +66,14 @@ pub struct ChannelAuth {
     pub shared_secret: Option<String>,
 }
 
+/// `socket_id:channel_name[:channel_data]`: what a channel authorization signs.
+pub fn channel_string_to_sign(socket_id: &str, channel: &str, channel_data: Option<&str>) -> String {
+    match channel_data {
+        Some(data) => format!("{socket_id}:{channel}:{data}"),
+        None => format!("{socket_id}:{channel}"),
+    }
+}
+
 /// Signs `socket_id:channel_name[:channel_data]` with the app's secret.
 ///
 /// Presence channels require `member`; other kinds ignore it.
@@ -90,11 +98,7 @@ pub fn authorize_channel(
         }
         _ => None,
     };
-    let mut to_sign = format!("{}:{}", socket_id.as_ref(), channel.as_ref());
-    if let Some(data) = &channel_data {
-        to_sign.push(':');
-        to_sign.push_str(data);
-    }
+    let to_sign = channel_string_to_sign(socket_id.as_ref(), channel.as_ref(), channel_data.as_deref());
     Ok(ChannelAuth { auth: auth_string(creds, &to_sign), channel_data, shared_secret })
 }
 

@@ -126,7 +126,11 @@ fn log_outcome<T>(metrics: &Metrics, app: &str, kind: &str, result: &Result<T, A
 fn log_error(metrics: &Metrics, app: &str, kind: &str, e: &AuthError) {
     let (status, code) = e.status_and_code();
     // Only configured names become label values.
-    metrics.auth(if matches!(e, AuthError::UnknownApp(_)) { "unknown" } else { app }, kind, code);
+    metrics.auth(
+        if matches!(e, AuthError::UnknownApp(_)) { crate::metrics::NO_APP } else { app },
+        kind,
+        code,
+    );
     let status = status.as_u16();
     if status >= 500 {
         tracing::warn!(app, kind, outcome = code, status, error = %e, "auth");

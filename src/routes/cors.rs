@@ -117,7 +117,7 @@ pub async fn cors_middleware(
         Decision::Refused(origin) => {
             let err = AuthError::OriginNotAllowed(crate::pusher::quote(&origin));
             tracing::info!(outcome = "origin_not_allowed", status = 403, error = %err, "auth");
-            state.metrics.auth("-", "request", "origin_not_allowed");
+            state.metrics.auth(crate::metrics::NO_APP, "request", "origin_not_allowed");
             let mut res = err.error_response();
             if vary {
                 res.headers_mut().insert(header::VARY, HeaderValue::from_static("Origin"));

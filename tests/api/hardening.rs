@@ -174,7 +174,7 @@ async fn replayed_and_stale_webhooks_are_not_applied() {
     let receiver = MockServer::start().await;
     Mock::given(wiremock::matchers::any()).respond_with(ResponseTemplate::new(200)).mount(&receiver).await;
     let app = webhook_app(&receiver, "").await;
-    let now = pusher_dual_auth::outbound::now_ms();
+    let now = crate::helpers::now_ms();
     let add = json!({"name": "member_added", "channel": "presence-r", "user_id": "42"});
     let body = json!({"time_ms": now - 1000, "events": [add]}).to_string();
     assert_eq!(post_webhook_body(&app, OLD_KEY, OLD_SECRET, &body).await, 200);

@@ -130,8 +130,7 @@ pub fn sign(secret: &str, to_sign: &str) -> String {
 /// Each call gets its own `time_ms` (now, plus a counter), as distinct webhooks from Pusher would.
 pub async fn post_webhook(app: &TestApp, key: &str, secret: &str, events: serde_json::Value) -> u16 {
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let time_ms =
-        pusher_dual_auth::outbound::now_ms() + SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let time_ms = crate::helpers::now_ms() + SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let body = serde_json::json!({"time_ms": time_ms, "events": events}).to_string();
     post_webhook_body(app, key, secret, &body).await
 }
@@ -175,4 +174,9 @@ pub fn with_rest_and_webhooks(config: String, rest: &str, receiver: &str, extra:
         .replace("[apps.old]", &format!("[apps.old]\nrest_url = \"{rest}\""))
         .replace("[apps.new]", &format!("[apps.new]\nrest_url = \"{rest}\""));
     format!("{c}\n[webhooks]\nforward_url = \"{receiver}/hook\"\nkey = \"k\"\nsecret = \"s\"\n{extra}")
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }

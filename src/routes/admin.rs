@@ -1,3 +1,5 @@
+//! The operators' routes: liveness, readiness and Prometheus metrics.
+
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 
