@@ -7,7 +7,7 @@ image=${1:-local/rust-builder:1.95}
 rootfs=$(mktemp -d)
 trap 'rm -rf "$rootfs"' EXIT
 command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq debootstrap; }
-mirror=$(grep -m1 -ohE 'https?://[^ ]+/debian/?' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null || true)
+mirror=$("$(dirname "$0")/debian-mirror.sh")
 debootstrap --variant=minbase --include=gcc,libc6-dev,ca-certificates bookworm "$rootfs" ${mirror:+"$mirror"}
 toolchain=$(rustc --print sysroot)
 mkdir -p "$rootfs/opt/rust"
