@@ -109,7 +109,7 @@ async fn healthcheck(config: Option<&std::path::Path>, url: Option<String>) -> a
         }
     };
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(3)).no_proxy().build()?;
+    let client = crate::outbound::client_builder(std::time::Duration::from_secs(3)).build()?;
     let status = client.get(&url).send().await.with_context(|| format!("GET {url}"))?.status();
     anyhow::ensure!(status.is_success(), "GET {url}: {status}");
     Ok(())

@@ -6,16 +6,21 @@ use crate::config::AppSettings;
 use secrecy::ExposeSecret;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// A client that fails closed: bounded in time, and a 3xx is an answer, not a hop.
-pub fn http_client(timeout: Duration) -> reqwest::Client {
+/// Every outbound client starts here: bounded in time, a 3xx is an answer and
+/// never a hop (a redirect to a login page that answers 200 would otherwise
+/// approve), and no proxy from the environment.
+pub fn client_builder(timeout: Duration) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(2)))
         .no_proxy()
         .user_agent(concat!("pusher-dual-auth/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("an HTTP client without custom TLS settings builds")
+}
+
+/// A client from `client_builder` with nothing added.
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    client_builder(timeout).build().expect("an HTTP client without custom TLS settings builds")
 }
 
 /// Unix time in milliseconds.

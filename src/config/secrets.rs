@@ -19,22 +19,12 @@ impl SecretReader {
         file: Option<PathBuf>,
     ) -> Result<SecretString, ConfigError> {
         let file_key = format!("{key}_file");
-        self.read(key, &file_key, inline, file)?
+        self.optional(key, &file_key, inline, file)?
             .ok_or_else(|| ConfigError::new(key, format!("missing: set `{key}` or `{file_key}`")))
     }
 
     /// An optional secret whose file variant has its own key name.
     pub fn optional(
-        &mut self,
-        key: &str,
-        file_key: &str,
-        inline: Option<SecretString>,
-        file: Option<PathBuf>,
-    ) -> Result<Option<SecretString>, ConfigError> {
-        self.read(key, file_key, inline, file)
-    }
-
-    fn read(
         &mut self,
         key: &str,
         file_key: &str,

@@ -10,6 +10,21 @@ use crate::{config::PublishSettings, state::AppState};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::Value;
 
+/// A verified write: its config, body (read within the server's body deadline)
+/// and params to forward.
+async fn verified_write<'a>(
+    req: &HttpRequest,
+    live: &'a crate::state::Live,
+    app_id: &str,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<((&'a PublishSettings, &'a reqwest::Client), web::Bytes, Vec<(String, String)>), PublishError> {
+    let target = publishing(live)?;
+    let deadline = live.settings.server.body_timeout;
+    let (body, extra) = verify::verified(req, target.0, app_id, payload, limit, deadline).await?;
+    Ok((target, body, extra))
+}
+
 /// `[publish]` and its client; `NotConfigured` if a reload removed it since routing.
 fn publishing(live: &crate::state::Live) -> Result<(&PublishSettings, &reqwest::Client), PublishError> {
     live.publishing().ok_or(PublishError::NotConfigured)
@@ -22,9 +37,7 @@ async fn events(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PublishError> {
     let live = state.live();
-    let target = publishing(&live)?;
-    let deadline = live.settings.server.body_timeout;
-    let (body, extra) = verify::verified(&req, target.0, &path, payload, MAX_EVENT_BODY, deadline).await?;
+    let (target, body, extra) = verified_write(&req, &live, &path, payload, MAX_EVENT_BODY).await?;
     let event: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
         _ => return Err(PublishError::Invalid("body must be a JSON object".into())),
@@ -41,9 +54,7 @@ async fn batch_events(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PublishError> {
     let live = state.live();
-    let target = publishing(&live)?;
-    let deadline = live.settings.server.body_timeout;
-    let (body, extra) = verify::verified(&req, target.0, &path, payload, MAX_BATCH_BODY, deadline).await?;
+    let (target, body, extra) = verified_write(&req, &live, &path, payload, MAX_BATCH_BODY).await?;
     let bad = |m: &str| PublishError::Invalid(m.into());
     let Some(Value::Array(batch)) =
         serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("batch").cloned())
@@ -76,11 +87,9 @@ async fn terminate(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PublishError> {
     let live = state.live();
-    let target = publishing(&live)?;
     let (app_id, user_id) = path.into_inner();
     path_segment(&user_id, "user id")?;
-    let deadline = live.settings.server.body_timeout;
-    let (_, extra) = verify::verified(&req, target.0, &app_id, payload, MAX_EMPTY_BODY, deadline).await?;
+    let (target, _, extra) = verified_write(&req, &live, &app_id, payload, MAX_EMPTY_BODY).await?;
     let suffix = format!("/users/{user_id}/terminate_connections");
     let out = Outgoing { method: reqwest::Method::POST, suffix: &suffix, extra: &extra, body: b"" };
     Ok(write_answer(target.0, &fan_out(&live, target, &state.metrics, out).await))

@@ -148,13 +148,43 @@ fn client_address(req: &HttpRequest, live: &Live) -> Option<std::net::IpAddr> {
     Some(crate::session_check::client_ip(peer, xff, &live.settings.server.trusted_proxies))
 }
 
+/// What every auth request has once read: its app, body, the headers for the
+/// host and the client the rate limit charges.
+struct Prepared<'a> {
+    live: &'a Live,
+    app: &'a AppSettings,
+    body: web::Bytes,
+    headers: ForwardedHeaders,
+    client_ip: Option<std::net::IpAddr>,
+}
+
+impl Prepared<'_> {
+    /// The context for asking the host about `socket_id` with `params`.
+    fn ctx<'b>(
+        &'b self,
+        metrics: &'b Metrics,
+        socket_id: &'b SocketId,
+        params: &'b Map<String, Value>,
+    ) -> Ctx<'b> {
+        Ctx {
+            live: self.live,
+            metrics,
+            app: self.app,
+            socket_id,
+            params,
+            headers: &self.headers,
+            client_ip: self.client_ip,
+        }
+    }
+}
+
 /// Looks up the app, reads the body and builds the forwarded headers.
 async fn prepare<'a>(
     req: &HttpRequest,
     live: &'a Live,
     app_name: &str,
     payload: web::Payload,
-) -> Result<(&'a AppSettings, web::Bytes, ForwardedHeaders), AuthError> {
+) -> Result<Prepared<'a>, AuthError> {
     let app =
         live.settings.app(app_name).ok_or_else(|| AuthError::UnknownApp(crate::pusher::quote(app_name)))?;
     let server = &live.settings.server;
@@ -167,7 +197,7 @@ async fn prepare<'a>(
         &live.settings.session_check.forward_headers,
         &request_id,
     )?;
-    Ok((app, body, headers))
+    Ok(Prepared { live, app, body, headers, client_ip: client_address(req, live) })
 }
 
 pub async fn channel_auth(
@@ -180,22 +210,14 @@ pub async fn channel_auth(
     let live = state.live();
     let metrics = &state.metrics;
     let prepared = async {
-        let (app, body, headers) = prepare(&req, &live, &app_name, payload).await?;
-        let request =
-            parse_channel_request(content_type(&req), &body, live.settings.server.max_batch_channels)?;
-        Ok((app, request, headers))
+        let prepared = prepare(&req, &live, &app_name, payload).await?;
+        let max_batch = live.settings.server.max_batch_channels;
+        let request = parse_channel_request(content_type(&req), &prepared.body, max_batch)?;
+        Ok((prepared, request))
     }
     .await;
-    let (app, request, headers) = prepared.inspect_err(|e| log_error(metrics, &app_name, "request", e))?;
-    let ctx = Ctx {
-        live: &live,
-        metrics,
-        app,
-        socket_id: &request.socket_id,
-        params: &request.params,
-        headers: &headers,
-        client_ip: client_address(&req, &live),
-    };
+    let (prepared, request) = prepared.inspect_err(|e| log_error(metrics, &app_name, "request", e))?;
+    let ctx = prepared.ctx(metrics, &request.socket_id, &request.params);
     match &request.channels {
         Channels::Single(channel) => {
             let result = ctx.authorize(channel).await;
@@ -244,20 +266,14 @@ pub async fn user_auth(
     let live = state.live();
     let metrics = &state.metrics;
     let result = async {
-        let (app, body, headers) = prepare(&req, &live, &app_name, payload).await?;
-        let request = parse_user_request(content_type(&req), &body)?;
-        let ctx = Ctx {
-            live: &live,
-            metrics,
-            app,
-            socket_id: &request.socket_id,
-            params: &request.params,
-            headers: &headers,
-            client_ip: client_address(&req, &live),
-        };
-        let identity = ctx.ask_host(CheckKind::User, None).await?;
+        let prepared = prepare(&req, &live, &app_name, payload).await?;
+        let request = parse_user_request(content_type(&req), &prepared.body)?;
+        let identity = prepared
+            .ctx(metrics, &request.socket_id, &request.params)
+            .ask_host(CheckKind::User, None)
+            .await?;
         let user = identity.user_data()?;
-        Ok(ok_json(&authenticate_user(&app.credentials, &request.socket_id, &user)))
+        Ok(ok_json(&authenticate_user(&prepared.app.credentials, &request.socket_id, &user)))
     }
     .await;
     log_outcome(metrics, &app_name, "user", &result);

@@ -61,15 +61,11 @@ impl SessionCheckClient {
     }
 
     fn build_http(settings: &SessionCheckSettings) -> reqwest::Result<reqwest::Client> {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
+        crate::outbound::client_builder(settings.timeout)
             .connect_timeout(settings.connect_timeout)
-            .timeout(settings.timeout)
-            .no_proxy()
             .pool_idle_timeout(std::time::Duration::from_secs(60))
             .pool_max_idle_per_host(256)
             .tcp_nodelay(true)
-            .user_agent(concat!("pusher-dual-auth/", env!("CARGO_PKG_VERSION")))
             .build()
     }
 
