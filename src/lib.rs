@@ -21,6 +21,7 @@ mod outbound;
 mod publish;
 mod rate_limit;
 mod reload;
+mod rollout;
 mod routes;
 mod state;
 mod status;

@@ -22,6 +22,7 @@ pub struct Metrics {
     webhook_deliveries: IntCounterVec,
     webhook_requests: IntCounterVec,
     checks_in_flight: IntGauge,
+    rollout_announcements: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -104,6 +105,14 @@ impl Metrics {
             "Distinct session checks in flight (what identical concurrent checks coalesce onto)",
         )
         .unwrap();
+        let rollout_announcements = IntCounterVec::new(
+            Opts::new(
+                "pusher_rollout_announcements_total",
+                "rollout-changed events sent to an app's REST API, by app and result (sent, failed)",
+            ),
+            &["app", "result"],
+        )
+        .unwrap();
         let build_info = IntGaugeVec::new(
             Opts::new("pusher_auth_build_info", "Build information; always 1"),
             &["version"],
@@ -122,6 +131,7 @@ impl Metrics {
             Box::new(webhook_deliveries.clone()),
             Box::new(webhook_requests.clone()),
             Box::new(checks_in_flight.clone()),
+            Box::new(rollout_announcements.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).unwrap();
@@ -139,7 +149,12 @@ impl Metrics {
             webhook_deliveries,
             webhook_requests,
             checks_in_flight,
+            rollout_announcements,
         }
+    }
+
+    pub fn rollout_announcement(&self, app: &str, result: &str) {
+        self.rollout_announcements.with_label_values(&[app, result]).inc();
     }
 
     pub fn webhook_request(&self, result: &str) {

@@ -61,7 +61,11 @@ pub fn spawn(state: Arc<AppState>) -> anyhow::Result<()> {
                 continue;
             }
             tracing::info!(reason, "reloading configuration");
-            let _ = state.reload();
+            let version = |s: &AppState| s.live().settings.rollout.as_ref().map(|r| r.version);
+            let before = version(&state);
+            if state.reload().is_ok() && version(&state).is_some() && version(&state) != before {
+                crate::tasks::announce_rollout(state.clone());
+            }
             // The new (or rejected) config may name files in directories not watched yet.
             watch_dirs(&mut watcher, &mut dirs, &state.watched_files());
             seen = fingerprint(&state.watched_files());

@@ -140,6 +140,12 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(routes::healthz)).route("/readyz", web::get().to(routes::readyz));
     crate::publish::configure(cfg, configured(|s| s.publish.is_some()));
     cfg.service(
+        web::resource("/client-config")
+            .guard(configured(|s| s.rollout.is_some()))
+            .wrap(from_fn(routes::cors_middleware))
+            .route(web::get().to(routes::client_config)),
+    );
+    cfg.service(
         web::resource("/webhooks")
             .guard(configured(|s| s.webhooks.is_some()))
             .route(web::post().to(routes::receive_webhook)),

@@ -107,6 +107,10 @@ pub async fn snapshot(state: &AppState) -> Value {
         "drain": {"app": cfg.old_app, "window_secs": cfg.drain_window.as_secs(), "drained": drained,
                   "quiet_since_ms": quiet_since, "reason": reason},
         "history": samples,
+        // The target beside the measured share per app (`apps.*.share`).
+        "rollout": live.settings.rollout.as_ref().map(|r| json!({
+            "from": r.from, "to": r.to, "percent": r.percent, "version": r.version,
+        })),
         "generated_ms": now,
     })
 }

@@ -251,3 +251,76 @@ async fn a_rejected_reload_is_retried_when_its_secret_file_appears_and_syntax_er
     assert!(!stderr.contains("hunter2") && stderr.contains(&format!("line {line}")), "{stderr}");
     assert!(service.stop());
 }
+
+/// A reload that changes the rollout announces `rollout-changed` on the control
+/// channel of both apps through their REST APIs, signed for each app; a reload
+/// that leaves it as it was announces nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_rollout_is_announced_on_both_apps_once() {
+    use pusher_dual_auth::pusher::rest::verify_rest;
+    let (old, new) = (MockServer::start().await, MockServer::start().await);
+    for rest in [&old, &new] {
+        Mock::given(wiremock::matchers::any())
+            .respond_with(ResponseTemplate::new(200).set_body_string("{}"))
+            .mount(rest)
+            .await;
+    }
+    let dir = common::TempDir::new("reload-rollout");
+    let config = |percent: &str, note: &str| {
+        format!(
+            "# {note}\n[server]\nlisten = \"127.0.0.1:{{port}}\"\nadmin_listen = \"127.0.0.1:{{admin}}\"\n\
+             [session_check]\nurl = \"http://127.0.0.1:9/check\"\n\
+             [apps.old]\napp_id = \"1\"\nkey = \"old-key\"\nsecret = \"old-secret\"\nrest_url = \"{}\"\n\
+             [apps.new]\napp_id = \"2\"\nkey = \"new-key\"\nsecret = \"new-secret\"\nrest_url = \"{}\"\n\
+             [rollout]\nfrom = \"old\"\nto = \"new\"\npercent = {percent}\nspread_secs = 5\n",
+            old.uri(),
+            new.uri()
+        )
+    };
+    let service = common::Service::start(&dir, &config("0", "start"));
+    let path = dir.0.join("config.toml");
+    let ports = |text: String| {
+        text.replace("{port}", &service.port.to_string()).replace("{admin}", &service.admin.to_string())
+    };
+    let events = async |rest: &MockServer| -> Vec<wiremock::Request> {
+        rest.received_requests()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.url.path().ends_with("/events"))
+            .collect()
+    };
+    assert!(events(&old).await.is_empty(), "nothing is announced at start");
+
+    std::fs::write(&path, ports(config("50", "raise"))).unwrap();
+    wait_until("both announcements", async || events(&old).await.len() == 1 && events(&new).await.len() == 1)
+        .await;
+    for (rest, app_id, key, secret) in
+        [(&old, "1", "old-key", "old-secret"), (&new, "2", "new-key", "new-secret")]
+    {
+        let got = &events(rest).await[0];
+        let params: Vec<(String, String)> = got.url.query_pairs().into_owned().collect();
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let path = format!("/apps/{app_id}/events");
+        verify_rest("POST", &path, &params, &got.body, now, |k| (k == key).then_some(secret))
+            .expect("signed with the app's own credentials");
+        let body: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
+        assert_eq!(body["name"], "rollout-changed");
+        assert_eq!(body["channel"], "pusher-dual-auth-rollout");
+        let data: serde_json::Value = serde_json::from_str(body["data"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            (data["from"].as_str(), data["to"].as_str(), data["percent"].as_f64()),
+            (Some("old"), Some("new"), Some(50.0))
+        );
+        assert_eq!(data["spread_secs"], 5);
+        assert!(data["version"].is_u64());
+    }
+
+    // Same rollout, another edit: reloaded, not announced again.
+    std::fs::write(&path, ports(config("50", "comment only"))).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!((events(&old).await.len(), events(&new).await.len()), (1, 1));
+    assert!(service.log_text().matches("configuration reloaded").count() >= 2, "{}", service.log_text());
+    assert!(service.stop());
+}

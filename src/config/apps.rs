@@ -18,6 +18,7 @@ pub(super) struct RawApp {
     encryption_master_key_base64: Option<SecretString>,
     encryption_master_key_file: Option<PathBuf>,
     rest_url: Option<String>,
+    client_options: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// A configured app's name: 1-32 of `a-z 0-9 - _`, starting and ending
@@ -69,6 +70,8 @@ pub struct AppSettings {
     /// The app's REST API base (publishing, reconciliation): `rest_url`, or from the cluster.
     pub rest_url: url::Url,
     pub credentials: AppCredentials,
+    /// Handed verbatim to clients by `/client-config` (e.g. wsHost, wsPort, forceTLS).
+    pub client_options: serde_json::Map<String, serde_json::Value>,
 }
 
 pub(super) fn validate(
@@ -119,6 +122,7 @@ impl RawApp {
             rest_url,
             cluster: self.cluster,
             credentials: AppCredentials { key, secret, master_key },
+            client_options: self.client_options.unwrap_or_default(),
         })
     }
 }
@@ -133,6 +137,11 @@ impl AppSettings {
             t.insert("cluster".into(), Value::String(cluster.clone()));
         }
         t.insert("rest_url".into(), Value::String(super::redact_url(&self.rest_url)));
+        if !self.client_options.is_empty()
+            && let Ok(Value::Table(options)) = Value::try_from(&self.client_options)
+        {
+            t.insert("client_options".into(), Value::Table(options));
+        }
         if self.credentials.master_key.is_some() {
             t.insert("encryption_master_key_base64".into(), Value::String("[redacted]".into()));
         }

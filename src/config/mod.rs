@@ -7,6 +7,7 @@
 mod apps;
 mod log;
 mod publish;
+mod rollout;
 mod secrets;
 mod server;
 mod session_check;
@@ -16,6 +17,7 @@ mod webhooks;
 pub use apps::{AppName, AppSettings};
 pub use log::{LogFormat, LogSettings};
 pub use publish::{PublishSettings, PublishSuccess};
+pub use rollout::{RolloutSettings, valid_uid};
 pub use server::{RateLimitSettings, ServerSettings};
 pub use session_check::{CachePolicy, SessionCheckSettings};
 pub use status::StatusSettings;
@@ -55,6 +57,7 @@ struct RawSettings {
     rate_limit: server::RawRateLimit,
     publish: Option<publish::RawPublish>,
     webhooks: Option<webhooks::RawWebhooks>,
+    rollout: Option<rollout::RawRollout>,
     #[serde(default)]
     status: status::RawStatus,
     #[serde(default)]
@@ -69,6 +72,7 @@ pub struct Settings {
     pub rate_limit: Option<RateLimitSettings>,
     pub publish: Option<PublishSettings>,
     pub webhooks: Option<WebhookSettings>,
+    pub rollout: Option<RolloutSettings>,
     pub status: StatusSettings,
     pub log: LogSettings,
     /// Every `*_file` the config reads secrets from (watched for hot reload).
@@ -87,6 +91,7 @@ impl RawSettings {
         let rate_limit = self.rate_limit.validate()?;
         let publish = self.publish.map(|p| p.validate(&apps, &mut secrets)).transpose()?;
         let webhooks = self.webhooks.map(|w| w.validate(&mut secrets)).transpose()?;
+        let rollout = self.rollout.map(|r| r.validate(&apps)).transpose()?;
         let status = self.status.validate(&apps)?;
         let log = self.log.validate();
         Ok(Settings {
@@ -96,6 +101,7 @@ impl RawSettings {
             rate_limit,
             publish,
             webhooks,
+            rollout,
             status,
             log,
             secret_files: secrets.files,
@@ -164,6 +170,9 @@ impl Settings {
         }
         if let Some(w) = &self.webhooks {
             root.insert("webhooks".into(), Value::Table(w.redacted()));
+        }
+        if let Some(r) = &self.rollout {
+            root.insert("rollout".into(), Value::Table(r.redacted()));
         }
         root.insert("status".into(), Value::Table(self.status.redacted()));
         root.insert("log".into(), Value::Table(self.log.redacted()));

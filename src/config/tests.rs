@@ -226,3 +226,38 @@ fn status_old_app_is_checked_at_load() {
     let s = Settings::from_toml(&MINIMAL.replace("[apps.old]", "[apps.legacy]"), None).unwrap();
     assert_eq!(s.status.old_app, None, "no app named old and none named: nothing to drain");
 }
+
+#[test]
+fn rollout_values_are_checked_at_load_naming_the_key() {
+    let with = |r: &str| format!("{MINIMAL}[rollout]\n{r}\n");
+    let ok = Settings::from_toml(&with("from = \"old\"\nto = \"new\"\npercent = 5.5"), None).unwrap();
+    let r = ok.rollout.unwrap();
+    assert_eq!(
+        (r.percent, r.control_channel.as_str(), r.spread.as_secs()),
+        (5.5, "pusher-dual-auth-rollout", 30)
+    );
+    let cases = [
+        ("from = \"old\"\nto = \"new\"\npercent = 100.5", "rollout.percent"),
+        ("from = \"old\"\nto = \"new\"\npercent = -1", "rollout.percent"),
+        ("from = \"old\"\nto = \"nope\"", "rollout.to"),
+        ("to = \"new\"", "rollout.from"),
+        ("from = \"old\"\nto = \"old\"", "rollout.to"),
+        ("from = \"old\"\nto = \"new\"\ncontrol_channel = \"private-x\"", "rollout.control_channel"),
+        ("from = \"old\"\nto = \"new\"\ncontrol_channel = \"a b\"", "rollout.control_channel"),
+        ("from = \"old\"\nto = \"new\"\nforce_to = [\"a/b\"]", "rollout.force_to"),
+        ("from = \"old\"\nto = \"new\"\nforce_to = [\"x\"]\nforce_from = [\"x\"]", "rollout.force_from"),
+    ];
+    for (r, key) in cases {
+        assert_eq!(err(&with(r), &[]).key, key, "{r}");
+    }
+    // The version follows what clients act on, not the force lists (those reach clients at their next read).
+    let v = |r: &str| Settings::from_toml(&with(r), None).unwrap().rollout.unwrap().version;
+    assert_eq!(
+        v("from = \"old\"\nto = \"new\"\npercent = 5"),
+        v("from = \"old\"\nto = \"new\"\npercent = 5\nforce_to = [\"a\"]")
+    );
+    assert_ne!(
+        v("from = \"old\"\nto = \"new\"\npercent = 5"),
+        v("from = \"old\"\nto = \"new\"\npercent = 6")
+    );
+}

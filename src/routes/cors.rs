@@ -91,11 +91,14 @@ pub async fn cors_middleware(
     let decision = decide(&req, &live);
     let vary = !live.settings.server.allowed_origins.is_empty();
 
+    // The auth routes take POST; /client-config is read with GET.
+    let (methods, allow) =
+        if req.path() == "/client-config" { ("GET", "GET, OPTIONS") } else { ("POST", "POST, OPTIONS") };
     if req.method() == Method::OPTIONS {
         let response = match decision {
             Decision::Allowed(origin) => {
                 let mut res = HttpResponse::NoContent()
-                    .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "POST"))
+                    .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, methods))
                     .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, allow_headers(&req)))
                     .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
                     .insert_header((header::VARY, "Origin, Access-Control-Request-Headers"))
@@ -103,9 +106,7 @@ pub async fn cors_middleware(
                 add_cors_headers(res.headers_mut(), origin);
                 res
             }
-            Decision::SameOrigin => {
-                HttpResponse::NoContent().insert_header((header::ALLOW, "POST, OPTIONS")).finish()
-            }
+            Decision::SameOrigin => HttpResponse::NoContent().insert_header((header::ALLOW, allow)).finish(),
             Decision::Refused(origin) => {
                 AuthError::OriginNotAllowed(crate::pusher::quote(&origin)).error_response()
             }

@@ -11,6 +11,7 @@ mod headers;
 mod helpers;
 mod host_failures;
 mod publish;
+mod rollout;
 mod status;
 mod storm;
 mod user;

@@ -1,0 +1,138 @@
+//! `[rollout]`: moving clients from one app to another in steps. Which app a
+//! client is told to use comes from its sticky bucket (0-9999) against
+//! `percent`, unless a force list names it. Hot-reloadable; a bad value keeps
+//! the running rollout.
+
+use super::{ConfigError, apps::AppSettings, list_or_csv, strings};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::{collections::BTreeMap, time::Duration};
+use toml::{Table, Value};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRollout {
+    from: Option<String>,
+    to: Option<String>,
+    #[serde(default)]
+    percent: f64,
+    #[serde(default, deserialize_with = "list_or_csv")]
+    force_to: Vec<String>,
+    #[serde(default, deserialize_with = "list_or_csv")]
+    force_from: Vec<String>,
+    #[serde(default = "default_control_channel")]
+    control_channel: String,
+    #[serde(default = "default_spread_secs")]
+    spread_secs: u64,
+}
+fn default_control_channel() -> String {
+    "pusher-dual-auth-rollout".into()
+}
+fn default_spread_secs() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone)]
+pub struct RolloutSettings {
+    /// The app clients move away from, and the one they move to.
+    pub from: String,
+    pub to: String,
+    /// 0-100: the share of buckets assigned to `to`.
+    pub percent: f64,
+    pub force_to: Vec<String>,
+    pub force_from: Vec<String>,
+    /// A public channel on both apps that carries `rollout-changed`.
+    pub control_channel: String,
+    /// Clients spread their switch over this window.
+    pub spread: Duration,
+    /// Derived from the settings clients act on (not a counter), so replicas
+    /// that reload the same change announce the same version.
+    pub version: u32,
+    /// Keeps a user's bucket when percent or the lists change: derived from the two apps only.
+    pub salt: [u8; 32],
+}
+
+/// A user id as the force lists and `?uid=` take it: Pusher's channel-name characters, ≤ 128.
+pub fn valid_uid(uid: &str) -> bool {
+    (1..=128).contains(&uid.len())
+        && uid.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_=@,.;".contains(&b))
+}
+
+impl RawRollout {
+    pub fn validate(self, apps: &BTreeMap<String, AppSettings>) -> Result<RolloutSettings, ConfigError> {
+        let app = |key: &str, name: Option<String>| -> Result<String, ConfigError> {
+            let name = name.ok_or_else(|| ConfigError::new(key, "missing: name a configured app"))?;
+            if apps.contains_key(&name) {
+                Ok(name)
+            } else {
+                Err(ConfigError::new(key, format!("{name:?} is not a configured app")))
+            }
+        };
+        let from = app("rollout.from", self.from)?;
+        let to = app("rollout.to", self.to)?;
+        if from == to {
+            return Err(ConfigError::new("rollout.to", "must differ from rollout.from"));
+        }
+        if !(0.0..=100.0).contains(&self.percent) {
+            return Err(ConfigError::new("rollout.percent", "must be between 0 and 100"));
+        }
+        for (key, list) in [("rollout.force_to", &self.force_to), ("rollout.force_from", &self.force_from)] {
+            if let Some(bad) = list.iter().find(|u| !valid_uid(u)) {
+                return Err(ConfigError::new(
+                    key,
+                    format!("{bad:?} is not a user id (1-128 of A-Z a-z 0-9 _ - = @ , . ;)"),
+                ));
+            }
+        }
+        if let Some(both) = self.force_to.iter().find(|u| self.force_from.contains(u)) {
+            return Err(ConfigError::new("rollout.force_from", format!("{both:?} is in force_to too")));
+        }
+        let channel = &self.control_channel;
+        let public = (1..=crate::pusher::MAX_CHANNEL_NAME_LEN).contains(&channel.len())
+            && channel.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_=@,.;".contains(&b))
+            && !channel.starts_with("private-")
+            && !channel.starts_with("presence-");
+        if !public {
+            return Err(ConfigError::new(
+                "rollout.control_channel",
+                "must be a public channel name (A-Z a-z 0-9 _ - = @ , . ;, not private- or presence-)",
+            ));
+        }
+        if self.spread_secs > 3600 {
+            return Err(ConfigError::new("rollout.spread_secs", "must be at most 3600"));
+        }
+        let version = {
+            let canon = format!("{from}\n{to}\n{}\n{}\n{channel}", self.percent, self.spread_secs);
+            let d = Sha256::digest(canon.as_bytes());
+            u32::from_be_bytes([d[0], d[1], d[2], d[3]])
+        };
+        let salt =
+            Sha256::digest(format!("pusher-dual-auth rollout\n{}\n{}", apps[&from].app_id, apps[&to].app_id))
+                .into();
+        Ok(RolloutSettings {
+            from,
+            to,
+            percent: self.percent,
+            force_to: self.force_to,
+            force_from: self.force_from,
+            control_channel: self.control_channel,
+            spread: Duration::from_secs(self.spread_secs),
+            version,
+            salt,
+        })
+    }
+}
+
+impl RolloutSettings {
+    pub fn redacted(&self) -> Table {
+        let mut t = Table::new();
+        t.insert("from".into(), Value::String(self.from.clone()));
+        t.insert("to".into(), Value::String(self.to.clone()));
+        t.insert("percent".into(), Value::Float(self.percent));
+        t.insert("force_to".into(), strings(self.force_to.iter().cloned()));
+        t.insert("force_from".into(), strings(self.force_from.iter().cloned()));
+        t.insert("control_channel".into(), Value::String(self.control_channel.clone()));
+        t.insert("spread_secs".into(), Value::Integer(self.spread.as_secs() as i64));
+        t
+    }
+}

@@ -1,0 +1,67 @@
+//! `GET /client-config[?uid=ID]`: which app this client should use during a
+//! rollout, in the shape pusher-js options take. Not a security decision (either
+//! app's auth route still asks the host), so no session check is made.
+
+use crate::{config::valid_uid, error::error_body, rollout::assign, state::AppState};
+use actix_web::{
+    HttpRequest, HttpResponse,
+    cookie::{Cookie, SameSite},
+    http::{StatusCode, header},
+    web,
+};
+use serde_json::json;
+
+/// A random per-browser id, for clients the app does not name with `uid`.
+const COOKIE: &str = "pusher_dual_auth_rid";
+
+pub async fn client_config(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let no_store = (header::CACHE_CONTROL, "no-store");
+    let live = state.live();
+    let Some(rollout) = live.settings.rollout.as_ref() else {
+        // Unmounted without [rollout]; a reload may race the route guard.
+        return HttpResponse::NotFound().json(error_body("not_configured", "no [rollout] is configured"));
+    };
+    let uid = form_urlencoded::parse(req.query_string().as_bytes()).find(|(k, _)| k == "uid").map(|(_, v)| v);
+    let (id, new_cookie) = match uid.as_deref() {
+        Some(uid) if valid_uid(uid) => (uid.to_owned(), None),
+        Some(_) => {
+            return HttpResponse::build(StatusCode::BAD_REQUEST)
+                .insert_header(no_store)
+                .json(error_body("invalid_uid", "uid must be 1-128 of A-Z a-z 0-9 _ - = @ , . ;"));
+        }
+        None => match req.cookie(COOKIE).map(|c| c.value().to_owned()).filter(|v| valid_uid(v)) {
+            Some(id) => (id, None),
+            None => {
+                let id = uuid::Uuid::new_v4().simple().to_string();
+                (id.clone(), Some(id))
+            }
+        },
+    };
+    let assignment = assign(rollout, &id, uid.is_some());
+    let app = live.settings.app(assignment.app).expect("rollout apps are checked at load");
+    let body = json!({
+        "app": assignment.app,
+        "key": app.credentials.key.as_ref(),
+        "cluster": app.cluster.as_deref().unwrap_or("mt1"),
+        "client_options": app.client_options,
+        "channelAuthorization": {"endpoint": format!("/auth/{}", assignment.app)},
+        "userAuthentication": {"endpoint": format!("/auth/{}/user", assignment.app)},
+        "bucket": assignment.bucket,
+        "percent": rollout.percent,
+        "forced": assignment.forced,
+        "control_channel": rollout.control_channel,
+        "version": rollout.version,
+    });
+    let mut res = HttpResponse::Ok();
+    res.insert_header(no_store);
+    if let Some(id) = new_cookie {
+        let cookie = Cookie::build(COOKIE, id)
+            .path("/")
+            .http_only(true)
+            .same_site(SameSite::Lax)
+            .max_age(actix_web::cookie::time::Duration::days(365))
+            .finish();
+        res.cookie(cookie);
+    }
+    res.json(body)
+}

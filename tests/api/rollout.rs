@@ -1,0 +1,114 @@
+//! `GET /client-config`: which app a client should use during a rollout.
+use crate::helpers::*;
+use serde_json::Value;
+
+const ORIGIN: &str = "https://app.example.com";
+
+async fn rollout_app(rollout: &str) -> TestApp {
+    let rollout = rollout.to_owned();
+    spawn_app_with(move |c| {
+        let c = c
+            .replace("workers = 1", &format!("workers = 1\nallowed_origins = [\"{ORIGIN}\"]"))
+            .replace("[apps.new]", "[apps.new]\ncluster = \"eu\"\nclient_options = { wsHost = \"ws.example.com\", wsPort = 6001, forceTLS = false }");
+        format!("{c}\n[rollout]\n{rollout}\n")
+    })
+    .await
+}
+
+async fn get(app: &TestApp, query: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut req = app.client.get(format!("{}/client-config{query}", app.address));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap()
+}
+
+async fn config_for(app: &TestApp, uid: &str) -> Value {
+    let res = get(app, &format!("?uid={uid}"), &[]).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    res.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn without_a_rollout_there_is_no_client_config() {
+    let app = spawn_app().await;
+    assert_eq!(get(&app, "?uid=a", &[]).await.status(), 404);
+}
+
+#[tokio::test]
+async fn the_answer_is_what_pusher_js_options_take_and_sticky_per_user() {
+    let app = rollout_app("from = \"old\"\nto = \"new\"\npercent = 0\nforce_to = [\"tester-1\"]").await;
+    let c = config_for(&app, "user-42").await;
+    assert_eq!(c["app"], "old");
+    assert_eq!(c["key"], OLD_KEY);
+    assert_eq!(c["cluster"], "mt1");
+    assert_eq!(c["channelAuthorization"]["endpoint"], "/auth/old");
+    assert_eq!(c["userAuthentication"]["endpoint"], "/auth/old/user");
+    assert_eq!((c["percent"].as_f64(), &c["forced"]), (Some(0.0), &Value::Bool(false)));
+    assert_eq!(c["control_channel"], "pusher-dual-auth-rollout");
+    assert!(c["version"].is_u64() && c["bucket"].as_u64().unwrap() < 10_000);
+    // Force lists win over percent; the new app's client_options are handed over verbatim.
+    let t = config_for(&app, "tester-1").await;
+    assert_eq!((t["app"].as_str(), &t["forced"]), (Some("new"), &Value::Bool(true)));
+    assert_eq!(t["key"], NEW_KEY);
+    assert_eq!(t["cluster"], "eu");
+    assert_eq!(
+        t["client_options"],
+        serde_json::json!({"wsHost": "ws.example.com", "wsPort": 6001, "forceTLS": false})
+    );
+    // The same uid gets the same answer every time.
+    for _ in 0..200 {
+        assert_eq!(config_for(&app, "user-42").await, c);
+    }
+    // A uid that is not a user id is refused.
+    let bad = get(&app, "?uid=a%2Fb", &[]).await;
+    assert_eq!(bad.status(), 400);
+    assert_eq!(bad.json::<Value>().await.unwrap()["error"]["code"], "invalid_uid");
+}
+
+#[tokio::test]
+async fn without_a_uid_a_first_party_cookie_keeps_the_bucket() {
+    let app = rollout_app("from = \"old\"\nto = \"new\"\npercent = 50").await;
+    let first = get(&app, "", &[]).await;
+    let cookie = first.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.starts_with("pusher_dual_auth_rid=")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    let bucket = first.json::<Value>().await.unwrap()["bucket"].clone();
+    let pair = cookie.split(';').next().unwrap();
+    for _ in 0..20 {
+        let again = get(&app, "", &[("cookie", pair)]).await;
+        assert!(again.headers().get("set-cookie").is_none(), "the id is kept, not replaced");
+        assert_eq!(again.json::<Value>().await.unwrap()["bucket"], bucket);
+    }
+    // Across 400 browsers, about half are on the new app.
+    let mut on_new = 0;
+    for _ in 0..400 {
+        let c: Value = get(&app, "", &[]).await.json().await.unwrap();
+        on_new += (c["app"] == "new") as usize;
+    }
+    assert!((140..=260).contains(&on_new), "{on_new} of 400 on new at 50 %");
+}
+
+#[tokio::test]
+async fn client_config_follows_the_auth_routes_cors_rules() {
+    let app = rollout_app("from = \"old\"\nto = \"new\"\npercent = 0").await;
+    let ok = get(&app, "?uid=a", &[("origin", ORIGIN)]).await;
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.headers()["access-control-allow-origin"], ORIGIN);
+    assert_eq!(get(&app, "?uid=a", &[("origin", "https://evil.example")]).await.status(), 403);
+    let pre = app
+        .client
+        .request(reqwest::Method::OPTIONS, format!("{}/client-config", app.address))
+        .header("origin", ORIGIN)
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pre.status(), 204);
+    assert_eq!(pre.headers()["access-control-allow-methods"], "GET");
+}
