@@ -9,6 +9,7 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 import { Suite, assert, assertEqual, freePort, sleep, start, stop, waitForHttp } from './lib.mjs';
 import { startHost } from './host.mjs';
+import { connect } from '../clients/js/pusher-dual-auth.mjs';
 
 const require = createRequire(import.meta.url);
 const Pusher = require('pusher-js'); // the Node build, encryption-capable
@@ -78,7 +79,7 @@ driver = "memory"
 ${apps}`;
 }
 
-function serviceConfig() {
+function serviceConfig(rolloutPercent = 0) {
   const apps = Object.entries(APPS)
     .map(
       ([name, a]) => `
@@ -115,6 +116,11 @@ app_id = "dual"
 key = "publisher-key"
 secret = "publisher-secret"
 targets = ["old", "new"]
+[rollout]
+from = "old"
+to = "new"
+percent = ${rolloutPercent}
+spread_secs = 3
 ${apps}`;
 }
 
@@ -494,6 +500,70 @@ try {
       await browser.close();
     }
   }, 60000);
+
+  await suite.test('rollout: 100 live pusher-js clients move to the new app at 50 %, without a new object, and back at 0 %', async () => {
+    const N = 100;
+    const roll = [];
+    for (let i = 0; i < N; i++) {
+      const switches = [];
+      const pusher = await connect(Pusher, {
+        configUrl: `${SERVICE}/client-config`,
+        uid: `roll-${i}`,
+        onSwitch: (from, to) => switches.push(`${from}->${to}`),
+        options: {
+          wsHost: '127.0.0.1', wsPort, forceTLS: false, enabledTransports: ['ws'], disableStats: true,
+          channelAuthorization: { transport: 'ajax', headers: { Authorization: 'Bearer alice' } },
+        },
+      });
+      pusher.errors = [];
+      clients.push(pusher);
+      const priv = pusher.subscribe('private-roll');
+      const pres = pusher.subscribe('presence-roll');
+      const got = [];
+      priv.bind('rolled', (d) => got.push(d));
+      roll.push({ i, pusher, priv, pres, got, switches });
+    }
+    const onApp = (key) => roll.filter((r) => r.pusher.key === APPS[key].key).length;
+    const allSubscribed = () => roll.every((r) => r.priv.subscribed && r.pres.subscribed);
+    const waitFor = async (what, ok, ms) => {
+      const until = Date.now() + ms;
+      while (!ok()) {
+        if (Date.now() > until) throw new Error(`timed out: ${what}`);
+        await sleep(100);
+      }
+    };
+    await waitFor('all subscribed at 0 %', allSubscribed, 20000);
+    assertEqual(onApp('old'), N, 'at 0 % everyone is on old');
+    // What the service assigns each uid at 50 % (the same bucket every time).
+    const objects = roll.map((r) => r.pusher);
+
+    fs.writeFileSync(path.join(work, 'service.toml'), serviceConfig(50));
+    const started = Date.now();
+    await sleep(1000); // the reload, then the announcement
+    const expected = [];
+    for (const r of roll) expected.push((await (await fetch(`${SERVICE}/client-config?uid=roll-${r.i}`)).json()).app);
+    const wantNew = expected.filter((a) => a === 'new').length;
+    assert(wantNew >= 35 && wantNew <= 65, `50 % assigns ${wantNew} of ${N} to new`);
+    await waitFor('the assigned clients moved', () => onApp('new') === wantNew, 3000 + 5000);
+    const moveSecs = ((Date.now() - started) / 1000).toFixed(1);
+    await waitFor('all re-subscribed after the switch', allSubscribed, 10000);
+    roll.forEach((r, k) => assertEqual(r.pusher.key === APPS.new.key ? 'new' : 'old', expected[k], `roll-${r.i} on its assigned app`));
+    assert(roll.every((r, k) => r.pusher === objects[k]), 'the same Pusher objects');
+    assertEqual(roll.filter((r) => r.switches.length === 1 && r.switches[0] === 'old->new').length, wantNew, 'onSwitch once per moved client');
+
+    // An event published once through the fan-out reaches every client exactly once, on either app.
+    const publisher = new PusherServer({ appId: 'dual', key: 'publisher-key', secret: 'publisher-secret', host: '127.0.0.1', port: servicePort, useTLS: false });
+    await publisher.trigger('private-roll', 'rolled', { n: 1 });
+    await waitFor('the event everywhere', () => roll.every((r) => r.got.length >= 1), 5000);
+    await sleep(300);
+    assert(roll.every((r) => r.got.length === 1), 'exactly once each');
+
+    // Rollback: percent 0 brings everyone back to old.
+    fs.writeFileSync(path.join(work, 'service.toml'), serviceConfig(0));
+    await waitFor('everyone back on old', () => onApp('old') === N, 1000 + 3000 + 5000);
+    await waitFor('all re-subscribed after the rollback', allSubscribed, 10000);
+    console.log(`     rollout: ${wantNew}/${N} moved to new within ${moveSecs} s of the reload (spread 3 s), all ${N} back on old after rollback`);
+  }, 90000);
 
   await suite.test('the service log holds no secrets, credentials or signatures', async () => {
     const text = fs.readFileSync(serviceLogPath, 'utf8');
