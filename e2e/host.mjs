@@ -34,7 +34,7 @@ export function startHost(port, { pageDir }) {
         if (!user) return send(res, 401, {});
         return send(res, 200, user);
       }
-      const file = { '/page.html': 'page.html', '/pusher.js': 'node_modules/pusher-js/dist/web/pusher-with-encryption.js' }[
+      const file = { '/page.html': 'page.html', '/rollout.html': 'rollout.html', '/pusher-dual-auth.mjs': '../clients/js/pusher-dual-auth.mjs', '/pusher.js': 'node_modules/pusher-js/dist/web/pusher-with-encryption.js' }[
         req.url.split('?')[0]
       ];
       if (req.method === 'GET' && file) {

@@ -534,6 +534,18 @@ try {
     };
     await waitFor('all subscribed at 0 %', allSubscribed, 20000);
     assertEqual(onApp('old'), N, 'at 0 % everyone is on old');
+    // One Chromium page too, as a user whose bucket (fixed whatever the percent) is below 50 %.
+    let uid = null;
+    for (let k = 0; uid === null; k++) {
+      const c = await (await fetch(`${SERVICE}/client-config?uid=browser-${k}`)).json();
+      if (c.bucket < 5000) uid = `browser-${k}`;
+    }
+    const browser = await launchChromium(path.join(work, 'chromium-rollout'));
+    clients.push({ disconnect: () => browser.close() }); // closed by the suite's cleanup if a step fails
+    const page = await browser.newPage();
+    await page.goto(`${HOST_ORIGIN}/rollout.html?service=${encodeURIComponent(SERVICE)}&ws=${wsPort}&uid=${uid}`);
+    await page.waitForFunction('window.__roll && window.__roll.ready && window.__roll.subscribed', { timeout: 20000 });
+    assertEqual(await page.evaluate('window.__roll.key'), APPS.old.key, 'the page starts on old');
     // What the service assigns each uid at 50 % (the same bucket every time).
     const objects = roll.map((r) => r.pusher);
 
@@ -550,10 +562,15 @@ try {
     roll.forEach((r, k) => assertEqual(r.pusher.key === APPS.new.key ? 'new' : 'old', expected[k], `roll-${r.i} on its assigned app`));
     assert(roll.every((r, k) => r.pusher === objects[k]), 'the same Pusher objects');
     assertEqual(roll.filter((r) => r.switches.length === 1 && r.switches[0] === 'old->new').length, wantNew, 'onSwitch once per moved client');
+    // The page moved too, without a reload, and its private channel works on the new app.
+    await page.waitForFunction(`window.__roll.key === ${JSON.stringify(APPS.new.key)} && window.__roll.subscribed`, { timeout: 10000 });
+    assertEqual(await page.evaluate('window.__roll.switches'), ['old->new'], 'the page switched once');
 
     // An event published once through the fan-out reaches every client exactly once, on either app.
     const publisher = new PusherServer({ appId: 'dual', key: 'publisher-key', secret: 'publisher-secret', host: '127.0.0.1', port: servicePort, useTLS: false });
     await publisher.trigger('private-roll', 'rolled', { n: 1 });
+    await publisher.trigger('private-roll-browser', 'rolled', { n: 2 });
+    await page.waitForFunction('window.__roll.events.length === 1', { timeout: 5000 });
     await waitFor('the event everywhere', () => roll.every((r) => r.got.length >= 1), 5000);
     await sleep(300);
     assert(roll.every((r) => r.got.length === 1), 'exactly once each');
@@ -562,7 +579,10 @@ try {
     fs.writeFileSync(path.join(work, 'service.toml'), serviceConfig(0));
     await waitFor('everyone back on old', () => onApp('old') === N, 1000 + 3000 + 5000);
     await waitFor('all re-subscribed after the rollback', allSubscribed, 10000);
-    console.log(`     rollout: ${wantNew}/${N} moved to new within ${moveSecs} s of the reload (spread 3 s), all ${N} back on old after rollback`);
+    await page.waitForFunction(`window.__roll.key === ${JSON.stringify(APPS.old.key)} && window.__roll.subscribed`, { timeout: 10000 });
+    await page.screenshot({ path: path.join(work, 'rollout.png') });
+    await browser.close();
+    console.log(`     rollout: ${wantNew}/${N} moved to new within ${moveSecs} s of the reload (spread 3 s), all ${N} back on old after rollback; the Chromium page moved and came back too`);
   }, 90000);
 
   await suite.test('the service log holds no secrets, credentials or signatures', async () => {
