@@ -449,11 +449,13 @@ try {
         old: document.querySelector('tr[data-app="old"] .signed').textContent,
         new: document.querySelector('tr[data-app="new"] .signed').textContent,
         oldOccupied: document.querySelector('tr[data-app="old"] .occupied').textContent,
+        rolloutTarget: document.getElementById('rollout').dataset.target,
       }));
       await page.screenshot({ path: path.join(work, 'status.png') });
       assertEqual(shown.old, String(json.apps.old.auth_signed_total), 'old signed count on the page');
       assertEqual(shown.new, String(json.apps.new.auth_signed_total), 'new signed count on the page');
       assertEqual(shown.oldOccupied, '0', 'old occupancy on the page');
+      assertEqual(shown.rolloutTarget, String(json.rollout.percent), 'the rollout target on the page');
       assert(json.drain.drained && shown.verdict.includes('"old" app drained'), `verdict: ${shown.verdict}`);
       console.log(`     status page: ${JSON.stringify(shown)} (screenshot ${path.join(work, 'status.png')})`);
     } finally {

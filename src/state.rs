@@ -136,6 +136,9 @@ pub struct Sample {
     pub t: u64,
     pub signed: BTreeMap<String, u64>,
     pub occupied: BTreeMap<String, usize>,
+    /// The rollout target (percent on `to`) when the sample was taken, so changes show over time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout_percent: Option<f64>,
 }
 
 /// The status page's history: outlives reloads.

@@ -24,7 +24,8 @@ async fn take_sample(state: &AppState) -> Sample {
         occupied.insert(app.clone(), occupied_now.get(app).copied().unwrap_or(0));
     }
     signed.retain(|app, _| live.settings.apps.contains_key(app));
-    Sample { t: now_ms(), signed, occupied }
+    let rollout_percent = live.settings.rollout.as_ref().map(|r| r.percent);
+    Sample { t: now_ms(), signed, occupied, rollout_percent }
 }
 
 /// Records a sample and updates the drain clock.

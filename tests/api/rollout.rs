@@ -112,3 +112,17 @@ async fn client_config_follows_the_auth_routes_cors_rules() {
     assert_eq!(pre.status(), 204);
     assert_eq!(pre.headers()["access-control-allow-methods"], "GET");
 }
+
+#[tokio::test]
+async fn the_status_shows_the_target_beside_the_measured_share() {
+    let app = rollout_app("from = \"old\"\nto = \"new\"\npercent = 12.5").await;
+    let s: Value =
+        app.client.get(format!("{}/status", app.admin)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(s["rollout"]["percent"], 12.5);
+    assert_eq!((s["rollout"]["from"].as_str(), s["rollout"]["to"].as_str()), (Some("old"), Some("new")));
+    assert!(s["apps"]["new"]["share"].is_number());
+    assert_eq!(
+        s["history"][0]["rollout_percent"], 12.5,
+        "each sample records the target: changes show over time"
+    );
+}
