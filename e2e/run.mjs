@@ -583,6 +583,14 @@ try {
     await waitFor('all re-subscribed after the rollback', allSubscribed, 10000);
     await page.waitForFunction(`window.__roll.key === ${JSON.stringify(APPS.old.key)} && window.__roll.subscribed`, { timeout: 10000 });
     await page.screenshot({ path: path.join(work, 'rollout.png') });
+    // The status page marks both changes (to 50 %, back to 0 %) on its timeline.
+    await sleep(1500); // one more sample after the rollback
+    await page.goto(`${ADMIN}/status.html`);
+    await page.waitForSelector('body[data-loaded="yes"]', { timeout: 10000 });
+    const marks = await page.evaluate(() => [...document.querySelectorAll('line.rollout-change')].length);
+    const labels = await page.evaluate(() => [...document.querySelectorAll('#chart text')].map((t) => t.textContent));
+    await page.screenshot({ path: path.join(work, 'status-rollout.png') });
+    assert(marks >= 2 && labels.includes('→ 50%') && labels.includes('→ 0%'), `rollout changes on the status page: ${marks} marks, ${labels}`);
     await browser.close();
     console.log(`     rollout: ${wantNew}/${N} moved to new within ${moveSecs} s of the reload (spread 3 s), all ${N} back on old after rollback; the Chromium page moved and came back too`);
   }, 90000);
