@@ -21,8 +21,21 @@ pub async fn client_config(req: HttpRequest, state: web::Data<AppState>) -> Http
         // Unmounted without [rollout]; a reload may race the route guard.
         return HttpResponse::NotFound().json(error_body("not_configured", "no [rollout] is configured"));
     };
-    let uid = form_urlencoded::parse(req.query_string().as_bytes()).find(|(k, _)| k == "uid").map(|(_, v)| v);
-    let (id, new_cookie) = match uid.as_deref() {
+    let uids: Vec<_> = form_urlencoded::parse(req.query_string().as_bytes())
+        .filter(|(k, _)| k == "uid")
+        .map(|(_, v)| v)
+        .collect();
+    // Given twice, a uid is refused rather than guessed (as the auth routes do with their fields).
+    let uid = match uids.as_slice() {
+        [] => None,
+        [one] => Some(one),
+        _ => {
+            return HttpResponse::build(StatusCode::BAD_REQUEST)
+                .insert_header(no_store)
+                .json(error_body("duplicate_field", "uid is given more than once"));
+        }
+    };
+    let (id, new_cookie) = match uid.map(|u| u.as_ref()) {
         Some(uid) if valid_uid(uid) => (uid.to_owned(), None),
         Some(_) => {
             return HttpResponse::build(StatusCode::BAD_REQUEST)

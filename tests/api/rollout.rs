@@ -126,3 +126,31 @@ async fn the_status_shows_the_target_beside_the_measured_share() {
         "each sample records the target: changes show over time"
     );
 }
+
+#[tokio::test]
+async fn a_stranger_cannot_make_client_config_wait_guess_or_grow() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = rollout_app("from = \"old\"\nto = \"new\"\npercent = 50").await;
+    // A GET announcing a body it never sends: answered at once (the body is never read).
+    let addr = app.address.trim_start_matches("http://").to_owned();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"GET /client-config?uid=a HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 32];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(1), s.read(&mut buf)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Two uids, or one too long: refused, not guessed.
+    for query in ["?uid=a&uid=b", &format!("?uid={}", "x".repeat(129))] {
+        let res = get(&app, query, &[]).await;
+        assert_eq!(res.status(), 400, "{query}");
+        assert_eq!(res.headers()["cache-control"], "no-store");
+    }
+    // 100 cookie-less reads: 100 fresh ids, nothing kept on the server (the id lives in the cookie).
+    let mut ids = std::collections::BTreeSet::new();
+    for _ in 0..100 {
+        let res = get(&app, "", &[]).await;
+        ids.insert(res.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 100);
+}
