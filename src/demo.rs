@@ -40,6 +40,11 @@ key = "demo-new-key"
 secret = "demo-new-secret"
 cluster = "eu"
 encryption_master_key_base64 = "{DEMO_MASTER_KEY}"
+[rollout]
+from = "old"
+to = "new"
+percent = 50
+force_to = ["alice"]
 [log]
 format = "pretty"
 "#
@@ -111,6 +116,9 @@ Demo users: Bearer token or cookie demo_session = alice | bob. Try:
   curl -s -i -X POST {base}/auth/new -H 'Authorization: Bearer bob' -d socket_id=1234.1234 -d channel_name=private-admin-ops
   # 400, a socket_id carrying an injection attempt never reaches the session check:
   curl -s -i -X POST {base}/auth/new -H 'Authorization: Bearer alice' --data-urlencode 'socket_id=1.1:private-admin-ops' -d channel_name=private-x
+  # which app a client should use during the rollout (50 % here; alice is forced onto "new"):
+  curl -s '{base}/client-config?uid=bob'
+  curl -s '{base}/client-config?uid=alice'
   # 400, public channels need no auth:
   curl -s -i -X POST {base}/auth/new -H 'Authorization: Bearer alice' -d socket_id=1234.1234 -d channel_name=lobby
 
