@@ -450,12 +450,15 @@ try {
         new: document.querySelector('tr[data-app="new"] .signed').textContent,
         oldOccupied: document.querySelector('tr[data-app="old"] .occupied').textContent,
         rolloutTarget: document.getElementById('rollout').dataset.target,
+        clientGroups: [...document.querySelectorAll('#clients tr')].map((tr) => tr.dataset.group),
       }));
       await page.screenshot({ path: path.join(work, 'status.png') });
       assertEqual(shown.old, String(json.apps.old.auth_signed_total), 'old signed count on the page');
       assertEqual(shown.new, String(json.apps.new.auth_signed_total), 'new signed count on the page');
       assertEqual(shown.oldOccupied, '0', 'old occupancy on the page');
       assertEqual(shown.rolloutTarget, String(json.rollout.percent), 'the rollout target on the page');
+      assertEqual(shown.clientGroups, json.clients.map((c) => c.group), 'the client builds on the page, in /status order');
+      assert(shown.clientGroups.includes('Chrome 156') || shown.clientGroups.some((g) => g.startsWith('Chrome ')), `Chromium is a group: ${shown.clientGroups}`);
       assert(json.drain.drained && shown.verdict.includes('"old" app drained'), `verdict: ${shown.verdict}`);
       console.log(`     status page: ${JSON.stringify(shown)} (screenshot ${path.join(work, 'status.png')})`);
     } finally {

@@ -14,6 +14,8 @@ pub mod startup;
 pub mod telemetry;
 
 mod body;
+mod client_group;
+mod client_stats;
 mod demo;
 mod error;
 mod metrics;

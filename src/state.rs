@@ -47,6 +47,8 @@ pub struct AppState {
     pub metrics: Metrics,
     pub webhooks: crate::webhooks::Webhooks,
     pub status: StatusHistory,
+    /// Signed authorizations per client build and app.
+    pub clients: crate::client_stats::ClientStats,
     /// The file the config came from, for reloads (set once, by `watch_config`).
     config_path: OnceLock<PathBuf>,
     /// Secret files named by the last rejected config (watched too, so a reload
@@ -65,6 +67,7 @@ impl AppState {
             metrics,
             webhooks,
             status: StatusHistory::default(),
+            clients: crate::client_stats::ClientStats::default(),
             config_path: OnceLock::new(),
             rejected: Mutex::new(None),
         })

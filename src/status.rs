@@ -108,6 +108,8 @@ pub async fn snapshot(state: &AppState) -> Value {
         "drain": {"app": cfg.old_app, "window_secs": cfg.drain_window.as_secs(), "drained": drained,
                   "quiet_since_ms": quiet_since, "reason": reason},
         "history": samples,
+        // Which client builds still keep the old app alive: most of the day's auths on old first.
+        "clients": state.clients.snapshot(now, cfg.old_app.as_deref()),
         // The target beside the measured share per app (`apps.*.share`).
         "rollout": live.settings.rollout.as_ref().map(|r| json!({
             "from": r.from, "to": r.to, "percent": r.percent, "version": r.version,

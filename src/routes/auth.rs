@@ -45,6 +45,9 @@ struct Ctx<'a> {
     headers: &'a ForwardedHeaders,
     /// Who is charged for session checks under `[rate_limit]`.
     client_ip: Option<std::net::IpAddr>,
+    /// Signed authorizations per client build (the status page's drain-by-client table).
+    clients: &'a crate::client_stats::ClientStats,
+    client_group: String,
 }
 
 impl Ctx<'_> {
@@ -106,7 +109,14 @@ impl Ctx<'_> {
             ChannelKind::Presence => Some(identity.presence_member()?),
             _ => None,
         };
-        Ok(authorize_channel(&self.app.credentials, self.socket_id, channel, member.as_ref())?)
+        let auth = authorize_channel(&self.app.credentials, self.socket_id, channel, member.as_ref())?;
+        self.signed();
+        Ok(auth)
+    }
+
+    /// Counts a signed authorization for this client's build.
+    fn signed(&self) {
+        self.clients.record(&self.client_group, &self.app.name, crate::outbound::now_ms());
     }
 }
 
@@ -156,19 +166,23 @@ struct Prepared<'a> {
     body: web::Bytes,
     headers: ForwardedHeaders,
     client_ip: Option<std::net::IpAddr>,
+    user_agent: Option<String>,
 }
 
 impl Prepared<'_> {
     /// The context for asking the host about `socket_id` with `params`.
     fn ctx<'b>(
         &'b self,
-        metrics: &'b Metrics,
+        state: &'b AppState,
         socket_id: &'b SocketId,
         params: &'b Map<String, Value>,
     ) -> Ctx<'b> {
+        let version = params.get("client_version").and_then(Value::as_str);
         Ctx {
             live: self.live,
-            metrics,
+            metrics: &state.metrics,
+            clients: &state.clients,
+            client_group: crate::client_group::group(self.user_agent.as_deref(), version),
             app: self.app,
             socket_id,
             params,
@@ -197,7 +211,12 @@ async fn prepare<'a>(
         &live.settings.session_check.forward_headers,
         &request_id,
     )?;
-    Ok(Prepared { live, app, body, headers, client_ip: client_address(req, live) })
+    let user_agent = req
+        .headers()
+        .get(actix_web::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Ok(Prepared { live, app, body, headers, client_ip: client_address(req, live), user_agent })
 }
 
 pub async fn channel_auth(
@@ -217,7 +236,7 @@ pub async fn channel_auth(
     }
     .await;
     let (prepared, request) = prepared.inspect_err(|e| log_error(metrics, &app_name, "request", e))?;
-    let ctx = prepared.ctx(metrics, &request.socket_id, &request.params);
+    let ctx = prepared.ctx(&state, &request.socket_id, &request.params);
     match &request.channels {
         Channels::Single(channel) => {
             let result = ctx.authorize(channel).await;
@@ -268,12 +287,12 @@ pub async fn user_auth(
     let result = async {
         let prepared = prepare(&req, &live, &app_name, payload).await?;
         let request = parse_user_request(content_type(&req), &prepared.body)?;
-        let identity = prepared
-            .ctx(metrics, &request.socket_id, &request.params)
-            .ask_host(CheckKind::User, None)
-            .await?;
+        let ctx = prepared.ctx(&state, &request.socket_id, &request.params);
+        let identity = ctx.ask_host(CheckKind::User, None).await?;
         let user = identity.user_data()?;
-        Ok(ok_json(&authenticate_user(&prepared.app.credentials, &request.socket_id, &user)))
+        let signed = authenticate_user(&prepared.app.credentials, &request.socket_id, &user);
+        ctx.signed();
+        Ok(ok_json(&signed))
     }
     .await;
     log_outcome(metrics, &app_name, "user", &result);

@@ -2,6 +2,7 @@
 mod abuse;
 mod auth;
 mod batch;
+mod clients;
 #[path = "../common/mod.rs"]
 mod common;
 mod cors;

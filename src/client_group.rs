@@ -1,0 +1,93 @@
+//! Which client build an auth request came from, pure: browser engine and
+//! major version, iOS app name and version (`Name/1.2 CFNetwork/…`), Android
+//! (`Dalvik/…`, `okhttp/…`), Node, plus an optional `client_version` param the
+//! app sends. Only the group is kept, never the raw User-Agent.
+
+/// At most this many characters of an app-supplied name or version.
+const MAX_PART: usize = 32;
+
+fn clean(s: &str) -> String {
+    s.chars().filter(|c| c.is_ascii_alphanumeric() || "._- ".contains(*c)).take(MAX_PART).collect()
+}
+
+fn major_after<'a>(ua: &'a str, token: &str) -> Option<&'a str> {
+    let rest = &ua[ua.find(token)? + token.len()..];
+    let major = rest.split(|c: char| !c.is_ascii_digit()).next()?;
+    (!major.is_empty()).then_some(major)
+}
+
+/// The group of a User-Agent (None: absent) and an optional `client_version`.
+pub fn group(user_agent: Option<&str>, client_version: Option<&str>) -> String {
+    let ua = user_agent.unwrap_or("").trim();
+    let base = if ua.is_empty() {
+        "no User-Agent (Node?)".to_owned()
+    } else if let Some(rest) = ua.split_once(" CFNetwork/").map(|(app, _)| app) {
+        // `AppName/1.2.3 CFNetwork/1410.0.3 Darwin/22.6.0`
+        let (name, version) = rest.rsplit_once('/').unwrap_or((rest, ""));
+        format!("iOS app {} {}", clean(name), clean(version)).trim_end().to_owned()
+    } else if ua.starts_with("Dalvik/") {
+        match major_after(ua, "Android ") {
+            Some(v) => format!("Android {v} (Dalvik)"),
+            None => "Android (Dalvik)".into(),
+        }
+    } else if ua.starts_with("okhttp/") {
+        format!("Android okhttp {}", major_after(ua, "okhttp/").unwrap_or("?"))
+    } else if let Some(v) = major_after(ua, "Edg/") {
+        format!("Edge {v}")
+    } else if let Some(v) = major_after(ua, "OPR/") {
+        format!("Opera {v}")
+    } else if let Some(v) = major_after(ua, "Firefox/") {
+        format!("Firefox {v}")
+    } else if let Some(v) = major_after(ua, "Chrome/") {
+        format!("Chrome {v}")
+    } else if ua.contains("Safari/")
+        && let Some(v) = major_after(ua, "Version/")
+    {
+        format!("Safari {v}")
+    } else if ua.starts_with("node") || ua.contains("Node.js") || ua.starts_with("undici") {
+        "Node".into()
+    } else {
+        "other".into()
+    };
+    match client_version.map(clean).filter(|v| !v.is_empty()) {
+        Some(v) => format!("{base} · {v}"),
+        None => base,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::group;
+
+    #[test]
+    fn real_user_agents_are_grouped_by_engine_and_build() {
+        let cases = [
+            (
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+                "Chrome 131",
+            ),
+            (
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.2903.86",
+                "Edge 131",
+            ),
+            ("Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0", "Firefox 133"),
+            (
+                "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15",
+                "Safari 17",
+            ),
+            ("MyShop/4.2.1 CFNetwork/1410.0.3 Darwin/22.6.0", "iOS app MyShop 4.2.1"),
+            ("Dalvik/2.1.0 (Linux; U; Android 13; Pixel 7 Build/TQ3A.230805.001)", "Android 13 (Dalvik)"),
+            ("okhttp/4.12.0", "Android okhttp 4"),
+            ("node", "Node"),
+            ("curl/8.5.0", "other"),
+        ];
+        for (ua, want) in cases {
+            assert_eq!(group(Some(ua), None), want, "{ua}");
+        }
+        assert_eq!(group(None, None), "no User-Agent (Node?)");
+        assert_eq!(group(Some("okhttp/4.12.0"), Some("2.3.1")), "Android okhttp 4 · 2.3.1");
+        // App-supplied parts are cleaned and shortened: no markup, no unbounded labels.
+        let g = group(Some(&format!("<b>{}/1 CFNetwork/1 Darwin/1", "x".repeat(100))), Some("<script>"));
+        assert!(!g.contains('<') && g.len() < 100, "{g}");
+    }
+}
