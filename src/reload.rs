@@ -2,10 +2,10 @@
 //! directory (Kubernetes swaps a `..data` symlink in the mounted directory, so
 //! watching the files themselves would go silent after the first swap).
 //! Parse → validate → atomic swap; an invalid config keeps the current one.
-//! While a reload stands rejected, the files the rejected config names are
-//! watched too, and re-checked every few seconds (their directory may not
-//! exist yet), so fixing the cause — say, the missing secret file appearing —
-//! is enough.
+//! The files the config on disk names are watched even when it was rejected,
+//! and re-checked every few seconds while it stands rejected (their directory
+//! may not exist yet), so fixing the cause — say, the missing secret file
+//! appearing — is enough.
 
 use crate::state::AppState;
 use notify::{EventKind, RecursiveMode, Watcher};
@@ -68,7 +68,9 @@ pub fn spawn(state: Arc<AppState>) -> anyhow::Result<()> {
             }
             // The new (or rejected) config may name files in directories not watched yet.
             watch_dirs(&mut watcher, &mut dirs, &state.watched_files());
-            seen = fingerprint(&state.watched_files());
+            // What was read before this reload, not after: a file that changed
+            // while it ran (a missing secret appearing) is still a change.
+            seen = now;
         }
     });
     Ok(())

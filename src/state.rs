@@ -51,10 +51,9 @@ pub struct AppState {
     pub clients: crate::client_stats::ClientStats,
     /// The file the config came from, for reloads (set once, by `watch_config`).
     config_path: OnceLock<PathBuf>,
-    /// Secret files named by the last rejected config (watched too, so a reload
-    /// rejected for a missing file is retried when the file appears); None
-    /// while the running config is the latest.
-    rejected: Mutex<Option<Vec<PathBuf>>>,
+    /// Whether the last reload was rejected (the watcher then re-checks the
+    /// files now and then, so a missing secret file appearing is enough).
+    rejected: std::sync::atomic::AtomicBool,
 }
 
 impl AppState {
@@ -69,7 +68,7 @@ impl AppState {
             status: StatusHistory::default(),
             clients: crate::client_stats::ClientStats::default(),
             config_path: OnceLock::new(),
-            rejected: Mutex::new(None),
+            rejected: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -79,18 +78,21 @@ impl AppState {
         Ok(())
     }
 
-    /// The config file, every secret file it names, and those a rejected
-    /// config names: what a reload watches.
+    /// The config file, every secret file the running config reads, and every
+    /// one the file on disk names (a rejected config's too): what a reload watches.
     pub fn watched_files(&self) -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = self.config_path.get().cloned().into_iter().collect();
+        let path = self.config_path.get();
+        let mut files: Vec<PathBuf> = path.cloned().into_iter().collect();
         files.extend(self.live().settings.secret_files.iter().cloned());
-        files.extend(self.rejected.lock().unwrap().iter().flatten().cloned());
+        files.extend(crate::config::referenced_files(path.map(PathBuf::as_path)));
+        files.sort();
+        files.dedup();
         files
     }
 
     /// Whether the last reload was rejected (the watcher then re-checks now and then).
     pub fn last_reload_rejected(&self) -> bool {
-        self.rejected.lock().unwrap().is_some()
+        self.rejected.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The current configuration (cheap: an `Arc` clone).
@@ -115,10 +117,7 @@ impl AppState {
             Ok(())
         })();
         self.metrics.reload(result.is_ok());
-        *self.rejected.lock().unwrap() = match &result {
-            Ok(()) => None,
-            Err(_) => Some(crate::config::referenced_files(self.config_path.get().map(PathBuf::as_path))),
-        };
+        self.rejected.store(result.is_err(), std::sync::atomic::Ordering::Relaxed);
         match &result {
             Ok(()) => {
                 let live = self.live();
