@@ -1,4 +1,4 @@
-//! The command line: `serve` (default), `check-config`, `demo`.
+//! The command line: `serve` (default), `check-config`, `demo`, `doctor`, and tools.
 
 use crate::{config::Settings, startup::Application, telemetry};
 use anyhow::Context;
@@ -29,6 +29,8 @@ pub enum Command {
     Demo(crate::demo::DemoArgs),
     /// Compute the auth answer offline for a socket id and channel (or a sign-in).
     Sign(crate::tools::SignArgs),
+    /// Check every configured app against its real Pusher server, as a client would; exit 0 only if all passed.
+    Doctor(crate::doctor::DoctorArgs),
     /// Say which configured app (if any) produced an auth string.
     Verify(crate::tools::VerifyArgs),
     /// Exit 0 if the running service answers /healthz (for container HEALTHCHECKs; no curl needed).
@@ -90,6 +92,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             } else {
                 Err(anyhow::anyhow!("the auth string was not produced by a configured app"))
+            }
+        }
+        Command::Doctor(args) => {
+            let settings = load(cli.config.as_deref())?;
+            if crate::doctor::run(&settings, &args).await? {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("doctor found problems (see above)"))
             }
         }
         Command::Healthcheck(args) => healthcheck(cli.config.as_deref(), args.url).await,

@@ -17,6 +17,7 @@ mod body;
 mod client_group;
 mod client_stats;
 mod demo;
+mod doctor;
 mod error;
 mod metrics;
 mod outbound;

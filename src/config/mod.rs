@@ -224,7 +224,7 @@ fn strings(items: impl Iterator<Item = String>) -> toml::Value {
 }
 
 /// Userinfo in a URL is a credential: never print it.
-fn redact_url(url: &url::Url) -> String {
+pub(crate) fn redact_url(url: &url::Url) -> String {
     let mut u = url.clone();
     if !u.username().is_empty() || u.password().is_some() {
         let _ = u.set_username("redacted");

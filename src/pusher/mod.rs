@@ -4,6 +4,7 @@
 
 mod channel;
 mod credentials;
+pub mod encryption;
 mod error;
 mod identity;
 pub mod rest;
