@@ -1,0 +1,204 @@
+//! `pusher-dual-auth doctor` against a real Pusher-protocol server: sockudo
+//! with two apps, `old` (client events on) and `new` (client events off).
+//! The correct config passes; each classic mix-up is named in plain words.
+//!
+//! Needs sockudo: `scripts/test` builds it once (scripts/e2e-setup) and runs
+//! `SOCKUDO_BIN=… cargo test --test doctor -- --ignored`.
+
+mod common;
+
+use serde_json::Value;
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+const MASTER: &str = "zyrm8pvV2C9fJcBfhyXzvxbJVN/H7QLmbe0xJi1GhPU=";
+const OTHER_MASTER: &str = "OHRXNUZRTG5pUTFzQlFGd3J3N3Q2VFZFc0paZDEweVk=";
+const SECRETS: [&str; 4] = ["old-secret-5ab1", "new-secret-77c0", MASTER, OTHER_MASTER];
+
+struct Sockudo {
+    child: Child,
+    port: u16,
+    _dir: common::TempDir,
+}
+
+impl Drop for Sockudo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sockudo() -> Sockudo {
+    let bin = std::env::var("SOCKUDO_BIN").expect("SOCKUDO_BIN names the sockudo binary (see scripts/test)");
+    let dir = common::TempDir::new("doctor-sockudo");
+    let port = common::free_port();
+    let app = |id: &str, key: &str, secret: &str, client_events: bool| {
+        format!(
+            "[[app_manager.array.apps]]\nid = \"{id}\"\nkey = \"{key}\"\nsecret = \"{secret}\"\nenabled = true\n\
+             max_connections = 100\nenable_client_messages = {client_events}\nenable_user_authentication = true\n\
+             max_client_events_per_second = 100\nmax_backend_events_per_second = 1000\n\
+             max_read_requests_per_second = 1000\n"
+        )
+    };
+    let config = format!(
+        "host = \"127.0.0.1\"\nport = {port}\ndebug = false\nshutdown_grace_period = 1\n\
+         [adapter]\ndriver = \"local\"\n[cache]\ndriver = \"memory\"\n[queue]\ndriver = \"memory\"\n\
+         [metrics]\nenabled = false\n[rate_limiter]\nenabled = false\n[webhooks.batching]\nenabled = false\n\
+         [app_manager]\ndriver = \"memory\"\n{}{}",
+        app("1001", "old-key", SECRETS[0], true),
+        app("1002", "new-key", SECRETS[1], false)
+    );
+    std::fs::write(dir.0.join("sockudo.toml"), config).unwrap();
+    let child = Command::new(bin)
+        .arg("--config")
+        .arg(dir.0.join("sockudo.toml"))
+        .current_dir(&dir.0)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.0.join("sockudo.log")).unwrap())
+        .spawn()
+        .expect("sockudo starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "sockudo did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Sockudo { child, port, _dir: dir }
+}
+
+/// One app's config section; `tweak` rewrites it (the mix-ups).
+fn app(name: &str, id: &str, key: &str, secret: &str, master: &str, port: u16) -> String {
+    format!(
+        "[apps.{name}]\napp_id = \"{id}\"\nkey = \"{key}\"\nsecret = \"{secret}\"\n\
+         encryption_master_key_base64 = \"{master}\"\nrest_url = \"http://127.0.0.1:{port}\"\n\
+         client_options = {{ wsHost = \"127.0.0.1\", wsPort = {port}, forceTLS = false }}\n"
+    )
+}
+
+fn correct(port: u16) -> (String, String) {
+    (app("old", "1001", "old-key", SECRETS[0], MASTER, port), app("new", "1002", "new-key", SECRETS[1], MASTER, port))
+}
+
+/// Runs `doctor --json` on the two sections: (exit code, report, seconds taken).
+fn doctor(old: &str, new: &str, extra: &[&str]) -> (i32, Value, f64) {
+    let dir = common::TempDir::new("doctor-config");
+    let path = dir.0.join("config.toml");
+    std::fs::write(&path, format!("[session_check]\nurl = \"http://127.0.0.1:9/check\"\n{old}{new}")).unwrap();
+    let started = Instant::now();
+    let out = Command::new(common::bin())
+        .args(["doctor", "--json", "--config"])
+        .arg(&path)
+        .args(extra)
+        .output()
+        .unwrap();
+    let took = started.elapsed().as_secs_f64();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    for secret in SECRETS {
+        assert!(!stdout.contains(secret) && !stderr.contains(secret), "a secret in doctor's output:\n{stdout}{stderr}");
+    }
+    let report = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    (out.status.code().unwrap_or(-1), report, took)
+}
+
+fn check<'a>(report: &'a Value, app: &str, name: &str) -> &'a Value {
+    let app = report["apps"].as_array().unwrap().iter().find(|a| a["app"] == app).unwrap();
+    app["checks"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("{name}: {app}"))
+}
+
+fn detail(report: &Value, app: &str, name: &str) -> String {
+    check(report, app, name)["detail"].as_str().unwrap().to_owned()
+}
+
+fn compared<'a>(report: &'a Value, setting: &str) -> &'a Value {
+    report["compared"].as_array().unwrap().iter().find(|c| c["setting"] == setting).unwrap()
+}
+
+#[test]
+#[ignore = "needs sockudo: scripts/test sets SOCKUDO_BIN and runs it"]
+fn doctor_passes_the_right_config_and_names_each_mix_up() {
+    let server = sockudo();
+    let port = server.port;
+    let (old, new) = correct(port);
+
+    // The correct config passes, and the client-events difference is reported (a warning).
+    let (code, r, took) = doctor(&old, &new, &[]);
+    println!("correct config: exit {code} in {took:.2} s");
+    assert_eq!(code, 0, "{r:#}");
+    for app in ["old", "new"] {
+        for name in ["REST API", "connect", "private channel", "presence channel", "encrypted channel"] {
+            assert_eq!(check(&r, app, name)["status"], "pass", "{app} {name}: {r:#}");
+        }
+        assert_eq!(check(&r, app, "user sign-in")["status"], "info");
+    }
+    assert!(detail(&r, "old", "encrypted channel").contains("opened"));
+    assert!(detail(&r, "old", "client events").starts_with("allowed"));
+    assert!(detail(&r, "new", "client events").starts_with("client event refused (4301)"), "{r:#}");
+    let events = compared(&r, "client events");
+    assert_eq!((events["agreement"].as_str(), events["breaks_migration"].as_bool()), (Some("differs"), Some(false)));
+    assert_eq!((events["values"]["old"].as_str(), events["values"]["new"].as_str()), (Some("allowed"), Some("refused")));
+    assert_eq!((r["problems"].as_u64(), r["warnings"].as_u64()), (Some(0), Some(1)));
+    assert_eq!(compared(&r, "master key")["agreement"], "same");
+
+    // Secrets swapped between the apps: both keys now sign with the other app's secret.
+    let (code, r, _) = doctor(&old.replace(SECRETS[0], SECRETS[1]), &new.replace(SECRETS[1], SECRETS[0]), &[]);
+    assert_eq!(code, 1);
+    for app in ["old", "new"] {
+        let private = detail(&r, app, "private channel");
+        assert!(private.starts_with("signature rejected (4009): this key and secret belong to different apps"), "{private}");
+        assert!(detail(&r, app, "REST API").starts_with("REST 401: app_id/secret mismatch"), "{r:#}");
+    }
+
+    // A wrong key: the server does not know it.
+    let (code, r, _) = doctor(&old.replace("\"old-key\"", "\"old-kee\""), &new, &[]);
+    assert_eq!(code, 1);
+    assert!(detail(&r, "old", "connect").contains("app key unknown on this cluster"), "{r:#}");
+    assert_eq!(check(&r, "new", "private channel")["status"], "pass", "the other app is unaffected");
+
+    // A wrong app_id: WebSocket fine, REST refuses, so published events cannot arrive.
+    let (code, r, _) = doctor(&old.replace("\"1001\"", "\"1099\""), &new, &[]);
+    assert_eq!(code, 1);
+    assert_eq!(check(&r, "old", "connect")["status"], "pass");
+    assert!(detail(&r, "old", "REST API").starts_with("REST 401: app_id/secret mismatch"), "{r:#}");
+    assert!(detail(&r, "old", "private channel").contains("subscribed, but publishing through REST failed"), "{r:#}");
+
+    // A wrong master key on one app: each app works alone; together they break the fan-out.
+    let (code, r, _) = doctor(&old, &new.replace(MASTER, OTHER_MASTER), &[]);
+    assert_eq!(code, 1);
+    assert_eq!(check(&r, "new", "encrypted channel")["status"], "pass");
+    let keys = compared(&r, "master key");
+    assert_eq!((keys["agreement"].as_str(), keys["breaks_migration"].as_bool()), (Some("differs"), Some(true)));
+    assert_ne!(keys["values"]["old"], keys["values"]["new"], "{keys}");
+    assert!(keys["detail"].as_str().unwrap().contains("encrypts once opens on one app only"), "{keys}");
+
+    // The server unreachable: named with the address tried.
+    let closed = common::free_port();
+    let (code, r, _) = doctor(&old.replace(&port.to_string(), &closed.to_string()), &new, &[]);
+    assert_eq!(code, 1);
+    let connect = detail(&r, "old", "connect");
+    assert!(connect.starts_with(&format!("cannot reach ws://127.0.0.1:{closed}/app/old-key")), "{connect}");
+    assert!(detail(&r, "old", "REST API").starts_with(&format!("cannot reach http://127.0.0.1:{closed}/")));
+}
+
+/// A server that accepts connections and never answers: doctor still ends
+/// at --timeout-secs, naming what went unanswered.
+#[test]
+fn doctor_is_bounded_in_time_by_a_silent_server() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        let mut sockets = Vec::new();
+        for s in listener.incoming().take(8) {
+            sockets.push(s);
+        }
+        std::thread::sleep(Duration::from_secs(10));
+    });
+    let (old, new) = correct(port);
+    let (code, r, took) = doctor(&old, &new, &["--timeout-secs", "2"]);
+    println!("silent server: exit {code} in {took:.2} s");
+    assert_eq!(code, 1);
+    assert!(took < 6.0, "took {took:.1} s with --timeout-secs 2");
+    assert!(detail(&r, "old", "REST API").starts_with("no answer in time"), "{r:#}");
+    assert!(detail(&r, "old", "connect").starts_with("no answer in time"), "{r:#}");
+    drop(held);
+}
