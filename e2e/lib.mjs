@@ -74,6 +74,8 @@ export class Suite {
     this.failures = [];
   }
   async test(name, fn, timeoutMs = 20000) {
+    // E2E_ONLY=<regex> runs the matching cases only (for working on one).
+    if (process.env.E2E_ONLY && !new RegExp(process.env.E2E_ONLY).test(name)) return;
     const t0 = Date.now();
     try {
       await withTimeout(fn(), timeoutMs, name);

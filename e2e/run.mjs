@@ -20,6 +20,8 @@ const here = path.dirname(new URL(import.meta.url).pathname);
 const root = path.resolve(here, '..');
 const SERVICE_BIN = process.env.SERVICE_BIN || path.join(root, 'target/debug/pusher-dual-auth');
 const SOCKUDO_BIN = process.env.SOCKUDO_BIN || 'sockudo';
+// A Python with asyncpusher (scripts/e2e-setup makes one) for the native-client cases.
+const PYTHON = process.env.PYTHON || 'python3';
 
 const APPS = {
   // One master key for both apps: published ciphertext must decrypt on either (see [publish]).
@@ -221,6 +223,34 @@ function nextEvent(bindable, event, timeoutMs = 5000) {
   });
 }
 
+/**
+ * The asyncpusher client (e2e/native/client.py) of `app`, authorizing in a native
+ * client's request shape; `onReady` runs once it listens for `waitEvent`.
+ * Resolves with the JSON lines it printed.
+ */
+function nativeClient(app, shape, credential, channels, { waitEvent, onReady } = {}) {
+  const cfg = { ws_port: wsPort, key: APPS[app].key, auth_url: `${SERVICE}/auth/${app}`, shape, credential, channels, wait_event: waitEvent };
+  const child = start(PYTHON, [path.join(here, 'native/client.py'), JSON.stringify(cfg)]);
+  const lines = [];
+  let stderr = '';
+  let buffered = '';
+  child.stderr.on('data', (c) => (stderr += c));
+  child.stdout.on('data', (chunk) => {
+    buffered += chunk;
+    let i;
+    while ((i = buffered.indexOf('\n')) >= 0) {
+      const line = JSON.parse(buffered.slice(0, i));
+      buffered = buffered.slice(i + 1);
+      lines.push(line);
+      if (line.type === 'ready' && onReady) onReady();
+    }
+  });
+  return child.exited.then(({ code }) => {
+    if (code !== 0) throw new Error(`${shape} client exited ${code}: ${stderr.slice(-800)}`);
+    return lines;
+  });
+}
+
 const clients = [];
 const procs = [];
 const suite = new Suite();
@@ -287,6 +317,47 @@ try {
       const r3 = await subscribe(client(app, { token: null }), 'presence-e2e');
       assertEqual([r3.ok, r3.status], [false, 403], 'no session');
     });
+  }
+
+  // Native clients: a real PyPI client (asyncpusher, protocol 7) over sockudo, its
+  // authorization sent the way each native client sends it, byte for byte.
+  const nativeCases = [
+    // [shape, credential, private channel name]
+    ['python', { cookie: 'session=alice' }, 'private-native-python'],
+    // Swift puts the channel name in the body unencoded: = @ , . ; travel raw.
+    ['swift', { cookie: 'session=alice' }, 'private-native-swift=ios@3,2.1;x'],
+    ['java', { bearer: 'alice' }, 'private-native-java=android@2,4.0;x'],
+  ];
+  for (const app of ['old', 'new']) {
+    for (const [shape, credential, privateName] of nativeCases) {
+      await suite.test(`${app}: ${shape}-shaped native client subscribes to private and presence, receives an event`, async () => {
+        const presence = `presence-native-${shape}`;
+        const lines = await nativeClient(app, shape, credential, [privateName, presence], {
+          waitEvent: { channel: privateName, event: 'native-event' },
+          onReady: () => server(app).trigger(privateName, 'native-event', { shape, app }),
+        });
+        const auths = lines.filter((l) => l.type === 'auth');
+        assertEqual(auths.map((a) => a.status), [200, 200], `auth statuses ${JSON.stringify(auths)}`);
+        const subscribed = lines.filter((l) => l.type === 'subscribed').map((l) => l.channel);
+        assertEqual(subscribed, [privateName, presence], `subscribed (${JSON.stringify(lines)})`);
+        const members = lines.find((l) => l.channel === presence && l.type === 'subscribed').data.presence;
+        assertEqual(members.hash.alice, { name: 'Alice' }, 'presence member from the host');
+        const event = lines.find((l) => l.type === 'event');
+        assertEqual(event && event.data, { shape, app }, 'event published through REST');
+        const seen = host.calls.filter((c) => c.channel_name === privateName);
+        assert(seen.length > 0 && seen.every((c) => c.token === 'alice'), 'the host saw the raw channel name and the credential');
+      }, 40000);
+    }
+
+    await suite.test(`${app}: a denied native client gets a bare 403 and no subscription`, async () => {
+      for (const [shape, credential] of [['swift', { cookie: 'session=mallory' }], ['java', { bearer: 'mallory' }]]) {
+        const lines = await nativeClient(app, shape, credential, ['private-native-denied-check']);
+        const auth = lines.find((l) => l.type === 'auth');
+        assertEqual(auth && auth.status, 403, `${shape}: ${JSON.stringify(lines)}`);
+        assert(!/"auth"/.test(auth.body), `${shape}: nothing signed on a 403: ${auth.body}`);
+        assert(!lines.some((l) => l.type === 'subscribed'), `${shape}: not subscribed`);
+      }
+    }, 40000);
   }
 
   await suite.test('a client of one app pointed at the other app\'s route is rejected by the server', async () => {
