@@ -522,8 +522,12 @@ try {
         oldOccupied: document.querySelector('tr[data-app="old"] .occupied').textContent,
         rolloutTarget: document.getElementById('rollout').dataset.target,
         clientGroups: [...document.querySelectorAll('#clients tr')].map((tr) => tr.dataset.group),
+        yLabels: [...document.querySelectorAll('#chart .y-label')].map((t) => t.textContent),
+        xLabels: [...document.querySelectorAll('#chart .x-label')].map((t) => t.textContent),
+        points: [...document.querySelectorAll('#chart .share-point title')].map((t) => t.textContent),
+        target: !!document.querySelector('#chart .rollout-target'),
       }));
-      await page.screenshot({ path: path.join(work, 'status.png') });
+      await page.screenshot({ path: path.join(work, 'status.png'), fullPage: true });
       assertEqual(shown.old, String(json.apps.old.auth_signed_total), 'old signed count on the page');
       assertEqual(shown.new, String(json.apps.new.auth_signed_total), 'new signed count on the page');
       assertEqual(shown.oldOccupied, '0', 'old occupancy on the page');
@@ -531,6 +535,16 @@ try {
       assertEqual(shown.clientGroups, json.clients.map((c) => c.group), 'the client builds on the page, in /status order');
       assert(shown.clientGroups.includes('Chrome 156') || shown.clientGroups.some((g) => g.startsWith('Chrome ')), `Chromium is a group: ${shown.clientGroups}`);
       assert(json.drain.drained && shown.verdict.includes('"old" app drained'), `verdict: ${shown.verdict}`);
+      // The chart reads as numbers: a % axis, a clock axis, each point's counts, the target.
+      assertEqual(shown.yLabels, ['0%', '25%', '50%', '75%', '100%'], 'share axis');
+      assert(shown.xLabels.length === 5 && shown.xLabels.every((t) => /^\d{2}:\d{2}:\d{2}$/.test(t)), `time axis: ${shown.xLabels}`);
+      assert(shown.points.length > 0 && shown.points.every((t) => /^\d{2}:\d{2}:\d{2} · (old|new): \d+% \(\d+ of \d+ auths\)$/.test(t)), `points: ${shown.points.slice(0, 3)}`);
+      for (const t of shown.points) {
+        const [, pct, n, total] = /(\d+)% \((\d+) of (\d+)/.exec(t).map(Number);
+        assertEqual(pct, Math.round((100 * n) / total), `a point's share matches its counts: ${t}`);
+      }
+      assert(shown.target, 'the rollout target line');
+      delete shown.points;
       console.log(`     status page: ${JSON.stringify(shown)} (screenshot ${path.join(work, 'status.png')})`);
     } finally {
       await browser.close();
@@ -663,7 +677,7 @@ try {
     await page.waitForSelector('body[data-loaded="yes"]', { timeout: 10000 });
     const marks = await page.evaluate(() => [...document.querySelectorAll('line.rollout-change')].length);
     const labels = await page.evaluate(() => [...document.querySelectorAll('#chart text')].map((t) => t.textContent));
-    await page.screenshot({ path: path.join(work, 'status-rollout.png') });
+    await page.screenshot({ path: path.join(work, 'status-rollout.png'), fullPage: true });
     assert(marks >= 2 && labels.includes('→ 50%') && labels.includes('→ 0%'), `rollout changes on the status page: ${marks} marks, ${labels}`);
     await browser.close();
     console.log(`     rollout: ${wantNew}/${N} moved to new within ${moveSecs} s of the reload (spread 3 s), all ${N} back on old after rollback; the Chromium page moved and came back too`);

@@ -77,14 +77,18 @@ fn app(name: &str, id: &str, key: &str, secret: &str, master: &str, port: u16) -
 }
 
 fn correct(port: u16) -> (String, String) {
-    (app("old", "1001", "old-key", SECRETS[0], MASTER, port), app("new", "1002", "new-key", SECRETS[1], MASTER, port))
+    (
+        app("old", "1001", "old-key", SECRETS[0], MASTER, port),
+        app("new", "1002", "new-key", SECRETS[1], MASTER, port),
+    )
 }
 
 /// Runs `doctor --json` on the two sections: (exit code, report, seconds taken).
 fn doctor(old: &str, new: &str, extra: &[&str]) -> (i32, Value, f64) {
     let dir = common::TempDir::new("doctor-config");
     let path = dir.0.join("config.toml");
-    std::fs::write(&path, format!("[session_check]\nurl = \"http://127.0.0.1:9/check\"\n{old}{new}")).unwrap();
+    std::fs::write(&path, format!("[session_check]\nurl = \"http://127.0.0.1:9/check\"\n{old}{new}"))
+        .unwrap();
     let started = Instant::now();
     let out = Command::new(common::bin())
         .args(["doctor", "--json", "--config"])
@@ -95,7 +99,10 @@ fn doctor(old: &str, new: &str, extra: &[&str]) -> (i32, Value, f64) {
     let took = started.elapsed().as_secs_f64();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     for secret in SECRETS {
-        assert!(!stdout.contains(secret) && !stderr.contains(secret), "a secret in doctor's output:\n{stdout}{stderr}");
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "a secret in doctor's output:\n{stdout}{stderr}"
+        );
     }
     let report = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
     (out.status.code().unwrap_or(-1), report, took)
@@ -103,7 +110,12 @@ fn doctor(old: &str, new: &str, extra: &[&str]) -> (i32, Value, f64) {
 
 fn check<'a>(report: &'a Value, app: &str, name: &str) -> &'a Value {
     let app = report["apps"].as_array().unwrap().iter().find(|a| a["app"] == app).unwrap();
-    app["checks"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("{name}: {app}"))
+    app["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("{name}: {app}"))
 }
 
 fn detail(report: &Value, app: &str, name: &str) -> String {
@@ -135,17 +147,27 @@ fn doctor_passes_the_right_config_and_names_each_mix_up() {
     assert!(detail(&r, "old", "client events").starts_with("allowed"));
     assert!(detail(&r, "new", "client events").starts_with("client event refused (4301)"), "{r:#}");
     let events = compared(&r, "client events");
-    assert_eq!((events["agreement"].as_str(), events["breaks_migration"].as_bool()), (Some("differs"), Some(false)));
-    assert_eq!((events["values"]["old"].as_str(), events["values"]["new"].as_str()), (Some("allowed"), Some("refused")));
+    assert_eq!(
+        (events["agreement"].as_str(), events["breaks_migration"].as_bool()),
+        (Some("differs"), Some(false))
+    );
+    assert_eq!(
+        (events["values"]["old"].as_str(), events["values"]["new"].as_str()),
+        (Some("allowed"), Some("refused"))
+    );
     assert_eq!((r["problems"].as_u64(), r["warnings"].as_u64()), (Some(0), Some(1)));
     assert_eq!(compared(&r, "master key")["agreement"], "same");
 
     // Secrets swapped between the apps: both keys now sign with the other app's secret.
-    let (code, r, _) = doctor(&old.replace(SECRETS[0], SECRETS[1]), &new.replace(SECRETS[1], SECRETS[0]), &[]);
+    let (code, r, _) =
+        doctor(&old.replace(SECRETS[0], SECRETS[1]), &new.replace(SECRETS[1], SECRETS[0]), &[]);
     assert_eq!(code, 1);
     for app in ["old", "new"] {
         let private = detail(&r, app, "private channel");
-        assert!(private.starts_with("signature rejected (4009): this key and secret belong to different apps"), "{private}");
+        assert!(
+            private.starts_with("signature rejected (4009): this key and secret belong to different apps"),
+            "{private}"
+        );
         assert!(detail(&r, app, "REST API").starts_with("REST 401: app_id/secret mismatch"), "{r:#}");
     }
 
@@ -160,14 +182,20 @@ fn doctor_passes_the_right_config_and_names_each_mix_up() {
     assert_eq!(code, 1);
     assert_eq!(check(&r, "old", "connect")["status"], "pass");
     assert!(detail(&r, "old", "REST API").starts_with("REST 401: app_id/secret mismatch"), "{r:#}");
-    assert!(detail(&r, "old", "private channel").contains("subscribed, but publishing through REST failed"), "{r:#}");
+    assert!(
+        detail(&r, "old", "private channel").contains("subscribed, but publishing through REST failed"),
+        "{r:#}"
+    );
 
     // A wrong master key on one app: each app works alone; together they break the fan-out.
     let (code, r, _) = doctor(&old, &new.replace(MASTER, OTHER_MASTER), &[]);
     assert_eq!(code, 1);
     assert_eq!(check(&r, "new", "encrypted channel")["status"], "pass");
     let keys = compared(&r, "master key");
-    assert_eq!((keys["agreement"].as_str(), keys["breaks_migration"].as_bool()), (Some("differs"), Some(true)));
+    assert_eq!(
+        (keys["agreement"].as_str(), keys["breaks_migration"].as_bool()),
+        (Some("differs"), Some(true))
+    );
     assert_ne!(keys["values"]["old"], keys["values"]["new"], "{keys}");
     assert!(keys["detail"].as_str().unwrap().contains("encrypts once opens on one app only"), "{keys}");
 
