@@ -46,12 +46,24 @@ pub async fn run(settings: &Settings, args: &DoctorArgs) -> anyhow::Result<bool>
     let http = crate::outbound::http_client(STEP);
     // Channels of their own, so a run never mixes with real traffic or another run.
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-    let probes = settings.apps.values().map(|app| probe(app, &http, &run_id, until));
+    let probes = in_migration_order(settings).into_iter().map(|app| probe(app, &http, &run_id, until));
     let report = Report::new(futures_util::future::join_all(probes).await);
     let out = if args.json { serde_json::to_string_pretty(&report)? + "\n" } else { report.text() };
     // A closed pipe (`doctor | head`) is not worth a panic.
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
     Ok(report.ok)
+}
+
+/// The app being left first, then the one moved to (from `[rollout]`, else
+/// `[status] old_app`), then the rest by name: the order a reader compares in.
+fn in_migration_order(settings: &Settings) -> Vec<&AppSettings> {
+    let (from, to) = match &settings.rollout {
+        Some(r) => (Some(r.from.as_str()), Some(r.to.as_str())),
+        None => (settings.status.old_app.as_deref(), None),
+    };
+    let mut apps: Vec<&AppSettings> = settings.apps.values().collect();
+    apps.sort_by_key(|a| (Some(a.name.as_str()) != from, Some(a.name.as_str()) != to, a.name.to_string()));
+    apps
 }
 
 /// Where a client of this app connects: `client_options` (wsHost, wsPort,
