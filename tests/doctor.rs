@@ -230,3 +230,34 @@ fn doctor_is_bounded_in_time_by_a_silent_server() {
     assert!(detail(&r, "old", "connect").starts_with("no answer in time"), "{r:#}");
     drop(held);
 }
+
+/// A hostile "Pusher server": it accepts the WebSocket, says connected, then
+/// sends one 4 MiB frame. doctor refuses it at its 1 MiB cap and says so,
+/// instead of buffering it or hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_refuses_an_oversized_frame_from_a_hostile_server() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else { return };
+                let hello = r#"{"event":"pusher:connection_established","data":"{\"socket_id\":\"1.1\",\"activity_timeout\":120}"}"#;
+                let _ = ws.send(Message::text(hello)).await;
+                let _ = ws.send(Message::text("x".repeat(4 << 20))).await;
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            });
+        }
+    });
+    let (old, new) = correct(port);
+    let (code, r, took) =
+        tokio::task::spawn_blocking(move || doctor(&old, &new, &["--timeout-secs", "8"])).await.unwrap();
+    println!("hostile server: exit {code} in {took:.2} s");
+    assert_eq!(code, 1);
+    assert_eq!(check(&r, "old", "connect")["status"], "pass", "{r:#}");
+    let private = detail(&r, "old", "private channel");
+    assert!(private.contains("the connection failed") && private.contains("too long"), "{private}");
+    assert!(took < 8.0, "took {took:.1} s");
+}
