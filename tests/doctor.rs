@@ -85,6 +85,10 @@ fn correct(port: u16) -> (String, String) {
 
 /// Runs `doctor --json` on the two sections: (exit code, report, seconds taken).
 fn doctor(old: &str, new: &str, extra: &[&str]) -> (i32, Value, f64) {
+    doctor_with_env(old, new, extra, &[])
+}
+
+fn doctor_with_env(old: &str, new: &str, extra: &[&str], env: &[(&str, &str)]) -> (i32, Value, f64) {
     let dir = common::TempDir::new("doctor-config");
     let path = dir.0.join("config.toml");
     std::fs::write(&path, format!("[session_check]\nurl = \"http://127.0.0.1:9/check\"\n{old}{new}"))
@@ -94,6 +98,7 @@ fn doctor(old: &str, new: &str, extra: &[&str]) -> (i32, Value, f64) {
         .args(["doctor", "--json", "--config"])
         .arg(&path)
         .args(extra)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let took = started.elapsed().as_secs_f64();
@@ -206,6 +211,88 @@ fn doctor_passes_the_right_config_and_names_each_mix_up() {
     let connect = detail(&r, "old", "connect");
     assert!(connect.starts_with(&format!("cannot reach ws://127.0.0.1:{closed}/app/old-key")), "{connect}");
     assert!(detail(&r, "old", "REST API").starts_with(&format!("cannot reach http://127.0.0.1:{closed}/")));
+
+    // wss:// and https://, as against Pusher itself: nginx terminates TLS in front of
+    // sockudo with a certificate the system roots do not know, then one they do
+    // (SSL_CERT_FILE, read by both the WebSocket and the REST client).
+    let tls = TlsProxy::start(port);
+    let over_tls = |section: &str| {
+        section
+            .replace(&format!("http://127.0.0.1:{port}"), &format!("https://localhost:{}", tls.port))
+            .replace(
+                &format!("wsPort = {port}, forceTLS = false"),
+                &format!("wssPort = {}, forceTLS = true", tls.port),
+            )
+            .replace("wsHost = \"127.0.0.1\"", "wsHost = \"localhost\"")
+    };
+    let (old_tls, new_tls) = (over_tls(&old), over_tls(&new));
+    let (code, r, _) = doctor(&old_tls, &new_tls, &[]);
+    assert_eq!(code, 1);
+    let connect = detail(&r, "old", "connect");
+    assert!(
+        connect.starts_with(&format!("cannot reach wss://localhost:{}/app/old-key", tls.port)),
+        "{connect}"
+    );
+    assert!(connect.to_lowercase().contains("certificate"), "{connect}");
+    let trusted = [("SSL_CERT_FILE", tls.cert.to_str().unwrap())];
+    let (code, r, took) = doctor_with_env(&old_tls, &new_tls, &[], &trusted);
+    println!("over TLS (nginx in front of sockudo): exit {code} in {took:.2} s");
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["apps"][0]["websocket"], format!("wss://localhost:{}/app/old-key", tls.port));
+    assert_eq!(check(&r, "new", "encrypted channel")["status"], "pass");
+}
+
+/// nginx terminating TLS (a fresh self-signed certificate for localhost) in
+/// front of sockudo's WebSocket and REST port.
+struct TlsProxy {
+    child: Child,
+    port: u16,
+    cert: std::path::PathBuf,
+    _dir: common::TempDir,
+}
+
+impl TlsProxy {
+    fn start(upstream: u16) -> Self {
+        let dir = common::TempDir::new("doctor-tls");
+        let port = common::free_port();
+        let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = dir.0.join("cert.pem");
+        std::fs::write(&cert, key.cert.pem()).unwrap();
+        std::fs::write(dir.0.join("key.pem"), key.signing_key.serialize_pem()).unwrap();
+        let d = dir.0.display();
+        let config = format!(
+            "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+             server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {d}/cert.pem;\n\
+             ssl_certificate_key {d}/key.pem;\n    location / {{\n      proxy_pass http://127.0.0.1:{upstream};\n\
+             proxy_http_version 1.1;\n      proxy_set_header Upgrade $http_upgrade;\n\
+             proxy_set_header Connection \"upgrade\";\n    }}\n  }}\n}}\n"
+        );
+        std::fs::write(dir.0.join("nginx.conf"), config).unwrap();
+        let child = Command::new("nginx")
+            .arg("-c")
+            .arg(dir.0.join("nginx.conf"))
+            .arg("-p")
+            .arg(&dir.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx (scripts/e2e-setup installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nginx did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, port, cert, _dir: dir }
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A server that accepts connections and never answers: doctor still ends
