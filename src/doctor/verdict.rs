@@ -28,6 +28,12 @@ impl Failure {
             Failure::Unreachable { url, error } => format!("cannot reach {url}: {error}"),
             Failure::Closed { code, reason } => by_code(u64::from(*code), reason),
             Failure::Refused { code: Some(code), message } => by_code(*code, message),
+            // Pusher itself sends some refusals without a code: read its words.
+            Failure::Refused { code: None, message }
+                if message.to_ascii_lowercase().contains("invalid signature") =>
+            {
+                by_code(4009, message)
+            }
             Failure::Refused { code: None, message } => format!("the server refused: {}", said(message)),
             Failure::DroppedAtConnect => {
                 "app key unknown on this cluster? The server dropped the connection \
@@ -67,8 +73,12 @@ fn rest(status: u16, body: &str) -> String {
     // Pusher answers in plain text, sockudo in JSON with an `error` field.
     let json: Option<serde_json::Value> = serde_json::from_str(body).ok();
     let message = json.as_ref().and_then(|v| v["error"].as_str()).unwrap_or(body).trim();
-    let about_key = message.to_ascii_lowercase().contains("key");
+    let lower = message.to_ascii_lowercase();
+    let about_key = lower.contains("key");
     let what = match status {
+        400 | 401 if lower.contains("timestamp") => {
+            "REST: refused the request's time: this machine's clock is more than 10 minutes off"
+        }
         400 | 401 | 404 if about_key => "REST: app key unknown on this cluster: wrong key, or wrong cluster?",
         401 => "REST 401: app_id/secret mismatch: key, secret and app_id are not all one app's",
         403 => "REST 403: refused: the app is disabled or over its message quota",
@@ -124,6 +134,37 @@ mod tests {
             "REST 404: app key unknown on this cluster: wrong key, or wrong cluster?; \
              the server said \"Application key not found\""
         );
+    }
+
+    #[test]
+    fn pusher_s_own_wording_is_read_too() {
+        // Pusher answers a bad subscription signature with a code-less pusher:error.
+        let f = Failure::Refused {
+            code: None,
+            message: "Invalid signature: Expected HMAC SHA256 hex digest of 1.1:private-x, but got abc"
+                .into(),
+        };
+        assert!(
+            f.plain().starts_with("signature rejected (4009): this key and secret belong"),
+            "{}",
+            f.plain()
+        );
+        let f = Failure::Rest { status: 401, body: "Unknown auth_key\n".into() };
+        assert!(f.plain().starts_with("REST 401: app key unknown on this cluster"), "{}", f.plain());
+        let f = Failure::Rest {
+            status: 401,
+            body: "Timestamp expired: Given timestamp (1) not within 600s".into(),
+        };
+        assert!(
+            f.plain().starts_with("REST 401: refused the request's time: this machine's clock"),
+            "{}",
+            f.plain()
+        );
+        let f = Failure::Refused {
+            code: None,
+            message: "To send client events, you must enable this feature".into(),
+        };
+        assert_eq!(f.plain(), "the server refused: \"To send client events, you must enable this feature\"");
     }
 
     #[test]
