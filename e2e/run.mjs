@@ -571,6 +571,13 @@ try {
       body: 'socket_id=1234.1234&channel_name=private-nginx',
     });
     assertEqual((await old.json()).auth.split(':')[0], APPS.old.key, '/pusher/auth is the old app');
+    // The rollout assignment through the same origin; query kept; plain http here, so no Secure.
+    const assigned = await fetch(`${NGINX}/pusher/client-config?uid=bob`);
+    assertEqual(assigned.status, 200, '/pusher/client-config through nginx');
+    assertEqual((await assigned.json()).channelAuthorization.endpoint.startsWith('/auth/'), true, 'an assignment');
+    const anonymous = await fetch(`${NGINX}/pusher/client-config`);
+    const setCookie = anonymous.headers.get('set-cookie') || '';
+    assert(setCookie.startsWith('pusher_dual_auth_rid=') && !/;\s*Secure/i.test(setCookie), `cookie over plain http: ${setCookie}`);
   });
 
   await suite.test('headless Chromium: same origin through nginx, the session cookie flows (no CORS)', async () => {

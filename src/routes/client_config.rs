@@ -71,10 +71,22 @@ pub async fn client_config(req: HttpRequest, state: web::Data<AppState>) -> Http
         let cookie = Cookie::build(COOKIE, id)
             .path("/")
             .http_only(true)
+            .secure(behind_https(&req, &live.settings.server.trusted_proxies))
             .same_site(SameSite::Lax)
             .max_age(actix_web::cookie::time::Duration::days(365))
             .finish();
         res.cookie(cookie);
     }
     res.json(body)
+}
+
+/// Whether the browser reached the service over HTTPS, as a trusted proxy says
+/// (`X-Forwarded-Proto`, its first value: the client-facing hop): the cookie is
+/// then `Secure`. The service speaks plain HTTP behind that proxy; from anyone
+/// else the header is not believed.
+fn behind_https(req: &HttpRequest, trusted: &[ipnet::IpNet]) -> bool {
+    let from_proxy = req.peer_addr().is_some_and(|a| trusted.iter().any(|net| net.contains(&a.ip())));
+    let proto = req.headers().get("x-forwarded-proto").and_then(|v| v.to_str().ok());
+    from_proxy
+        && proto.and_then(|p| p.split(',').next()).is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
 }

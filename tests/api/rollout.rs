@@ -94,6 +94,24 @@ async fn without_a_uid_a_first_party_cookie_keeps_the_bucket() {
     assert!((140..=260).contains(&on_new), "{on_new} of 400 on new at 50 %");
 }
 
+/// Behind a trusted HTTPS proxy the cookie is `Secure`; the header from anyone
+/// else is not believed, and plain HTTP keeps the cookie usable for dev setups.
+#[tokio::test]
+async fn the_cookie_is_secure_behind_a_trusted_https_proxy() {
+    let secure = |res: &reqwest::Response| res.headers()["set-cookie"].to_str().unwrap().contains("; Secure");
+    let trusting = spawn_app_with(|c| {
+        let c = c.replace("workers = 1", "workers = 1\ntrusted_proxies = [\"127.0.0.1\"]");
+        format!("{c}\n[rollout]\nfrom = \"old\"\nto = \"new\"\npercent = 50\n")
+    })
+    .await;
+    assert!(secure(&get(&trusting, "", &[("x-forwarded-proto", "https")]).await));
+    assert!(secure(&get(&trusting, "", &[("x-forwarded-proto", "HTTPS, http")]).await));
+    assert!(!secure(&get(&trusting, "", &[("x-forwarded-proto", "http")]).await));
+    assert!(!secure(&get(&trusting, "", &[]).await));
+    let untrusting = rollout_app("from = \"old\"\nto = \"new\"\npercent = 50").await;
+    assert!(!secure(&get(&untrusting, "", &[("x-forwarded-proto", "https")]).await), "a stranger's header");
+}
+
 #[tokio::test]
 async fn client_config_follows_the_auth_routes_cors_rules() {
     let app = rollout_app("from = \"old\"\nto = \"new\"\npercent = 0").await;
