@@ -75,6 +75,7 @@ impl AuthError {
             Self::Host(HostError::BodyTooLarge(_) | HostError::InvalidBody(_)) => {
                 (StatusCode::BAD_GATEWAY, "session_check_invalid")
             }
+            Self::Host(HostError::Busy(_)) => (StatusCode::SERVICE_UNAVAILABLE, "session_check_busy"),
         }
     }
 
@@ -83,6 +84,7 @@ impl AuthError {
     pub fn public_message(&self) -> String {
         match self {
             Self::Host(HostError::Timeout) => "the session check did not answer in time".into(),
+            Self::Host(HostError::Busy(_)) => "too many session checks in flight; retry shortly".into(),
             // Identity problems in the host's answer are HostError::InvalidBody too.
             Self::Host(_) => "the session check failed; see the service log".into(),
             other => other.to_string(),
@@ -108,7 +110,7 @@ impl ResponseError for AuthError {
     fn error_response(&self) -> HttpResponse {
         let mut res = HttpResponse::build(self.status_code());
         res.insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"));
-        if matches!(self, Self::RateLimited) {
+        if matches!(self, Self::RateLimited | Self::Host(HostError::Busy(_))) {
             res.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
         }
         res.json(self.body())
@@ -138,6 +140,7 @@ mod tests {
             (HostError::BodyTooLarge(1).into(), 502),
             (HostError::Connect("refused".into()).into(), 502),
             (HostError::Timeout.into(), 504),
+            (HostError::Busy(1).into(), 503),
             (ProtocolError::MissingUserId.into(), 502),
         ];
         for (err, status) in cases {

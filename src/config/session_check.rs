@@ -27,12 +27,17 @@ pub(super) struct RawSessionCheck {
     cache_deny_ttl_ms: Option<u64>,
     #[serde(default = "default_cache_max_entries")]
     cache_max_entries: usize,
+    #[serde(default = "default_max_in_flight")]
+    max_in_flight: usize,
 }
 fn default_true() -> bool {
     true
 }
 fn default_cache_max_entries() -> usize {
     10_000
+}
+fn default_max_in_flight() -> usize {
+    1_024
 }
 fn default_timeout_ms() -> u64 {
     2_000
@@ -67,6 +72,9 @@ pub struct SessionCheckSettings {
     pub forward_headers: Vec<String>,
     /// Coalescing and the optional decision cache.
     pub cache: CachePolicy,
+    /// Host calls in flight at most; past that a request is refused (503) at
+    /// once rather than queued, like a proxy's circuit breaker.
+    pub max_in_flight: usize,
 }
 
 /// Headers that must never be forwarded to the host, whatever the config says.
@@ -128,6 +136,7 @@ impl RawSessionCheck {
         if self.cache_max_entries == 0 {
             return Err(ConfigError::new("session_check.cache_max_entries", "must be at least 1"));
         }
+        in_range("session_check.max_in_flight", self.max_in_flight, 1..=1_000_000)?;
         Ok(SessionCheckSettings {
             url,
             timeout: Duration::from_millis(self.timeout_ms),
@@ -141,6 +150,7 @@ impl RawSessionCheck {
                 deny_ttl: Duration::from_millis(deny_ms),
                 max_entries: self.cache_max_entries,
             },
+            max_in_flight: self.max_in_flight,
         })
     }
 }
@@ -158,6 +168,7 @@ impl SessionCheckSettings {
         t.insert("cache_ttl_ms".into(), Value::Integer(self.cache.grant_ttl.as_millis() as i64));
         t.insert("cache_deny_ttl_ms".into(), Value::Integer(self.cache.deny_ttl.as_millis() as i64));
         t.insert("cache_max_entries".into(), Value::Integer(self.cache.max_entries as i64));
+        t.insert("max_in_flight".into(), Value::Integer(self.max_in_flight as i64));
         t
     }
 }

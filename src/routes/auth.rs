@@ -92,6 +92,7 @@ impl Ctx<'_> {
             Err(HostError::Status(_)) => "5xx",
             Err(HostError::BodyTooLarge(_) | HostError::InvalidBody(_)) => "invalid",
             Err(HostError::Transport(_)) => "transport_error",
+            Err(HostError::Busy(_)) => "busy",
         };
         self.metrics.session_check(&self.app.name, result, started.elapsed().as_secs_f64());
         match answer? {

@@ -42,6 +42,8 @@ pub struct SessionCheckClient {
     url: url::Url,
     max_response_bytes: usize,
     shared: SharedChecks,
+    /// Bounds the host calls in flight (see `SessionCheckSettings::max_in_flight`).
+    permits: tokio::sync::Semaphore,
 }
 
 impl SessionCheckClient {
@@ -57,6 +59,7 @@ impl SessionCheckClient {
             url: settings.url.clone(),
             max_response_bytes: settings.max_response_bytes,
             shared: SharedChecks::new(settings.cache),
+            permits: tokio::sync::Semaphore::new(settings.max_in_flight),
         })
     }
 
@@ -99,6 +102,10 @@ impl SessionCheckClient {
         request: &CheckRequest<'_>,
         headers: &ForwardedHeaders,
     ) -> Result<HostAnswer, HostError> {
+        // Refused at once past the cap: a flood (or a host that stopped answering)
+        // cannot pile up host connections and memory behind it. Held until the
+        // answer is read or the request is dropped.
+        let _permit = self.permits.try_acquire().map_err(|_| HostError::Busy(self.settings.max_in_flight))?;
         let body = serde_json::to_vec(request).expect("check request serializes");
         let mut builder = self
             .http()

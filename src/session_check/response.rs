@@ -18,6 +18,8 @@ pub enum HostError {
     InvalidBody(String),
     #[error("the session check request failed: {0}")]
     Transport(String),
+    #[error("{0} session checks are already in flight (session_check.max_in_flight)")]
+    Busy(usize),
 }
 
 impl HostError {

@@ -95,3 +95,48 @@ async fn the_cache_remembers_grants_longer_than_denials_and_never_errors() {
     assert_eq!(post("1.1", "session=err").await, 502);
     assert_eq!(calls().await, 5, "errors are never cached");
 }
+
+/// Past `max_in_flight` host calls, a request is refused at once with 503 and
+/// Retry-After (nothing signed, the host not called), like a proxy's circuit
+/// breaker; the slots free up as answers come back.
+#[tokio::test]
+async fn past_max_in_flight_checks_are_refused_at_once_and_the_host_is_spared() {
+    let app = spawn_app_with(|c| c.replace("timeout_ms = 500", "timeout_ms = 2000\nmax_in_flight = 3")).await;
+    Mock::given(path("/check"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({})).set_delay(Duration::from_millis(600)),
+        )
+        .mount(&app.host)
+        .await;
+    // Eight different users at once: no coalescing, eight distinct checks.
+    let requests = (0..8).map(|i| {
+        let app = &app;
+        async move {
+            let cookie = format!("session=user{i}");
+            let started = std::time::Instant::now();
+            let res = app
+                .post_form_with("/auth/new", "socket_id=1.1&channel_name=private-x", &[("cookie", &cookie)])
+                .await;
+            let retry_after = res.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+            (res.status().as_u16(), retry_after, started.elapsed(), res.text().await.unwrap())
+        }
+    });
+    let results = futures_util::future::join_all(requests).await;
+    let busy: Vec<_> = results.iter().filter(|r| r.0 == 503).collect();
+    assert_eq!(results.iter().filter(|r| r.0 == 200).count(), 3, "{results:?}");
+    assert_eq!(busy.len(), 5, "{results:?}");
+    for (_, retry_after, took, body) in &busy {
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        assert!(*took < Duration::from_millis(400), "refused at once, not queued: {took:?}");
+        assert!(body.contains("session_check_busy") && !body.contains("\"auth\""), "{body}");
+    }
+    assert_eq!(app.host.received_requests().await.unwrap().len(), 3, "the host saw only the admitted checks");
+    // The slots are free again once the answers are in.
+    let res = app
+        .post_form_with("/auth/new", "socket_id=1.1&channel_name=private-x", &[("cookie", "session=later")])
+        .await;
+    expect_status(res, 200).await;
+    let metrics =
+        app.client.get(format!("{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("result=\"busy\""), "the refusals are counted");
+}
