@@ -24,8 +24,11 @@ pub fn free_port() -> u16 {
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
+    /// Unique per call: the tests of one binary run in parallel in one process.
     pub fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("dual-auth-{name}-{}", std::process::id()));
+        static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("dual-auth-{name}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Self(dir)
