@@ -59,15 +59,19 @@ fn sockudo() -> Sockudo {
         .stderr(std::fs::File::create(dir.0.join("sockudo.log")).unwrap())
         .spawn()
         .expect("sockudo starts");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "sockudo did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_listening("sockudo", port, Duration::from_secs(30));
     Sockudo { child, port, _dir: dir }
 }
 
-/// One app's config section; `tweak` rewrites it (the mix-ups).
+fn wait_listening(what: &str, port: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One app's config section; the tests rewrite it (the mix-ups).
 fn app(name: &str, id: &str, key: &str, secret: &str, master: &str, port: u16) -> String {
     format!(
         "[apps.{name}]\napp_id = \"{id}\"\nkey = \"{key}\"\nsecret = \"{secret}\"\n\
@@ -279,11 +283,7 @@ impl TlsProxy {
             .stderr(Stdio::null())
             .spawn()
             .expect("nginx (scripts/e2e-setup installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nginx did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_listening("nginx", port, Duration::from_secs(10));
         Self { child, port, cert, _dir: dir }
     }
 }
