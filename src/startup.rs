@@ -12,28 +12,80 @@ pub struct Application {
     server: Server,
     admin: Server,
     state: web::Data<AppState>,
+    signals: Option<StopSignals>,
+}
+
+/// SIGTERM drains in-flight requests; SIGINT and SIGQUIT stop at once (actix's
+/// own meanings), for both servers together. Registered before the listeners
+/// exist, so a signal sent as soon as the port answers is never missed: actix
+/// registers its own only once each server runs, and with two servers one of
+/// them could miss it and keep the process alive.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// None outside a Tokio runtime (actix's own handling then applies).
+    fn register() -> Option<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        tokio::runtime::Handle::try_current().ok()?;
+        Some(Self {
+            term: signal(SignalKind::terminate()).ok()?,
+            int: signal(SignalKind::interrupt()).ok()?,
+            quit: signal(SignalKind::quit()).ok()?,
+        })
+    }
+
+    /// Waits for the first stop signal: true for a graceful (SIGTERM) stop.
+    async fn next(&mut self) -> bool {
+        tokio::select! {
+            _ = self.term.recv() => true,
+            _ = self.int.recv() => false,
+            _ = self.quit.recv() => false,
+        }
+    }
 }
 
 impl Application {
     /// Binds `server.listen` (and `server.admin_listen`) and prepares the servers.
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
+        let signals = StopSignals::register();
         let addr = settings.server.listen;
         let listener =
             TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr} (server.listen)"))?;
-        Self::build_with_listener(settings, listener)
+        Self::build_with_signals(settings, listener, signals)
     }
 
     pub fn build_with_listener(settings: Settings, listener: TcpListener) -> anyhow::Result<Self> {
+        Self::build_with_signals(settings, listener, StopSignals::register())
+    }
+
+    fn build_with_signals(
+        settings: Settings,
+        listener: TcpListener,
+        signals: Option<StopSignals>,
+    ) -> anyhow::Result<Self> {
         let addr = settings.server.admin_listen;
         let admin_listener = TcpListener::bind(addr)
             .with_context(|| format!("cannot listen on {addr} (server.admin_listen)"))?;
-        Self::build_with_listeners(settings, listener, admin_listener)
+        Self::build_with_listeners_and_signals(settings, listener, admin_listener, signals)
     }
 
     pub fn build_with_listeners(
         settings: Settings,
         listener: TcpListener,
         admin_listener: TcpListener,
+    ) -> anyhow::Result<Self> {
+        Self::build_with_listeners_and_signals(settings, listener, admin_listener, StopSignals::register())
+    }
+
+    fn build_with_listeners_and_signals(
+        settings: Settings,
+        listener: TcpListener,
+        admin_listener: TcpListener,
+        signals: Option<StopSignals>,
     ) -> anyhow::Result<Self> {
         let port = listener.local_addr()?.port();
         let admin_port = admin_listener.local_addr()?.port();
@@ -61,15 +113,18 @@ impl Application {
             server = server.workers(n);
         }
         let admin_state = state.clone();
-        let admin = HttpServer::new(move || {
+        let mut admin = HttpServer::new(move || {
             App::new().app_data(admin_state.clone()).configure(configure_admin_routes)
         })
         .workers(1)
         .shutdown_timeout(server_settings.shutdown_timeout.as_secs())
         .client_request_timeout(server_settings.header_timeout)
-        .listen(admin_listener)?
-        .run();
-        Ok(Self { port, admin_port, server: server.run(), admin, state })
+        .listen(admin_listener)?;
+        if signals.is_some() {
+            server = server.disable_signals();
+            admin = admin.disable_signals();
+        }
+        Ok(Self { port, admin_port, server: server.run(), admin: admin.run(), state, signals })
     }
 
     pub fn port(&self) -> u16 {
@@ -90,9 +145,16 @@ impl Application {
         crate::reload::spawn(self.state.clone().into_inner())
     }
 
-    /// Runs until SIGTERM/SIGINT; SIGTERM drains in-flight requests first.
+    /// Runs until SIGTERM/SIGINT/SIGQUIT; SIGTERM drains in-flight requests first.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        // Both servers handle SIGTERM themselves; run them side by side.
+        if let Some(mut signals) = self.signals {
+            let (main, admin) = (self.server.handle(), self.admin.handle());
+            tokio::spawn(async move {
+                let graceful = signals.next().await;
+                tracing::info!(graceful, "stop signal received; stopping both listeners");
+                futures_util::future::join(main.stop(graceful), admin.stop(graceful)).await;
+            });
+        }
         let (main, admin) = futures_util::future::join(self.server, self.admin).await;
         main.and(admin)
     }
