@@ -39,8 +39,10 @@ pub fn spawn(state: Arc<AppState>) -> anyhow::Result<()> {
     watch_dirs(&mut watcher, &mut dirs, &state.watched_files());
     tracing::info!(?dirs, "watching for config changes (and SIGHUP)");
 
+    // Taken now, not when the task first runs: a change made in between (the
+    // task may start late on a busy machine) must still count as a change.
+    let mut seen = fingerprint(&state.watched_files());
     tokio::spawn(async move {
-        let mut seen = fingerprint(&state.watched_files());
         loop {
             let retry = state.last_reload_rejected();
             let reason = tokio::select! {
