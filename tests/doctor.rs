@@ -290,6 +290,13 @@ impl TlsProxy {
 
 impl Drop for TlsProxy {
     fn drop(&mut self) {
+        // SIGTERM, not SIGKILL: the master then stops its worker (a killed master
+        // leaves the worker running, parented to init).
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
