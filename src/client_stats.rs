@@ -32,9 +32,16 @@ impl ClientStats {
         let minute = now_ms / MINUTE_MS;
         let mut groups = self.groups.lock().unwrap();
         let name = if groups.contains_key(group) || groups.len() < MAX_GROUPS { group } else { OTHER };
-        let g = groups.entry(name.to_owned()).or_default();
+        // On every signed auth: allocate a key only the first time it is seen.
+        if !groups.contains_key(name) {
+            groups.insert(name.to_owned(), Group::default());
+        }
+        let g = groups.get_mut(name).expect("inserted above");
         g.last_seen_ms = now_ms;
-        let counts = g.per_app.entry(app.to_owned()).or_default();
+        if !g.per_app.contains_key(app) {
+            g.per_app.insert(app.to_owned(), VecDeque::new());
+        }
+        let counts = g.per_app.get_mut(app).expect("inserted above");
         match counts.back_mut() {
             Some((m, n)) if *m == minute => *n += 1,
             _ => counts.push_back((minute, 1)),

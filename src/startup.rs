@@ -70,23 +70,6 @@ impl Application {
         let addr = settings.server.admin_listen;
         let admin_listener = TcpListener::bind(addr)
             .with_context(|| format!("cannot listen on {addr} (server.admin_listen)"))?;
-        Self::build_with_listeners_and_signals(settings, listener, admin_listener, signals)
-    }
-
-    pub fn build_with_listeners(
-        settings: Settings,
-        listener: TcpListener,
-        admin_listener: TcpListener,
-    ) -> anyhow::Result<Self> {
-        Self::build_with_listeners_and_signals(settings, listener, admin_listener, StopSignals::register())
-    }
-
-    fn build_with_listeners_and_signals(
-        settings: Settings,
-        listener: TcpListener,
-        admin_listener: TcpListener,
-        signals: Option<StopSignals>,
-    ) -> anyhow::Result<Self> {
         let port = listener.local_addr()?.port();
         let admin_port = admin_listener.local_addr()?.port();
         limit_receive_buffer(&listener)?;

@@ -13,7 +13,9 @@ mod ws;
 
 use crate::{
     config::{AppSettings, Settings},
-    pusher::{ChannelName, PresenceMember, SocketId, UserData, UserId, authenticate_user, authorize_channel},
+    pusher::{
+        ChannelAuth, ChannelName, PresenceMember, UserData, UserId, authenticate_user, authorize_channel,
+    },
 };
 use report::{AppReport, Check, Features, Report};
 use serde_json::{Value, json};
@@ -129,7 +131,7 @@ async fn probe(app: &AppSettings, http: &reqwest::Client, run_id: &str, until: I
             return report;
         }
     };
-    report.checks.push(Check::pass("connect", format!("socket {} (protocol 7)", a.socket_id)));
+    report.checks.push(Check::pass("connect", format!("socket {} (protocol 7)", a.socket_id.as_ref())));
     let private = format!("private-{EVENT}-{run_id}");
 
     report.checks.push(to_check("private channel", round_trip(&mut a, app, http, &private, until).await));
@@ -199,24 +201,29 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// Subscribes to a private channel with this service's signature.
+/// Subscribes with this service's signature (as a member, on a presence
+/// channel); the server's `subscription_succeeded` frame and the signed answer.
 async fn subscribe(
     session: &mut Session,
     app: &AppSettings,
     channel: &str,
     until: Instant,
-) -> Result<(), Failure> {
+) -> Result<(ChannelAuth, ws::Frame), Failure> {
     let name = ChannelName::parse(channel).map_err(|e| Failure::Wrong(e.to_string()))?;
-    let socket_id = SocketId::parse(&session.socket_id).map_err(|e| Failure::Wrong(e.to_string()))?;
-    let auth = authorize_channel(&app.credentials, &socket_id, &name, None)
+    let member = PresenceMember { user_id: UserId::parse(USER).expect("a valid id"), user_info: None };
+    let auth = authorize_channel(&app.credentials, &session.socket_id, &name, Some(&member))
         .map_err(|e| Failure::Wrong(e.to_string()))?;
-    session.send("pusher:subscribe", json!({"channel": channel, "auth": auth.auth})).await?;
-    session
+    let mut subscribe = json!({"channel": channel, "auth": auth.auth});
+    if let Some(data) = &auth.channel_data {
+        subscribe["channel_data"] = json!(data);
+    }
+    session.send("pusher:subscribe", subscribe).await?;
+    let ok = session
         .wait_for(step(until), "the subscription to succeed", |f| {
             f.event == "pusher_internal:subscription_succeeded" && f.channel.as_deref() == Some(channel)
         })
-        .await
-        .map(drop)
+        .await?;
+    Ok((auth, ok))
 }
 
 /// Subscribes with this service's signature, publishes one event through
@@ -229,22 +236,7 @@ async fn round_trip(
     until: Instant,
 ) -> Result<String, Failure> {
     let name = ChannelName::parse(channel).map_err(|e| Failure::Wrong(e.to_string()))?;
-    let socket_id = SocketId::parse(&session.socket_id).map_err(|_| {
-        Failure::Wrong(format!("the server gave an invalid socket_id {:?}", session.socket_id))
-    })?;
-    let member = PresenceMember { user_id: UserId::parse(USER).expect("a valid id"), user_info: None };
-    let auth = authorize_channel(&app.credentials, &socket_id, &name, Some(&member))
-        .map_err(|e| Failure::Wrong(e.to_string()))?;
-    let mut subscribe = json!({"channel": channel, "auth": auth.auth});
-    if let Some(data) = &auth.channel_data {
-        subscribe["channel_data"] = json!(data);
-    }
-    session.send("pusher:subscribe", subscribe).await?;
-    let ok = session
-        .wait_for(step(until), "the subscription to succeed", |f| {
-            f.event == "pusher_internal:subscription_succeeded" && f.channel.as_deref() == Some(channel)
-        })
-        .await?;
+    let (auth, ok) = subscribe(session, app, channel, until).await?;
     let mut detail = "subscribed".to_owned();
     if auth.channel_data.is_some() {
         let ids = &ok.data["presence"]["ids"];
@@ -318,7 +310,7 @@ async fn client_events(
     // Only an answer to the client event itself says whether they are allowed.
     let result = async {
         let event = format!("client-{EVENT}");
-        a.send_on(channel, &event, json!({"from": a.socket_id})).await?;
+        a.send_on(channel, &event, json!({"from": a.socket_id.as_ref()})).await?;
         let wait = until.min(Instant::now() + CLIENT_EVENT_WAIT);
         tokio::select! {
             biased;
@@ -342,13 +334,12 @@ async fn client_events(
 async fn sign_in(a: &mut Session, app: &AppSettings, until: Instant) -> (Option<bool>, Check) {
     const NAME: &str = "user sign-in";
     let result = async {
-        let socket_id = SocketId::parse(&a.socket_id).map_err(|e| Failure::Wrong(e.to_string()))?;
         let user = UserData {
             id: UserId::parse_for_signin(USER).expect("a valid id"),
             user_info: None,
             watchlist: None,
         };
-        let signed = authenticate_user(&app.credentials, &socket_id, &user);
+        let signed = authenticate_user(&app.credentials, &a.socket_id, &user);
         a.send("pusher:signin", json!({"auth": signed.auth, "user_data": signed.user_data})).await?;
         a.wait_for(step(until), "the sign-in to be answered", |f| f.event == "pusher:signin_success").await
     }

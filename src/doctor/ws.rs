@@ -2,6 +2,7 @@
 //! (tokio-tungstenite), JSON events whose `data` is often a JSON string.
 
 use super::verdict::Failure;
+use crate::pusher::SocketId;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::{net::TcpStream, time::Instant};
@@ -20,7 +21,8 @@ pub struct Frame {
 
 pub struct Session {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    pub socket_id: String,
+    /// Checked once, here: every signature is made for it.
+    pub socket_id: SocketId,
 }
 
 impl Session {
@@ -34,7 +36,7 @@ impl Session {
             .await
             .map_err(|_| Failure::Timeout(format!("connecting to {url}")))?
             .map_err(|e| unreachable(e.to_string()))?;
-        let mut session = Self { ws, socket_id: String::new() };
+        let mut session = Self { ws, socket_id: SocketId::parse("0.0").expect("a valid placeholder") };
         let established = session.wait_for(until, "the connection to be established", |f| {
             f.event == "pusher:connection_established"
         });
@@ -43,10 +45,9 @@ impl Session {
             Failure::Wrong(_) | Failure::Closed { code: 1005 | 1006, .. } => Failure::DroppedAtConnect,
             other => other,
         })?;
-        session.socket_id = frame.data["socket_id"]
-            .as_str()
-            .ok_or_else(|| Failure::Wrong("connection_established without a socket_id".into()))?
-            .to_owned();
+        let given = frame.data["socket_id"].as_str().unwrap_or_default();
+        session.socket_id = SocketId::parse(given)
+            .map_err(|_| Failure::Wrong(format!("the server gave an invalid socket_id {given:?}")))?;
         Ok(session)
     }
 

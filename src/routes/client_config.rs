@@ -85,7 +85,7 @@ pub async fn client_config(req: HttpRequest, state: web::Data<AppState>) -> Http
 /// then `Secure`. The service speaks plain HTTP behind that proxy; from anyone
 /// else the header is not believed.
 fn behind_https(req: &HttpRequest, trusted: &[ipnet::IpNet]) -> bool {
-    let from_proxy = req.peer_addr().is_some_and(|a| trusted.iter().any(|net| net.contains(&a.ip())));
+    let from_proxy = req.peer_addr().is_some_and(|a| crate::session_check::is_trusted(a.ip(), trusted));
     let proto = req.headers().get("x-forwarded-proto").and_then(|v| v.to_str().ok());
     from_proxy
         && proto.and_then(|p| p.split(',').next()).is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))

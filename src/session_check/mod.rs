@@ -8,7 +8,7 @@ mod headers;
 mod response;
 mod shared;
 
-pub use headers::{ForwardedHeaders, HeaderError, client_ip, forwarded_headers};
+pub use headers::{ForwardedHeaders, HeaderError, client_ip, forwarded_headers, is_trusted};
 pub use response::{HostAnswer, HostError, HostIdentity, interpret};
 pub use shared::{CachePolicy, SharedChecks, Source};
 
