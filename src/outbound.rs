@@ -56,3 +56,47 @@ pub fn signed_url(
     url.set_query(Some(&query));
     url
 }
+
+/// Pusher REST answers passed back to a publisher (event, batch, channel info).
+pub const MAX_REST_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+/// A channel listing read to reconcile occupancy: 100,000 channels take about 4 MB.
+pub const MAX_LISTING_BYTES: usize = 16 * 1024 * 1024;
+
+/// Why a capped body read gave nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum CappedRead {
+    #[error("the answer is larger than {0} bytes")]
+    TooLarge(usize),
+    /// Without its URL (`without_url`): a signed URL is a credential.
+    #[error("{0}")]
+    Failed(reqwest::Error),
+}
+
+/// A response body of at most `limit` bytes, refused as soon as it is larger
+/// (by Content-Length, or while reading): a broken or hostile server cannot make
+/// this process hold more than `limit` for one answer.
+pub async fn read_capped(mut res: reqwest::Response, limit: usize) -> Result<Vec<u8>, CappedRead> {
+    if res.content_length().is_some_and(|len| len > limit as u64) {
+        return Err(CappedRead::TooLarge(limit));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = res.chunk().await.map_err(|e| CappedRead::Failed(e.without_url()))? {
+        if body.len() + chunk.len() > limit {
+            return Err(CappedRead::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The first `limit` bytes of a body (for showing an error), the rest left unread.
+pub async fn read_prefix(mut res: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < limit {
+        match res.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(limit - body.len())]),
+            _ => break,
+        }
+    }
+    body
+}

@@ -16,20 +16,34 @@ pub fn spawn_sender(state: std::sync::Arc<AppState>) {
     if let Store::Redis(_) = &state.webhooks.store {
         tokio::spawn(async move {
             let Store::Redis(redis) = &state.webhooks.store else { return };
-            if let Err(e) = redis.requeue().await {
-                tracing::warn!(error = %e, "redis: cannot re-queue unfinished deliveries");
-            }
+            // Sure at start: nothing of ours is being delivered, so our list may be swept.
+            let mut unsure = true;
+            let mut swept = Instant::now();
             loop {
+                if unsure || swept.elapsed() >= LEASE_SWEEP {
+                    match sweep(redis).await {
+                        Ok(()) => (unsure, swept) = (false, Instant::now()),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "redis: outbox unavailable; retrying in 1 s");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            continue;
+                        }
+                    }
+                }
                 match redis.next().await {
                     Ok(Some(item)) => {
                         let (time_ms, event) = RedisStore::unwrap_item(&item);
                         deliver(&state, &http, time_ms, vec![event]).await;
-                        if let Err(e) = redis.done(&item).await {
-                            tracing::warn!(error = %e, "redis: cannot mark a delivery done");
+                        // Until Redis takes it: the item would otherwise be delivered again.
+                        while let Err(e) = redis.done(&item).await {
+                            tracing::warn!(error = %e, "redis: cannot mark a delivery done; retrying in 1 s");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
                         }
                     }
                     Ok(None) => tokio::time::sleep(Duration::from_millis(200)).await,
                     Err(e) => {
+                        // The move may have happened with its answer lost: swept before the next.
+                        unsure = true;
                         tracing::warn!(error = %e, "redis: outbox unavailable; retrying in 1 s");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
@@ -57,6 +71,20 @@ pub fn spawn_sender(state: std::sync::Arc<AppState>) {
             deliver(&state, &http, time_ms, events).await;
         }
     });
+}
+
+/// How often a Redis sender renews its lease and re-queues what crashed replicas left.
+const LEASE_SWEEP: Duration = Duration::from_secs(10);
+
+/// Renews this replica's lease; re-queues its own stranded items and orphans.
+async fn sweep(redis: &RedisStore) -> redis::RedisResult<()> {
+    redis.heartbeat().await?;
+    let own = redis.requeue_own().await?;
+    let orphans = redis.requeue_orphans().await?;
+    if own + orphans > 0 {
+        tracing::warn!(own, orphans, "redis: re-queued undelivered webhook events");
+    }
+    Ok(())
 }
 
 /// Delivers with the source webhook's `time_ms`, so the host can order events.
@@ -144,7 +172,10 @@ async fn rest_get(
     if !res.status().is_success() {
         return Err(format!("GET {path}: HTTP {}", res.status().as_u16()));
     }
-    res.json::<Value>().await.map_err(|e| format!("GET {path}: {}", e.without_url()))
+    let body = crate::outbound::read_capped(res, crate::outbound::MAX_LISTING_BYTES)
+        .await
+        .map_err(|e| format!("GET {path}: {e}"))?;
+    serde_json::from_slice(&body).map_err(|e| format!("GET {path}: not JSON: {e}"))
 }
 
 /// One app's occupied channels and presence members, seeded into the store.

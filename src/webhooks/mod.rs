@@ -36,6 +36,13 @@ pub enum Store {
 /// this a webhook gets 503 at once, unread (Pusher retries for 5 minutes), so
 /// connections holding bodies open cannot grow memory past this many bodies.
 pub const MAX_CONCURRENT_BODIES: usize = 64;
+/// Of those, one client (address, IPv6 /64) reads at most this many: the key
+/// checked before the body is public (every page has it), so strangers can
+/// send webhooks too, and must not hold every slot while Pusher's wait.
+pub const MAX_BODIES_PER_CLIENT: usize = 16;
+/// A webhook body arrives in one go from Pusher; a sender dribbling it out
+/// gives its slot back after this long (or `server.body_timeout_ms`, if shorter).
+pub const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Events to forward, with the `time_ms` of the webhook they came in.
 pub type Batch = (u64, Vec<Value>);
@@ -47,8 +54,8 @@ pub struct Webhooks {
     last_seen: Mutex<HashMap<String, u64>>,
     /// Webhooks applied within the replay window (memory mode).
     seen: Mutex<SeenWebhooks>,
-    /// Permits to read a body (see MAX_CONCURRENT_BODIES).
-    readers: tokio::sync::Semaphore,
+    /// Slots to read a body (MAX_CONCURRENT_BODIES, MAX_BODIES_PER_CLIENT).
+    readers: crate::fair_share::FairShare,
     outbox: mpsc::UnboundedSender<Batch>,
     inbox: Mutex<Option<mpsc::UnboundedReceiver<Batch>>>,
 }
@@ -67,7 +74,7 @@ impl Webhooks {
             store,
             last_seen: Mutex::default(),
             seen: Mutex::default(),
-            readers: tokio::sync::Semaphore::new(MAX_CONCURRENT_BODIES),
+            readers: crate::fair_share::FairShare::new(MAX_CONCURRENT_BODIES, MAX_BODIES_PER_CLIENT),
             outbox,
             inbox: Mutex::new(Some(inbox)),
         })
@@ -94,9 +101,13 @@ impl Webhooks {
         }
     }
 
-    /// A permit to read one webhook body, if fewer than MAX_CONCURRENT_BODIES are being read.
-    pub fn try_reader(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        self.readers.try_acquire().ok()
+    /// A slot to read one webhook body for `client`, if one is free and the
+    /// client is within its share.
+    pub fn try_reader(
+        &self,
+        client: std::net::IpAddr,
+    ) -> Result<crate::fair_share::Slot<'_>, crate::fair_share::Refused> {
+        self.readers.try_acquire(client)
     }
 
     /// Applies one verified webhook (`digest` of its app and body) unless it was
@@ -130,16 +141,12 @@ impl Webhooks {
                 Ok(Applied::Forwarded(n))
             }
             Store::Redis(redis) => {
-                if redis.seen(digest).await? {
-                    return Ok(Applied::Duplicate);
-                }
-                let mut n = 0;
-                for e in events {
-                    n += redis.apply(app, e, time_ms).await? as usize;
-                }
-                // Marked only once every event is applied: a retry after a failure applies the rest.
-                redis.remember(digest, window_ms).await?;
-                Ok(Applied::Forwarded(n))
+                // Remembered as long as memory mode does: until the webhook's own time leaves the window.
+                let ttl_ms = time_ms.max(now_ms) + window_ms - now_ms;
+                Ok(match redis.apply_webhook(app, digest, events, time_ms, ttl_ms).await? {
+                    None => Applied::Duplicate,
+                    Some(n) => Applied::Forwarded(n),
+                })
             }
         }
     }
@@ -157,14 +164,7 @@ impl Webhooks {
                 channels.iter().for_each(|c| m.seed_occupied(app, c));
                 members.iter().for_each(|(c, u)| m.seed_member(app, c, u));
             }
-            Store::Redis(r) => {
-                for c in channels {
-                    r.seed_occupied(app, c).await?;
-                }
-                for (c, u) in members {
-                    r.seed_member(app, c, u).await?;
-                }
-            }
+            Store::Redis(r) => r.seed(app, channels, members).await?,
         }
         Ok(())
     }

@@ -1,63 +1,113 @@
 //! Webhook merge state and outbox in Redis, for several replicas.
 //!
-//! Each event is applied by one Lua script that updates the sets *and* queues
-//! the event to forward in the same atomic step, so a webhook acknowledged to
-//! Pusher is durably queued, and two replicas receiving the two apps' webhooks
-//! for one channel cannot both (or neither) forward the transition.
-//! Delivery moves an item to a processing list, and removes it once the host
-//! accepted it (at-least-once: an item left in processing by a crashed replica
-//! is re-queued at start).
+//! A whole webhook is applied by one Lua script: the replay check, every
+//! event's set update *and* the queueing of the events to forward, and the
+//! replay mark, in one atomic step. So a webhook acknowledged to Pusher is
+//! durably queued; two replicas receiving the two apps' webhooks for one
+//! channel cannot both (or neither) forward the transition; and a call cut off
+//! by the deadline either did nothing or did everything (a retry then finds
+//! the replay mark and is acknowledged, not applied twice).
+//! Delivery moves an item to this replica's own processing list, and removes
+//! it once the host accepted it. At-least-once, with nothing stranded: a move
+//! whose answer was lost (Redis died mid-call) is undone by returning this
+//! replica's list to the outbox before the next one, and each replica keeps a
+//! lease (`LEASE`) so the others re-queue what a crashed one left behind.
+//!
+//! Every call is bounded by `DEADLINE` (and the connection by its own connect
+//! and response timeouts): during an outage a request is refused at once
+//! rather than held until Redis returns.
 
-use redis::{AsyncCommands, Script, aio::ConnectionManager};
+use redis::{
+    AsyncCommands, RedisError, RedisResult, Script,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+};
 use serde_json::Value;
-use std::collections::HashMap;
-use tokio::sync::OnceCell;
+use std::{collections::HashMap, future::Future, time::Duration};
 
-const TRANSITION: &str = r#"
--- KEYS: set, per-app index set ('' = none), outbox. ARGV: mode, app, index member, event json
-local changed
-if ARGV[1] == 'add' then
-  changed = redis.call('SADD', KEYS[1], ARGV[2])
-  if KEYS[2] ~= '' then redis.call('SADD', KEYS[2], ARGV[3]) end
-  if changed == 1 and redis.call('SCARD', KEYS[1]) == 1 then
-    redis.call('RPUSH', KEYS[3], ARGV[4]) return 1
-  end
-else
-  changed = redis.call('SREM', KEYS[1], ARGV[2])
-  if KEYS[2] ~= '' then redis.call('SREM', KEYS[2], ARGV[3]) end
-  if changed == 1 and redis.call('SCARD', KEYS[1]) == 0 then
-    redis.call('RPUSH', KEYS[3], ARGV[4]) return 1
+/// The longest any one Redis call may take, connecting included.
+pub const DEADLINE: Duration = Duration::from_millis(1_000);
+/// How long a replica's processing list is its own without a heartbeat.
+pub const LEASE: Duration = Duration::from_secs(30);
+
+const APPLY_WEBHOOK: &str = r#"
+-- KEYS[1] replay mark, KEYS[2] outbox; per event i (from 0): KEYS[3+2i] set, KEYS[4+2i] per-app index ('' = none)
+-- ARGV[1] replay mark ttl ms, ARGV[2] app; per event i: ARGV[3+3i] mode (add|remove|push), ARGV[4+3i] index member, ARGV[5+3i] item
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+local queued = 0
+for i = 0, (#ARGV - 2) / 3 - 1 do
+  local set, index = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
+  local mode, member, item = ARGV[3 + 3 * i], ARGV[4 + 3 * i], ARGV[5 + 3 * i]
+  if mode == 'push' then
+    redis.call('RPUSH', KEYS[2], item)
+    queued = queued + 1
+  elseif mode == 'add' then
+    local changed = redis.call('SADD', set, ARGV[2])
+    if index ~= '' then redis.call('SADD', index, member) end
+    if changed == 1 and redis.call('SCARD', set) == 1 then
+      redis.call('RPUSH', KEYS[2], item)
+      queued = queued + 1
+    end
+  else
+    local changed = redis.call('SREM', set, ARGV[2])
+    if index ~= '' then redis.call('SREM', index, member) end
+    if changed == 1 and redis.call('SCARD', set) == 0 then
+      redis.call('RPUSH', KEYS[2], item)
+      queued = queued + 1
+    end
   end
 end
-return 0
+redis.call('SET', KEYS[1], 1, 'PX', ARGV[1])
+return queued
 "#;
 
 pub struct RedisStore {
-    client: redis::Client,
-    conn: OnceCell<ConnectionManager>,
+    conn: ConnectionManager,
     prefix: String,
     script: Script,
+    /// This process, for its processing list and lease.
+    replica: String,
+}
+
+/// `fut`, or a timeout error once `DEADLINE` has passed.
+async fn bounded<T>(fut: impl Future<Output = RedisResult<T>>) -> RedisResult<T> {
+    tokio::time::timeout(DEADLINE, fut).await.unwrap_or_else(|_| {
+        Err(RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer from redis within {} ms", DEADLINE.as_millis()),
+        )))
+    })
 }
 
 impl RedisStore {
+    /// Connects lazily (on the first call), so a Redis that is down at start
+    /// delays nothing; reconnects are tried once per call, within the deadline.
     pub fn new(url: &str, prefix: &str) -> anyhow::Result<Self> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(DEADLINE / 2))
+            .set_response_timeout(Some(DEADLINE))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(DEADLINE / 4);
         Ok(Self {
-            client: redis::Client::open(url)?,
-            conn: OnceCell::new(),
+            conn: ConnectionManager::new_lazy_with_config(redis::Client::open(url)?, config)?,
             prefix: prefix.to_owned(),
-            script: Script::new(TRANSITION),
+            script: Script::new(APPLY_WEBHOOK),
+            replica: uuid::Uuid::new_v4().simple().to_string(),
         })
     }
 
-    async fn conn(&self) -> redis::RedisResult<ConnectionManager> {
-        self.conn.get_or_try_init(|| ConnectionManager::new(self.client.clone())).await.cloned()
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
     }
 
     fn outbox(&self) -> String {
         format!("{}:outbox", self.prefix)
     }
     fn processing(&self) -> String {
-        format!("{}:processing", self.prefix)
+        format!("{}:processing:{}", self.prefix, self.replica)
+    }
+    fn lease(&self, replica: &str) -> String {
+        format!("{}:replica:{replica}", self.prefix)
     }
 
     /// An outbox item carries the event and the `time_ms` of its source webhook.
@@ -74,123 +124,149 @@ impl RedisStore {
         }
     }
 
-    /// Whether this webhook was applied within the replay window (any replica).
-    pub async fn seen(&self, digest: &[u8; 32]) -> redis::RedisResult<bool> {
-        let mut conn = self.conn().await?;
-        conn.exists(format!("{}:seen:{}", self.prefix, hex::encode(digest))).await
-    }
-
-    /// Remembers an applied webhook for `ttl_ms`.
-    pub async fn remember(&self, digest: &[u8; 32], ttl_ms: u64) -> redis::RedisResult<()> {
-        let mut conn = self.conn().await?;
-        redis::cmd("SET")
-            .arg(format!("{}:seen:{}", self.prefix, hex::encode(digest)))
-            .arg(1)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl_ms.max(1))
-            .query_async::<Option<String>>(&mut conn)
-            .await
-            .map(drop)
-    }
-
-    /// Applies one event from `app`; a forwarded event is queued atomically,
-    /// with its source webhook's `time_ms`. Returns whether something was queued.
-    pub async fn apply(&self, app: &str, event: &Value, time_ms: u64) -> redis::RedisResult<bool> {
-        let mut conn = self.conn().await?;
-        let name = event.get("name").and_then(Value::as_str).unwrap_or_default();
-        let channel = event.get("channel").and_then(Value::as_str).unwrap_or_default();
-        let user = event.get("user_id").and_then(Value::as_str);
+    /// Applies one verified webhook (`digest` of its app and body) unless it was
+    /// applied within the window (on any replica; remembered for `mark_ttl_ms`):
+    /// `None` for a repeat, else how many transitions were queued to forward.
+    /// All of it, or nothing.
+    pub async fn apply_webhook(
+        &self,
+        app: &str,
+        digest: &[u8; 32],
+        events: &[Value],
+        time_ms: u64,
+        mark_ttl_ms: u64,
+    ) -> RedisResult<Option<usize>> {
         let p = &self.prefix;
-        let (mode, set, index, member) = match (name, user) {
-            ("channel_occupied", _) => {
-                ("add", format!("{p}:occ:{channel}"), format!("{p}:occ-by-app:{app}"), channel)
-            }
-            ("channel_vacated", _) => {
-                ("remove", format!("{p}:occ:{channel}"), format!("{p}:occ-by-app:{app}"), channel)
-            }
-            ("member_added", Some(u)) => ("add", format!("{p}:mem:{channel}:{u}"), String::new(), ""),
-            ("member_removed", Some(u)) => ("remove", format!("{p}:mem:{channel}:{u}"), String::new(), ""),
-            _ => {
-                let mut e = event.clone();
-                if let Some(o) = e.as_object_mut() {
-                    o.insert("source_app".into(), app.into());
+        let mut invocation = self.script.prepare_invoke();
+        invocation.key(format!("{p}:seen:{}", hex::encode(digest))).key(self.outbox());
+        invocation.arg(mark_ttl_ms.max(1)).arg(app);
+        for event in events {
+            let name = event.get("name").and_then(Value::as_str).unwrap_or_default();
+            let channel = event.get("channel").and_then(Value::as_str).unwrap_or_default();
+            let user = event.get("user_id").and_then(Value::as_str);
+            let (mode, set, index, member) = match (name, user) {
+                ("channel_occupied", _) => {
+                    ("add", format!("{p}:occ:{channel}"), format!("{p}:occ-by-app:{app}"), channel)
                 }
-                let _: () = conn.rpush(self.outbox(), Self::item(&e, time_ms)).await?;
-                return Ok(true);
-            }
-        };
-        let queued: i32 = self
-            .script
-            .key(set)
-            .key(index)
-            .key(self.outbox())
-            .arg(mode)
-            .arg(app)
-            .arg(member)
-            .arg(Self::item(event, time_ms))
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(queued == 1)
-    }
-
-    pub async fn seed_occupied(&self, app: &str, channel: &str) -> redis::RedisResult<()> {
-        let mut conn = self.conn().await?;
-        let p = &self.prefix;
-        let _: () = conn.sadd(format!("{p}:occ:{channel}"), app).await?;
-        let _: () = conn.sadd(format!("{p}:occ-by-app:{app}"), channel).await?;
-        Ok(())
-    }
-
-    pub async fn seed_member(&self, app: &str, channel: &str, user_id: &str) -> redis::RedisResult<()> {
-        let mut conn = self.conn().await?;
-        let _: () = conn.sadd(format!("{}:mem:{channel}:{user_id}", self.prefix), app).await?;
-        Ok(())
-    }
-
-    pub async fn occupied_counts(&self, apps: &[String]) -> redis::RedisResult<HashMap<String, usize>> {
-        let mut conn = self.conn().await?;
-        let mut out = HashMap::new();
-        for app in apps {
-            let n: usize = conn.scard(format!("{}:occ-by-app:{app}", self.prefix)).await?;
-            out.insert(app.clone(), n);
+                ("channel_vacated", _) => {
+                    ("remove", format!("{p}:occ:{channel}"), format!("{p}:occ-by-app:{app}"), channel)
+                }
+                ("member_added", Some(u)) => ("add", format!("{p}:mem:{channel}:{u}"), String::new(), ""),
+                ("member_removed", Some(u)) => {
+                    ("remove", format!("{p}:mem:{channel}:{u}"), String::new(), "")
+                }
+                _ => {
+                    // Not a transition: forwarded as it came, saying which app sent it.
+                    let mut e = event.clone();
+                    if let Some(o) = e.as_object_mut() {
+                        o.insert("source_app".into(), app.into());
+                    }
+                    invocation.key("").key("").arg("push").arg("").arg(Self::item(&e, time_ms));
+                    continue;
+                }
+            };
+            invocation.key(set).key(index).arg(mode).arg(member).arg(Self::item(event, time_ms));
         }
-        Ok(out)
+        let queued: i64 = bounded(invocation.invoke_async(&mut self.conn())).await?;
+        Ok((queued >= 0).then_some(queued as usize))
+    }
+
+    /// Seeds one app's occupied channels and presence members (start-up reconcile).
+    pub async fn seed(
+        &self,
+        app: &str,
+        channels: &[String],
+        members: &[(String, String)],
+    ) -> RedisResult<()> {
+        let p = &self.prefix;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for channel in channels {
+            pipe.sadd(format!("{p}:occ:{channel}"), app).ignore();
+            pipe.sadd(format!("{p}:occ-by-app:{app}"), channel).ignore();
+        }
+        for (channel, user_id) in members {
+            pipe.sadd(format!("{p}:mem:{channel}:{user_id}"), app).ignore();
+        }
+        bounded(pipe.query_async::<()>(&mut self.conn())).await
+    }
+
+    pub async fn occupied_counts(&self, apps: &[String]) -> RedisResult<HashMap<String, usize>> {
+        let mut pipe = redis::pipe();
+        for app in apps {
+            pipe.scard(format!("{}:occ-by-app:{app}", self.prefix));
+        }
+        let counts: Vec<usize> = bounded(pipe.query_async(&mut self.conn())).await?;
+        Ok(apps.iter().cloned().zip(counts).collect())
     }
 
     /// The next queued event, moved to processing. Not the blocking BLMOVE: the
     /// connection is multiplexed, and a blocked command would stall the others.
-    pub async fn next(&self) -> redis::RedisResult<Option<String>> {
-        let mut conn = self.conn().await?;
-        redis::cmd("LMOVE")
-            .arg(self.outbox())
-            .arg(self.processing())
-            .arg("LEFT")
-            .arg("RIGHT")
-            .query_async(&mut conn)
-            .await
+    pub async fn next(&self) -> RedisResult<Option<String>> {
+        let mut cmd = redis::cmd("LMOVE");
+        cmd.arg(self.outbox()).arg(self.processing()).arg("LEFT").arg("RIGHT");
+        bounded(cmd.query_async(&mut self.conn())).await
     }
 
-    pub async fn done(&self, item: &str) -> redis::RedisResult<()> {
-        let mut conn = self.conn().await?;
-        let _: () = conn.lrem(self.processing(), 1, item).await?;
-        Ok(())
+    pub async fn done(&self, item: &str) -> RedisResult<()> {
+        bounded(self.conn().lrem(self.processing(), 1, item)).await
     }
 
-    /// Puts back what a crashed sender left in processing.
-    pub async fn requeue(&self) -> redis::RedisResult<()> {
-        let mut conn = self.conn().await?;
+    /// Renews this replica's lease on its processing list.
+    pub async fn heartbeat(&self) -> RedisResult<()> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.lease(&self.replica)).arg(1).arg("PX").arg(LEASE.as_millis() as u64);
+        bounded(cmd.query_async::<()>(&mut self.conn())).await
+    }
+
+    /// Returns this replica's processing list to the outbox head, in order.
+    /// Called only while it delivers nothing: what is there was stranded by a
+    /// move whose answer was lost.
+    pub async fn requeue_own(&self) -> RedisResult<usize> {
+        self.requeue(&self.processing()).await
+    }
+
+    /// Re-queues what replicas whose lease ran out (crashed, killed) left in
+    /// their processing lists, and the shared list of versions before leases.
+    pub async fn requeue_orphans(&self) -> RedisResult<usize> {
+        let pattern = format!("{}:processing*", self.prefix);
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor = 0u64;
         loop {
-            let moved: Option<String> = redis::cmd("LMOVE")
-                .arg(self.processing())
-                .arg(self.outbox())
-                .arg("RIGHT")
-                .arg("LEFT")
-                .query_async(&mut conn)
-                .await?;
-            if moved.is_none() {
-                return Ok(());
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(100);
+            let (next, batch): (u64, Vec<String>) = bounded(cmd.query_async(&mut self.conn())).await?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
             }
+            cursor = next;
+        }
+        let mut moved = 0;
+        for key in keys {
+            let owner = key.strip_prefix(&format!("{}:processing:", self.prefix));
+            let alive = match owner {
+                Some(replica) if replica == self.replica => true,
+                Some(replica) => bounded(self.conn().exists(self.lease(replica))).await?,
+                None => false, // the shared list of older versions
+            };
+            if !alive {
+                moved += self.requeue(&key).await?;
+            }
+        }
+        Ok(moved)
+    }
+
+    async fn requeue(&self, list: &str) -> RedisResult<usize> {
+        let mut moved = 0;
+        loop {
+            let mut cmd = redis::cmd("LMOVE");
+            cmd.arg(list).arg(self.outbox()).arg("RIGHT").arg("LEFT");
+            let item: Option<String> = bounded(cmd.query_async(&mut self.conn())).await?;
+            if item.is_none() {
+                return Ok(moved);
+            }
+            moved += 1;
         }
     }
 }

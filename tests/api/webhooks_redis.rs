@@ -1,42 +1,14 @@
 //! Two replicas sharing merge state and a durable outbox in a real redis-server.
+use crate::common::redis_server::RedisServer;
 use crate::helpers::*;
 use pusher_dual_auth::pusher::hmac_sha256_hex;
 use serde_json::{Value, json};
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-struct Redis(Child, u16);
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts a throwaway redis-server on a free loopback port (none when not installed,
-/// outside CI; in CI a missing redis-server is a failure).
-async fn redis() -> Option<Redis> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .spawn();
-    let Ok(child) = child else {
-        assert!(std::env::var("CI").is_err(), "redis-server is not installed (scripts/test installs it)");
-        eprintln!("redis-server not installed: skipping");
-        return None;
-    };
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(Redis(child, port));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("redis-server did not start");
+/// A redis-server for the test (None when not installed outside CI).
+async fn redis() -> Option<RedisServer> {
+    RedisServer::start()
 }
 
 async fn replica(receiver: &MockServer, redis_port: u16) -> TestApp {
@@ -70,7 +42,7 @@ async fn two_replicas_merge_through_redis_and_forward_each_transition_once() {
     let Some(redis) = redis().await else { return };
     let receiver = MockServer::start().await;
     Mock::given(wiremock::matchers::any()).respond_with(ResponseTemplate::new(200)).mount(&receiver).await;
-    let (a, b) = (replica(&receiver, redis.1).await, replica(&receiver, redis.1).await);
+    let (a, b) = (replica(&receiver, redis.port).await, replica(&receiver, redis.port).await);
     let occ = json!([{"name": "channel_occupied", "channel": "presence-x"}, {"name": "member_added", "channel": "presence-x", "user_id": "7"}]);
     let vac = json!([{"name": "member_removed", "channel": "presence-x", "user_id": "7"}, {"name": "channel_vacated", "channel": "presence-x"}]);
     // The old app's webhooks reach replica A, the new app's reach replica B.
@@ -99,7 +71,7 @@ async fn queued_events_survive_a_host_outage_and_redis_refusal_is_not_acknowledg
     let Some(redis) = redis().await else { return };
     let receiver = MockServer::start().await;
     mount_recovering(&receiver, 2).await;
-    let a = replica(&receiver, redis.1).await;
+    let a = replica(&receiver, redis.port).await;
     let occ = json!([{"name": "channel_occupied", "channel": "private-q"}]);
     assert_eq!(post_webhook(&a, OLD_KEY, OLD_SECRET, occ.clone()).await, 200);
     tokio::time::sleep(Duration::from_millis(2500)).await;

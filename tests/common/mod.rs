@@ -2,6 +2,8 @@
 //! its path, free ports, and spawning it with a config and waiting until ready.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod redis_server;
+
 use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},
