@@ -1,11 +1,17 @@
 //! Signed authorizations per client group and app over the last hour and day:
-//! which client builds still keep the old app alive. Bounded: the first
-//! MAX_GROUPS groups are tracked by name, later ones count as "other"; counts
-//! are per minute and kept for a day.
+//! which client builds still keep the old app alive. Bounded, and ranked by
+//! volume rather than first come: when MAX_GROUPS groups are tracked by name, a
+//! new group takes the place of the one with the least recent volume (its counts
+//! move to "other", so totals stay right). A newcomer starts from nothing (it
+//! does not inherit the evicted volume, as Space-Saving would: a flood of
+//! one-off names would then raise the floor until real builds fell below it),
+//! so a flood of made-up User-Agents from signed-in users only displaces its
+//! own oldest entries, and any build used more often keeps its name. Volume
+//! decays with a half-life of an hour; counts are per minute and kept for a day.
 
 use serde_json::{Value, json};
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::Mutex,
 };
 
@@ -13,12 +19,35 @@ const MAX_GROUPS: usize = 50;
 const OTHER: &str = "other";
 const MINUTE_MS: u64 = 60_000;
 const DAY_MINUTES: u64 = 24 * 60;
+const HALF_LIFE_MS: f64 = 3_600_000.0;
 
 #[derive(Default)]
 struct Group {
     /// app → (minute, count), oldest first
     per_app: HashMap<String, VecDeque<(u64, u64)>>,
     last_seen_ms: u64,
+    /// Recent volume (decayed auths) as of `last_seen_ms`.
+    volume: f64,
+}
+
+impl Group {
+    fn volume_at(&self, now_ms: u64) -> f64 {
+        let age = now_ms.saturating_sub(self.last_seen_ms) as f64;
+        self.volume * (-age / HALF_LIFE_MS).exp2()
+    }
+
+    /// Adds another group's per-minute counts to this one's.
+    fn absorb(&mut self, other: Group) {
+        for (app, counts) in other.per_app {
+            let mine = self.per_app.entry(app).or_default();
+            let mut merged: BTreeMap<u64, u64> = mine.drain(..).collect();
+            for (minute, n) in counts {
+                *merged.entry(minute).or_default() += n;
+            }
+            mine.extend(merged);
+        }
+        self.last_seen_ms = self.last_seen_ms.max(other.last_seen_ms);
+    }
 }
 
 #[derive(Default)]
@@ -31,12 +60,15 @@ impl ClientStats {
     pub fn record(&self, group: &str, app: &str, now_ms: u64) {
         let minute = now_ms / MINUTE_MS;
         let mut groups = self.groups.lock().unwrap();
-        let name = if groups.contains_key(group) || groups.len() < MAX_GROUPS { group } else { OTHER };
         // On every signed auth: allocate a key only the first time it is seen.
-        if !groups.contains_key(name) {
-            groups.insert(name.to_owned(), Group::default());
+        if !groups.contains_key(group) {
+            if group != OTHER && groups.keys().filter(|k| *k != OTHER).count() >= MAX_GROUPS {
+                Self::evict_quietest(&mut groups, now_ms);
+            }
+            groups.insert(group.to_owned(), Group { last_seen_ms: now_ms, ..Group::default() });
         }
-        let g = groups.get_mut(name).expect("inserted above");
+        let g = groups.get_mut(group).expect("inserted above");
+        g.volume = g.volume_at(now_ms) + 1.0;
         g.last_seen_ms = now_ms;
         if !g.per_app.contains_key(app) {
             g.per_app.insert(app.to_owned(), VecDeque::new());
@@ -49,6 +81,20 @@ impl ClientStats {
         while counts.front().is_some_and(|(m, _)| *m + DAY_MINUTES <= minute) {
             counts.pop_front();
         }
+    }
+
+    /// Moves the named group with the least recent volume into "other" (of equals, the longest unseen).
+    fn evict_quietest(groups: &mut HashMap<String, Group>, now_ms: u64) {
+        let Some((name, _)) = groups
+            .iter()
+            .filter(|(name, _)| *name != OTHER)
+            .map(|(name, g)| (name.clone(), g.volume_at(now_ms)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+        else {
+            return;
+        };
+        let evicted = groups.remove(&name).expect("found above");
+        groups.entry(OTHER.to_owned()).or_default().absorb(evicted);
     }
 
     /// Per group: auths per app in the last hour and day, last seen, and the
@@ -111,14 +157,48 @@ mod tests {
     }
 
     #[test]
-    fn the_number_of_groups_is_bounded() {
+    fn the_number_of_groups_is_bounded_and_no_count_is_lost() {
         let stats = ClientStats::default();
         for i in 0..200 {
-            stats.record(&format!("build {i}"), "old", MINUTE_MS);
+            stats.record(&format!("build {i}"), "old", MINUTE_MS + i);
         }
-        let rows = stats.snapshot(MINUTE_MS, Some("old"));
+        let rows = stats.snapshot(MINUTE_MS + 200, Some("old"));
         assert_eq!(rows.len(), MAX_GROUPS + 1);
+        let total: u64 = rows.iter().map(|r| r["apps"]["old"]["last_day"].as_u64().unwrap()).sum();
+        assert_eq!(total, 200, "evicted groups' counts are in other");
+    }
+
+    #[test]
+    fn made_up_builds_cannot_push_busy_real_ones_into_other() {
+        let stats = ClientStats::default();
+        let t = 10_000 * MINUTE_MS;
+        // 40 real builds, each used a few times.
+        for i in 0..40 {
+            for k in 0..3 {
+                stats.record(&format!("real {i}"), "old", t + k);
+            }
+        }
+        // A signed-in user sends 500 made-up User-Agents, once each.
+        for i in 0..500 {
+            stats.record(&format!("fake {i}"), "old", t + 10 + i);
+        }
+        let rows = stats.snapshot(t + 1_000, Some("old"));
+        assert!(rows.len() <= MAX_GROUPS + 1);
+        for i in 0..40 {
+            let name = format!("real {i}");
+            let row =
+                rows.iter().find(|r| r["group"] == name.as_str()).unwrap_or_else(|| panic!("{name} kept"));
+            assert_eq!(row["apps"]["old"]["last_day"], 3);
+        }
         let other = rows.iter().find(|r| r["group"] == OTHER).unwrap();
-        assert_eq!(other["apps"]["old"]["last_day"], 150);
+        assert_eq!(other["apps"]["old"]["last_day"], 490, "the fakes that lost their place");
+        // A new real build that becomes busy earns a name even during the flood.
+        for k in 0..20 {
+            stats.record("new real", "new", t + 2_000 + k);
+            stats.record(&format!("fake again {k}"), "old", t + 2_000 + k);
+        }
+        let rows = stats.snapshot(t + 3_000, Some("old"));
+        let row = rows.iter().find(|r| r["group"] == "new real").expect("named");
+        assert!(row["apps"]["new"]["last_day"].as_u64().unwrap() >= 1);
     }
 }

@@ -75,7 +75,9 @@ impl AuthError {
             Self::Host(HostError::BodyTooLarge(_) | HostError::InvalidBody(_)) => {
                 (StatusCode::BAD_GATEWAY, "session_check_invalid")
             }
-            Self::Host(HostError::Busy(_)) => (StatusCode::SERVICE_UNAVAILABLE, "session_check_busy"),
+            Self::Host(HostError::Busy(_) | HostError::ClientBusy(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "session_check_busy")
+            }
         }
     }
 
@@ -84,7 +86,9 @@ impl AuthError {
     pub fn public_message(&self) -> String {
         match self {
             Self::Host(HostError::Timeout) => "the session check did not answer in time".into(),
-            Self::Host(HostError::Busy(_)) => "too many session checks in flight; retry shortly".into(),
+            Self::Host(HostError::Busy(_) | HostError::ClientBusy(_)) => {
+                "too many session checks in flight; retry shortly".into()
+            }
             // Identity problems in the host's answer are HostError::InvalidBody too.
             Self::Host(_) => "the session check failed; see the service log".into(),
             other => other.to_string(),

@@ -19,6 +19,7 @@ mod client_stats;
 mod demo;
 mod doctor;
 mod error;
+mod fair_share;
 mod metrics;
 mod outbound;
 mod publish;

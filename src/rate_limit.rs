@@ -17,7 +17,7 @@ pub struct ClientRateLimiter {
 }
 
 /// The bucket a client address belongs to.
-fn bucket(ip: IpAddr) -> IpAddr {
+pub fn bucket(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

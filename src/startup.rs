@@ -97,7 +97,10 @@ impl Application {
         }
         let admin_state = state.clone();
         let mut admin = HttpServer::new(move || {
-            App::new().app_data(admin_state.clone()).configure(configure_admin_routes)
+            App::new()
+                .app_data(admin_state.clone())
+                .configure(configure_admin_routes)
+                .wrap(from_fn(routes::admin_host_middleware))
         })
         .workers(1)
         .shutdown_timeout(server_settings.shutdown_timeout.as_secs())

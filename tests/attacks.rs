@@ -325,3 +325,268 @@ async fn a_flood_against_a_silent_host_is_capped_at_max_in_flight() {
     assert_eq!(by_status.get("503").copied().unwrap_or(0) + by_status.get("504").copied().unwrap_or(0), n);
     assert!(service.stop());
 }
+
+/// A client bound to another loopback address than the attacker's (127.0.0.1):
+/// the legitimate user or Pusher, seen by the service as another client.
+fn other_client(ip: [u8; 4]) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(ip))
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// The key checked before a webhook body is public (it is in every page), so
+/// anyone can hold body-reader slots: 70 connections declaring 65,000 bytes
+/// and sending one a second. Pusher (another address) must still get its
+/// webhooks accepted: each client has a share of the slots, and a body must
+/// arrive within 2 s. Before: 38 of 38 genuine webhooks got 503 over 20 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_holding_webhook_bodies_cannot_starve_genuine_webhooks() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (attackers, secs) = (env_or("ATTACK_WEBHOOK_CONNECTIONS", 70), env_or("ATTACK_WEBHOOK_SECS", 12));
+    let dir = TempDir::new("attack-webhook-slots");
+    let (host, _) = silent_host().await;
+    let service = Service::start(&dir, &config(&host));
+    let port = service.port;
+    let stop_at = Instant::now() + Duration::from_secs(secs as u64);
+    let held = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..attackers)
+        .map(|_| {
+            let held = held.clone();
+            tokio::spawn(async move {
+                while Instant::now() < stop_at {
+                    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await else { continue };
+                    let head = "POST /webhooks HTTP/1.1\r\nHost: x\r\nX-Pusher-Key: old-key\r\n\
+                                Content-Type: application/json\r\nContent-Length: 65000\r\n\r\n";
+                    if s.write_all(head.as_bytes()).await.is_err() {
+                        continue;
+                    }
+                    held.fetch_add(1, Ordering::Relaxed);
+                    // One byte a second until the service answers or hangs up.
+                    while Instant::now() < stop_at && s.write_all(b"{").await.is_ok() {
+                        let mut buf = [0u8; 256];
+                        match tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await {
+                            Err(_) => continue,
+                            Ok(_) => break,
+                        }
+                    }
+                    held.fetch_sub(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pusher = other_client([127, 0, 0, 2]);
+    let (mut sent, mut accepted, mut statuses) = (0, 0, std::collections::BTreeMap::<u16, usize>::new());
+    while Instant::now() + Duration::from_secs(1) < stop_at {
+        let body = serde_json::json!({"time_ms": now_ms(),
+            "events": [{"name": "channel_occupied", "channel": format!("private-genuine-{sent}")}]})
+        .to_string();
+        let signature = pusher_dual_auth::pusher::hmac_sha256_hex(b"old-secret", body.as_bytes());
+        let status = pusher
+            .post(format!("http://127.0.0.1:{port}/webhooks"))
+            .header("content-type", "application/json")
+            .header("x-pusher-key", "old-key")
+            .header("x-pusher-signature", signature)
+            .body(body)
+            .send()
+            .await
+            .map_or(0, |r| r.status().as_u16());
+        sent += 1;
+        accepted += (status == 200) as usize;
+        *statuses.entry(status).or_default() += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let attackers_holding = held.load(Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let (_, peak) = service.rss_kib();
+    println!(
+        "webhook slots: {attackers} slow senders ({attackers_holding} connected at the end) for {secs} s; \
+         genuine webhooks accepted {accepted} of {sent} ({statuses:?}); peak RSS {} MiB",
+        peak / MIB
+    );
+    assert!(sent >= 10, "the genuine sender ran: {sent}");
+    assert!(accepted * 100 >= sent * 99, "genuine webhooks accepted: {accepted} of {sent} ({statuses:?})");
+    assert!(service.stop());
+}
+
+/// The in-flight cap is shared fairly: a client with no session holding 70
+/// connections of distinct checks against a 1 s host (cap 64) cannot take the
+/// cap from a signed-in user at another address. Before: 40 of 40 tries got 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_cannot_take_every_in_flight_session_check() {
+    use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (attackers, tries) = (env_or("ATTACK_INFLIGHT_CONNECTIONS", 70), env_or("ATTACK_INFLIGHT_TRIES", 40));
+    let host = MockServer::start().await;
+    let slow = |status: u16| ResponseTemplate::new(status).set_delay(Duration::from_secs(1));
+    Mock::given(matchers::header("cookie", "session=good"))
+        .respond_with(slow(200).set_body_json(serde_json::json!({"user_id": "u1"})))
+        .mount(&host)
+        .await;
+    Mock::given(matchers::any()).respond_with(slow(401)).mount(&host).await;
+    let dir = TempDir::new("attack-in-flight");
+    let base = config(&host.uri());
+    let capped = base.replace(
+        &format!("timeout_ms = {CHECK_TIMEOUT_MS}\n"),
+        &format!("timeout_ms = {CHECK_TIMEOUT_MS}\nmax_in_flight = 64\n"),
+    );
+    assert_ne!(capped, base, "the cap was set");
+    let service = Service::start(&dir, &capped);
+    let port = service.port;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let stranger = reqwest::Client::builder().pool_max_idle_per_host(attackers).build().unwrap();
+    let flood: Vec<_> = (0..attackers)
+        .map(|a| {
+            let (done, stranger) = (done.clone(), stranger.clone());
+            tokio::spawn(async move {
+                let mut k = 0;
+                while !done.load(Ordering::Relaxed) {
+                    k += 1;
+                    let _ = stranger
+                        .post(format!("http://127.0.0.1:{port}/auth/new"))
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .body(format!("socket_id=1.1&channel_name=private-flood-{a}-{k}"))
+                        .send()
+                        .await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let user = other_client([127, 0, 0, 3]);
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    // The user's page subscribes to 4 channels at a time (within its share of 8 at cap 64).
+    for round in 0..tries.div_ceil(4) {
+        let calls = (0..4.min(tries - round * 4)).map(|i| {
+            user.post(format!("http://127.0.0.1:{port}/auth/new"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("cookie", "session=good")
+                .body(format!("socket_id=1.1&channel_name=private-user-{round}-{i}"))
+                .send()
+        });
+        for r in futures_util::future::join_all(calls).await {
+            *statuses.entry(r.map_or(0, |r| r.status().as_u16())).or_default() += 1;
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    for t in flood {
+        let _ = t.await;
+    }
+    let ok = statuses.get(&200).copied().unwrap_or(0);
+    let (_, peak) = service.rss_kib();
+    println!(
+        "in-flight share: {attackers} stranger connections against a 1 s host, cap 64; the user got \
+         {ok} of {tries} signed ({statuses:?}); peak RSS {} MiB",
+        peak / MIB
+    );
+    assert!(ok * 100 >= tries * 99, "the user was starved: {statuses:?}");
+    assert!(service.stop());
+}
+
+/// The start-up reconcile reads each app's REST channel list: a 512 MiB answer
+/// (a broken or hostile endpoint) is refused at the cap, not read whole and
+/// retried. Before: RSS 1.1 GiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_rest_answer_is_read_cut_short_at_start() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rest = format!("http://{}", listener.local_addr().unwrap());
+    let served = Arc::new(AtomicUsize::new(0));
+    let count = served.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let size = 512u64 << 20;
+                // No Content-Length: the size is only known by reading.
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"channels\":{\"";
+                if s.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b'a'; 1 << 16];
+                for _ in 0..(size >> 16) {
+                    if s.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                    count.fetch_add(chunk.len(), Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let dir = TempDir::new("attack-rest-answer");
+    let (host, _) = silent_host().await;
+    let base = config(&host);
+    let cfg = base.replacen("rest_url = \"http://127.0.0.1:9\"", &format!("rest_url = \"{rest}\""), 1);
+    assert_ne!(cfg, base, "the old app's rest_url points at the huge answer");
+    let service = Service::start(&dir, &cfg);
+    let (start_rss, _) = service.rss_kib();
+    tokio::time::sleep(Duration::from_secs(5)).await; // the first reconcile and its retries
+    let (rss, peak) = service.rss_kib();
+    println!(
+        "huge REST answer: {} MiB sent in 5 s; RSS {} → {} MiB (peak {} MiB)",
+        served.load(Ordering::Relaxed) >> 20,
+        start_rss / MIB,
+        rss / MIB,
+        peak / MIB
+    );
+    assert!(service.log_text().contains("larger than"), "the refusal is logged: {}", service.log_text());
+    assert!((peak - start_rss) / MIB < 100, "RSS grew {} MiB", (peak - start_rss) / MIB);
+    assert!(service.stop());
+}
+
+/// `POST /auth/<60,000 × A>`: the unknown name is logged cut short, not 60 KB
+/// a request at INFO. And the admin listener answers only IP addresses,
+/// localhost and configured names (DNS rebinding from an operator's browser).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_app_names_are_logged_cut_short_and_the_admin_listener_checks_host() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = TempDir::new("attack-log-host");
+    let (host, _) = silent_host().await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let service = Service::start(&dir, &config(&host));
+    let before = service.log_text().len();
+    let name = "A".repeat(60_000);
+    let client = reqwest::Client::new();
+    for _ in 0..20 {
+        let res = client
+            .post(format!("http://127.0.0.1:{}/auth/{name}", service.port))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("socket_id=1.1&channel_name=private-a")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 404);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let grown = service.log_text().len() - before;
+    println!("20 requests naming a 60,000-byte app: the log grew {grown} bytes");
+    assert!(grown < 20 * 1024, "the log grew {grown} bytes");
+
+    let with_host = |host: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", service.admin)).unwrap();
+        write!(s, "GET /status HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.split(' ').nth(1).unwrap_or("none").to_owned()
+    };
+    let admin = service.admin;
+    assert_eq!(with_host("attacker.example"), "403");
+    assert_eq!(with_host(&format!("rebind.attacker.example:{admin}")), "403");
+    assert_eq!(with_host(&format!("127.0.0.1:{admin}")), "200");
+    assert_eq!(with_host(&format!("localhost:{admin}")), "200");
+    assert_eq!(with_host("10.0.0.5:9090"), "200", "a pod IP, as Prometheus scrapes");
+    assert!(service.stop());
+}

@@ -355,3 +355,153 @@ async fn doctor_refuses_an_oversized_frame_from_a_hostile_server() {
     assert!(private.contains("the connection failed") && private.contains("too long"), "{private}");
     assert!(took < 8.0, "took {took:.1} s");
 }
+
+/// A hostile WebSocket server on a fresh port: it says connected with
+/// `socket_id`, then runs `then` on the socket (and never reads from it).
+async fn hostile_ws<F, Fut>(socket_id: String, then: F) -> u16
+where
+    F: Fn(tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let then = std::sync::Arc::new(then);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (then, socket_id) = (then.clone(), socket_id.clone());
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else { return };
+                let data = serde_json::json!({"socket_id": socket_id, "activity_timeout": 120}).to_string();
+                let hello = serde_json::json!({"event": "pusher:connection_established", "data": data});
+                let _ = ws.send(Message::text(hello.to_string())).await;
+                then(ws).await;
+            });
+        }
+    });
+    port
+}
+
+/// Runs `doctor` (text, or `--json`) on `config`, measuring the process's peak
+/// RSS: (exit code, stdout and stderr, seconds, peak KiB).
+fn doctor_measured(config: &str, json: bool, extra: &[&str]) -> (i32, String, f64, u64) {
+    let dir = common::TempDir::new("doctor-hostile");
+    let path = dir.0.join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let started = Instant::now();
+    let mut cmd = Command::new(common::bin());
+    cmd.arg("doctor").args(if json { &["--json"][..] } else { &[][..] }).arg("--config").arg(&path);
+    let (out, err) = (dir.0.join("out"), dir.0.join("err"));
+    let mut child = cmd
+        .args(extra)
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let mut peak = 0;
+    let status = loop {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+        if let Some(hwm) = status.lines().find(|l| l.starts_with("VmHWM:")) {
+            peak = peak.max(hwm.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0));
+        }
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(90), "doctor still running after 90 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = std::fs::read_to_string(out).unwrap() + &std::fs::read_to_string(err).unwrap();
+    (status.code().unwrap_or(-1), text, started.elapsed().as_secs_f64(), peak)
+}
+
+/// A server that completes the handshake, floods `pusher:ping` and never reads:
+/// doctor's pongs fill the socket, and every send is bounded by --timeout-secs
+/// (before: still running past 70 s with --timeout-secs 5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_is_bounded_by_a_server_that_floods_pings_and_never_reads() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let port = hostile_ws("1.1".into(), |mut ws| async move {
+        let ping = Message::text(r#"{"event":"pusher:ping","data":{}}"#);
+        let until = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < until && ws.send(ping.clone()).await.is_ok() {}
+    })
+    .await;
+    let (old, new) = correct(port);
+    let config = format!("[session_check]\nurl = \"http://127.0.0.1:9/check\"\n{old}{new}");
+    let (code, out, took, _) =
+        tokio::task::spawn_blocking(move || doctor_measured(&config, false, &["--timeout-secs", "5"]))
+            .await
+            .unwrap();
+    println!("ping flood: exit {code} in {took:.2} s");
+    assert_eq!(code, 1, "{out}");
+    assert!(took < 8.0, "took {took:.1} s with --timeout-secs 5");
+}
+
+/// Server-chosen data is shown cut short: a 1 GiB REST error body is not read
+/// whole (before: RSS 1,182 MiB) and a socket id of 300k newlines does not
+/// become 600 KB of output; a password in rest_url is never shown, in text or
+/// JSON, on this failure path (a silent REST server) or any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_reads_hostile_answers_cut_short_and_never_shows_a_rest_password() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // REST: 401 with a body of 1 GiB, sent as fast as it is read.
+    let rest = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rest_port = rest.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = rest.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = tcp.read(&mut buf).await;
+                let head = format!("HTTP/1.1 401 Unauthorized\r\nContent-Length: {}\r\n\r\n", 1u64 << 30);
+                let _ = tcp.write_all(head.as_bytes()).await;
+                let chunk = vec![b'x'; 1 << 16];
+                for _ in 0..(1 << 14) {
+                    if tcp.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let ws_port = hostile_ws("\n".repeat(300_000), |_ws| async move {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    })
+    .await;
+    // And one app whose REST server accepts and never answers, with a password in its URL.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || silent.incoming().take(4).collect::<Vec<_>>());
+    let (old, _) = correct(ws_port);
+    let old = old.replace(&format!("http://127.0.0.1:{ws_port}"), &format!("http://127.0.0.1:{rest_port}"));
+    let new = app("new", "1002", "new-key", SECRETS[1], MASTER, ws_port).replace(
+        &format!("rest_url = \"http://127.0.0.1:{ws_port}\""),
+        &format!("rest_url = \"http://doctor:pa55w0rd-in-url@127.0.0.1:{silent_port}\""),
+    );
+    assert!(old.contains(&rest_port.to_string()) && new.contains("pa55w0rd"), "the setup took effect");
+    let config = format!("[session_check]\nurl = \"http://127.0.0.1:9/check\"\n{old}{new}");
+    for json in [false, true] {
+        let config = config.clone();
+        let (code, out, took, peak_kib) =
+            tokio::task::spawn_blocking(move || doctor_measured(&config, json, &["--timeout-secs", "6"]))
+                .await
+                .unwrap();
+        println!(
+            "hostile answers (json: {json}): exit {code} in {took:.2} s, peak RSS {} MiB, {} bytes out",
+            peak_kib / 1024,
+            out.len()
+        );
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains("REST 401"), "the 401 is reported: {out}");
+        assert!(out.contains("invalid socket_id"), "the bad socket id is named: {out}");
+        assert!(out.len() < 20_000, "output cut short: {} bytes", out.len());
+        assert!(peak_kib < 100 * 1024, "peak RSS {peak_kib} KiB reading a 1 GiB body");
+        assert!(!out.contains("pa55w0rd"), "the rest_url password is shown:\n{out}");
+        assert!(out.contains("redacted@127.0.0.1"), "the REST URL is shown redacted:\n{out}");
+        for secret in SECRETS {
+            assert!(!out.contains(secret), "a secret in the output");
+        }
+    }
+    drop(held);
+}

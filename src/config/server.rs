@@ -16,6 +16,8 @@ pub(super) struct RawServer {
     allowed_origins: Vec<String>,
     #[serde(deserialize_with = "list_or_csv")]
     trusted_proxies: Vec<String>,
+    #[serde(deserialize_with = "list_or_csv")]
+    admin_hosts: Vec<String>,
     max_body_bytes: usize,
     max_batch_channels: usize,
     workers: Option<usize>,
@@ -32,6 +34,7 @@ impl Default for RawServer {
             admin_listen: "127.0.0.1:9090".into(),
             allowed_origins: vec![],
             trusted_proxies: vec![],
+            admin_hosts: vec![],
             max_body_bytes: 8 * 1024,
             max_batch_channels: 100,
             workers: None,
@@ -51,6 +54,9 @@ pub struct ServerSettings {
     pub allowed_origins: Vec<String>,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Host names the admin listener answers besides IP literals and localhost
+    /// (lowercase): any other `Host` is refused, against DNS rebinding.
+    pub admin_hosts: Vec<String>,
     pub max_body_bytes: usize,
     pub max_batch_channels: usize,
     pub workers: Option<usize>,
@@ -101,6 +107,18 @@ impl RawServer {
                 })
             })
             .collect::<Result<_, _>>()?;
+        let admin_hosts = self
+            .admin_hosts
+            .iter()
+            .map(|h| {
+                let lower = h.trim().to_ascii_lowercase();
+                let ok = !lower.is_empty()
+                    && lower.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+                ok.then_some(lower).ok_or_else(|| {
+                    ConfigError::new("server.admin_hosts", format!("{h:?} is not a host name (no port)"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
         in_range("server.max_body_bytes", self.max_body_bytes, 256..=1024 * 1024)?;
         in_range("server.max_batch_channels", self.max_batch_channels, 1..=1000)?;
         if self.workers == Some(0) {
@@ -117,6 +135,7 @@ impl RawServer {
             admin_listen,
             allowed_origins,
             trusted_proxies,
+            admin_hosts,
             max_body_bytes: self.max_body_bytes,
             max_batch_channels: self.max_batch_channels,
             workers: self.workers,
@@ -134,6 +153,7 @@ impl ServerSettings {
         t.insert("admin_listen".into(), Value::String(self.admin_listen.to_string()));
         t.insert("allowed_origins".into(), strings(self.allowed_origins.iter().cloned()));
         t.insert("trusted_proxies".into(), strings(self.trusted_proxies.iter().map(|p| p.to_string())));
+        t.insert("admin_hosts".into(), strings(self.admin_hosts.iter().cloned()));
         t.insert("max_body_bytes".into(), Value::Integer(self.max_body_bytes as i64));
         t.insert("max_batch_channels".into(), Value::Integer(self.max_batch_channels as i64));
         if let Some(w) = self.workers {

@@ -29,6 +29,7 @@ pub(super) struct RawSessionCheck {
     cache_max_entries: usize,
     #[serde(default = "default_max_in_flight")]
     max_in_flight: usize,
+    max_in_flight_per_client: Option<usize>,
 }
 fn default_true() -> bool {
     true
@@ -75,6 +76,15 @@ pub struct SessionCheckSettings {
     /// Host calls in flight at most; past that a request is refused (503) at
     /// once rather than queued, like a proxy's circuit breaker.
     pub max_in_flight: usize,
+    /// Of those, at most this many for one client (address, IPv6 /64), so one
+    /// source cannot take the whole cap from everyone else.
+    pub max_in_flight_per_client: usize,
+}
+
+/// An eighth of the cap, but never below 8 (or the cap itself when smaller):
+/// 128 of the default 1,024.
+fn default_per_client(max_in_flight: usize) -> usize {
+    (max_in_flight / 8).max(max_in_flight.min(8))
 }
 
 /// Headers that must never be forwarded to the host, whatever the config says.
@@ -137,6 +147,8 @@ impl RawSessionCheck {
             return Err(ConfigError::new("session_check.cache_max_entries", "must be at least 1"));
         }
         in_range("session_check.max_in_flight", self.max_in_flight, 1..=1_000_000)?;
+        let per_client = self.max_in_flight_per_client.unwrap_or(default_per_client(self.max_in_flight));
+        in_range("session_check.max_in_flight_per_client", per_client, 1..=self.max_in_flight)?;
         Ok(SessionCheckSettings {
             url,
             timeout: Duration::from_millis(self.timeout_ms),
@@ -151,6 +163,7 @@ impl RawSessionCheck {
                 max_entries: self.cache_max_entries,
             },
             max_in_flight: self.max_in_flight,
+            max_in_flight_per_client: per_client,
         })
     }
 }
@@ -169,6 +182,7 @@ impl SessionCheckSettings {
         t.insert("cache_deny_ttl_ms".into(), Value::Integer(self.cache.deny_ttl.as_millis() as i64));
         t.insert("cache_max_entries".into(), Value::Integer(self.cache.max_entries as i64));
         t.insert("max_in_flight".into(), Value::Integer(self.max_in_flight as i64));
+        t.insert("max_in_flight_per_client".into(), Value::Integer(self.max_in_flight_per_client as i64));
         t
     }
 }

@@ -21,7 +21,7 @@ use report::{AppReport, Check, Features, Report};
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::time::Instant;
-use verdict::Failure;
+use verdict::{Failure, said};
 use ws::Session;
 
 #[derive(clap::Args, Debug)]
@@ -48,7 +48,15 @@ pub async fn run(settings: &Settings, args: &DoctorArgs) -> anyhow::Result<bool>
     let http = crate::outbound::http_client(STEP);
     // Channels of their own, so a run never mixes with real traffic or another run.
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-    let probes = in_migration_order(settings).into_iter().map(|app| probe(app, &http, &run_id, until));
+    let probes = in_migration_order(settings).into_iter().map(|app| {
+        let (http, run_id) = (&http, &run_id);
+        async move {
+            // Every step is bounded by `until`; this bounds whatever a later change leaves unbounded.
+            tokio::time::timeout_at(until + Duration::from_secs(1), probe(app, http, run_id, until))
+                .await
+                .unwrap_or_else(|_| out_of_time(app))
+        }
+    });
     let report = Report::new(futures_util::future::join_all(probes).await);
     let out = if args.json { serde_json::to_string_pretty(&report)? + "\n" } else { report.text() };
     // A closed pipe (`doctor | head`) is not worth a panic.
@@ -151,8 +159,22 @@ async fn probe(app: &AppSettings, http: &reqwest::Client, run_id: &str, until: I
     let (accepted, check) = sign_in(&mut a, app, until).await;
     report.features.user_authentication = accepted;
     report.checks.push(check);
-    a.close().await;
+    a.close(until).await;
     report
+}
+
+/// An app whose checks did not finish by the deadline.
+fn out_of_time(app: &AppSettings) -> AppReport {
+    AppReport {
+        app: app.name.to_string(),
+        websocket: String::new(),
+        rest: crate::config::redact_url(&app.rest_url),
+        checks: vec![Check::fail(
+            "checks",
+            &Failure::Timeout("the checks did not finish by --timeout-secs".into()),
+        )],
+        features: Features::default(),
+    }
 }
 
 fn to_check(name: &'static str, result: Result<String, Failure>) -> Check {
@@ -180,14 +202,18 @@ async fn send_rest(
         |error: String| Failure::Unreachable { url: crate::config::redact_url(&app.rest_url), error };
     let response = tokio::time::timeout_at(step(until), request.send())
         .await
-        .map_err(|_| Failure::Timeout(format!("the REST API at {}", app.rest_url)))?
+        .map_err(|_| {
+            Failure::Timeout(format!("the REST API at {}", crate::config::redact_url(&app.rest_url)))
+        })?
         .map_err(|e| unreachable(error_chain(&e.without_url())))?;
     let status = response.status().as_u16();
     if (200..300).contains(&status) {
         return Ok(());
     }
-    let body = tokio::time::timeout_at(step(until), response.text()).await.ok().and_then(Result::ok);
-    Err(Failure::Rest { status, body: body.unwrap_or_default().chars().take(200).collect() })
+    // Only the start is shown: a hostile or broken server's huge body is never read whole.
+    let body = tokio::time::timeout_at(step(until), crate::outbound::read_prefix(response, 4096)).await;
+    let body = String::from_utf8_lossy(&body.unwrap_or_default()).chars().take(200).collect();
+    Err(Failure::Rest { status, body })
 }
 
 /// "connection refused" sits at the bottom of reqwest's error chain.
@@ -217,7 +243,7 @@ async fn subscribe(
     if let Some(data) = &auth.channel_data {
         subscribe["channel_data"] = json!(data);
     }
-    session.send("pusher:subscribe", subscribe).await?;
+    session.send("pusher:subscribe", subscribe, until).await?;
     let ok = session
         .wait_for(step(until), "the subscription to succeed", |f| {
             f.event == "pusher_internal:subscription_succeeded" && f.channel.as_deref() == Some(channel)
@@ -241,6 +267,7 @@ async fn round_trip(
     if auth.channel_data.is_some() {
         let ids = &ok.data["presence"]["ids"];
         if !ids.as_array().is_some_and(|ids| ids.iter().any(|id| id == USER)) {
+            let ids = said(&ids.to_string());
             return Err(Failure::Wrong(format!("subscribed, but the member list lacks {USER}: {ids}")));
         }
         detail = format!("subscribed as member {USER}");
@@ -280,7 +307,8 @@ async fn round_trip(
         }
         None if got.data == sent => Ok(format!("{detail}; an event published through REST arrived")),
         None => {
-            Err(Failure::Wrong(format!("an event arrived with other data than was published: {}", got.data)))
+            let got = said(&got.data.to_string());
+            Err(Failure::Wrong(format!("an event arrived with other data than was published: {got}")))
         }
     }
 }
@@ -304,13 +332,13 @@ async fn client_events(
         subscribe(&mut b, app, channel, until).await
     };
     if let Err(f) = joined.await {
-        tokio::join!(a.close(), b.close());
+        tokio::join!(a.close(until), b.close(until));
         return (None, Check::fail(NAME, &f));
     }
     // Only an answer to the client event itself says whether they are allowed.
     let result = async {
         let event = format!("client-{EVENT}");
-        a.send_on(channel, &event, json!({"from": a.socket_id.as_ref()})).await?;
+        a.send_on(channel, &event, json!({"from": a.socket_id.as_ref()}), until).await?;
         let wait = until.min(Instant::now() + CLIENT_EVENT_WAIT);
         tokio::select! {
             biased;
@@ -320,7 +348,7 @@ async fn client_events(
         }
     }
     .await;
-    tokio::join!(a.close(), b.close());
+    tokio::join!(a.close(until), b.close(until));
     match result {
         Ok(_) => {
             (Some(true), Check::info(NAME, "allowed: a client event sent on one connection reached another"))
@@ -340,7 +368,7 @@ async fn sign_in(a: &mut Session, app: &AppSettings, until: Instant) -> (Option<
             watchlist: None,
         };
         let signed = authenticate_user(&app.credentials, &a.socket_id, &user);
-        a.send("pusher:signin", json!({"auth": signed.auth, "user_data": signed.user_data})).await?;
+        a.send("pusher:signin", json!({"auth": signed.auth, "user_data": signed.user_data}), until).await?;
         a.wait_for(step(until), "the sign-in to be answered", |f| f.event == "pusher:signin_success").await
     }
     .await;

@@ -22,8 +22,20 @@ pub enum Failure {
     NotRun(&'static str),
 }
 
+/// The longest line a failure prints: what comes from a server is quoted and
+/// cut shorter still (`said`), this bounds the rest.
+const MAX_LINE_CHARS: usize = 600;
+
 impl Failure {
     pub fn plain(&self) -> String {
+        let line = self.unbounded();
+        if line.chars().count() <= MAX_LINE_CHARS {
+            return line;
+        }
+        line.chars().take(MAX_LINE_CHARS).chain(['…']).collect()
+    }
+
+    fn unbounded(&self) -> String {
         match self {
             Failure::Unreachable { url, error } => format!("cannot reach {url}: {error}"),
             Failure::Closed { code, reason } => by_code(u64::from(*code), reason),
@@ -93,7 +105,7 @@ fn rest(status: u16, body: &str) -> String {
 }
 
 /// The server's own words, quoted: bounded, control characters escaped.
-fn said(message: &str) -> String {
+pub fn said(message: &str) -> String {
     const MAX: usize = 160;
     let cut: String = message.chars().take(MAX).collect();
     let more = if message.chars().count() > MAX { "…" } else { "" };

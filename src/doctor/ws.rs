@@ -1,7 +1,7 @@
 //! One Pusher protocol 7 connection, as a client makes it: a real WebSocket
 //! (tokio-tungstenite), JSON events whose `data` is often a JSON string.
 
-use super::verdict::Failure;
+use super::verdict::{Failure, said};
 use crate::pusher::SocketId;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -28,14 +28,15 @@ pub struct Session {
 impl Session {
     /// Connects and waits for `pusher:connection_established`.
     pub async fn connect(url: &url::Url, until: Instant) -> Result<Self, Failure> {
-        let unreachable = |error: String| Failure::Unreachable { url: url.to_string(), error };
+        let shown = crate::config::redact_url(url);
+        let unreachable = |error: String| Failure::Unreachable { url: shown.clone(), error };
         // Frames from a Pusher server are small; a hostile endpoint gets 1 MiB.
         let config = WebSocketConfig::default().max_message_size(Some(1 << 20)).max_frame_size(Some(1 << 20));
         let connecting = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true);
         let (ws, _) = tokio::time::timeout_at(until, connecting)
             .await
-            .map_err(|_| Failure::Timeout(format!("connecting to {url}")))?
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|_| Failure::Timeout(format!("connecting to {shown}")))?
+            .map_err(|e| unreachable(said(&e.to_string())))?;
         let mut session = Self { ws, socket_id: SocketId::parse("0.0").expect("a valid placeholder") };
         let established = session.wait_for(until, "the connection to be established", |f| {
             f.event == "pusher:connection_established"
@@ -47,19 +48,32 @@ impl Session {
         })?;
         let given = frame.data["socket_id"].as_str().unwrap_or_default();
         session.socket_id = SocketId::parse(given)
-            .map_err(|_| Failure::Wrong(format!("the server gave an invalid socket_id {given:?}")))?;
+            .map_err(|_| Failure::Wrong(format!("the server gave an invalid socket_id {}", said(given))))?;
         Ok(session)
     }
 
-    pub async fn send(&mut self, event: &str, data: Value) -> Result<(), Failure> {
-        let text = json!({"event": event, "data": data}).to_string();
-        self.ws.send(Message::text(text)).await.map_err(|e| Failure::Wrong(format!("sending {event}: {e}")))
+    /// Sends an event, by `until`: a server that stops reading cannot hold doctor.
+    pub async fn send(&mut self, event: &str, data: Value, until: Instant) -> Result<(), Failure> {
+        self.send_text(event, json!({"event": event, "data": data}).to_string(), until).await
     }
 
     /// Sends a client event (its `channel` sits beside `data`).
-    pub async fn send_on(&mut self, channel: &str, event: &str, data: Value) -> Result<(), Failure> {
+    pub async fn send_on(
+        &mut self,
+        channel: &str,
+        event: &str,
+        data: Value,
+        until: Instant,
+    ) -> Result<(), Failure> {
         let text = json!({"event": event, "channel": channel, "data": data}).to_string();
-        self.ws.send(Message::text(text)).await.map_err(|e| Failure::Wrong(format!("sending {event}: {e}")))
+        self.send_text(event, text, until).await
+    }
+
+    async fn send_text(&mut self, event: &str, text: String, until: Instant) -> Result<(), Failure> {
+        tokio::time::timeout_at(until, self.ws.send(Message::text(text)))
+            .await
+            .map_err(|_| Failure::Timeout(format!("sending {event}: the server does not read")))?
+            .map_err(|e| Failure::Wrong(format!("sending {event}: {}", said(&e.to_string()))))
     }
 
     /// The next frame `wanted` accepts; a `pusher:error` or a close on the
@@ -89,6 +103,11 @@ impl Session {
     /// The next Pusher frame; pings answered on the way.
     async fn next(&mut self, until: Instant) -> Result<Frame, Failure> {
         loop {
+            // Checked on every turn: `timeout_at` polls the stream first, and a
+            // server flooding frames would otherwise keep it ready forever.
+            if Instant::now() >= until {
+                return Err(Failure::Timeout(String::new()));
+            }
             let message = tokio::time::timeout_at(until, self.ws.next())
                 .await
                 .map_err(|_| Failure::Timeout(String::new()))?;
@@ -101,12 +120,14 @@ impl Session {
                     return Err(Failure::Closed { code, reason });
                 }
                 Some(Ok(_)) => continue,
-                Some(Err(e)) => return Err(Failure::Wrong(format!("the connection failed: {e}"))),
+                Some(Err(e)) => {
+                    return Err(Failure::Wrong(format!("the connection failed: {}", said(&e.to_string()))));
+                }
                 None => return Err(Failure::Closed { code: 1006, reason: String::new() }),
             };
             let Ok(mut v) = serde_json::from_str::<Value>(&text) else { continue };
             if v["event"] == "pusher:ping" {
-                let _ = self.send("pusher:pong", json!({})).await;
+                let _ = self.send("pusher:pong", json!({}), until).await;
                 continue;
             }
             let data = match v["data"].take() {
@@ -121,7 +142,8 @@ impl Session {
         }
     }
 
-    pub async fn close(mut self) {
-        let _ = self.ws.close(None).await;
+    /// Closes politely if the server takes it by `until`; dropped either way.
+    pub async fn close(mut self, until: Instant) {
+        let _ = tokio::time::timeout_at(until, self.ws.close(None)).await;
     }
 }

@@ -75,7 +75,10 @@ async fn forward_one(
             Ok(res) => {
                 let status = res.status().as_u16();
                 // Errors are described without their URL: it carries auth_key and auth_signature.
-                res.bytes().await.map(|b| (status, b)).map_err(|e| e.without_url().to_string())
+                crate::outbound::read_capped(res, crate::outbound::MAX_REST_ANSWER_BYTES)
+                    .await
+                    .map(|b| (status, b.into()))
+                    .map_err(|e| e.to_string())
             }
             Err(e) => {
                 Err(if e.is_timeout() { "timeout".to_string() } else { "connection error".to_string() })

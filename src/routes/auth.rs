@@ -43,8 +43,8 @@ struct Ctx<'a> {
     socket_id: &'a SocketId,
     params: &'a Map<String, Value>,
     headers: &'a ForwardedHeaders,
-    /// Who is charged for session checks under `[rate_limit]`.
-    client_ip: Option<std::net::IpAddr>,
+    /// Who is charged for session checks: `[rate_limit]` and the in-flight share.
+    client_ip: std::net::IpAddr,
     /// Signed authorizations per client build (the status page's drain-by-client table).
     clients: &'a crate::client_stats::ClientStats,
     client_group: String,
@@ -64,13 +64,14 @@ impl Ctx<'_> {
             params: self.params,
         };
         // One token per check: a batch pays per channel, and refused input never gets here.
-        if let (Some(limiter), Some(ip)) = (&self.live.rate_limiter, self.client_ip)
-            && !limiter.allow(ip)
+        if let Some(limiter) = &self.live.rate_limiter
+            && !limiter.allow(self.client_ip)
         {
             return Err(AuthError::RateLimited);
         }
         let started = std::time::Instant::now();
-        let (answer, source) = self.live.session_check.check_shared(&request, self.headers).await;
+        let (answer, source) =
+            self.live.session_check.check_shared(&request, self.headers, self.client_ip).await;
         match source {
             Source::Called => {}
             Source::Coalesced => self.metrics.shared_check(&self.app.name, "coalesced"),
@@ -93,6 +94,7 @@ impl Ctx<'_> {
             Err(HostError::BodyTooLarge(_) | HostError::InvalidBody(_)) => "invalid",
             Err(HostError::Transport(_)) => "transport_error",
             Err(HostError::Busy(_)) => "busy",
+            Err(HostError::ClientBusy(_)) => "busy_client",
         };
         self.metrics.session_check(&self.app.name, result, started.elapsed().as_secs_f64());
         match answer? {
@@ -136,27 +138,23 @@ fn log_outcome<T>(metrics: &Metrics, app: &str, kind: &str, result: &Result<T, A
 
 fn log_error(metrics: &Metrics, app: &str, kind: &str, e: &AuthError) {
     let (status, code) = e.status_and_code();
-    // Only configured names become label values.
-    metrics.auth(
-        if matches!(e, AuthError::UnknownApp(_)) { crate::metrics::NO_APP } else { app },
-        kind,
-        code,
-    );
+    // Only configured names become label values, and an unknown one is logged cut
+    // short and escaped (the path segment is the client's, of any length).
+    let unknown = matches!(e, AuthError::UnknownApp(_));
+    metrics.auth(if unknown { crate::metrics::NO_APP } else { app }, kind, code);
+    let shown;
+    let app = if unknown {
+        shown = crate::pusher::quote(app);
+        shown.as_str()
+    } else {
+        app
+    };
     let status = status.as_u16();
     if status >= 500 {
         tracing::warn!(app, kind, outcome = code, status, error = %e, "auth");
     } else {
         tracing::info!(app, kind, outcome = code, status, error = %e, "auth");
     }
-}
-
-/// The client address the rate limit charges (only computed when one is configured):
-/// the peer, or the right-most untrusted hop.
-fn client_address(req: &HttpRequest, live: &Live) -> Option<std::net::IpAddr> {
-    live.rate_limiter.as_ref()?;
-    let peer = req.peer_addr()?.ip();
-    let xff = || req.headers().get_all("x-forwarded-for").map(|v| v.as_bytes()).collect();
-    Some(crate::session_check::client_ip(peer, xff, &live.settings.server.trusted_proxies))
 }
 
 /// What every auth request has once read: its app, body, the headers for the
@@ -166,7 +164,7 @@ struct Prepared<'a> {
     app: &'a AppSettings,
     body: web::Bytes,
     headers: ForwardedHeaders,
-    client_ip: Option<std::net::IpAddr>,
+    client_ip: std::net::IpAddr,
     user_agent: Option<String>,
 }
 
@@ -217,7 +215,8 @@ async fn prepare<'a>(
         .get(actix_web::http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    Ok(Prepared { live, app, body, headers, client_ip: client_address(req, live), user_agent })
+    let client_ip = super::client_address(req, &server.trusted_proxies);
+    Ok(Prepared { live, app, body, headers, client_ip, user_agent })
 }
 
 pub async fn channel_auth(

@@ -59,9 +59,9 @@ pub async fn client_config(req: HttpRequest, state: web::Data<AppState>) -> Http
         "client_options": app.client_options,
         "channelAuthorization": {"endpoint": format!("/auth/{}", assignment.app)},
         "userAuthentication": {"endpoint": format!("/auth/{}/user", assignment.app)},
-        "bucket": assignment.bucket,
+        // Neither the bucket nor whether the uid is on a force list: anyone may ask
+        // about any uid, and a bucket beside the percent would tell the lists apart.
         "percent": rollout.percent,
-        "forced": assignment.forced,
         "control_channel": rollout.control_channel,
         "version": rollout.version,
     });

@@ -5,7 +5,7 @@ use crate::{
     body::{BodyError, read_body},
     outbound::now_ms,
     state::{AppState, Live},
-    webhooks::{AgeError, Applied, MAX_CONCURRENT_BODIES, check_age, digest},
+    webhooks::{AgeError, Applied, BODY_DEADLINE, check_age, digest},
 };
 use actix_web::{HttpRequest, HttpResponse, ResponseError, http::StatusCode, web};
 use secrecy::ExposeSecret;
@@ -21,6 +21,8 @@ pub enum WebhookError {
     UnknownKey,
     #[error("too many webhooks at once; retry")]
     Busy,
+    #[error("too many webhooks at once from this address; retry")]
+    ClientBusy,
     #[error(transparent)]
     Body(#[from] BodyError),
     #[error("invalid X-Pusher-Signature")]
@@ -40,6 +42,7 @@ impl WebhookError {
             Self::NotConfigured => (StatusCode::NOT_FOUND, "not_configured"),
             Self::UnknownKey => (StatusCode::UNAUTHORIZED, "unknown_key"),
             Self::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            Self::ClientBusy => (StatusCode::SERVICE_UNAVAILABLE, "busy_client"),
             Self::Body(e) => e.status_and_code(),
             Self::BadSignature => (StatusCode::UNAUTHORIZED, "bad_signature"),
             Self::Malformed => (StatusCode::BAD_REQUEST, "malformed_body"),
@@ -100,11 +103,16 @@ async fn accept(
         tracing::warn!("webhook with an unknown X-Pusher-Key refused");
         return Err(WebhookError::UnknownKey);
     };
-    let Some(_permit) = state.webhooks.try_reader() else {
-        tracing::warn!("webhook refused: {MAX_CONCURRENT_BODIES} webhook bodies already being read");
-        return Err(WebhookError::Busy);
-    };
-    let body = read_body(req, payload, settings.max_body_bytes, live.settings.server.body_timeout).await?;
+    let client = super::client_address(req, &live.settings.server.trusted_proxies);
+    let _slot = state.webhooks.try_reader(client).map_err(|refused| {
+        tracing::warn!(?refused, "webhook refused: no body-reader slot free for this client");
+        match refused {
+            crate::fair_share::Refused::Full => WebhookError::Busy,
+            crate::fair_share::Refused::ClientShare => WebhookError::ClientBusy,
+        }
+    })?;
+    let deadline = live.settings.server.body_timeout.min(BODY_DEADLINE);
+    let body = read_body(req, payload, settings.max_body_bytes, deadline).await?;
     if !signature_ok(app.credentials.secret.expose_secret(), &body, header("x-pusher-signature")) {
         tracing::warn!(app = %app.name, "webhook with a bad X-Pusher-Signature refused");
         return Err(WebhookError::BadSignature);

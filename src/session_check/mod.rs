@@ -42,8 +42,9 @@ pub struct SessionCheckClient {
     url: url::Url,
     max_response_bytes: usize,
     shared: SharedChecks,
-    /// Bounds the host calls in flight (see `SessionCheckSettings::max_in_flight`).
-    permits: tokio::sync::Semaphore,
+    /// Bounds the host calls in flight, in all and per client
+    /// (`max_in_flight`, `max_in_flight_per_client`).
+    permits: crate::fair_share::FairShare,
 }
 
 impl SessionCheckClient {
@@ -59,7 +60,10 @@ impl SessionCheckClient {
             url: settings.url.clone(),
             max_response_bytes: settings.max_response_bytes,
             shared: SharedChecks::new(settings.cache),
-            permits: tokio::sync::Semaphore::new(settings.max_in_flight),
+            permits: crate::fair_share::FairShare::new(
+                settings.max_in_flight,
+                settings.max_in_flight_per_client,
+            ),
         })
     }
 
@@ -82,15 +86,17 @@ impl SessionCheckClient {
         self.shared.in_flight()
     }
 
-    /// A session check through the storm protection (coalescing, optional cache).
+    /// A session check through the storm protection (coalescing, optional cache)
+    /// for `client` (who is charged a slot of the in-flight cap if a call is made).
     pub async fn check_shared(
         &self,
         request: &CheckRequest<'_>,
         headers: &ForwardedHeaders,
+        client: std::net::IpAddr,
     ) -> (Result<HostAnswer, HostError>, Source) {
         self.shared
             .run(shared::key(request, headers, self.settings.cache.across_addresses), || {
-                self.check(request, headers)
+                self.check(request, headers, client)
             })
             .await
     }
@@ -101,11 +107,17 @@ impl SessionCheckClient {
         &self,
         request: &CheckRequest<'_>,
         headers: &ForwardedHeaders,
+        client: std::net::IpAddr,
     ) -> Result<HostAnswer, HostError> {
         // Refused at once past the cap: a flood (or a host that stopped answering)
-        // cannot pile up host connections and memory behind it. Held until the
-        // answer is read or the request is dropped.
-        let _permit = self.permits.try_acquire().map_err(|_| HostError::Busy(self.settings.max_in_flight))?;
+        // cannot pile up host connections and memory behind it, and past the
+        // client's share, so one source cannot take the cap from everyone else.
+        // Held until the answer is read or the request is dropped.
+        use crate::fair_share::Refused;
+        let _slot = self.permits.try_acquire(client).map_err(|refused| match refused {
+            Refused::Full => HostError::Busy(self.permits.total()),
+            Refused::ClientShare => HostError::ClientBusy(self.permits.per_client()),
+        })?;
         let body = serde_json::to_vec(request).expect("check request serializes");
         let mut builder = self
             .http()

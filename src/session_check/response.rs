@@ -20,6 +20,8 @@ pub enum HostError {
     Transport(String),
     #[error("{0} session checks are already in flight (session_check.max_in_flight)")]
     Busy(usize),
+    #[error("this client already has {0} session checks in flight (session_check.max_in_flight_per_client)")]
+    ClientBusy(usize),
 }
 
 impl HostError {
