@@ -581,7 +581,8 @@ try {
     // The rollout assignment through the same origin; query kept; plain http here, so no Secure.
     const assigned = await fetch(`${NGINX}/pusher/client-config?uid=bob`);
     assertEqual(assigned.status, 200, '/pusher/client-config through nginx');
-    assertEqual((await assigned.json()).channelAuthorization.endpoint.startsWith('/auth/'), true, 'an assignment');
+    const endpoint = (await assigned.json()).channelAuthorization.endpoint;
+    assert(/^\/pusher\/dual-auth\/auth\/(old|new)$/.test(endpoint), `an endpoint reachable through nginx: ${endpoint}`);
     const anonymous = await fetch(`${NGINX}/pusher/client-config`);
     const setCookie = anonymous.headers.get('set-cookie') || '';
     assert(setCookie.startsWith('pusher_dual_auth_rid=') && !/;\s*Secure/i.test(setCookie), `cookie over plain http: ${setCookie}`);
@@ -610,8 +611,10 @@ try {
     const roll = [];
     for (let i = 0; i < N; i++) {
       const switches = [];
+      // Every fifth client reaches the service only through the nginx recipe.
+      const viaNginx = i % 5 === 0;
       const pusher = await connect(Pusher, {
-        configUrl: `${SERVICE}/client-config`,
+        configUrl: viaNginx ? `${NGINX}/pusher/dual-auth/client-config` : `${SERVICE}/client-config`,
         uid: `roll-${i}`,
         onSwitch: (from, to) => switches.push(`${from}->${to}`),
         options: {
@@ -625,7 +628,7 @@ try {
       const pres = pusher.subscribe('presence-roll');
       const got = [];
       priv.bind('rolled', (d) => got.push(d));
-      roll.push({ i, pusher, priv, pres, got, switches });
+      roll.push({ i, pusher, priv, pres, got, switches, viaNginx });
     }
     const onApp = (key) => roll.filter((r) => r.pusher.key === APPS[key].key).length;
     const allSubscribed = () => roll.every((r) => r.priv.subscribed && r.pres.subscribed);
@@ -663,6 +666,12 @@ try {
     await waitFor('the assigned clients moved', () => onApp('new') === wantNew, 3000 + 5000);
     const moveSecs = ((Date.now() - started) / 1000).toFixed(1);
     await waitFor('all re-subscribed after the switch', allSubscribed, 10000);
+    // Behind the proxy the helper was handed endpoints under its prefix, on the app it is on now.
+    for (const r of roll.filter((r) => r.viaNginx)) {
+      const app = r.pusher.key === APPS.new.key ? 'new' : 'old';
+      assertEqual(r.pusher.options.channelAuthorization.endpoint, `${NGINX}/pusher/dual-auth/auth/${app}`, `roll-${r.i} endpoint`);
+    }
+    assert(roll.some((r) => r.viaNginx && r.pusher.key === APPS.new.key), 'a client behind nginx moved to new');
     roll.forEach((r, k) => assertEqual(r.pusher.key === APPS.new.key ? 'new' : 'old', expected[k], `roll-${r.i} on its assigned app`));
     assert(roll.every((r, k) => r.pusher === objects[k]), 'the same Pusher objects');
     assertEqual(roll.filter((r) => r.switches.length === 1 && r.switches[0] === 'old->new').length, wantNew, 'onSwitch once per moved client');

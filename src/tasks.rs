@@ -223,7 +223,11 @@ pub fn announce_rollout(state: std::sync::Arc<AppState>) {
     let body =
         json!({"name": "rollout-changed", "channel": rollout.control_channel, "data": data}).to_string();
     let http = crate::outbound::http_client(Duration::from_secs(10));
-    for name in [rollout.from.clone(), rollout.to.clone()] {
+    let mut apps = vec![rollout.to.clone()];
+    if !rollout.finished() {
+        apps.insert(0, rollout.from.clone());
+    }
+    for name in apps {
         let (state, http, body) = (state.clone(), http.clone(), body.clone());
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(500);

@@ -19,6 +19,8 @@ pub(super) struct RawApp {
     encryption_master_key_file: Option<PathBuf>,
     rest_url: Option<String>,
     client_options: Option<serde_json::Map<String, serde_json::Value>>,
+    auth_endpoint: Option<String>,
+    user_auth_endpoint: Option<String>,
 }
 
 /// A configured app's name: 1-32 of `a-z 0-9 - _`, starting and ending
@@ -72,6 +74,36 @@ pub struct AppSettings {
     pub credentials: AppCredentials,
     /// Handed verbatim to clients by `/client-config` (e.g. wsHost, wsPort, forceTLS).
     pub client_options: serde_json::Map<String, serde_json::Value>,
+    /// Where clients reach this app's auth routes, as `/client-config` hands them
+    /// out: a path or an absolute URL (None: `/auth/NAME`, under the proxy's prefix).
+    pub auth_endpoint: Option<String>,
+    pub user_auth_endpoint: Option<String>,
+}
+
+/// A public endpoint: an absolute path, or an http(s) URL (another host).
+fn endpoint(key: &str, value: Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(value) = value else { return Ok(None) };
+    let path_ok = |p: &str| {
+        p.starts_with('/')
+            && !p.starts_with("//")
+            && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~/%".contains(&b))
+    };
+    let ok = if value.starts_with('/') {
+        path_ok(&value)
+    } else {
+        url::Url::parse(&value).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.username().is_empty()
+                && u.query().is_none()
+                && u.fragment().is_none()
+        })
+    };
+    ok.then_some(Some(value)).ok_or_else(|| {
+        ConfigError::new(
+            key,
+            "must be a path (/pusher/auth-new) or an http(s) URL, without query or credentials",
+        )
+    })
 }
 
 pub(super) fn validate(
@@ -116,6 +148,8 @@ impl RawApp {
             (None, None) => "https://api.pusherapp.com".into(),
         };
         let rest_url = http_url(&k("rest_url"), &rest_url)?;
+        let auth_endpoint = endpoint(&k("auth_endpoint"), self.auth_endpoint)?;
+        let user_auth_endpoint = endpoint(&k("user_auth_endpoint"), self.user_auth_endpoint)?;
         Ok(AppSettings {
             name,
             app_id,
@@ -123,6 +157,8 @@ impl RawApp {
             cluster: self.cluster,
             credentials: AppCredentials { key, secret, master_key },
             client_options: self.client_options.unwrap_or_default(),
+            auth_endpoint,
+            user_auth_endpoint,
         })
     }
 }
@@ -141,6 +177,13 @@ impl AppSettings {
             && let Ok(Value::Table(options)) = Value::try_from(&self.client_options)
         {
             t.insert("client_options".into(), Value::Table(options));
+        }
+        for (name, value) in
+            [("auth_endpoint", &self.auth_endpoint), ("user_auth_endpoint", &self.user_auth_endpoint)]
+        {
+            if let Some(v) = value {
+                t.insert(name.into(), Value::String(v.clone()));
+            }
         }
         if self.credentials.master_key.is_some() {
             t.insert("encryption_master_key_base64".into(), Value::String("[redacted]".into()));

@@ -1,7 +1,9 @@
 //! `[rollout]`: moving clients from one app to another in steps. Which app a
 //! client is told to use comes from its sticky bucket (0-9999) against
 //! `percent`, unless a force list names it. Hot-reloadable; a bad value keeps
-//! the running rollout.
+//! the running rollout. Without `from`, the migration is over: every client is
+//! told `to` (so a helper build shipped for the migration keeps connecting
+//! after the old app is deleted).
 
 use super::{ConfigError, apps::AppSettings, list_or_csv, strings};
 use serde::Deserialize;
@@ -14,8 +16,7 @@ use toml::{Table, Value};
 pub(super) struct RawRollout {
     from: Option<String>,
     to: Option<String>,
-    #[serde(default)]
-    percent: f64,
+    percent: Option<f64>,
     #[serde(default, deserialize_with = "list_or_csv")]
     force_to: Vec<String>,
     #[serde(default, deserialize_with = "list_or_csv")]
@@ -34,7 +35,8 @@ fn default_spread_secs() -> u64 {
 
 #[derive(Debug, Clone)]
 pub struct RolloutSettings {
-    /// The app clients move away from, and the one they move to.
+    /// The app clients move away from, and the one they move to (the same
+    /// app once the migration is over: `from` left out of the config).
     pub from: String,
     pub to: String,
     /// 0-100: the share of buckets assigned to `to`.
@@ -68,12 +70,31 @@ impl RawRollout {
                 Err(ConfigError::new(key, format!("{name:?} is not a configured app")))
             }
         };
-        let from = app("rollout.from", self.from)?;
         let to = app("rollout.to", self.to)?;
-        if from == to {
-            return Err(ConfigError::new("rollout.to", "must differ from rollout.from"));
-        }
-        if !(0.0..=100.0).contains(&self.percent) {
+        let from = match self.from {
+            Some(from) => app("rollout.from", Some(from))?,
+            None => to.clone(),
+        };
+        // The end state (`from` left out, or the same app): one app left, everyone on it.
+        let percent = if from == to {
+            if self.percent.is_some_and(|p| p != 100.0) {
+                return Err(ConfigError::new(
+                    "rollout.percent",
+                    "with one app (rollout.from left out, or equal to rollout.to) every client is on it: \
+                     leave percent out",
+                ));
+            }
+            if !self.force_to.is_empty() || !self.force_from.is_empty() {
+                return Err(ConfigError::new(
+                    "rollout.force_to",
+                    "with one app (rollout.from left out, or equal to rollout.to) there is nothing to force",
+                ));
+            }
+            100.0
+        } else {
+            self.percent.unwrap_or(0.0)
+        };
+        if !(0.0..=100.0).contains(&percent) {
             return Err(ConfigError::new("rollout.percent", "must be between 0 and 100"));
         }
         for (key, list) in [("rollout.force_to", &self.force_to), ("rollout.force_from", &self.force_from)] {
@@ -102,7 +123,7 @@ impl RawRollout {
             return Err(ConfigError::new("rollout.spread_secs", "must be at most 3600"));
         }
         let version = {
-            let canon = format!("{from}\n{to}\n{}\n{}\n{channel}", self.percent, self.spread_secs);
+            let canon = format!("{from}\n{to}\n{percent}\n{}\n{channel}", self.spread_secs);
             let d = Sha256::digest(canon.as_bytes());
             u32::from_be_bytes([d[0], d[1], d[2], d[3]])
         };
@@ -112,7 +133,7 @@ impl RawRollout {
         Ok(RolloutSettings {
             from,
             to,
-            percent: self.percent,
+            percent,
             force_to: self.force_to,
             force_from: self.force_from,
             control_channel: self.control_channel,
@@ -124,9 +145,16 @@ impl RawRollout {
 }
 
 impl RolloutSettings {
+    /// The migration is over: one app left, every client on `to`.
+    pub fn finished(&self) -> bool {
+        self.from == self.to
+    }
+
     pub fn redacted(&self) -> Table {
         let mut t = Table::new();
-        t.insert("from".into(), Value::String(self.from.clone()));
+        if !self.finished() {
+            t.insert("from".into(), Value::String(self.from.clone()));
+        }
         t.insert("to".into(), Value::String(self.to.clone()));
         t.insert("percent".into(), Value::Float(self.percent));
         t.insert("force_to".into(), strings(self.force_to.iter().cloned()));

@@ -52,13 +52,15 @@ pub async fn client_config(req: HttpRequest, state: web::Data<AppState>) -> Http
     };
     let assignment = assign(rollout, &id, uid.is_some());
     let app = live.settings.app(assignment.app).expect("rollout apps are checked at load");
+    let prefix = forwarded_prefix(&req, &live.settings.server.trusted_proxies);
+    let (channel_endpoint, user_endpoint) = endpoints(app, prefix);
     let body = json!({
         "app": assignment.app,
         "key": app.credentials.key.as_ref(),
         "cluster": app.cluster.as_deref().unwrap_or("mt1"),
         "client_options": app.client_options,
-        "channelAuthorization": {"endpoint": format!("/auth/{}", assignment.app)},
-        "userAuthentication": {"endpoint": format!("/auth/{}/user", assignment.app)},
+        "channelAuthorization": {"endpoint": channel_endpoint},
+        "userAuthentication": {"endpoint": user_endpoint},
         // Neither the bucket nor whether the uid is on a force list: anyone may ask
         // about any uid, and a bucket beside the percent would tell the lists apart.
         "percent": rollout.percent,
@@ -78,6 +80,35 @@ pub async fn client_config(req: HttpRequest, state: web::Data<AppState>) -> Http
         res.cookie(cookie);
     }
     res.json(body)
+}
+
+/// Where clients reach `app`'s auth routes: its configured `auth_endpoint` and
+/// `user_auth_endpoint` (the user one defaults to the channel one + `/user`), or
+/// the service's own routes under the prefix a proxy mounts it at.
+fn endpoints(app: &crate::config::AppSettings, prefix: &str) -> (String, String) {
+    let channel = match &app.auth_endpoint {
+        Some(e) => e.clone(),
+        None => format!("{prefix}/auth/{}", app.name),
+    };
+    let user = match &app.user_auth_endpoint {
+        Some(e) => e.clone(),
+        None => format!("{}/user", channel.trim_end_matches('/')),
+    };
+    (channel, user)
+}
+
+/// The path a trusted proxy mounts the whole service at (`X-Forwarded-Prefix`,
+/// as nginx, Traefik and Spring use it; the nginx recipe sets it), or "" — from
+/// anyone else it is not believed, and only a plain path is taken.
+fn forwarded_prefix<'a>(req: &'a HttpRequest, trusted: &[ipnet::IpNet]) -> &'a str {
+    let from_proxy = req.peer_addr().is_some_and(|a| crate::session_check::is_trusted(a.ip(), trusted));
+    let prefix = req.headers().get("x-forwarded-prefix").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let plain = prefix.len() <= 200
+        && prefix.starts_with('/')
+        && !prefix.contains("//")
+        && !prefix.split('/').any(|seg| seg == "..")
+        && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~/".contains(&b));
+    if from_proxy && plain { prefix.trim_end_matches('/') } else { "" }
 }
 
 /// Whether the browser reached the service over HTTPS, as a trusted proxy says

@@ -177,3 +177,90 @@ async fn a_stranger_cannot_make_client_config_wait_guess_or_grow() {
     }
     assert_eq!(ids.len(), 100);
 }
+
+#[tokio::test]
+async fn endpoints_are_the_ones_clients_can_reach_behind_a_proxy() {
+    let endpoints = |c: &Value| {
+        (
+            c["channelAuthorization"]["endpoint"].as_str().unwrap().to_owned(),
+            c["userAuthentication"]["endpoint"].as_str().unwrap().to_owned(),
+        )
+    };
+    let prefixed = |prefix: &'static str| [("x-forwarded-prefix", prefix)];
+    // Not a trusted proxy: its prefix is not believed.
+    let app = rollout_app("from = \"old\"\nto = \"new\"\npercent = 0").await;
+    let c: Value = get(&app, "?uid=u", &prefixed("/pusher/dual-auth")).await.json().await.unwrap();
+    assert_eq!(endpoints(&c), ("/auth/old".into(), "/auth/old/user".into()));
+
+    // A trusted proxy mounting the service under a prefix (the nginx recipe).
+    let app = spawn_app_with(|c| {
+        let c = c.replace("workers = 1", "workers = 1\ntrusted_proxies = [\"127.0.0.1\"]");
+        format!("{c}\n[rollout]\nfrom = \"old\"\nto = \"new\"\npercent = 0\n")
+    })
+    .await;
+    let c: Value = get(&app, "?uid=u", &prefixed("/pusher/dual-auth/")).await.json().await.unwrap();
+    assert_eq!(
+        endpoints(&c),
+        ("/pusher/dual-auth/auth/old".into(), "/pusher/dual-auth/auth/old/user".into())
+    );
+    for bad in ["/a/../admin", "//evil.example", "https://evil.example", "/a b", "x"] {
+        let c: Value = get(&app, "?uid=u", &[("x-forwarded-prefix", bad)]).await.json().await.unwrap();
+        assert_eq!(endpoints(&c).0, "/auth/old", "prefix {bad:?} is not a plain path");
+    }
+
+    // Configured endpoints win (another host, or the recipe's own names).
+    let app = spawn_app_with(|c| {
+        let c = c.replace("[apps.old]", "[apps.old]\nauth_endpoint = \"/pusher/auth\"").replace(
+            "[apps.new]",
+            "[apps.new]\nauth_endpoint = \"https://auth.example.com/auth/new\"\n\
+                 user_auth_endpoint = \"https://auth.example.com/sign-in\"",
+        );
+        format!("{c}\n[rollout]\nfrom = \"old\"\nto = \"new\"\npercent = 0\nforce_to = [\"t\"]\n")
+    })
+    .await;
+    let c = config_for(&app, "u").await;
+    assert_eq!(endpoints(&c), ("/pusher/auth".into(), "/pusher/auth/user".into()));
+    let c = config_for(&app, "t").await;
+    assert_eq!(
+        endpoints(&c),
+        ("https://auth.example.com/auth/new".into(), "https://auth.example.com/sign-in".into())
+    );
+}
+
+#[test]
+fn endpoints_must_be_paths_or_http_urls() {
+    for bad in ["auth/new", "//host/x", "ftp://x/y", "https://u:p@x/y", "/a b", "https://x/y?z=1"] {
+        let config = base_config("http://127.0.0.1:9/check")
+            .replace("[apps.new]", &format!("[apps.new]\nauth_endpoint = \"{bad}\""));
+        let Err(err) = pusher_dual_auth::config::Settings::from_toml(&config, None) else {
+            panic!("{bad} accepted")
+        };
+        assert!(err.to_string().contains("apps.new.auth_endpoint"), "{bad}: {err}");
+    }
+}
+
+/// The runbook's last step: the old app deleted. One app, `[rollout]` with only
+/// `to`, publish targeting it: valid, and the helper's /client-config keeps
+/// answering the remaining app to everyone (a build shipped for the migration
+/// keeps connecting after it).
+#[tokio::test]
+async fn the_end_state_has_one_app_and_client_config_answers_it_to_everyone() {
+    let host = wiremock::MockServer::start().await;
+    let full = base_config(&format!("{}/check", host.uri()));
+    let (start, end) = (full.find("[apps.old]").unwrap(), full.find("[apps.new]").unwrap());
+    let one_app = format!(
+        "{}{}\n[rollout]\nto = \"new\"\n[publish]\napp_id = \"dual\"\nkey = \"pk\"\nsecret = \"ps\"\ntargets = [\"new\"]\n",
+        &full[..start],
+        &full[end..]
+    );
+    assert!(!one_app.contains("[apps.old]") && one_app.contains("[apps.new]"), "the old app is gone");
+    let app = spawn_with_config(host, &one_app).await;
+    for uid in ["user-42", "tester-1", "vip-9", "anyone"] {
+        let c = config_for(&app, uid).await;
+        assert_eq!((c["app"].as_str(), c["key"].as_str()), (Some("new"), Some(NEW_KEY)), "{uid}");
+        assert_eq!(c["percent"].as_f64(), Some(100.0));
+    }
+    let anonymous = get(&app, "", &[]).await;
+    assert_eq!(anonymous.status(), 200);
+    assert_eq!(anonymous.json::<Value>().await.unwrap()["app"], "new");
+}
