@@ -37,7 +37,8 @@ where
     let _ = if json {
         builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init()
     } else {
-        builder.compact().try_init()
+        // Colour only on a terminal: a redirected log (`demo 2> demo.log`) stays plain text.
+        builder.compact().with_ansi(terminal).try_init()
     };
 }
 

@@ -172,10 +172,12 @@ fn the_demo_refuses_non_loopback_addresses() {
 #[test]
 fn the_demo_serves_real_signatures() {
     let port = common::free_port();
+    let dir = common::TempDir::new("demo-log");
+    let log = dir.0.join("demo.log");
     let mut child = Command::new(common::bin())
         .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let up = wait_for(&format!("127.0.0.1:{port}"));
@@ -200,6 +202,10 @@ fn the_demo_serves_real_signatures() {
     let expected = pusher_dual_auth::pusher::hmac_sha256_hex(b"demo-new-secret", b"1234.1234:private-foobar");
     assert!(ok.contains(&format!("demo-new-key:{expected}")), "{ok}");
     assert!(denied.starts_with("HTTP/1.0 403"), "{denied}");
+    // Its log, redirected to a file, is plain text: no terminal colour codes.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("INFO"), "the demo logged: {text}");
+    assert!(!text.contains('\x1b'), "ANSI codes in a redirected log: {text:?}");
 }
 
 #[test]
