@@ -88,11 +88,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = load(cli.config.as_deref())?;
             let (ok, verdict) = crate::tools::verify(&settings, &args)?;
             println!("{verdict}");
-            if ok {
-                Ok(())
-            } else {
-                Err(anyhow::anyhow!("the auth string was not produced by a configured app"))
+            if !ok {
+                // The verdict is the whole answer: exit 1 without a second, generic line.
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+                std::process::exit(1);
             }
+            Ok(())
         }
         Command::Doctor(args) => {
             let settings = load(cli.config.as_deref())?;

@@ -118,26 +118,27 @@ pub fn verify(settings: &Settings, args: &VerifyArgs) -> anyhow::Result<(bool, S
     };
     Ok(match (key_owner, signed_by.as_slice()) {
         (Some(owner), [signer, ..]) if *signer == owner => {
-            (true, format!("valid: signed by app '{owner}' with its own key and secret"))
+            (true, format!("valid: signed by app \"{owner}\" with its own key and secret"))
         }
         (Some(owner), [signer, ..]) => (
             false,
             format!(
-                "mismatch: the key belongs to app '{owner}' but the signature was made with app '{signer}'s secret \
-                 (the client used one app's key and the other app's auth route)"
+                "mismatch: the key belongs to app \"{owner}\" but the signature was made with the secret of app \
+                 \"{signer}\": either the client used {owner}'s key with {signer}'s auth route, or the secrets of \
+                 [apps.{owner}] and [apps.{signer}] are swapped in the config (`doctor` names a swap)"
             ),
         ),
         (Some(owner), []) => (
             false,
             format!(
-                "invalid signature: the key belongs to app '{owner}' but no configured secret signs \
+                "invalid signature: the key belongs to app \"{owner}\" but no configured secret signs \
                  {to_sign:?}{hint} (wrong secret, or a different socket_id/channel)"
             ),
         ),
         (None, [signer, ..]) => (
             false,
             format!(
-                "unknown key {key:?}, but the signature matches app '{signer}'s secret (key and secret from different apps?)"
+                "unknown key {key:?}, but the signature matches the secret of app \"{signer}\" (key and secret from different apps?)"
             ),
         ),
         (None, []) => {
@@ -206,11 +207,11 @@ secret = "7ad3773142a6692b25b8"
         };
         let good = "278d425bdf160c739803:58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4";
         let (ok, msg) = verify(&s, &args(good)).unwrap();
-        assert!(ok && msg.contains("'new'"), "{msg}");
+        assert!(ok && msg.contains("\"new\""), "{msg}");
         // The new app's signature presented with the old app's key: the cross-route mistake.
         let crossed = good.replace("278d425bdf160c739803", "old-key");
         let (ok, msg) = verify(&s, &args(&crossed)).unwrap();
-        assert!(!ok && msg.contains("belongs to app 'old'") && msg.contains("app 'new'"), "{msg}");
+        assert!(!ok && msg.contains("belongs to app \"old\"") && msg.contains("app \"new\""), "{msg}");
         let (ok, msg) = verify(&s, &args("old-key:00")).unwrap();
         assert!(!ok && msg.contains("invalid signature"), "{msg}");
         let (ok, msg) = verify(&s, &args("who:00")).unwrap();

@@ -220,3 +220,38 @@ fn the_example_config_is_valid() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// `verify` gives one verdict: valid (exit 0), or what is wrong (exit 1), with
+/// no second line that contradicts it.
+#[test]
+fn verify_answers_with_one_consistent_verdict() {
+    let file = config_file(&GOOD.replace("PORT", "0"));
+    let signature =
+        pusher_dual_auth::pusher::hmac_sha256_hex(b"new-secret-value", b"1234.1234:private-foobar");
+    let run = |auth: &str| {
+        let out = clean_env(Command::new(common::bin()).args(["verify", "--config"]).arg(&file.0).args([
+            "--socket-id",
+            "1234.1234",
+            "--channel",
+            "private-foobar",
+            "--auth",
+            auth,
+        ]))
+        .output()
+        .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = run(&format!("new-key:{signature}"));
+    assert_eq!((code, stderr.as_str()), (Some(0), ""), "{stdout}");
+    assert!(stdout.starts_with("valid: signed by app \"new\""), "{stdout}");
+    // The new app's signature under the old app's key: the cross-route mistake, or swapped secrets.
+    let (code, stdout, stderr) = run(&format!("old-key:{signature}"));
+    assert_eq!(code, Some(1));
+    assert_eq!(stderr, "", "nothing but the verdict");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.starts_with("mismatch:") && stdout.contains("swapped in the config"), "{stdout}");
+}

@@ -92,11 +92,33 @@ fn doctor(old: &str, new: &str, extra: &[&str]) -> (i32, Value, f64) {
     doctor_with_env(old, new, extra, &[])
 }
 
+/// A session check that answers every request with `status` (and no body), on a
+/// thread of its own: its URL.
+fn session_host(status: u16) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/check", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 8192];
+            let _ = s.read(&mut buf);
+            let _ = write!(s, "HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}");
+        }
+    });
+    url
+}
+
+/// The session check every app test uses: one that refuses a request without a session.
+fn refusing_session_check() -> &'static str {
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    URL.get_or_init(|| session_host(403))
+}
+
 fn doctor_with_env(old: &str, new: &str, extra: &[&str], env: &[(&str, &str)]) -> (i32, Value, f64) {
     let dir = common::TempDir::new("doctor-config");
     let path = dir.0.join("config.toml");
-    std::fs::write(&path, format!("[session_check]\nurl = \"http://127.0.0.1:9/check\"\n{old}{new}"))
-        .unwrap();
+    let url = refusing_session_check();
+    std::fs::write(&path, format!("[session_check]\nurl = \"{url}\"\n{old}{new}")).unwrap();
     let started = Instant::now();
     let out = Command::new(common::bin())
         .args(["doctor", "--json", "--config"])
@@ -165,6 +187,8 @@ fn doctor_passes_the_right_config_and_names_each_mix_up() {
         (Some("allowed"), Some("refused"))
     );
     assert_eq!((r["problems"].as_u64(), r["warnings"].as_u64()), (Some(0), Some(1)));
+    let session = &r["service"][0];
+    assert_eq!((session["name"].as_str(), session["status"].as_str()), (Some("session check"), Some("pass")));
     assert_eq!(compared(&r, "master key")["agreement"], "same");
 
     // Secrets swapped between the apps: both keys now sign with the other app's secret.
@@ -179,6 +203,12 @@ fn doctor_passes_the_right_config_and_names_each_mix_up() {
         );
         assert!(detail(&r, app, "REST API").starts_with("REST 401: app_id/secret mismatch"), "{r:#}");
     }
+    // Named as what it is, once, before the per-app lines.
+    let secrets = r["service"].as_array().unwrap().iter().find(|c| c["name"] == "secrets").expect("named");
+    assert!(
+        secrets["detail"].as_str().unwrap().starts_with("swapped: [apps.new] and [apps.old]"),
+        "{secrets}"
+    );
 
     // A wrong key: the server does not know it.
     let (code, r, _) = doctor(&old.replace("\"old-key\"", "\"old-kee\""), &new, &[]);
@@ -506,6 +536,42 @@ async fn doctor_reads_hostile_answers_cut_short_and_never_shows_a_rest_password(
         for secret in SECRETS {
             assert!(!out.contains(secret), "a secret in the output");
         }
+    }
+    drop(held);
+}
+
+/// doctor asks the session check what a stranger's request gets: 401/403 passes;
+/// a 2xx is a fail-open host and fails loudly; a dead port, a redirect or a
+/// silent host are each named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_checks_the_session_check_refuses_a_request_without_credentials() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}/check", silent.local_addr().unwrap());
+    let held = std::thread::spawn(move || silent.incoming().take(2).collect::<Vec<_>>());
+    let cases = [
+        (session_host(401), "pass", "refuses a request without credentials (401)"),
+        (session_host(200), "fail", "FAIL-OPEN"),
+        (session_host(302), "fail", "redirect (302)"),
+        ("http://127.0.0.1:9/check".to_owned(), "fail", "cannot reach"),
+        (silent_url, "fail", "no answer in time"),
+    ];
+    let (old, new) = correct(9);
+    for (url, status, says) in cases {
+        let config = format!("[session_check]\nurl = \"{url}\"\ntimeout_ms = 1000\n{old}{new}");
+        let (code, out, _, _) =
+            tokio::task::spawn_blocking(move || doctor_measured(&config, true, &["--timeout-secs", "5"]))
+                .await
+                .unwrap();
+        // The report, then stderr's closing line.
+        let r: Value = serde_json::Deserializer::from_str(&out).into_iter().next().unwrap().unwrap();
+        let check = &r["service"][0];
+        assert_eq!(code, 1, "the apps are unreachable here");
+        assert_eq!(
+            (check["name"].as_str(), check["status"].as_str()),
+            (Some("session check"), Some(status)),
+            "{url}: {check}"
+        );
+        assert!(check["detail"].as_str().unwrap().contains(says), "{url}: {check}");
     }
     drop(held);
 }

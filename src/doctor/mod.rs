@@ -8,6 +8,7 @@
 //! when everything passed.
 
 mod report;
+mod service;
 mod verdict;
 mod ws;
 
@@ -57,7 +58,11 @@ pub async fn run(settings: &Settings, args: &DoctorArgs) -> anyhow::Result<bool>
                 .unwrap_or_else(|_| out_of_time(app))
         }
     });
-    let report = Report::new(futures_util::future::join_all(probes).await);
+    let (apps, session_check) =
+        tokio::join!(futures_util::future::join_all(probes), service::session_check(settings, until));
+    let mut checks = vec![session_check];
+    checks.extend(service::swapped_secrets(settings, &apps, &http, until).await);
+    let report = Report::new(checks, apps);
     let out = if args.json { serde_json::to_string_pretty(&report)? + "\n" } else { report.text() };
     // A closed pipe (`doctor | head`) is not worth a panic.
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
@@ -98,7 +103,7 @@ pub fn websocket_url(app: &AppSettings) -> Result<url::Url, Failure> {
         .map_err(|e| Failure::Wrong(format!("client_options give no usable WebSocket URL ({e}): {url}")))
 }
 
-fn step(until: Instant) -> Instant {
+pub(crate) fn step(until: Instant) -> Instant {
     until.min(Instant::now() + STEP)
 }
 
@@ -217,7 +222,7 @@ async fn send_rest(
 }
 
 /// "connection refused" sits at the bottom of reqwest's error chain.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -82,12 +82,14 @@ pub struct Report {
     pub ok: bool,
     pub problems: usize,
     pub warnings: usize,
+    /// This service's own setup: the session check, secrets swapped between apps.
+    pub service: Vec<Check>,
     pub apps: Vec<AppReport>,
     pub compared: Vec<Comparison>,
 }
 
 impl Report {
-    pub fn new(apps: Vec<AppReport>) -> Self {
+    pub fn new(service: Vec<Check>, apps: Vec<AppReport>) -> Self {
         let compared = if apps.len() > 1 { compare(&apps) } else { Vec::new() };
         let differs = |breaks: bool| {
             compared
@@ -95,14 +97,25 @@ impl Report {
                 .filter(|c| c.agreement == Agreement::Differs && c.breaks_migration == breaks)
                 .count()
         };
-        let problems =
-            apps.iter().flat_map(|a| &a.checks).filter(|c| c.status == Status::Fail).count() + differs(true);
+        let problems = service
+            .iter()
+            .chain(apps.iter().flat_map(|a| &a.checks))
+            .filter(|c| c.status == Status::Fail)
+            .count()
+            + differs(true);
         let warnings = differs(false);
-        Self { ok: problems == 0, problems, warnings, apps, compared }
+        Self { ok: problems == 0, problems, warnings, service, apps, compared }
     }
 
     pub fn text(&self) -> String {
         let mut out = String::new();
+        if !self.service.is_empty() {
+            let _ = writeln!(out, "this service:");
+            for c in &self.service {
+                let _ = writeln!(out, "  {:<5} {:<16} {}", label(c.status), c.name, c.detail);
+            }
+            out.push('\n');
+        }
         for app in &self.apps {
             let _ = writeln!(out, "{}: WebSocket {} · REST {}", app.app, app.websocket, app.rest);
             for c in &app.checks {
@@ -252,7 +265,7 @@ mod tests {
 
     #[test]
     fn matching_apps_pass_and_say_so() {
-        let r = Report::new(vec![app("old", Some(true), Some(1)), app("new", Some(true), Some(1))]);
+        let r = Report::new(vec![], vec![app("old", Some(true), Some(1)), app("new", Some(true), Some(1))]);
         assert!(r.ok, "{}", r.text());
         assert!(r.text().ends_with("all checks passed\n"));
         assert!(r.text().contains("PASS  master key       key 1 on old, key 1 on new"), "{}", r.text());
@@ -260,7 +273,7 @@ mod tests {
 
     #[test]
     fn a_client_events_difference_is_a_warning_named_per_app() {
-        let r = Report::new(vec![app("old", Some(true), None), app("new", Some(false), None)]);
+        let r = Report::new(vec![], vec![app("old", Some(true), None), app("new", Some(false), None)]);
         assert!(r.ok);
         assert_eq!((r.problems, r.warnings), (0, 1));
         let text = r.text();
@@ -276,13 +289,13 @@ mod tests {
 
     #[test]
     fn master_keys_are_compared_but_never_shown() {
-        let r = Report::new(vec![app("old", Some(true), Some(1)), app("new", Some(true), Some(2))]);
+        let r = Report::new(vec![], vec![app("old", Some(true), Some(1)), app("new", Some(true), Some(2))]);
         assert!(!r.ok);
         assert!(r.text().contains("FAIL  master key"), "{}", r.text());
         let json = serde_json::to_string(&r).unwrap();
         assert!(json.contains(r#""old":"key 1""#) && json.contains(r#""new":"key 2""#), "{json}");
         assert!(!json.contains("master_key_digest"));
-        let r = Report::new(vec![app("old", Some(true), Some(1)), app("new", Some(true), None)]);
+        let r = Report::new(vec![], vec![app("old", Some(true), Some(1)), app("new", Some(true), None)]);
         assert!(r.text().contains("differs: key 1 on old, none on new"));
     }
 
@@ -290,7 +303,7 @@ mod tests {
     fn a_failed_check_fails_the_report_and_unknowns_are_not_counted_twice() {
         let mut broken = app("new", None, None);
         broken.checks.push(Check::fail("connect", &Failure::Closed { code: 4001, reason: String::new() }));
-        let r = Report::new(vec![app("old", Some(true), None), broken]);
+        let r = Report::new(vec![], vec![app("old", Some(true), None), broken]);
         assert_eq!(r.problems, 1, "{}", r.text());
         assert!(r.text().contains("?     client events    allowed on old, unknown on new"), "{}", r.text());
     }
