@@ -149,4 +149,21 @@ pub struct StatusHistory {
     pub samples: Mutex<VecDeque<Sample>>,
     /// Since when (unix ms) the old app has been quiet, if it is.
     pub quiet_since: Mutex<Option<u64>>,
+    /// Per app: what its REST API last said of its occupied channels.
+    pub rest: Mutex<BTreeMap<String, RestView>>,
+}
+
+/// An app's REST channel list: the drain evidence beside the webhooks, and
+/// the corrections a periodic reconcile made to the webhook-merged occupancy.
+#[derive(Clone, Default, serde::Serialize)]
+pub struct RestView {
+    /// When the list was last read (unix ms) and how many channels it listed.
+    pub checked_ms: Option<u64>,
+    pub listed: Option<usize>,
+    /// Why the latest read failed (None once a read succeeds).
+    pub error: Option<String>,
+    /// Channels the webhooks missed: marked occupied / vacated from the list.
+    pub corrected_occupied: u64,
+    pub corrected_vacated: u64,
+    pub last_correction_ms: Option<u64>,
 }

@@ -1,8 +1,10 @@
 //! Migration status: `/status` (JSON) and `/status.html` (a small page over it).
 //! Signed authorizations and their share per app over time, occupied channels
-//! per app (from the merged webhooks), the last webhook per app, and the
-//! verdict "old app drained": no new old-app authorization and no old-app
-//! occupancy for `drain_window_secs`.
+//! per app (from the merged webhooks, checked against each app's REST channel
+//! list), the last webhook per app, and the verdict "old app drained": no new
+//! old-app authorization and no old-app occupancy for `drain_window_secs`, and
+//! the old app's own REST API listing no channel during that time — never on
+//! webhook counts alone.
 
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
@@ -10,6 +12,8 @@ use serde_json::{Value, json};
 use std::{collections::BTreeMap, sync::Arc};
 
 const MAX_SAMPLES: usize = 360;
+/// The headline share is over this recent window, not since the process started.
+const RECENT_MS: u64 = 5 * 60 * 1000;
 
 use crate::{outbound::now_ms, state::Sample};
 
@@ -88,23 +92,17 @@ pub async fn snapshot(state: &AppState) -> Value {
         .collect();
     let quiet_since = *state.status.quiet_since.lock().unwrap();
     let now = now_ms();
-    let window_ms = cfg.drain_window.as_millis() as u64;
-    let old = cfg.old_app.as_deref().unwrap_or_default();
-    let drained = !old.is_empty() && quiet_since.is_some_and(|q| now.saturating_sub(q) >= window_ms);
-    let reason = match quiet_since {
-        _ if old.is_empty() => "no app to drain: name it with [status] old_app".to_owned(),
-        None => format!("{old} still authorizes clients or has occupied channels"),
-        Some(q) if !drained => {
-            format!(
-                "quiet for {} s of the {} s window",
-                now.saturating_sub(q) / 1000,
-                cfg.drain_window.as_secs()
-            )
-        }
-        Some(q) => format!("no authorization and no occupied channel for {} s", now.saturating_sub(q) / 1000),
-    };
+    let rest = state.status.rest.lock().unwrap().clone();
+    let (drained, reason) = verdict(cfg, &samples, &current, &rest, quiet_since, now);
+    let recent = recent_share(&samples, &current, now);
+    let mut apps = apps;
+    for (app, v) in apps.iter_mut() {
+        v["recent_share"] = json!(recent.as_ref().map(|r| r.get(*app).copied().unwrap_or(0.0)));
+        v["rest"] = json!(rest.get(*app));
+    }
     json!({
         "apps": apps,
+        "recent_window_secs": RECENT_MS / 1000,
         "drain": {"app": cfg.old_app, "window_secs": cfg.drain_window.as_secs(), "drained": drained,
                   "quiet_since_ms": quiet_since, "reason": reason},
         "history": samples,
@@ -118,10 +116,155 @@ pub async fn snapshot(state: &AppState) -> Value {
     })
 }
 
+/// Each app's share of the auths signed in the last `RECENT_MS` (None: none signed).
+fn recent_share(samples: &[Sample], current: &Sample, now: u64) -> Option<BTreeMap<String, f64>> {
+    let since = now.saturating_sub(RECENT_MS);
+    let base = samples.iter().rev().find(|s| s.t <= since).or(samples.first());
+    let recent = |app: &String| {
+        let before = base.and_then(|b| b.signed.get(app)).copied().unwrap_or(0);
+        current.signed.get(app).copied().unwrap_or(0).saturating_sub(before)
+    };
+    let total: u64 = current.signed.keys().map(recent).sum();
+    (total > 0).then(|| {
+        current
+            .signed
+            .keys()
+            .map(|app| (app.clone(), (recent(app) as f64 / total as f64 * 1000.0).round() / 1000.0))
+            .collect()
+    })
+}
+
+/// Drained, and why (or why not): the first condition that blocks, by name.
+fn verdict(
+    cfg: &crate::config::StatusSettings,
+    samples: &[Sample],
+    current: &Sample,
+    rest: &BTreeMap<String, crate::state::RestView>,
+    quiet_since: Option<u64>,
+    now: u64,
+) -> (bool, String) {
+    let Some(old) = cfg.old_app.as_deref() else {
+        return (false, "no app to drain: name it with [status] old_app".into());
+    };
+    let window = cfg.drain_window.as_secs();
+    let Some(quiet) = quiet_since else {
+        let occupied = current.occupied.get(old).copied().unwrap_or(0);
+        let signed = match (samples.iter().rev().nth(1), samples.last()) {
+            (Some(a), Some(b)) => b
+                .signed
+                .get(old)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(a.signed.get(old).copied().unwrap_or(0)),
+            _ => 0,
+        };
+        return (
+            false,
+            match (signed, occupied) {
+                (0, 0) => format!("{old} authorized clients or had occupied channels in the last sample"),
+                (0, n) => format!("{old} has {n} occupied channel(s) by its webhooks"),
+                (n, 0) => format!("{old} signed {n} authorization(s) in the last sample interval"),
+                (n, m) => format!(
+                    "{old} signed {n} authorization(s) in the last sample interval and has {m} occupied channel(s)"
+                ),
+            },
+        );
+    };
+    let view = rest.get(old).cloned().unwrap_or_default();
+    match (view.checked_ms, view.listed) {
+        (None, _) | (_, None) => {
+            let why = view.error.map(|e| format!(": {e}")).unwrap_or_default();
+            return (false, format!("the {old} app's REST channel list has not been read yet{why}"));
+        }
+        (_, Some(n)) if n > 0 => {
+            return (
+                false,
+                format!("the {old} app's REST API still lists {n} occupied channel(s) (webhooks say none)"),
+            );
+        }
+        (Some(t), _) if t < quiet => {
+            return (false, format!("waiting for a REST channel list of {old} read during the quiet period"));
+        }
+        _ => {}
+    }
+    let quiet_secs = now.saturating_sub(quiet) / 1000;
+    if quiet_secs < window {
+        return (false, format!("quiet for {quiet_secs} s of the {window} s window"));
+    }
+    (true, format!("no authorization and no occupied channel for {quiet_secs} s; its REST API lists none"))
+}
+
 pub async fn status_json(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(snapshot(&state).await)
 }
 
 pub async fn status_page() -> HttpResponse {
     HttpResponse::Ok().content_type("text/html; charset=utf-8").body(include_str!("status.html"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::RestView;
+    use std::time::Duration;
+
+    fn cfg() -> crate::config::StatusSettings {
+        crate::config::StatusSettings {
+            old_app: Some("old".into()),
+            drain_window: Duration::from_secs(60),
+            sample_every: Duration::from_secs(10),
+            reconcile_every: Duration::from_secs(60),
+        }
+    }
+
+    fn sample(t: u64, old: u64, new: u64, occupied_old: usize) -> Sample {
+        Sample {
+            t,
+            signed: [("old".to_owned(), old), ("new".to_owned(), new)].into(),
+            occupied: [("old".to_owned(), occupied_old)].into(),
+            rollout_percent: None,
+        }
+    }
+
+    fn rest(checked_ms: Option<u64>, listed: Option<usize>) -> BTreeMap<String, RestView> {
+        [("old".to_owned(), RestView { checked_ms, listed, ..RestView::default() })].into()
+    }
+
+    #[test]
+    fn the_verdict_names_the_condition_that_blocks_it() {
+        let now = 1_000_000;
+        let s = [sample(now - 20_000, 5, 1, 0), sample(now - 10_000, 7, 1, 2)];
+        let (drained, why) = verdict(&cfg(), &s, &s[1], &rest(Some(now), Some(0)), None, now);
+        assert!(!drained);
+        assert_eq!(
+            why,
+            "old signed 2 authorization(s) in the last sample interval and has 2 occupied channel(s)"
+        );
+
+        let quiet = Some(now - 120_000);
+        let s = [sample(now - 20_000, 7, 1, 0), sample(now - 10_000, 7, 1, 0)];
+        let (drained, why) = verdict(&cfg(), &s, &s[1], &rest(Some(now), Some(3)), quiet, now);
+        assert!(!drained, "webhook counts alone never drain it");
+        assert_eq!(why, "the old app's REST API still lists 3 occupied channel(s) (webhooks say none)");
+        let (_, why) = verdict(&cfg(), &s, &s[1], &rest(None, None), quiet, now);
+        assert!(why.starts_with("the old app's REST channel list has not been read yet"), "{why}");
+        let (_, why) = verdict(&cfg(), &s, &s[1], &rest(Some(now - 130_000), Some(0)), quiet, now);
+        assert!(why.starts_with("waiting for a REST channel list"), "{why}");
+        let (drained, why) =
+            verdict(&cfg(), &s, &s[1], &rest(Some(now - 1_000), Some(0)), Some(now - 30_000), now);
+        assert_eq!((drained, why.as_str()), (false, "quiet for 30 s of the 60 s window"));
+        let (drained, why) = verdict(&cfg(), &s, &s[1], &rest(Some(now - 1_000), Some(0)), quiet, now);
+        assert!(drained, "{why}");
+    }
+
+    #[test]
+    fn the_recent_share_counts_the_last_five_minutes_only() {
+        let now = 10_000_000;
+        // 1,000 auths on old long ago; in the last 5 minutes 10 on old, 30 on new.
+        let samples = [sample(now - 600_000, 1_000, 0, 0), sample(now - RECENT_MS, 1_000, 0, 0)];
+        let current = sample(now, 1_010, 30, 0);
+        let recent = recent_share(&samples, &current, now).unwrap();
+        assert_eq!((recent["old"], recent["new"]), (0.25, 0.75));
+        assert_eq!(recent_share(&samples, &sample(now, 1_000, 0, 0), now), None, "none signed lately");
+    }
 }

@@ -129,10 +129,13 @@ fn events_len(body: &[u8]) -> usize {
     serde_json::from_slice::<Value>(body).ok().and_then(|v| v["events"].as_array().map(Vec::len)).unwrap_or(0)
 }
 
-/// At start, seeds occupancy and presence members from every app's REST API,
-/// so a channel occupied (or a member present) before this process started is
-/// vacated (removed) correctly later. Each app is retried with backoff until
-/// its reconcile succeeds.
+/// Reconciles each app's occupancy with its REST API: at start it seeds the
+/// channels (and presence members) occupied before this process started, so
+/// they are vacated correctly later; then, every `status.reconcile_secs`, it
+/// compares the list with the webhook-merged state and corrects what webhooks
+/// missed (a lost `channel_occupied` or `channel_vacated`), as those webhooks
+/// would have. A difference is corrected only once two lists in a row show it:
+/// a webhook still on its way is not taken for a lost one.
 pub fn spawn_reconcile(state: std::sync::Arc<AppState>) {
     if state.live().settings.webhooks.is_none() {
         return;
@@ -142,24 +145,38 @@ pub fn spawn_reconcile(state: std::sync::Arc<AppState>) {
     for name in names {
         let (state, http) = (state.clone(), http.clone());
         tokio::spawn(async move {
+            let mut seeded = false;
+            let mut suspects = Suspects::default();
             let mut delay = Duration::from_secs(1);
             loop {
-                match reconcile_app(&state, &http, &name).await {
+                let every = state.live().settings.status.reconcile_every;
+                match reconcile_app(&state, &http, &name, seeded, &mut suspects).await {
                     Ok(None) => return, // the app was removed by a reload
-                    Ok(Some((channels, members))) => {
-                        tracing::info!(app = %name, occupied = channels, members, "occupancy reconciled from the REST API");
-                        return;
+                    Ok(Some(listed)) => {
+                        if !seeded {
+                            tracing::info!(app = %name, occupied = listed, "occupancy reconciled from the REST API");
+                        }
+                        seeded = true;
+                        delay = Duration::from_secs(1);
+                        tokio::time::sleep(every).await;
                     }
                     Err(e) => {
                         tracing::warn!(app = %name, error = %e, retry_in_s = delay.as_secs(), "could not reconcile occupancy from the REST API");
+                        state.status.rest.lock().unwrap().entry(name.clone()).or_default().error = Some(e);
                         tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(60));
+                        delay =
+                            (delay * 2).min(Duration::from_secs(60)).min(every.max(Duration::from_secs(1)));
                     }
                 }
             }
         });
     }
 }
+
+/// Differences the previous list showed: (listed but not occupied here,
+/// occupied here but not listed).
+#[derive(Default)]
+struct Suspects(std::collections::BTreeSet<String>, std::collections::BTreeSet<String>);
 
 /// GETs a REST resource of `app` as JSON; errors say what failed, never the signed URL.
 async fn rest_get(
@@ -178,34 +195,74 @@ async fn rest_get(
     serde_json::from_slice(&body).map_err(|e| format!("GET {path}: not JSON: {e}"))
 }
 
-/// One app's occupied channels and presence members, seeded into the store.
+/// Reads one app's channel list; seeds it (the first time) or corrects the
+/// merged state from it. The number of channels listed.
 async fn reconcile_app(
     state: &AppState,
     http: &reqwest::Client,
     name: &str,
-) -> Result<Option<(usize, usize)>, String> {
+    seeded: bool,
+    suspects: &mut Suspects,
+) -> Result<Option<usize>, String> {
     let live = state.live();
     let Some(app) = live.settings.app(name) else { return Ok(None) };
     let listing = rest_get(http, app, &format!("/apps/{}/channels", app.app_id)).await?;
     let Some(Value::Object(channels)) = listing.get("channels") else {
         return Err("the channel list has no \"channels\" object".into());
     };
-    // Read everything first, then seed: a failed read leaves nothing half-seeded.
-    let mut members = Vec::new();
-    for channel in channels.keys().filter(|c| c.starts_with("presence-")) {
-        let users = rest_get(http, app, &format!("/apps/{}/channels/{channel}/users", app.app_id)).await?;
-        for user in users.get("users").and_then(Value::as_array).into_iter().flatten() {
-            let id = match user.get("id") {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Number(n)) => n.to_string(),
-                _ => continue,
-            };
-            members.push((channel.clone(), id));
+    let now = crate::outbound::now_ms();
+    let listed: std::collections::BTreeSet<String> = channels.keys().cloned().collect();
+    if !seeded {
+        // Read everything first, then seed: a failed read leaves nothing half-seeded.
+        let mut members = Vec::new();
+        for channel in listed.iter().filter(|c| c.starts_with("presence-")) {
+            let users =
+                rest_get(http, app, &format!("/apps/{}/channels/{channel}/users", app.app_id)).await?;
+            for user in users.get("users").and_then(Value::as_array).into_iter().flatten() {
+                let id = match user.get("id") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Number(n)) => n.to_string(),
+                    _ => continue,
+                };
+                members.push((channel.clone(), id));
+            }
+        }
+        let names: Vec<String> = listed.iter().cloned().collect();
+        state.webhooks.seed(&app.name, &names, &members).await.map_err(|e| format!("redis: {e}"))?;
+    } else {
+        let ours: std::collections::BTreeSet<String> = state
+            .webhooks
+            .occupied_on(&app.name)
+            .await
+            .map_err(|e| format!("redis: {e}"))?
+            .into_iter()
+            .collect();
+        let missed_occupied: std::collections::BTreeSet<String> = listed.difference(&ours).cloned().collect();
+        let missed_vacated: std::collections::BTreeSet<String> = ours.difference(&listed).cloned().collect();
+        let occupy: Vec<String> = missed_occupied.intersection(&suspects.0).cloned().collect();
+        let vacate: Vec<String> = missed_vacated.intersection(&suspects.1).cloned().collect();
+        *suspects = Suspects(missed_occupied, missed_vacated);
+        if !occupy.is_empty() || !vacate.is_empty() {
+            let forwarded = state
+                .webhooks
+                .correct(&app.name, &occupy, &vacate, now)
+                .await
+                .map_err(|e| format!("redis: {e}"))?;
+            tracing::warn!(
+                app = %app.name, occupied = occupy.len(), vacated = vacate.len(), forwarded,
+                "occupancy corrected from the REST API: webhooks for these channels never arrived"
+            );
+            let mut rest = state.status.rest.lock().unwrap();
+            let view = rest.entry(name.to_owned()).or_default();
+            view.corrected_occupied += occupy.len() as u64;
+            view.corrected_vacated += vacate.len() as u64;
+            view.last_correction_ms = Some(now);
         }
     }
-    let names: Vec<String> = channels.keys().cloned().collect();
-    state.webhooks.seed(&app.name, &names, &members).await.map_err(|e| format!("redis: {e}"))?;
-    Ok(Some((channels.len(), members.len())))
+    let mut rest = state.status.rest.lock().unwrap();
+    let view = rest.entry(name.to_owned()).or_default();
+    (view.checked_ms, view.listed, view.error) = (Some(now), Some(listed.len()), None);
+    Ok(Some(listed.len()))
 }
 
 /// Announces a changed rollout on its control channel, on both apps, through

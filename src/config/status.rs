@@ -11,6 +11,7 @@ pub(super) struct RawStatus {
     old_app: Option<String>,
     drain_window_secs: Option<u64>,
     sample_secs: Option<u64>,
+    reconcile_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -20,6 +21,9 @@ pub struct StatusSettings {
     pub old_app: Option<String>,
     pub drain_window: Duration,
     pub sample_every: Duration,
+    /// How often each app's REST channel list is read to check (and correct)
+    /// the occupancy the webhooks built.
+    pub reconcile_every: Duration,
 }
 
 impl RawStatus {
@@ -33,10 +37,13 @@ impl RawStatus {
         };
         let sample_secs = self.sample_secs.unwrap_or(10);
         in_range("status.sample_secs", sample_secs, 1..=3600)?;
+        let reconcile_secs = self.reconcile_secs.unwrap_or(60);
+        in_range("status.reconcile_secs", reconcile_secs, 2..=86_400)?;
         Ok(StatusSettings {
             old_app,
             drain_window: Duration::from_secs(self.drain_window_secs.unwrap_or(86_400)),
             sample_every: Duration::from_secs(sample_secs),
+            reconcile_every: Duration::from_secs(reconcile_secs),
         })
     }
 }
@@ -49,6 +56,7 @@ impl StatusSettings {
         }
         t.insert("drain_window_secs".into(), Value::Integer(self.drain_window.as_secs() as i64));
         t.insert("sample_secs".into(), Value::Integer(self.sample_every.as_secs() as i64));
+        t.insert("reconcile_secs".into(), Value::Integer(self.reconcile_every.as_secs() as i64));
         t
     }
 }

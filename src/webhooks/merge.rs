@@ -82,6 +82,11 @@ impl MergeState {
         counts
     }
 
+    /// The channels occupied on `app`.
+    pub fn occupied_on(&self, app: &str) -> Vec<String> {
+        self.occupied.iter().filter(|(_, apps)| apps.contains(app)).map(|(c, _)| c.clone()).collect()
+    }
+
     /// Marks a channel occupied on `app` without emitting (start-up reconciliation).
     pub fn seed_occupied(&mut self, app: &str, channel: &str) {
         self.occupied.entry(channel.to_owned()).or_default().insert(app.to_owned());

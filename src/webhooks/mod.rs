@@ -151,6 +151,42 @@ impl Webhooks {
         }
     }
 
+    /// The channels the merged state has occupied on `app`.
+    pub async fn occupied_on(&self, app: &str) -> redis::RedisResult<Vec<String>> {
+        match &self.store {
+            Store::Memory(m) => Ok(m.lock().unwrap().occupied_on(app)),
+            Store::Redis(r) => r.occupied_on(app).await,
+        }
+    }
+
+    /// Applies corrections found by a periodic reconcile, as the webhooks that
+    /// went missing would have: `channel_occupied` for `added`, `channel_vacated`
+    /// for `removed`; transitions of the merged state are forwarded to the host.
+    pub async fn correct(
+        &self,
+        app: &str,
+        added: &[String],
+        removed: &[String],
+        now_ms: u64,
+    ) -> redis::RedisResult<usize> {
+        let event = |name: &str, channel: &String| serde_json::json!({"name": name, "channel": channel});
+        let events: Vec<Value> = added
+            .iter()
+            .map(|c| event("channel_occupied", c))
+            .chain(removed.iter().map(|c| event("channel_vacated", c)))
+            .collect();
+        if events.is_empty() {
+            return Ok(0);
+        }
+        // Its own digest: never taken for a repeat of a webhook.
+        let id = uuid::Uuid::new_v4();
+        let digest = replay::digest(app, id.as_bytes());
+        match self.apply(app, &digest, &events, now_ms, now_ms, 1).await? {
+            Applied::Forwarded(n) => Ok(n),
+            Applied::Duplicate => Ok(0),
+        }
+    }
+
     /// Seeds occupied channels and presence members of `app` (start-up reconciliation).
     pub async fn seed(
         &self,

@@ -191,6 +191,11 @@ impl RedisStore {
         bounded(pipe.query_async::<()>(&mut self.conn())).await
     }
 
+    /// The channels occupied on `app`.
+    pub async fn occupied_on(&self, app: &str) -> RedisResult<Vec<String>> {
+        bounded(self.conn().smembers(format!("{}:occ-by-app:{app}", self.prefix))).await
+    }
+
     pub async fn occupied_counts(&self, apps: &[String]) -> RedisResult<HashMap<String, usize>> {
         let mut pipe = redis::pipe();
         for app in apps {
