@@ -11,6 +11,7 @@ import { createHash, createHmac } from 'node:crypto';
 import { Suite, assert, assertEqual, freePort, sleep, start, stop, waitForHttp } from './lib.mjs';
 import { startHost } from './host.mjs';
 import { connect } from '../clients/js/pusher-dual-auth.mjs';
+import { runbook } from './runbook.mjs';
 
 const require = createRequire(import.meta.url);
 const Pusher = require('pusher-js'); // the Node build, encryption-capable
@@ -705,6 +706,8 @@ try {
     await browser.close();
     console.log(`     rollout: ${wantNew}/${N} moved to new within ${moveSecs} s of the reload (spread 3 s), all ${N} back on old after rollback; the Chromium page moved and came back too`);
   }, 90000);
+
+  await runbook({ suite, APPS, wsPort, HOST_ORIGIN, SERVICE_BIN, root, work, Pusher, PusherServer, connect, clients });
 
   await suite.test('the service log holds no secrets, credentials or signatures', async () => {
     const text = fs.readFileSync(serviceLogPath, 'utf8');
