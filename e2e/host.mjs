@@ -2,7 +2,8 @@
 //
 // Session rule: a bearer token or a `session` cookie names the user. alice and bob
 // are known; mallory is known but banned (403); anyone else is 401. Channels whose
-// name contains "denied" are refused to everyone.
+// name contains "denied" are refused to everyone. /check-slow is the same check
+// taking 0.5 s, and counts how many it answers at once (a storm's peak).
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -15,6 +16,7 @@ export const USERS = {
 export function startHost(port, { pageDir }) {
   const calls = [];
   const webhooks = []; // { headers, rawBody } as the host's webhook endpoint received them
+  const slow = { inFlight: 0, peak: 0, calls: [] };
   const server = http.createServer((req, res) => {
     let body = '';
     req.on('data', (c) => (body += c));
@@ -23,17 +25,19 @@ export function startHost(port, { pageDir }) {
         webhooks.push({ headers: req.headers, rawBody: body });
         return send(res, 200, {});
       }
-      if (req.method === 'POST' && req.url === '/check') {
-        const check = JSON.parse(body);
-        const bearer = (req.headers.authorization || '').replace(/^Bearer /, '');
-        const cookie = /(?:^|;\s*)session=([^;]+)/.exec(req.headers.cookie || '');
-        const token = bearer || (cookie && cookie[1]) || '';
-        calls.push({ ...check, token, requestId: req.headers['x-request-id'], xff: req.headers['x-forwarded-for'] });
-        if (token === 'mallory' || (check.channel_name || '').includes('denied')) return send(res, 403, {});
-        const user = USERS[token];
-        if (!user) return send(res, 401, {});
-        return send(res, 200, user);
+      if (req.method === 'POST' && req.url === '/check-slow') {
+        slow.inFlight++;
+        slow.peak = Math.max(slow.peak, slow.inFlight);
+        slow.calls.push(JSON.parse(body));
+        return setTimeout(() => {
+          slow.inFlight--;
+          answerCheck(req, body, res, []);
+        }, 500);
       }
+      if (req.method === 'POST' && req.url === '/check') {
+        return answerCheck(req, body, res, calls);
+      }
+
       const file = { '/page.html': 'page.html', '/rollout.html': 'rollout.html', '/pusher-dual-auth.mjs': '../clients/js/pusher-dual-auth.mjs', '/pusher.js': 'node_modules/pusher-js/dist/web/pusher-with-encryption.js' }[
         req.url.split('?')[0]
       ];
@@ -45,7 +49,19 @@ export function startHost(port, { pageDir }) {
       send(res, 404, {});
     });
   });
-  return new Promise((resolve) => server.listen(port, '127.0.0.1', () => resolve({ server, calls, webhooks })));
+  return new Promise((resolve) => server.listen(port, '127.0.0.1', () => resolve({ server, calls, webhooks, slow })));
+}
+
+function answerCheck(req, body, res, calls) {
+  const check = JSON.parse(body);
+  const bearer = (req.headers.authorization || '').replace(/^Bearer /, '');
+  const cookie = /(?:^|;\s*)session=([^;]+)/.exec(req.headers.cookie || '');
+  const token = bearer || (cookie && cookie[1]) || '';
+  calls.push({ ...check, token, requestId: req.headers['x-request-id'], xff: req.headers['x-forwarded-for'] });
+  if (token === 'mallory' || (check.channel_name || '').includes('denied')) return send(res, 403, {});
+  const user = USERS[token];
+  if (!user) return send(res, 401, {});
+  return send(res, 200, user);
 }
 
 function send(res, status, json) {

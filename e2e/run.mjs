@@ -10,8 +10,9 @@ import { createRequire } from 'node:module';
 import { createHash, createHmac } from 'node:crypto';
 import { Suite, assert, assertEqual, freePort, sleep, start, stop, waitForHttp } from './lib.mjs';
 import { startHost } from './host.mjs';
-import { connect } from '../clients/js/pusher-dual-auth.mjs';
+import { connect, retryingAuth } from '../clients/js/pusher-dual-auth.mjs';
 import { runbook } from './runbook.mjs';
+import { storm } from './storm.mjs';
 
 const require = createRequire(import.meta.url);
 const Pusher = require('pusher-js'); // the Node build, encryption-capable
@@ -708,6 +709,7 @@ try {
   }, 90000);
 
   await runbook({ suite, APPS, wsPort, HOST_ORIGIN, SERVICE_BIN, root, work, Pusher, PusherServer, connect, clients });
+  await storm({ suite, APPS, wsPort, HOST_ORIGIN, host, SERVICE_BIN, work, Pusher, connect, retryingAuth, clients });
 
   await suite.test('the service log holds no secrets, credentials or signatures', async () => {
     const text = fs.readFileSync(serviceLogPath, 'utf8');

@@ -114,10 +114,28 @@ impl ResponseError for AuthError {
     fn error_response(&self) -> HttpResponse {
         let mut res = HttpResponse::build(self.status_code());
         res.insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"));
-        if matches!(self, Self::RateLimited | Self::Host(HostError::Busy(_))) {
-            res.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
+        if let Some(secs) = self.retry_after_secs() {
+            res.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
         }
         res.json(self.body())
+    }
+}
+
+impl AuthError {
+    /// Refusals for load (rate limit, in-flight cap, a host too slow to answer)
+    /// as opposed to denials and bad requests: worth retrying, and told when.
+    pub fn is_load_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::RateLimited
+                | Self::Host(HostError::Busy(_) | HostError::ClientBusy(_) | HostError::Timeout)
+        )
+    }
+
+    /// `Retry-After` for a load refusal: 1 to 3 s at random, so the clients
+    /// refused in one burst do not all come back in the same second.
+    pub fn retry_after_secs(&self) -> Option<u32> {
+        self.is_load_refusal().then(|| fastrand::u32(1..=3))
     }
 }
 
@@ -149,6 +167,27 @@ mod tests {
         ];
         for (err, status) in cases {
             assert_eq!(err.status_code().as_u16(), status, "{err:?}");
+        }
+    }
+
+    #[test]
+    fn load_refusals_say_when_to_retry_with_a_spread_and_denials_never() {
+        let load: [AuthError; 4] = [
+            AuthError::RateLimited,
+            HostError::Busy(8).into(),
+            HostError::ClientBusy(1).into(),
+            HostError::Timeout.into(),
+        ];
+        for err in &load {
+            let seen: std::collections::BTreeSet<u32> =
+                (0..200).filter_map(|_| err.retry_after_secs()).collect();
+            assert_eq!(seen, [1, 2, 3].into(), "{err:?}");
+            let res = err.error_response();
+            assert!(res.headers().contains_key(actix_web::http::header::RETRY_AFTER), "{err:?}");
+        }
+        for err in [AuthError::Denied, HostError::Status(500).into(), BodyError::TooLarge(1).into()] {
+            assert_eq!(err.retry_after_secs(), None, "{err:?}");
+            assert!(!err.error_response().headers().contains_key(actix_web::http::header::RETRY_AFTER));
         }
     }
 
