@@ -29,8 +29,16 @@ export function startHost(port, { pageDir }) {
         slow.inFlight++;
         slow.peak = Math.max(slow.peak, slow.inFlight);
         slow.calls.push(JSON.parse(body));
+        // In flight until answered, or until the service gives up on it (its timeout closes the connection).
+        let done = false;
+        const finish = () => {
+          if (!done) slow.inFlight--;
+          done = true;
+        };
+        res.on('close', finish);
         return setTimeout(() => {
-          slow.inFlight--;
+          if (done) return;
+          finish();
           answerCheck(req, body, res, []);
         }, 500);
       }

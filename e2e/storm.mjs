@@ -39,6 +39,7 @@ admin_listen = "127.0.0.1:${admin}"
 url = "${HOST_ORIGIN}/check-slow"
 timeout_ms = 3000
 max_in_flight = ${CAP}
+max_in_flight_per_client = ${CAP}   # every test client is 127.0.0.1: one client to the service
 [rollout]
 from = "old"
 to = "new"
@@ -96,10 +97,12 @@ ${apps}`);
       const took = Date.now() - started;
       await sleep(1500); // the denied channels' answers, and any late repeat
       const metrics = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
-      const busy = metrics.split('\n').filter((l) => l.startsWith('pusher_auth_requests_total') && l.includes('session_check_busy'))
+      const outcome = (name) => metrics.split('\n').filter((l) => l.startsWith('pusher_auth_requests_total') && l.includes(`"${name}"`))
         .reduce((n, l) => n + Number(l.split(' ').pop()), 0);
+      const busy = outcome('session_check_busy');
       console.log(`     storm: ${channels.length} channels of ${HELPERS + PLAIN} clients subscribed in ${(took / 1000).toFixed(1)} s; ` +
-        `${busy} authorizations refused for load (503) and retried; host peak ${host.slow.peak} at once`);
+        `${busy} authorizations refused for load (503) and retried, ${outcome('session_check_timeout')} host timeouts (504); ` +
+        `host peak ${host.slow.peak} at once`);
       assert(busy > 0, 'the storm did hit the cap (else this proves nothing)');
       assert(host.slow.peak <= CAP, `the host saw ${host.slow.peak} checks at once (cap ${CAP})`);
       assert(channels.every((c) => c.errors.length === 0), 'no subscription error on an allowed channel');

@@ -20,7 +20,7 @@ export interface ConnectOptions {
 }
 
 export interface RetryLimits {
-  /** Attempts in all, the first included (default 8). */
+  /** Attempts in all, the first included (default 20; a refusal for load costs your host nothing). */
   maxAttempts?: number;
   /** The longest wait between attempts, Retry-After included (default 10000). */
   maxDelayMs?: number;
