@@ -138,7 +138,7 @@ export function retryingAuth(settings) {
     params = {},
     paramsProvider,
     credentials = 'same-origin',
-    maxAttempts = 8,
+    maxAttempts = 20,
     maxDelayMs = 10000,
     giveUpAfterMs = 60000,
     timeoutMs = 10000,
