@@ -5,8 +5,24 @@ export interface ConnectOptions {
   uid?: string;
   /** Your own pusher-js options (auth headers/params, transports, …): kept across switches. */
   options?: Record<string, unknown>;
-  /** Called after the live connection moved from one app to the other. */
+  /** Called once a move (make-before-break) is complete: every channel live on the new app. */
   onSwitch?: (from: string, to: string) => void;
+  /**
+   * Called when a move could not be made (the target refused a subscription, did not
+   * answer, or pusher-js has no switchCluster): the client stays where it is, and tries
+   * again after 30-60 s (pusher-js < 8.4: at the next page load).
+   */
+  onSwitchFailed?: (from: string, to: string, error: Error) => void;
+  /**
+   * An id per event, for an exact match of the copies that arrive on both apps during a
+   * move: each id is then delivered once. Without it, copies are matched by event name
+   * and data (an event sent twice on purpose still arrives twice).
+   */
+  eventId?: (channel: string, event: string, data: unknown) => string;
+  /** connect() rejects if the first connection is not made within this (default 20000). */
+  connectTimeoutMs?: number;
+  /** A move is abandoned (the client stays) if it takes longer than this (default 20000). */
+  handoverTimeoutMs?: number;
   /** Defaults to globalThis.fetch. */
   fetch?: typeof fetch;
   /** Defaults to Math.random (the switch is spread over spread_secs, retries are jittered). */
@@ -57,11 +73,43 @@ export interface AuthRequestParams {
 }
 export type AuthCallback = (error: Error | null, data: Record<string, unknown> | null) => void;
 
-/** Creates the Pusher instance the app keeps using; resolves once it is connected. */
-export function connect(Pusher: new (key: string, options: object) => any, settings: ConnectOptions): Promise<any>;
+/** What GET /client-config answers. */
+export interface ClientConfig {
+  app: string;
+  key: string;
+  cluster: string;
+  /** The app's client_options from the service's config (wsHost, wsPort, forceTLS, …). */
+  client_options: Record<string, unknown>;
+  channelAuthorization: { endpoint: string };
+  userAuthentication: { endpoint: string };
+  /** The rollout target (0-100: the share of clients on `to`). */
+  percent: number;
+  control_channel: string;
+  version: number;
+}
+
+/**
+ * Creates the Pusher instance the app keeps using; resolves once it is connected, and
+ * rejects with a clear error if /client-config fails or is not a client-config answer,
+ * or the first connection is not made within connectTimeoutMs.
+ */
+export function connect<P>(Pusher: new (key: string, options: object) => P, settings: ConnectOptions): Promise<P>;
 
 /**
  * A pusher-js customHandler that retries authorizations refused for load, for
  * plain pusher-js, laravel-echo and other clients without `connect`.
  */
 export function retryingAuth(settings: RetryingAuthOptions): (params: AuthRequestParams, callback: AuthCallback) => void;
+
+/**
+ * Merges what several connections receive during a move into one stream: each event
+ * once (a deliberate repeat twice), in the primary connection's order. Used by connect;
+ * exported for tests.
+ */
+export class DedupFilter {
+  constructor(idOf?: ((event: string, data: unknown) => string) | null, options?: { holdMs?: number });
+  offer(source: string, event: string, data: unknown, deliver: () => void): void;
+  setPrimary(primary: string, sources: string[]): void;
+  flush(): void;
+  matched: boolean;
+}

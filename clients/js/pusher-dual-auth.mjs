@@ -1,7 +1,37 @@
 // pusher-dual-auth client helper: connect pusher-js to the app the rollout
 // assigns (GET /client-config), and move the live connection when the rollout
-// changes, without a reload or a new Pusher object. No dependencies, no build
-// step; works in browsers and Node (pusher-js >= 8.4 for live switching).
+// changes, without a reload, a new Pusher object, or a lost or repeated event.
+// No dependencies, no build step; works in browsers and Node (pusher-js >= 8.4
+// for live switching).
+//
+// A move is make-before-break: a second connection to the target app first
+// subscribes to every channel the client holds (and signs in, if it was signed
+// in), through the target's auth endpoints. Only when all of that succeeded
+// does the client's own instance switch (switchCluster); while it reconnects,
+// the second connection keeps delivering into the same channel objects. Events
+// arriving on several connections during the overlap (the client's own on the
+// old app, the second one, the client's own again on the new app) are delivered
+// once: per (event, data) the largest of the connections' counts, not the sum,
+// so an event published to both apps arrives once and one sent twice on purpose
+// arrives twice (or once per id, with the eventId option). If anything fails,
+// the client stays where it is and tries again later.
+
+/** How long a move may take before it is abandoned (the client stays). */
+const HANDOVER_TIMEOUT_MS = 20000;
+/** After the switch, the second connection stays this long, so late copies are matched. */
+const HANDOVER_GRACE_MS = 1500;
+/** Then the client's own connection keeps the filter this long: its late copies are still dropped. */
+const TAIL_MS = 3000;
+/**
+ * Before the switch, a channel's two streams must have overlapped (one event
+ * seen on both: everything before it reached the old connection, everything
+ * after reaches the new one), or the old connection must have been quiet this
+ * long (nothing in flight to it); at most SETTLE_MAX_MS.
+ */
+const SETTLE_QUIET_MS = 1500;
+const SETTLE_MAX_MS = 3000;
+/** A failed move is tried again after this long (plus up to as much again, spread). */
+const RETRY_MOVE_MS = 30000;
 
 /**
  * @param {any} Pusher  the pusher-js constructor
@@ -9,7 +39,11 @@
  * @returns {Promise<any>} the Pusher instance, once its first connection is established
  */
 export async function connect(Pusher, settings) {
-  const { configUrl, uid, options = {}, onSwitch, fetch: fetchImpl = globalThis.fetch, random = Math.random } = settings;
+  const {
+    configUrl, uid, options = {}, onSwitch, onSwitchFailed, eventId,
+    fetch: fetchImpl = globalThis.fetch, random = Math.random,
+    connectTimeoutMs = 20000, handoverTimeoutMs = HANDOVER_TIMEOUT_MS,
+  } = settings;
   const retry = settings.retry === undefined ? {} : settings.retry;
   const base = typeof location !== 'undefined' ? location.href : undefined;
   const url = new URL(configUrl, base);
@@ -17,102 +51,425 @@ export async function connect(Pusher, settings) {
 
   const read = async () => {
     const res = await fetchImpl(url.toString(), { credentials: 'include', cache: 'no-store' });
-    if (!res.ok) throw new Error(`client-config: HTTP ${res.status}`);
-    return res.json();
+    if (!res.ok) throw new Error(`client-config: HTTP ${res.status} from ${url}`);
+    const cfg = await res.json().catch(() => null);
+    const ok = cfg && typeof cfg.app === 'string' && typeof cfg.key === 'string' &&
+      cfg.channelAuthorization && typeof cfg.channelAuthorization.endpoint === 'string' &&
+      cfg.userAuthentication && typeof cfg.userAuthentication.endpoint === 'string';
+    if (!ok) throw new Error(`client-config: not a client-config answer from ${url}`);
+    return cfg;
   };
 
   let pusher = null;
   let current = null;
   // Authorizations go through a retrying handler (unless the app brought its own,
-  // or retry: false): refusals for load are retried at the endpoint of the app the
-  // client is on at the time of each attempt.
-  const retrying = (kind, own, endpointOf) => {
+  // or retry: false): refusals for load are retried at `endpoint()` at each attempt.
+  const retrying = (kind, own, endpoint, isCurrent) => {
     if (retry === false || (own && own.customHandler)) return {};
-    return {
-      customHandler: retryingAuth({
-        ...(own || {}),
-        ...retry,
-        kind,
-        endpoint: () => new URL(endpointOf(current), url).toString(),
-        fetch: fetchImpl,
-        random,
-        isCurrent: (socketId) => !pusher || !pusher.connection.socket_id || pusher.connection.socket_id === socketId,
-      }),
-    };
+    return { customHandler: retryingAuth({ ...(own || {}), ...retry, kind, endpoint, fetch: fetchImpl, random, isCurrent }) };
   };
-  const channelHandler = retrying('channel', options.channelAuthorization, (c) => c.channelAuthorization.endpoint);
-  const userHandler = retrying('user', options.userAuthentication, (c) => c.userAuthentication.endpoint);
-
+  const live = (instance) => (socketId) =>
+    !instance() || !instance().connection.socket_id || instance().connection.socket_id === socketId;
   // Only these come from the service; everything else is the app's own options and survives switches.
-  const optionsFor = (cfg) => ({
+  // `cfgOf` gives the assignment whose endpoints the instance authorizes at.
+  const optionsFor = (cfg, cfgOf, instance) => ({
     ...options,
     ...cfg.client_options,
     cluster: cfg.cluster,
     channelAuthorization: {
       ...(options.channelAuthorization || {}),
       endpoint: new URL(cfg.channelAuthorization.endpoint, url).toString(),
-      ...channelHandler,
+      ...retrying('channel', options.channelAuthorization,
+        () => new URL(cfgOf().channelAuthorization.endpoint, url).toString(), live(instance)),
     },
     userAuthentication: {
       ...(options.userAuthentication || {}),
       endpoint: new URL(cfg.userAuthentication.endpoint, url).toString(),
-      ...userHandler,
+      ...retrying('user', options.userAuthentication,
+        () => new URL(cfgOf().userAuthentication.endpoint, url).toString(), live(instance)),
     },
   });
 
   current = await read();
-  pusher = new Pusher(current.key, optionsFor(current));
+  pusher = new Pusher(current.key, optionsFor(current, () => current, () => pusher));
   let version = current.version;
   let pending = null;
+  let moving = false;
+  let again = null;
 
-  const apply = (next) => {
+  const failed = (from, to, error) => {
+    if (onSwitchFailed) onSwitchFailed(from, to, error);
+    clearTimeout(again);
+    again = later(recheck, RETRY_MOVE_MS + Math.floor(random() * RETRY_MOVE_MS));
+  };
+  const apply = async (next) => {
     if (next.app === current.app && next.key === current.key) {
       current = next;
       return;
     }
+    if (moving) return; // the move under way re-checks when it ends
     const from = current.app;
-    current = next;
-    if (typeof pusher.switchCluster !== 'function') return; // pusher-js < 8.4: applies at the next page load
-    pusher.options = { ...pusher.options, ...optionsFor(next) };
-    pusher.switchCluster({ appKey: next.key, cluster: next.cluster });
-    if (onSwitch) onSwitch(from, next.app);
+    if (typeof pusher.switchCluster !== 'function') {
+      // pusher-js < 8.4: the client stays where it is; the assignment applies at the next page load.
+      if (onSwitchFailed) onSwitchFailed(from, next.app, new Error('pusher-js without switchCluster (< 8.4): applies at the next page load'));
+      return;
+    }
+    moving = true;
+    try {
+      await handover(next);
+      if (onSwitch) onSwitch(from, next.app);
+    } catch (e) {
+      failed(from, next.app, e);
+    } finally {
+      moving = false;
+    }
   };
   const recheck = async () => {
     try {
-      apply(await read());
+      await apply(await read());
     } catch (e) {
       // Keep the current app; the next reconnect or announcement tries again.
     }
   };
 
+  // Make before break: see the top of this file.
+  const handover = async (next) => {
+    const names = pusher.allChannels().filter((c) => c.subscribed || c.subscriptionPending).map((c) => c.name);
+    let shadow = null;
+    shadow = new Pusher(next.key, optionsFor(next, () => next, () => shadow));
+    const overlap = names.map((name) => {
+      const trace = settings._trace && ((...a) => settings._trace(name, ...a)); // for the suite's diagnosis only
+      const o = { name, main: pusher.channel(name), filter: new DedupFilter(eventId && ((e, d) => eventId(name, e, d)), { trace }) };
+      // Settled by the interceptor when the client's own channel is subscribed again after the switch.
+      o.resubscribed = new Promise((resolve, reject) => Object.assign(o, { resolve, reject }));
+      o.resubscribed.catch(() => {});
+      return o;
+    });
+    const undo = []; // the second connection's interceptors
+    const undoMine = []; // the client's own channels' interceptors
+    let switched = false;
+    let oldSocket = null;
+    // Which of the client's own connections an event came on: messages already queued on
+    // the old socket are still dispatched after switchCluster, so it is the socket id that says.
+    const mine = () =>
+      switched && pusher.connection.state === 'connected' && pusher.connection.socket_id !== oldSocket ? 'after' : 'before';
+    try {
+      await within(connected(shadow), handoverTimeoutMs, `connecting to ${next.app}`);
+      const subscribed = overlap.map((o) => {
+        const { name, main, filter } = o;
+        const deliver = originalEmit(main);
+        undoMine.push(intercept(main, (event, data, meta) => {
+          // After the switch the client's own instance is another connection (on the target app):
+          // an event can reach it there again, so it counts as a source of its own.
+          if (!event.startsWith('pusher:')) return filter.offer(mine(), event, data, () => deliver(event, data, meta));
+          if (!switched) return deliver(event, data, meta);
+          if (event === 'pusher:subscription_succeeded') {
+            memberChanges(o.membersBefore, membersOf(main), deliver);
+            return o.resolve();
+          }
+          if (event === 'pusher:subscription_error') o.reject(new Error(`re-subscribing ${name}: ${JSON.stringify(data)}`));
+          return deliver(event, data, meta);
+        }));
+        const copy = shadow.subscribe(name);
+        const own = originalEmit(copy);
+        undo.push(intercept(copy, (event, data, meta) => {
+          if (event.startsWith('pusher:')) return own(event, data, meta); // the copy's own state, not the app's
+          filter.offer('second', event, data, () => deliver(event, data, meta));
+        }));
+        return within(subscription(copy), handoverTimeoutMs, `subscribing to ${name} on ${next.app}`);
+      });
+      if (pusher.user && pusher.user.signin_requested) {
+        shadow.signin();
+        subscribed.push(within(signedIn(shadow), handoverTimeoutMs, `signing in on ${next.app}`));
+      }
+      await Promise.all(subscribed);
+      // Events still in flight to the old connection would be lost with it: wait until the
+      // streams overlap (or the old one is quiet) on every channel.
+      const settleBy = Date.now() + SETTLE_MAX_MS;
+      const quiet = (f) => Date.now() - (f.lastSeen.get('before') || 0) >= SETTLE_QUIET_MS;
+      while (!overlap.every((o) => o.filter.matched || quiet(o.filter)) && Date.now() < settleBy) await sleep(25);
+
+      // Every channel is live on the target: the client's own instance moves now.
+      for (const o of overlap) o.membersBefore = membersOf(o.main);
+      oldSocket = pusher.connection.socket_id;
+      // Once the client's own instance is connected to the new app, its old connection has
+      // delivered all it will: the second connection is the primary from then on.
+      const primaryNow = () => {
+        if (pusher.connection.socket_id === oldSocket) return;
+        pusher.connection.unbind('connected', primaryNow);
+        for (const o of overlap) o.filter.setPrimary('second', ['second', 'after']);
+      };
+      pusher.connection.bind('connected', primaryNow);
+      undoMine.push(() => pusher.connection.unbind('connected', primaryNow));
+      switched = true;
+      current = next;
+      pusher.options = { ...pusher.options, ...optionsFor(next, () => current, () => pusher) };
+      pusher.switchCluster({ appKey: next.key, cluster: next.cluster });
+      await within(Promise.all(overlap.map((o) => o.resubscribed)), handoverTimeoutMs, `re-subscribing on ${next.app}`);
+      await sleep(HANDOVER_GRACE_MS);
+    } finally {
+      for (const u of undo.reverse()) u();
+      shadow.disconnect();
+      const end = () => {
+        for (const u of undoMine.reverse()) u();
+        for (const o of overlap) o.filter.flush();
+      };
+      if (!switched) {
+        end();
+      } else {
+        // The client's own connection may still bring copies of what the second one delivered.
+        for (const o of overlap) o.filter.setPrimary('after', ['after']);
+        later(end, TAIL_MS);
+      }
+    }
+  };
+
   const control = pusher.subscribe(current.control_channel);
   control.bind('rollout-changed', (data) => {
-    const event = typeof data === 'string' ? JSON.parse(data) : data;
-    if (!event || event.version === version) return; // replicas announce the same change once each
+    let event = data;
+    if (typeof data === 'string') {
+      try {
+        event = JSON.parse(data);
+      } catch {
+        return; // not an announcement of ours
+      }
+    }
+    if (!event || typeof event !== 'object' || event.version === version) return; // replicas announce a change once each
     version = event.version;
     clearTimeout(pending);
     const spreadMs = Math.max(0, Number(event.spread_secs) || 0) * 1000;
-    pending = setTimeout(recheck, Math.floor(random() * spreadMs));
+    pending = later(recheck, Math.floor(random() * spreadMs));
   });
 
-  await new Promise((resolve, reject) => {
-    const done = () => {
-      pusher.connection.unbind('connected', done);
-      resolve();
-    };
-    pusher.connection.bind('connected', done);
-    pusher.connection.bind('failed', () => reject(new Error('pusher: connection failed')));
-  });
-  // Clients that missed an announcement (offline, reconnecting) re-read on reconnect.
-  let first = true;
+  try {
+    await within(connected(pusher), connectTimeoutMs, `connecting to ${current.app}`);
+  } catch (e) {
+    pusher.disconnect();
+    throw e;
+  }
+  // Clients that missed an announcement (offline, reconnecting) re-read on reconnect. Bound
+  // once the first connection is up, so every 'connected' from here on is a reconnect.
   pusher.connection.bind('connected', () => {
-    if (first) {
-      first = false;
-      return;
-    }
-    recheck();
+    if (!moving) recheck();
   });
   return pusher;
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** setTimeout that does not keep a Node process alive by itself (a live connection does). */
+function later(fn, ms) {
+  const timer = setTimeout(fn, ms);
+  if (timer && typeof timer.unref === 'function') timer.unref();
+  return timer;
+}
+
+/** `promise`, or a rejection naming `what` after `ms`. */
+function within(promise, ms, what) {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no success within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+function connected(instance) {
+  return new Promise((resolve, reject) => {
+    if (instance.connection.state === 'connected') return resolve();
+    const ok = () => {
+      instance.connection.unbind('connected', ok);
+      resolve();
+    };
+    instance.connection.bind('connected', ok);
+    instance.connection.bind('failed', () => reject(new Error('pusher: connection failed')));
+  });
+}
+
+/** The channel's next subscription_succeeded (or its error). */
+function subscription(channel) {
+  return new Promise((resolve, reject) => {
+    const ok = () => {
+      channel.unbind('pusher:subscription_succeeded', ok);
+      channel.unbind('pusher:subscription_error', bad);
+      resolve();
+    };
+    const bad = (e) => {
+      channel.unbind('pusher:subscription_succeeded', ok);
+      channel.unbind('pusher:subscription_error', bad);
+      reject(new Error(`subscription to ${channel.name} refused: ${JSON.stringify(e)}`));
+    };
+    channel.bind('pusher:subscription_succeeded', ok);
+    channel.bind('pusher:subscription_error', bad);
+  });
+}
+
+function signedIn(instance) {
+  return new Promise((resolve) => {
+    const ok = (message) => {
+      if (!message || message.event !== 'pusher:signin_success') return;
+      instance.connection.unbind('message', ok);
+      resolve();
+    };
+    instance.connection.bind('message', ok);
+  });
+}
+
+/** The channel's emit as pusher-js defines it, bound to it. */
+function originalEmit(channel) {
+  const proto = Object.getPrototypeOf(channel).emit;
+  return (event, data, meta) => proto.call(channel, event, data, meta);
+}
+
+/** Routes everything the channel emits through `fn`; returns the undo (a no-op once another took over). */
+function intercept(channel, fn) {
+  channel.emit = fn;
+  return () => {
+    if (channel.emit === fn) delete channel.emit;
+  };
+}
+
+/** Presence members as id → info (null for other channels). */
+function membersOf(channel) {
+  if (!channel.members || typeof channel.members.each !== 'function') return null;
+  const out = new Map();
+  channel.members.each((m) => out.set(String(m.id), m.info));
+  return out;
+}
+
+/**
+ * When the client's own instance re-subscribes after the switch, the channel
+ * stayed subscribed as far as the app can tell: a second subscription_succeeded
+ * is not told; on a presence channel the members that differ on the new app
+ * are, as member_removed / member_added (nothing for members on both).
+ */
+function memberChanges(before, after, deliver) {
+  if (!before || !after) return;
+  for (const [id, info] of before) if (!after.has(id)) deliver('pusher:member_removed', { id, info });
+  for (const [id, info] of after) if (!before.has(id)) deliver('pusher:member_added', { id, info });
+}
+
+/** A copy from a connection that is not the primary waits this long for the primary's. */
+const HOLD_MS = 1000;
+
+/**
+ * Merges what several connections receive into one stream, each event once,
+ * in the primary connection's order. Per fingerprint (the event and its data,
+ * or `idOf(event, data)`), a copy is matched one-to-one with a copy from
+ * another connection: an event published to both apps arrives once, one sent
+ * twice on purpose arrives twice (with ids: once per id). A copy from a
+ * connection that is not the primary is held until the primary delivers the
+ * same event (then it is dropped), or until the primary delivers a later one
+ * or HOLD_MS pass (then it is one the primary missed, and is delivered in its
+ * place): the primary's order is kept.
+ */
+export class DedupFilter {
+  constructor(idOf, { holdMs = HOLD_MS, trace } = {}) {
+    this.trace = trace || null;
+    this.idOf = idOf || null;
+    this.holdMs = holdMs;
+    this.primary = 'before';
+    // The client's own instance on the new app ('after') may receive anything delivered before the switch too.
+    this.sources = new Set(['before', 'second', 'after']);
+    this.credit = new Map(); // source → key → copies still to come from it, already delivered
+    this.held = []; // { source, key, deliver, at }, oldest first
+    this.ids = new Set();
+    this.timer = null;
+    this.matched = false; // one event seen on two connections
+    this.lastSeen = new Map(); // source → when it last delivered anything
+  }
+
+  /** The primary connection from now on, and the connections that may still send. */
+  setPrimary(primary, sources) {
+    this.primary = primary;
+    this.sources = new Set(sources);
+    const mine = this.held.filter((h) => h.source === primary);
+    this.held = this.held.filter((h) => h.source !== primary);
+    for (const h of mine) this.deliver(h);
+  }
+
+  /** Delivers whatever is still held (the overlap ends). */
+  flush() {
+    clearTimeout(this.timer);
+    this.timer = null;
+    const all = this.held;
+    this.held = [];
+    for (const h of all) this.deliver(h);
+  }
+
+  offer(source, event, data, deliver) {
+    if (this.trace) this.trace(source, event, data, this.primary, this.held.length);
+    this.lastSeen.set(source, Date.now());
+    if (this.idOf) {
+      const id = this.idOf(event, data);
+      if (this.ids.has(id)) {
+        this.matched = true;
+        return;
+      }
+      this.ids.add(id);
+      return deliver();
+    }
+    const key = `${event}\u0000${fingerprint(data)}`;
+    const owed = this.creditOf(source);
+    if ((owed.get(key) || 0) > 0) {
+      owed.set(key, owed.get(key) - 1); // a copy of one delivered already
+      this.matched = true;
+      return;
+    }
+    const item = { source, key, deliver, at: Date.now() };
+    if (source !== this.primary) {
+      this.held.push(item);
+      this.schedule();
+      return;
+    }
+    const copy = this.held.findIndex((h) => h.key === key);
+    if (copy >= 0) {
+      // Held ones before it are events the primary missed: theirs is the place before this one.
+      const missed = this.held.slice(0, copy);
+      const matched = this.held[copy];
+      this.matched = true;
+      this.held = this.held.slice(copy + 1);
+      for (const h of missed) this.deliver(h);
+      this.deliver(item, matched.source);
+      return;
+    }
+    this.deliver(item);
+  }
+
+  /** Delivers one; every connection that may still send a copy of it is owed that copy. */
+  deliver(item, alsoFrom) {
+    for (const s of this.sources) {
+      if (s === item.source || s === alsoFrom) continue;
+      if (s === this.primary && item.source !== this.primary) continue; // the primary has passed it
+      const owed = this.creditOf(s);
+      owed.set(item.key, (owed.get(item.key) || 0) + 1);
+    }
+    item.deliver();
+  }
+
+  creditOf(source) {
+    if (!this.credit.has(source)) this.credit.set(source, new Map());
+    return this.credit.get(source);
+  }
+
+  schedule() {
+    if (this.timer || !this.held.length) return;
+    const wait = Math.max(0, this.held[0].at + this.holdMs - Date.now());
+    this.timer = later(() => {
+      this.timer = null;
+      const now = Date.now();
+      while (this.held.length && this.held[0].at + this.holdMs <= now) this.deliver(this.held.shift());
+      this.schedule();
+    }, wait);
+  }
+}
+
+function fingerprint(data) {
+  if (typeof data === 'string') return `s${data}`;
+  try {
+    return `j${JSON.stringify(data)}`;
+  } catch {
+    return `o${String(data)}`;
+  }
 }
 
 /** Statuses the service (or a proxy) answers when it is overloaded or its host too slow. */

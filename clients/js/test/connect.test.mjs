@@ -1,0 +1,207 @@
+// connect() against a fake pusher-js and a fake /client-config: assignment
+// changes, announcements (garbage, repeats from several replicas), a failing
+// target, pusher-js without switchCluster, a failing or garbage client-config,
+// re-check on reconnect, and the handover itself (events on both apps once).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect } from '../pusher-dual-auth.mjs';
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+async function until(ok, ms = 3000) {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await sleep(5);
+  }
+}
+
+class Emitter {
+  constructor() { this.handlers = new Map(); }
+  bind(event, fn) { (this.handlers.get(event) || this.handlers.set(event, []).get(event)).push(fn); }
+  unbind(event, fn) { this.handlers.set(event, (this.handlers.get(event) || []).filter((f) => f !== fn)); }
+  emit(event, data) { for (const fn of [...(this.handlers.get(event) || [])]) fn(data); }
+}
+class FakeChannel extends Emitter {
+  constructor(name) { super(); this.name = name; this.subscribed = false; this.subscriptionPending = false; }
+}
+
+/** A Pusher "server" with two apps: who is subscribed where, and what it refuses. */
+function fakeWorld({ refuse = () => false, connects = () => true } = {}) {
+  const instances = new Set();
+  let sockets = 0;
+  class FakePusher {
+    constructor(key, options) {
+      this.key = key;
+      this.options = options;
+      this.channels = new Map();
+      this.connection = new Emitter();
+      this.connection.state = 'initialized';
+      this.user = { signin_requested: false };
+      instances.add(this);
+      this.open();
+    }
+    open() {
+      this.connection.state = 'connecting';
+      if (!connects(this.key)) return;
+      setTimeout(() => {
+        this.connection.socket_id = `${++sockets}.${sockets}`;
+        this.connection.state = 'connected';
+        this.connection.emit('connected');
+        for (const ch of this.channels.values()) this.join(ch);
+      }, 5);
+    }
+    join(ch) {
+      ch.subscriptionPending = true;
+      setTimeout(() => {
+        if (this.connection.state !== 'connected') return;
+        ch.subscriptionPending = false;
+        if (refuse(this.key, ch.name)) return ch.emit('pusher:subscription_error', { status: 403 });
+        ch.subscribed = true;
+        ch.emit('pusher:subscription_succeeded', {});
+      }, 5);
+    }
+    subscribe(name) {
+      if (!this.channels.has(name)) {
+        const ch = new FakeChannel(name);
+        this.channels.set(name, ch);
+        if (this.connection.state === 'connected') this.join(ch);
+      }
+      return this.channels.get(name);
+    }
+    channel(name) { return this.channels.get(name); }
+    allChannels() { return [...this.channels.values()]; }
+    switchCluster({ appKey }) {
+      this.key = appKey;
+      this.connection.state = 'connecting';
+      for (const ch of this.channels.values()) ch.subscribed = false;
+      this.open();
+    }
+    disconnect() { this.connection.state = 'disconnected'; instances.delete(this); }
+  }
+  const publish = (key, channel, event, data) => {
+    for (const p of instances) {
+      const ch = p.key === key && p.connection.state === 'connected' && p.channels.get(channel);
+      if (ch && ch.subscribed) ch.emit(event, data);
+    }
+  };
+  return { FakePusher, publish, instances };
+}
+
+/** A /client-config that answers `assignment()` (an app name) or `answer()`. */
+function fakeConfig(assignment, answer) {
+  let reads = 0;
+  const fetch = async () => {
+    reads++;
+    if (answer) return answer();
+    const app = assignment();
+    return new Response(JSON.stringify({
+      app, key: `${app}-key`, cluster: 'mt1', client_options: {},
+      channelAuthorization: { endpoint: `/auth/${app}` }, userAuthentication: { endpoint: `/auth/${app}/user` },
+      percent: 0, control_channel: 'ctl', version: 1,
+    }), { status: 200 });
+  };
+  return { fetch, reads: () => reads };
+}
+
+const settings = (fetch, extra = {}) => ({ configUrl: 'http://svc/client-config', fetch, random: () => 0, retry: false, ...extra });
+
+test('connect rejects with a clear error, never hangs', async () => {
+  const { FakePusher } = fakeWorld({ connects: () => false });
+  await assert.rejects(connect(FakePusher, settings(fakeConfig(() => 'old').fetch, { connectTimeoutMs: 50 })), /connecting to old: no success within 50 ms/);
+  const down = fakeConfig(null, () => new Response('oops', { status: 503 }));
+  await assert.rejects(connect(fakeWorld().FakePusher, settings(down.fetch)), /client-config: HTTP 503/);
+  const garbage = fakeConfig(null, () => new Response('{"hello":1}', { status: 200 }));
+  await assert.rejects(connect(fakeWorld().FakePusher, settings(garbage.fetch)), /not a client-config answer/);
+  const html = fakeConfig(null, () => new Response('<html>', { status: 200 }));
+  await assert.rejects(connect(fakeWorld().FakePusher, settings(html.fetch)), /not a client-config answer/);
+});
+
+test('a move delivers events published to both apps once, keeps the object, and says so once', async () => {
+  const world = fakeWorld();
+  let app = 'old';
+  const cfg = fakeConfig(() => app);
+  const switches = [];
+  const pusher = await connect(world.FakePusher, settings(cfg.fetch, { onSwitch: (f, t) => switches.push(`${f}->${t}`) }));
+  const got = [];
+  const ch = pusher.subscribe('private-x');
+  ch.bind('tick', (d) => got.push(d.n));
+  let succeeded = 0;
+  ch.bind('pusher:subscription_succeeded', () => succeeded++);
+  await until(() => ch.subscribed && pusher.channel('ctl').subscribed);
+  let n = 0;
+  const both = () => { n++; world.publish('old-key', 'private-x', 'tick', { n }); world.publish('new-key', 'private-x', 'tick', { n }); };
+  const ticking = setInterval(both, 3);
+  app = 'new';
+  world.publish('old-key', 'ctl', 'rollout-changed', JSON.stringify({ version: 2, spread_secs: 0 }));
+  await until(() => switches.length === 1, 10000);
+  await sleep(30);
+  clearInterval(ticking);
+  await sleep(20);
+  assert.equal(pusher.key, 'new-key');
+  assert.deepEqual(switches, ['old->new']);
+  assert.deepEqual(got, Array.from({ length: got.length }, (_, k) => got[0] + k), 'every number once, in order');
+  assert.equal(got[got.length - 1], n, 'up to the last one');
+  assert.equal(succeeded, 1, 'no second subscription_succeeded for the app');
+});
+
+test('a target that refuses a channel leaves the client where it is, told why', async () => {
+  const world = fakeWorld({ refuse: (key, name) => key === 'new-key' && name === 'private-x' });
+  let app = 'old';
+  const failures = [];
+  const pusher = await connect(world.FakePusher, settings(fakeConfig(() => app).fetch, {
+    onSwitchFailed: (from, to, e) => failures.push(`${from}->${to}: ${e.message}`),
+  }));
+  const ch = pusher.subscribe('private-x');
+  await until(() => ch.subscribed && pusher.channel('ctl').subscribed);
+  app = 'new';
+  world.publish('old-key', 'ctl', 'rollout-changed', { version: 2, spread_secs: 0 });
+  await until(() => failures.length === 1);
+  assert.match(failures[0], /^old->new: subscription to private-x refused/);
+  assert.equal(pusher.key, 'old-key', 'still on the old app');
+  const got = [];
+  ch.bind('tick', (d) => got.push(d));
+  world.publish('old-key', 'private-x', 'tick', 1);
+  assert.deepEqual(got, [1], 'and its channel still works');
+});
+
+test('announcements: garbage is ignored, a version repeated by several replicas is acted on once', async () => {
+  const world = fakeWorld();
+  const cfg = fakeConfig(() => 'old');
+  const pusher = await connect(world.FakePusher, settings(cfg.fetch));
+  await until(() => pusher.channel('ctl').subscribed);
+  const before = cfg.reads();
+  world.publish('old-key', 'ctl', 'rollout-changed', 'not json {');
+  world.publish('old-key', 'ctl', 'rollout-changed', '42');
+  for (let replica = 0; replica < 3; replica++) world.publish('old-key', 'ctl', 'rollout-changed', { version: 7, spread_secs: 0 });
+  await sleep(30);
+  assert.equal(cfg.reads() - before, 1, 'one re-read for version 7');
+});
+
+test('pusher-js without switchCluster: no move is claimed', async () => {
+  const world = fakeWorld();
+  class OldPusher extends world.FakePusher {}
+  OldPusher.prototype.switchCluster = undefined;
+  let app = 'old';
+  const failures = [];
+  const switches = [];
+  const pusher = await connect(OldPusher, settings(fakeConfig(() => app).fetch, {
+    onSwitch: () => switches.push(1), onSwitchFailed: (f, t, e) => failures.push(e.message),
+  }));
+  await until(() => pusher.channel('ctl').subscribed);
+  app = 'new';
+  world.publish('old-key', 'ctl', 'rollout-changed', { version: 2, spread_secs: 0 });
+  await until(() => failures.length === 1);
+  assert.match(failures[0], /without switchCluster/);
+  assert.deepEqual(switches, []);
+  assert.equal(pusher.key, 'old-key');
+});
+
+test('a client that reconnects re-reads its assignment', async () => {
+  const world = fakeWorld();
+  const cfg = fakeConfig(() => 'old');
+  const pusher = await connect(world.FakePusher, settings(cfg.fetch));
+  const before = cfg.reads();
+  pusher.connection.emit('connected');
+  await sleep(10);
+  assert.equal(cfg.reads() - before, 1);
+});
