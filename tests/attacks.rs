@@ -5,7 +5,7 @@
 //! and DUAL_AUTH_BIN runs the same attacks against another build.
 mod common;
 
-use common::{Service, TempDir};
+use common::{Service, TempDir, env_or};
 use std::{
     sync::{
         Arc,
@@ -30,10 +30,6 @@ const MAX_GROWTH_MIB: u64 = 48;
 
 /// One attack at a time: parallel attacks would measure each other.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 /// Only keys an older build also knows, so DUAL_AUTH_BIN can point at one.
 fn config(host: &str) -> String {

@@ -6,7 +6,7 @@
 //! host exactly once. Rounds: REDIS_OUTAGE_KILLS (20) and REDIS_OUTAGE_FREEZES (5).
 mod common;
 
-use common::{Service, TempDir, redis_server::RedisServer};
+use common::{Service, TempDir, env_or as rounds, redis_server::RedisServer};
 use pusher_dual_auth::pusher::hmac_sha256_hex;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -16,10 +16,6 @@ use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
 const ANSWER_WITHIN: Duration = Duration::from_secs(2);
 const OLD_KEY: &str = "old-key";
 const OLD_SECRET: &str = "old-secret";
-
-fn rounds(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 fn config(host: &str, redis_port: u16) -> String {
     format!(

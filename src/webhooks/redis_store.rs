@@ -40,17 +40,13 @@ for i = 0, (#ARGV - 2) / 3 - 1 do
   if mode == 'push' then
     redis.call('RPUSH', KEYS[2], item)
     queued = queued + 1
-  elseif mode == 'add' then
-    local changed = redis.call('SADD', set, ARGV[2])
-    if index ~= '' then redis.call('SADD', index, member) end
-    if changed == 1 and redis.call('SCARD', set) == 1 then
-      redis.call('RPUSH', KEYS[2], item)
-      queued = queued + 1
-    end
   else
-    local changed = redis.call('SREM', set, ARGV[2])
-    if index ~= '' then redis.call('SREM', index, member) end
-    if changed == 1 and redis.call('SCARD', set) == 0 then
+    -- add: forwarded when the first app occupies it; remove: when the last one leaves
+    local op, transition = 'SREM', 0
+    if mode == 'add' then op, transition = 'SADD', 1 end
+    local changed = redis.call(op, set, ARGV[2])
+    if index ~= '' then redis.call(op, index, member) end
+    if changed == 1 and redis.call('SCARD', set) == transition then
       redis.call('RPUSH', KEYS[2], item)
       queued = queued + 1
     end
