@@ -157,7 +157,7 @@ async fn rate_limiting_answers_429_per_client_ip() {
     for _ in 0..5 {
         let res = app.post_form("/auth/new", REQ).await;
         if res.status() == 429 {
-            assert_eq!(res.headers()["retry-after"], "1");
+            assert_retry_after_spread(res.headers().get("retry-after").and_then(|v| v.to_str().ok()));
         }
         statuses.push(res.status().as_u16());
     }

@@ -180,3 +180,9 @@ pub fn with_rest_and_webhooks(config: String, rest: &str, receiver: &str, extra:
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }
+
+/// A load refusal's Retry-After: 1 to 3 seconds (spread, so refused clients do not return together).
+pub fn assert_retry_after_spread(value: Option<&str>) {
+    let secs: Option<u64> = value.and_then(|v| v.parse().ok());
+    assert!(secs.is_some_and(|s| (1..=3).contains(&s)), "Retry-After {value:?}");
+}
