@@ -42,9 +42,21 @@ pub fn signed_url(
     body: &[u8],
     extra: &[(String, String)],
 ) -> url::Url {
+    signed_url_with_secret(app, app.credentials.secret.expose_secret(), method, path, body, extra)
+}
+
+/// As `signed_url`, signed with `secret` instead of the app's own (doctor's swap check).
+pub fn signed_url_with_secret(
+    app: &AppSettings,
+    secret: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    extra: &[(String, String)],
+) -> url::Url {
     let query = crate::pusher::rest::signed_query(
         app.credentials.key.as_ref(),
-        app.credentials.secret.expose_secret(),
+        secret,
         method,
         path,
         (!body.is_empty()).then_some(body),

@@ -72,6 +72,10 @@ pub async fn snapshot(state: &AppState) -> Value {
     let current = take_sample(state).await;
     let total: u64 = current.signed.values().sum();
     let last_seen = state.webhooks.last_seen();
+    let quiet_since = *state.status.quiet_since.lock().unwrap();
+    let now = now_ms();
+    let rest = state.status.rest.lock().unwrap().clone();
+    let recent = recent_share(&samples, &current, now);
     let apps: BTreeMap<&String, Value> = live
         .settings
         .apps
@@ -86,20 +90,13 @@ pub async fn snapshot(state: &AppState) -> Value {
                     "share": (share * 1000.0).round() / 1000.0,
                     "occupied_channels": current.occupied.get(app).copied().unwrap_or(0),
                     "last_webhook_ms": last_seen.get(app),
+                    "recent_share": recent.as_ref().map(|r| r.get(app).copied().unwrap_or(0.0)),
+                    "rest": rest.get(app),
                 }),
             )
         })
         .collect();
-    let quiet_since = *state.status.quiet_since.lock().unwrap();
-    let now = now_ms();
-    let rest = state.status.rest.lock().unwrap().clone();
     let (drained, reason) = verdict(cfg, &samples, &current, &rest, quiet_since, now);
-    let recent = recent_share(&samples, &current, now);
-    let mut apps = apps;
-    for (app, v) in apps.iter_mut() {
-        v["recent_share"] = json!(recent.as_ref().map(|r| r.get(*app).copied().unwrap_or(0.0)));
-        v["rest"] = json!(rest.get(*app));
-    }
     json!({
         "apps": apps,
         "recent_window_secs": RECENT_MS / 1000,

@@ -102,18 +102,7 @@ pub async fn swapped_secrets(
 /// Whether a GET of `app`'s channel list signed with `secret` is accepted.
 async fn rest_accepts(app: &AppSettings, secret: &str, http: &reqwest::Client, until: Instant) -> bool {
     let path = format!("/apps/{}/channels", app.app_id);
-    let query = crate::pusher::rest::signed_query(
-        app.credentials.key.as_ref(),
-        secret,
-        "GET",
-        &path,
-        None,
-        crate::outbound::now_secs(),
-        &[],
-    );
-    let mut url = app.rest_url.clone();
-    url.set_path(&path);
-    url.set_query(Some(&query));
+    let url = crate::outbound::signed_url_with_secret(app, secret, "GET", &path, b"", &[]);
     let sent = tokio::time::timeout_at(step(until), http.get(url).send()).await;
     matches!(sent, Ok(Ok(res)) if res.status().is_success())
 }

@@ -142,13 +142,8 @@ fn log_error(metrics: &Metrics, app: &str, kind: &str, e: &AuthError) {
     // short and escaped (the path segment is the client's, of any length).
     let unknown = matches!(e, AuthError::UnknownApp(_));
     metrics.auth(if unknown { crate::metrics::NO_APP } else { app }, kind, code);
-    let shown;
-    let app = if unknown {
-        shown = crate::pusher::quote(app);
-        shown.as_str()
-    } else {
-        app
-    };
+    let app: std::borrow::Cow<str> = if unknown { crate::pusher::quote(app).into() } else { app.into() };
+    let app = app.as_ref();
     let status = status.as_u16();
     if status >= 500 {
         tracing::warn!(app, kind, outcome = code, status, error = %e, "auth");

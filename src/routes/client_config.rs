@@ -101,14 +101,18 @@ fn endpoints(app: &crate::config::AppSettings, prefix: &str) -> (String, String)
 /// as nginx, Traefik and Spring use it; the nginx recipe sets it), or "" — from
 /// anyone else it is not believed, and only a plain path is taken.
 fn forwarded_prefix<'a>(req: &'a HttpRequest, trusted: &[ipnet::IpNet]) -> &'a str {
-    let from_proxy = req.peer_addr().is_some_and(|a| crate::session_check::is_trusted(a.ip(), trusted));
     let prefix = req.headers().get("x-forwarded-prefix").and_then(|v| v.to_str().ok()).unwrap_or_default();
     let plain = prefix.len() <= 200
         && prefix.starts_with('/')
         && !prefix.contains("//")
         && !prefix.split('/').any(|seg| seg == "..")
         && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~/".contains(&b));
-    if from_proxy && plain { prefix.trim_end_matches('/') } else { "" }
+    if plain && from_trusted_proxy(req, trusted) { prefix.trim_end_matches('/') } else { "" }
+}
+
+/// Whether the peer is one of `server.trusted_proxies`, whose X-Forwarded-* headers are believed.
+fn from_trusted_proxy(req: &HttpRequest, trusted: &[ipnet::IpNet]) -> bool {
+    req.peer_addr().is_some_and(|a| crate::session_check::is_trusted(a.ip(), trusted))
 }
 
 /// Whether the browser reached the service over HTTPS, as a trusted proxy says
@@ -116,8 +120,7 @@ fn forwarded_prefix<'a>(req: &'a HttpRequest, trusted: &[ipnet::IpNet]) -> &'a s
 /// then `Secure`. The service speaks plain HTTP behind that proxy; from anyone
 /// else the header is not believed.
 fn behind_https(req: &HttpRequest, trusted: &[ipnet::IpNet]) -> bool {
-    let from_proxy = req.peer_addr().is_some_and(|a| crate::session_check::is_trusted(a.ip(), trusted));
     let proto = req.headers().get("x-forwarded-proto").and_then(|v| v.to_str().ok());
-    from_proxy
+    from_trusted_proxy(req, trusted)
         && proto.and_then(|p| p.split(',').next()).is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
 }
