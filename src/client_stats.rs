@@ -15,11 +15,11 @@ use std::{
     sync::Mutex,
 };
 
-const MAX_GROUPS: usize = 50;
+pub const MAX_GROUPS: usize = 50;
 const OTHER: &str = "other";
 const MINUTE_MS: u64 = 60_000;
 const DAY_MINUTES: u64 = 24 * 60;
-const HALF_LIFE_MS: f64 = 3_600_000.0;
+pub const HALF_LIFE_MS: f64 = 3_600_000.0;
 
 #[derive(Default)]
 struct Group {
@@ -52,18 +52,42 @@ impl Group {
 
 #[derive(Default)]
 pub struct ClientStats {
-    groups: Mutex<HashMap<String, Group>>,
+    inner: Mutex<Inner>,
 }
+
+#[derive(Default)]
+struct Inner {
+    groups: HashMap<String, Group>,
+    /// group → app → auths not yet flushed to the fleet (with Redis only);
+    /// bounded: past MAX_PENDING groups, counted under "other".
+    pending: HashMap<String, HashMap<String, u64>>,
+    keep_pending: bool,
+}
+
+/// Groups pending at most between two fleet flushes (the fleet ranks them).
+const MAX_PENDING: usize = 2 * MAX_GROUPS;
 
 impl ClientStats {
     /// Counts one signed authorization for `app` from `group`.
     pub fn record(&self, group: &str, app: &str, now_ms: u64) {
         let minute = now_ms / MINUTE_MS;
-        let mut groups = self.groups.lock().unwrap();
+        let mut inner = self.inner.lock().unwrap();
+        if inner.keep_pending {
+            let full = inner.pending.len() >= MAX_PENDING && !inner.pending.contains_key(group);
+            let key = if full { OTHER } else { group };
+            // Allocates only for a (group, app) new since the last flush.
+            match inner.pending.get_mut(key).and_then(|apps| apps.get_mut(app)) {
+                Some(n) => *n += 1,
+                None => {
+                    *inner.pending.entry(key.to_owned()).or_default().entry(app.to_owned()).or_default() += 1
+                }
+            }
+        }
+        let groups = &mut inner.groups;
         // On every signed auth: allocate a key only the first time it is seen.
         if !groups.contains_key(group) {
             if group != OTHER && groups.keys().filter(|k| *k != OTHER).count() >= MAX_GROUPS {
-                Self::evict_quietest(&mut groups, now_ms);
+                Self::evict_quietest(groups, now_ms);
             }
             groups.insert(group.to_owned(), Group { last_seen_ms: now_ms, ..Group::default() });
         }
@@ -102,34 +126,68 @@ impl ClientStats {
     /// app alive most come first.
     pub fn snapshot(&self, now_ms: u64, old_app: Option<&str>) -> Vec<Value> {
         let minute = now_ms / MINUTE_MS;
-        let groups = self.groups.lock().unwrap();
-        let mut rows: Vec<(f64, u64, Value)> = groups
-            .iter()
-            .map(|(name, g)| {
-                let mut apps = serde_json::Map::new();
-                let (mut day_total, mut day_old) = (0u64, 0u64);
-                for (app, counts) in &g.per_app {
+        let inner = self.inner.lock().unwrap();
+        let groups = inner.groups.iter().map(|(name, g)| {
+            let per_app = g
+                .per_app
+                .iter()
+                .map(|(app, counts)| {
                     let sum = |minutes: u64| -> u64 {
                         counts.iter().filter(|(m, _)| m + minutes > minute).map(|(_, n)| n).sum()
                     };
-                    let (hour, day) = (sum(60), sum(DAY_MINUTES));
-                    day_total += day;
-                    if Some(app.as_str()) == old_app {
-                        day_old += day;
-                    }
-                    apps.insert(app.clone(), json!({"last_hour": hour, "last_day": day}));
-                }
-                let share = if day_total == 0 { 0.0 } else { day_old as f64 / day_total as f64 };
-                let row = json!({
-                    "group": name, "apps": apps, "last_seen_ms": g.last_seen_ms,
-                    "old_share_day": (share * 1000.0).round() / 1000.0,
-                });
-                (share, day_old, row)
-            })
-            .collect();
-        rows.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)));
-        rows.into_iter().map(|(_, _, row)| row).collect()
+                    (app.clone(), sum(60), sum(DAY_MINUTES))
+                })
+                .collect();
+            GroupCounts { name: name.clone(), per_app, last_seen_ms: g.last_seen_ms }
+        });
+        ranked(groups, old_app)
     }
+
+    /// Counts kept for the fleet (`fleet`) from now on; until then none are.
+    pub fn keep_pending(&self) {
+        self.inner.lock().unwrap().keep_pending = true;
+    }
+
+    /// The (group, app, count) signed since the last call, for the fleet.
+    pub fn take_pending(&self) -> Vec<(String, String, u64)> {
+        let pending = std::mem::take(&mut self.inner.lock().unwrap().pending);
+        pending
+            .into_iter()
+            .flat_map(|(g, apps)| apps.into_iter().map(move |(a, n)| (g.clone(), a, n)))
+            .collect()
+    }
+}
+
+/// One group's counts as shown: per app, (app, last hour, last day).
+pub struct GroupCounts {
+    pub name: String,
+    pub per_app: Vec<(String, u64, u64)>,
+    pub last_seen_ms: u64,
+}
+
+/// The rows of the client-build table: most of the day's auths on `old_app` first.
+pub fn ranked(groups: impl Iterator<Item = GroupCounts>, old_app: Option<&str>) -> Vec<Value> {
+    let mut rows: Vec<(f64, u64, Value)> = groups
+        .map(|g| {
+            let mut apps = serde_json::Map::new();
+            let (mut day_total, mut day_old) = (0u64, 0u64);
+            for (app, hour, day) in g.per_app {
+                day_total += day;
+                if Some(app.as_str()) == old_app {
+                    day_old += day;
+                }
+                apps.insert(app, json!({"last_hour": hour, "last_day": day}));
+            }
+            let share = if day_total == 0 { 0.0 } else { day_old as f64 / day_total as f64 };
+            let row = json!({
+                "group": g.name, "apps": apps, "last_seen_ms": g.last_seen_ms,
+                "old_share_day": (share * 1000.0).round() / 1000.0,
+            });
+            (share, day_old, row)
+        })
+        .collect();
+    rows.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)));
+    rows.into_iter().map(|(_, _, row)| row).collect()
 }
 
 #[cfg(test)]

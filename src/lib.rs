@@ -20,6 +20,8 @@ mod demo;
 mod doctor;
 mod error;
 mod fair_share;
+mod fleet;
+mod history;
 mod metrics;
 mod outbound;
 mod publish;

@@ -80,6 +80,7 @@ impl Application {
             crate::tasks::spawn_sender(state.clone().into_inner());
             crate::tasks::spawn_reconcile(state.clone().into_inner());
             crate::status::spawn_sampler(state.clone().into_inner());
+            crate::status::spawn_fleet_flush(state.clone().into_inner());
         }
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
@@ -142,6 +143,12 @@ impl Application {
             });
         }
         let (main, admin) = futures_util::future::join(self.server, self.admin).await;
+        // The last second's counts, so a rolling restart loses none (SIGKILL: at most one flush).
+        match self.state.flush_fleet(true).await {
+            Some(Ok(())) => tracing::info!("fleet: final counts flushed to redis"),
+            Some(Err(e)) => tracing::warn!(error = %e, "fleet: final counts not flushed; redis unavailable"),
+            None => {}
+        }
         main.and(admin)
     }
 }

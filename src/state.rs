@@ -11,15 +11,20 @@ use crate::{
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use std::{
-    collections::{BTreeMap, VecDeque},
     path::PathBuf,
-    sync::{Arc, Mutex, OnceLock},
+    sync::{Arc, OnceLock},
 };
+
+pub use crate::history::{RestView, Sample, StatusHistory};
 
 /// Everything derived from one validated config. Replaced whole on reload;
 /// a request keeps the `Live` it started with until it is answered.
 pub struct Live {
     pub settings: Settings,
+    /// A digest of the effective config (listen addresses aside) and when it
+    /// was loaded: how replicas tell they run the same one.
+    pub digest: String,
+    pub loaded_ms: u64,
     pub session_check: SessionCheckClient,
     pub rate_limiter: Option<ClientRateLimiter>,
     /// The client that forwards publishes, when `[publish]` is set (see `publishing`).
@@ -32,7 +37,14 @@ impl Live {
             SessionCheckClient::new(&settings.session_check).context("building the session-check client")?;
         let rate_limiter = settings.rate_limit.map(ClientRateLimiter::new);
         let publish_http = settings.publish.as_ref().map(|p| crate::outbound::http_client(p.timeout));
-        Ok(Self { settings, session_check, rate_limiter, publish_http })
+        Ok(Self {
+            digest: settings.digest(),
+            loaded_ms: crate::outbound::now_ms(),
+            settings,
+            session_check,
+            rate_limiter,
+            publish_http,
+        })
     }
 
     /// `[publish]` and its client: both or neither.
@@ -47,6 +59,8 @@ pub struct AppState {
     pub metrics: Metrics,
     pub webhooks: crate::webhooks::Webhooks,
     pub status: StatusHistory,
+    /// The fleet view in Redis, when the webhook state is there (see `fleet`).
+    pub fleet: Option<crate::fleet::Fleet>,
     /// Signed authorizations per client build and app.
     pub clients: crate::client_stats::ClientStats,
     /// The file the config came from, for reloads (set once, by `watch_config`).
@@ -61,12 +75,23 @@ impl AppState {
         let webhooks = crate::webhooks::Webhooks::new(settings.webhooks.as_ref())?;
         let metrics = Metrics::new();
         metrics.reload(true);
+        let fleet = match settings.webhooks.as_ref().map(|w| &w.store) {
+            Some(crate::config::WebhookStore::Redis { url, prefix }) => {
+                Some(crate::fleet::Fleet::new(url, prefix)?)
+            }
+            _ => None,
+        };
+        let clients = crate::client_stats::ClientStats::default();
+        if fleet.is_some() {
+            clients.keep_pending();
+        }
         Ok(Self {
+            fleet,
             live: ArcSwap::from_pointee(Live::new(settings)?),
             metrics,
             webhooks,
             status: StatusHistory::default(),
-            clients: crate::client_stats::ClientStats::default(),
+            clients,
             config_path: OnceLock::new(),
             rejected: std::sync::atomic::AtomicBool::new(false),
         })
@@ -93,6 +118,35 @@ impl AppState {
     /// Whether the last reload was rejected (the watcher then re-checks now and then).
     pub fn last_reload_rejected(&self) -> bool {
         self.rejected.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sends this replica's counts and row to the fleet view (None without
+    /// Redis); `stopping`: the last one, which takes the replica off the list.
+    pub async fn flush_fleet(&self, stopping: bool) -> Option<redis::RedisResult<()>> {
+        let fleet = self.fleet.as_ref()?;
+        let live = self.live();
+        let row = crate::fleet::ReplicaRow {
+            id: fleet.replica.clone(),
+            host: fleet.replica.rsplit_once('-').map(|(h, _)| h.to_owned()).unwrap_or_default(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            started_ms: fleet.started_ms,
+            config: live.digest.clone(),
+            config_loaded_ms: live.loaded_ms,
+            rollout: live.settings.rollout.as_ref().map(|r| crate::fleet::RolloutRow {
+                from: r.from.clone(),
+                to: r.to.clone(),
+                percent: r.percent,
+                version: r.version,
+            }),
+            last_seen_ms: crate::outbound::now_ms(),
+            stopped_ms: stopping.then(crate::outbound::now_ms),
+        };
+        let counts = || crate::fleet::Counts {
+            signed_totals: self.metrics.signed_per_app(),
+            last_webhook: self.webhooks.last_seen(),
+            builds: self.clients.take_pending(),
+        };
+        Some(fleet.flush(counts, &row).await)
     }
 
     /// The current configuration (cheap: an `Arc` clone).
@@ -130,40 +184,4 @@ impl AppState {
         }
         result
     }
-}
-
-/// One reading of the migration status (see `status`).
-#[derive(Clone, serde::Serialize)]
-pub struct Sample {
-    pub t: u64,
-    pub signed: BTreeMap<String, u64>,
-    pub occupied: BTreeMap<String, usize>,
-    /// The rollout target (percent on `to`) when the sample was taken, so changes show over time.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rollout_percent: Option<f64>,
-}
-
-/// The status page's history: outlives reloads.
-#[derive(Default)]
-pub struct StatusHistory {
-    pub samples: Mutex<VecDeque<Sample>>,
-    /// Since when (unix ms) the old app has been quiet, if it is.
-    pub quiet_since: Mutex<Option<u64>>,
-    /// Per app: what its REST API last said of its occupied channels.
-    pub rest: Mutex<BTreeMap<String, RestView>>,
-}
-
-/// An app's REST channel list: the drain evidence beside the webhooks, and
-/// the corrections a periodic reconcile made to the webhook-merged occupancy.
-#[derive(Clone, Default, serde::Serialize)]
-pub struct RestView {
-    /// When the list was last read (unix ms) and how many channels it listed.
-    pub checked_ms: Option<u64>,
-    pub listed: Option<usize>,
-    /// Why the latest read failed (None once a read succeeds).
-    pub error: Option<String>,
-    /// Channels the webhooks missed: marked occupied / vacated from the list.
-    pub corrected_occupied: u64,
-    pub corrected_vacated: u64,
-    pub last_correction_ms: Option<u64>,
 }

@@ -9,19 +9,25 @@
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use serde_json::{Value, json};
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 const MAX_SAMPLES: usize = 360;
 /// The headline share is over this recent window, not since the process started.
 const RECENT_MS: u64 = 5 * 60 * 1000;
 
-use crate::{outbound::now_ms, state::Sample};
+use crate::{
+    outbound::now_ms,
+    state::{RestView, Sample},
+};
 
-async fn take_sample(state: &AppState) -> Sample {
+/// A sample of `signed` (restricted to the configured apps) and the occupancy now.
+async fn take_sample(state: &AppState, mut signed: BTreeMap<String, u64>) -> redis::RedisResult<Sample> {
     let live = state.live();
-    let mut signed = state.metrics.signed_per_app();
     let apps: Vec<String> = live.settings.apps.keys().cloned().collect();
-    let occupied_now = state.webhooks.occupied_counts(&apps).await;
+    let occupied_now = state.webhooks.occupied_counts(&apps).await?;
     let mut occupied = BTreeMap::new();
     for app in live.settings.apps.keys() {
         signed.entry(app.clone()).or_insert(0);
@@ -29,15 +35,30 @@ async fn take_sample(state: &AppState) -> Sample {
     }
     signed.retain(|app, _| live.settings.apps.contains_key(app));
     let rollout_percent = live.settings.rollout.as_ref().map(|r| r.percent);
-    Sample { t: now_ms(), signed, occupied, rollout_percent }
+    Ok(Sample { t: now_ms(), signed, occupied, rollout_percent })
 }
 
-/// Records a sample and updates the drain clock.
-pub async fn record(state: &AppState) {
-    let sample = take_sample(state).await;
+/// Records a sample and updates the drain clock: this replica's, or (with
+/// Redis) the fleet's, once per interval whichever replica comes first. A
+/// sample that cannot be taken is skipped: never one that says "quiet"
+/// because the occupancy could not be read.
+pub async fn record(state: &AppState) -> redis::RedisResult<()> {
     let live = state.live();
+    let cfg = &live.settings.status;
+    let old = cfg.old_app.as_deref();
+    if let Some(fleet) = &state.fleet {
+        let sample = take_sample(state, fleet.signed().await?).await?;
+        let old = old.map(|o| {
+            (o, sample.signed.get(o).copied().unwrap_or(0), sample.occupied.get(o).copied().unwrap_or(0))
+        });
+        // Replicas tick out of step: a little under the interval, so each interval gets one.
+        let gap = cfg.sample_every.mul_f64(0.8);
+        fleet.sample(&sample, old, gap, MAX_SAMPLES).await?;
+        return Ok(());
+    }
+    let sample = take_sample(state, state.metrics.signed_per_app()).await?;
     // Without an old app there is nothing to drain: never quiet.
-    let old = live.settings.status.old_app.as_deref().unwrap_or_default();
+    let old = old.unwrap_or_default();
     let mut samples = state.status.samples.lock().unwrap();
     let busy = old.is_empty()
         || match samples.back() {
@@ -53,28 +74,110 @@ pub async fn record(state: &AppState) {
     while samples.len() > MAX_SAMPLES {
         samples.pop_front();
     }
+    Ok(())
 }
 
 pub fn spawn_sampler(state: Arc<AppState>) {
     tokio::spawn(async move {
         loop {
-            record(&state).await;
+            if let Err(e) = record(&state).await {
+                tracing::debug!(error = %e, "status sample skipped");
+            }
             let every = state.live().settings.status.sample_every;
             tokio::time::sleep(every).await;
         }
     });
 }
 
+/// Sends this replica's counts to the fleet view every `FLUSH_EVERY` (with Redis).
+pub fn spawn_fleet_flush(state: Arc<AppState>) {
+    if state.fleet.is_none() {
+        return;
+    }
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(crate::fleet::FLUSH_EVERY).await;
+            // Failures are logged and shown by the fleet (once per outage).
+            let _ = state.flush_fleet(false).await;
+        }
+    });
+}
+
+/// What the page shows, from this replica or from the fleet.
+struct Data {
+    samples: Vec<Sample>,
+    current: Sample,
+    quiet_since: Option<u64>,
+    rest: BTreeMap<String, RestView>,
+    clients: Vec<Value>,
+    last_webhook: HashMap<String, u64>,
+    fleet: Value,
+}
+
+async fn gather(state: &AppState, now: u64) -> Data {
+    let live = state.live();
+    let old = live.settings.status.old_app.as_deref();
+    let local = |fleet: Value| -> Data {
+        let current_signed = state.metrics.signed_per_app();
+        Data {
+            samples: state.status.samples.lock().unwrap().iter().cloned().collect(),
+            current: Sample {
+                t: now,
+                signed: current_signed,
+                occupied: BTreeMap::new(),
+                rollout_percent: None,
+            },
+            quiet_since: *state.status.quiet_since.lock().unwrap(),
+            rest: state.status.rest.lock().unwrap().clone(),
+            clients: state.clients.snapshot(now, old),
+            last_webhook: state.webhooks.last_seen(),
+            fleet,
+        }
+    };
+    let mut data = match &state.fleet {
+        None => local(json!({"shared": false})),
+        Some(fleet) => match fleet.read(now, old).await {
+            Ok(d) => from_fleet(&d, crate::fleet::describe(fleet, Some(&d), None, now)),
+            Err((Some(d), e)) => from_fleet(&d, crate::fleet::describe(fleet, Some(&d), Some(&e), now)),
+            // Never read: this replica's own view, marked stale.
+            Err((None, e)) => local(crate::fleet::describe(fleet, None, Some(&e), now)),
+        },
+    };
+    // The occupancy is shared state already (memory: this replica's; Redis: everyone's).
+    let signed = std::mem::take(&mut data.current.signed);
+    match take_sample(state, signed.clone()).await {
+        Ok(current) => data.current = current,
+        Err(e) => {
+            tracing::warn!(error = %e, "redis: cannot read occupancy");
+            data.current = Sample { t: now, signed, occupied: BTreeMap::new(), rollout_percent: None };
+        }
+    }
+    data
+}
+
+fn from_fleet(d: &crate::fleet::FleetData, fleet: Value) -> Data {
+    Data {
+        samples: d.samples.clone(),
+        current: Sample {
+            t: d.read_ms,
+            signed: d.signed.clone(),
+            occupied: BTreeMap::new(),
+            rollout_percent: None,
+        },
+        quiet_since: d.quiet_since,
+        rest: d.rest.clone(),
+        clients: d.clients.clone(),
+        last_webhook: d.last_webhook.clone(),
+        fleet,
+    }
+}
+
 pub async fn snapshot(state: &AppState) -> Value {
     let live = state.live();
     let cfg = &live.settings.status;
-    let samples: Vec<Sample> = state.status.samples.lock().unwrap().iter().cloned().collect();
-    let current = take_sample(state).await;
-    let total: u64 = current.signed.values().sum();
-    let last_seen = state.webhooks.last_seen();
-    let quiet_since = *state.status.quiet_since.lock().unwrap();
     let now = now_ms();
-    let rest = state.status.rest.lock().unwrap().clone();
+    let Data { samples, current, quiet_since, rest, clients, last_webhook, fleet } = gather(state, now).await;
+    let total: u64 = current.signed.values().sum();
     let recent = recent_share(&samples, &current, now);
     let apps: BTreeMap<&String, Value> = live
         .settings
@@ -89,7 +192,7 @@ pub async fn snapshot(state: &AppState) -> Value {
                     "auth_signed_total": signed,
                     "share": (share * 1000.0).round() / 1000.0,
                     "occupied_channels": current.occupied.get(app).copied().unwrap_or(0),
-                    "last_webhook_ms": last_seen.get(app),
+                    "last_webhook_ms": last_webhook.get(app),
                     "recent_share": recent.as_ref().map(|r| r.get(app).copied().unwrap_or(0.0)),
                     "rest": rest.get(app),
                 }),
@@ -104,11 +207,13 @@ pub async fn snapshot(state: &AppState) -> Value {
                   "quiet_since_ms": quiet_since, "reason": reason},
         "history": samples,
         // Which client builds still keep the old app alive: most of the day's auths on old first.
-        "clients": state.clients.snapshot(now, cfg.old_app.as_deref()),
+        "clients": clients,
         // The target beside the measured share per app (`apps.*.share`).
         "rollout": live.settings.rollout.as_ref().map(|r| json!({
             "from": r.from, "to": r.to, "percent": r.percent, "version": r.version,
         })),
+        // With Redis: every replica's view of the whole fleet, the replicas and their drift.
+        "fleet": fleet,
         "generated_ms": now,
     })
 }

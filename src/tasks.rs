@@ -162,7 +162,7 @@ pub fn spawn_reconcile(state: std::sync::Arc<AppState>) {
                     }
                     Err(e) => {
                         tracing::warn!(app = %name, error = %e, retry_in_s = delay.as_secs(), "could not reconcile occupancy from the REST API");
-                        state.status.rest.lock().unwrap().entry(name.clone()).or_default().error = Some(e);
+                        note_rest(&state, &name, Err(&e), (0, 0)).await;
                         tokio::time::sleep(delay).await;
                         delay =
                             (delay * 2).min(Duration::from_secs(60)).min(every.max(Duration::from_secs(1)));
@@ -212,6 +212,7 @@ async fn reconcile_app(
     };
     let now = crate::outbound::now_ms();
     let listed: std::collections::BTreeSet<String> = channels.keys().cloned().collect();
+    let mut corrected = (0, 0);
     if !seeded {
         // Read everything first, then seed: a failed read leaves nothing half-seeded.
         let mut members = Vec::new();
@@ -252,17 +253,35 @@ async fn reconcile_app(
                 app = %app.name, occupied = occupy.len(), vacated = vacate.len(), forwarded,
                 "occupancy corrected from the REST API: webhooks for these channels never arrived"
             );
-            let mut rest = state.status.rest.lock().unwrap();
-            let view = rest.entry(name.to_owned()).or_default();
-            view.corrected_occupied += occupy.len() as u64;
-            view.corrected_vacated += vacate.len() as u64;
+            corrected = (occupy.len() as u64, vacate.len() as u64);
+        }
+    }
+    note_rest(state, name, Ok(listed.len()), corrected).await;
+    Ok(Some(listed.len()))
+}
+
+/// Records a reading of `app`'s REST channel list (or why it failed) and the
+/// corrections made from it: here, and in the fleet's view (with Redis).
+async fn note_rest(state: &AppState, app: &str, listed: Result<usize, &str>, corrected: (u64, u64)) {
+    let now = crate::outbound::now_ms();
+    {
+        let mut rest = state.status.rest.lock().unwrap();
+        let view = rest.entry(app.to_owned()).or_default();
+        match listed {
+            Ok(n) => (view.checked_ms, view.listed, view.error) = (Some(now), Some(n), None),
+            Err(e) => view.error = Some(e.to_owned()),
+        }
+        if corrected != (0, 0) {
+            view.corrected_occupied += corrected.0;
+            view.corrected_vacated += corrected.1;
             view.last_correction_ms = Some(now);
         }
     }
-    let mut rest = state.status.rest.lock().unwrap();
-    let view = rest.entry(name.to_owned()).or_default();
-    (view.checked_ms, view.listed, view.error) = (Some(now), Some(listed.len()), None);
-    Ok(Some(listed.len()))
+    if let Some(fleet) = &state.fleet
+        && let Err(e) = fleet.merge_rest(app, now, listed, corrected).await
+    {
+        tracing::debug!(app, error = %e, "fleet: REST reading not shared (redis)");
+    }
 }
 
 /// Announces a changed rollout on its control channel, on both apps, through

@@ -180,6 +180,21 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// A short digest of the effective configuration, listen addresses left
+    /// out (replicas on one host differ there) and secrets redacted: equal on
+    /// replicas that run the same config.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut root: toml::Table = toml::from_str(&self.redacted_toml()).unwrap_or_default();
+        if let Some(toml::Value::Table(server)) = root.get_mut("server") {
+            server.remove("listen");
+            server.remove("admin_listen");
+        }
+        hex::encode(&Sha256::digest(root.to_string().as_bytes())[..6])
+    }
+}
+
 // ---- field helpers shared by the sections ---------------------------------------------------
 
 /// A TOML array, or (from the environment) one comma-separated string.

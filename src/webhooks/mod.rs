@@ -19,7 +19,7 @@ mod redis_store;
 mod replay;
 
 pub use merge::MergeState;
-pub use redis_store::RedisStore;
+pub use redis_store::{RedisStore, bounded, connect as connect_redis};
 pub use replay::{AgeError, Digest, SeenWebhooks, check_age, digest};
 
 use serde_json::Value;
@@ -91,13 +91,10 @@ impl Webhooks {
     }
 
     /// Occupied channels per app, from the merged state.
-    pub async fn occupied_counts(&self, apps: &[String]) -> HashMap<String, usize> {
+    pub async fn occupied_counts(&self, apps: &[String]) -> redis::RedisResult<HashMap<String, usize>> {
         match &self.store {
-            Store::Memory(m) => m.lock().unwrap().occupied_counts(),
-            Store::Redis(r) => r.occupied_counts(apps).await.unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "redis: cannot read occupancy");
-                HashMap::new()
-            }),
+            Store::Memory(m) => Ok(m.lock().unwrap().occupied_counts()),
+            Store::Redis(r) => r.occupied_counts(apps).await,
         }
     }
 

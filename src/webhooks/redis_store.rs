@@ -65,7 +65,7 @@ pub struct RedisStore {
 }
 
 /// `fut`, or a timeout error once `DEADLINE` has passed.
-async fn bounded<T>(fut: impl Future<Output = RedisResult<T>>) -> RedisResult<T> {
+pub async fn bounded<T>(fut: impl Future<Output = RedisResult<T>>) -> RedisResult<T> {
     tokio::time::timeout(DEADLINE, fut).await.unwrap_or_else(|_| {
         Err(RedisError::from(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
@@ -74,18 +74,24 @@ async fn bounded<T>(fut: impl Future<Output = RedisResult<T>>) -> RedisResult<T>
     })
 }
 
+/// A lazy connection (made on the first call, so a Redis that is down at start
+/// delays nothing), reconnecting once per call within the deadline.
+pub fn connect(url: &str) -> anyhow::Result<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(DEADLINE / 2))
+        .set_response_timeout(Some(DEADLINE))
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(DEADLINE / 4);
+    Ok(ConnectionManager::new_lazy_with_config(redis::Client::open(url)?, config)?)
+}
+
 impl RedisStore {
     /// Connects lazily (on the first call), so a Redis that is down at start
     /// delays nothing; reconnects are tried once per call, within the deadline.
     pub fn new(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(DEADLINE / 2))
-            .set_response_timeout(Some(DEADLINE))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(DEADLINE / 4);
         Ok(Self {
-            conn: ConnectionManager::new_lazy_with_config(redis::Client::open(url)?, config)?,
+            conn: connect(url)?,
             prefix: prefix.to_owned(),
             script: Script::new(APPLY_WEBHOOK),
             replica: uuid::Uuid::new_v4().simple().to_string(),
