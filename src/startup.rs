@@ -68,8 +68,12 @@ impl Application {
         signals: Option<StopSignals>,
     ) -> anyhow::Result<Self> {
         let addr = settings.server.admin_listen;
-        let admin_listener = TcpListener::bind(addr)
-            .with_context(|| format!("cannot listen on {addr} (server.admin_listen)"))?;
+        let admin_listener = TcpListener::bind(addr).with_context(|| {
+            format!(
+                "cannot listen on {addr} (server.admin_listen; 9090 is also Prometheus's own port: \
+                 give each replica on one host, and any host running Prometheus, another admin_listen)"
+            )
+        })?;
         let port = listener.local_addr()?.port();
         let admin_port = admin_listener.local_addr()?.port();
         limit_receive_buffer(&listener)?;
