@@ -1,7 +1,7 @@
 // The "host app" of the e2e suite: its session check, and the page the browser test loads.
 //
 // Session rule: a bearer token or a `session` cookie names the user. alice and bob
-// are known; mallory is known but banned (403); anyone else is 401. Channels whose
+// (and rehearsal-<n>) are known; mallory is known but banned (403); anyone else is 401. Channels whose
 // name contains "denied" are refused to everyone. /check-slow is the same check
 // taking 0.5 s, and counts how many it answers at once (a storm's peak).
 import http from 'node:http';
@@ -67,7 +67,8 @@ function answerCheck(req, body, res, calls) {
   const token = bearer || (cookie && cookie[1]) || '';
   calls.push({ ...check, token, requestId: req.headers['x-request-id'], xff: req.headers['x-forwarded-for'] });
   if (token === 'mallory' || (check.channel_name || '').includes('denied')) return send(res, 403, {});
-  const user = USERS[token];
+  // The rehearsal's many users: token rehearsal-<n> is user rehearsal-<n>.
+  const user = USERS[token] || (/^rehearsal-[0-9]+$/.test(token) ? { user_id: token, user_info: { name: token } } : null);
   if (!user) return send(res, 401, {});
   return send(res, 200, user);
 }

@@ -28,7 +28,7 @@ export interface ConnectOptions {
   /** Defaults to Math.random (the switch is spread over spread_secs, retries are jittered). */
   random?: () => number;
   /**
-   * How authorizations refused for load (429, 503, 504), timed out or failed on the
+   * How authorizations refused for load (429, 503, 504), lost by a proxy (502), timed out or failed on the
    * network are retried; `false` turns retrying off. Ignored for an authorization
    * whose options bring their own `customHandler`.
    */

@@ -32,6 +32,10 @@ const SETTLE_QUIET_MS = 1500;
 const SETTLE_MAX_MS = 3000;
 /** A failed move is tried again after this long (plus up to as much again, spread). */
 const RETRY_MOVE_MS = 30000;
+/** An assignment that could not be read is read again: 1, 2, 4, 8 s (±50 %), at most this many times in all. */
+const RECHECK_ATTEMPTS = 5;
+const RECHECK_FIRST_MS = 1000;
+const RECHECK_MAX_MS = 8000;
 
 /**
  * @param {any} Pusher  the pusher-js constructor
@@ -95,6 +99,7 @@ export async function connect(Pusher, settings) {
   let version = current.version;
   let pending = null;
   let moving = false;
+  let recheckAfterMove = false;
   let again = null;
 
   const failed = (from, to, error) => {
@@ -107,7 +112,10 @@ export async function connect(Pusher, settings) {
       current = next;
       return;
     }
-    if (moving) return; // the move under way re-checks when it ends
+    if (moving) {
+      recheckAfterMove = true; // the move under way re-checks when it ends
+      return;
+    }
     const from = current.app;
     if (typeof pusher.switchCluster !== 'function') {
       // pusher-js < 8.4: the client stays where it is; the assignment applies at the next page load.
@@ -122,14 +130,34 @@ export async function connect(Pusher, settings) {
       failed(from, next.app, e);
     } finally {
       moving = false;
+      if (recheckAfterMove) {
+        recheckAfterMove = false;
+        recheck();
+      }
     }
   };
-  const recheck = async () => {
+  // An announcement (or reconnect) whose assignment cannot be read — a replica
+  // restarting, a proxy's 502 — or is read from a replica that has not loaded
+  // the announced change yet (replicas reload a moment apart; `wanted` is the
+  // announced version) is read again a few times, spread: else the client would
+  // stay behind for the rest of the step. A newer announcement replaces the retry.
+  const recheck = async (attempt = 0, wanted = undefined) => {
+    let next = null;
     try {
-      await apply(await read());
+      next = await read();
     } catch (e) {
-      // Keep the current app; the next reconnect or announcement tries again.
+      // read again below
     }
+    const last = attempt + 1 >= RECHECK_ATTEMPTS;
+    if (!next || (wanted !== undefined && next.version !== wanted && !last)) {
+      if (!last) {
+        clearTimeout(pending);
+        const delay = Math.min(RECHECK_MAX_MS, RECHECK_FIRST_MS * 2 ** attempt);
+        pending = later(() => recheck(attempt + 1, wanted), Math.floor(delay * (0.5 + random())));
+      }
+      return;
+    }
+    await apply(next);
   };
 
   // Make before break: see the top of this file.
@@ -185,8 +213,11 @@ export async function connect(Pusher, settings) {
       await Promise.all(subscribed);
       // Events still in flight to the old connection would be lost with it: wait until the
       // streams overlap (or the old one is quiet) on every channel.
-      const settleBy = Date.now() + SETTLE_MAX_MS;
-      const quiet = (f) => Date.now() - (f.lastSeen.get('before') || 0) >= SETTLE_QUIET_MS;
+      // Quiet since the interception began, not since ever: an event published just
+      // before may still be on its way to the old connection (and not to the new one).
+      const settleFrom = Date.now();
+      const settleBy = settleFrom + SETTLE_MAX_MS;
+      const quiet = (f) => Date.now() - Math.max(f.lastSeen.get('before') || 0, settleFrom) >= SETTLE_QUIET_MS;
       while (!overlap.every((o) => o.filter.matched || quiet(o.filter)) && Date.now() < settleBy) await sleep(25);
 
       // Every channel is live on the target: the client's own instance moves now.
@@ -238,7 +269,8 @@ export async function connect(Pusher, settings) {
     version = event.version;
     clearTimeout(pending);
     const spreadMs = Math.max(0, Number(event.spread_secs) || 0) * 1000;
-    pending = later(recheck, Math.floor(random() * spreadMs));
+    const wanted = event.version;
+    pending = later(() => recheck(0, wanted), Math.floor(random() * spreadMs));
   });
 
   try {
@@ -472,13 +504,17 @@ function fingerprint(data) {
   }
 }
 
-/** Statuses the service (or a proxy) answers when it is overloaded or its host too slow. */
-const LOAD_STATUSES = new Set([429, 503, 504]);
+/**
+ * Statuses worth another attempt: the service (or a proxy) overloaded or its host too
+ * slow (429, 503, 504), or a proxy whose upstream went away mid-request (502: a replica
+ * restarting). Signing is pure, so an authorization may always be asked again.
+ */
+const LOAD_STATUSES = new Set([429, 502, 503, 504]);
 
 /**
  * A pusher-js `customHandler` for `channelAuthorization` (kind 'channel') or
  * `userAuthentication` (kind 'user') that retries what was refused for load
- * (429, 503, 504), timed out, or failed on the network, honouring Retry-After
+ * (429, 503, 504), lost by a proxy (502), timed out, or failed on the network, honouring Retry-After
  * with jitter and a cap; never a denial (401, 403) or any other answer. It
  * sends what pusher-js's own ajax transport sends (a form POST with socket_id,
  * channel_name, your params and headers). pusher-js sees one answer: the

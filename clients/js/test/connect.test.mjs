@@ -84,7 +84,24 @@ function fakeWorld({ refuse = () => false, connects = () => true } = {}) {
       if (ch && ch.subscribed) ch.emit(event, data);
     }
   };
-  return { FakePusher, publish, instances };
+  // Delivered `ms` later to the connections subscribed now (a message on its way), if still open.
+  const publishInFlight = (key, channel, event, data, ms) => {
+    const to = [...instances].filter((p) => p.key === key && p.connection.state === 'connected' && p.channels.get(channel)?.subscribed)
+      .map((p) => [p, p.connection.socket_id]);
+    setTimeout(() => {
+      for (const [p, socket] of to) if (p.connection.socket_id === socket && p.key === key) p.channels.get(channel).emit(event, data);
+    }, ms);
+  };
+  return { FakePusher, publish, publishInFlight, instances };
+}
+
+/** The version /client-config answers: the one last announced (replicas that reloaded). */
+let served = 1;
+/** An announcement of `version` on the control channel, as the replicas send it once they reloaded. */
+function announce(world, version = served + 1, raw = false) {
+  served = version;
+  const data = { version, spread_secs: 0 };
+  world.publish('old-key', 'ctl', 'rollout-changed', raw ? JSON.stringify(data) : data);
 }
 
 /** A /client-config that answers `assignment()` (an app name) or `answer()`. */
@@ -97,7 +114,7 @@ function fakeConfig(assignment, answer) {
     return new Response(JSON.stringify({
       app, key: `${app}-key`, cluster: 'mt1', client_options: {},
       channelAuthorization: { endpoint: `/auth/${app}` }, userAuthentication: { endpoint: `/auth/${app}/user` },
-      percent: 0, control_channel: 'ctl', version: 1,
+      percent: 0, control_channel: 'ctl', version: served,
     }), { status: 200 });
   };
   return { fetch, reads: () => reads };
@@ -132,7 +149,7 @@ test('a move delivers events published to both apps once, keeps the object, and 
   const both = () => { n++; world.publish('old-key', 'private-x', 'tick', { n }); world.publish('new-key', 'private-x', 'tick', { n }); };
   const ticking = setInterval(both, 3);
   app = 'new';
-  world.publish('old-key', 'ctl', 'rollout-changed', JSON.stringify({ version: 2, spread_secs: 0 }));
+  announce(world, undefined, true);
   await until(() => switches.length === 1, 10000);
   await sleep(30);
   clearInterval(ticking);
@@ -154,7 +171,7 @@ test('a target that refuses a channel leaves the client where it is, told why', 
   const ch = pusher.subscribe('private-x');
   await until(() => ch.subscribed && pusher.channel('ctl').subscribed);
   app = 'new';
-  world.publish('old-key', 'ctl', 'rollout-changed', { version: 2, spread_secs: 0 });
+  announce(world);
   await until(() => failures.length === 1);
   assert.match(failures[0], /^old->new: subscription to private-x refused/);
   assert.equal(pusher.key, 'old-key', 'still on the old app');
@@ -172,9 +189,10 @@ test('announcements: garbage is ignored, a version repeated by several replicas 
   const before = cfg.reads();
   world.publish('old-key', 'ctl', 'rollout-changed', 'not json {');
   world.publish('old-key', 'ctl', 'rollout-changed', '42');
-  for (let replica = 0; replica < 3; replica++) world.publish('old-key', 'ctl', 'rollout-changed', { version: 7, spread_secs: 0 });
+  const v = served + 1;
+  for (let replica = 0; replica < 3; replica++) announce(world, v);
   await sleep(30);
-  assert.equal(cfg.reads() - before, 1, 'one re-read for version 7');
+  assert.equal(cfg.reads() - before, 1, 'one re-read for that version');
 });
 
 test('pusher-js without switchCluster: no move is claimed', async () => {
@@ -189,7 +207,7 @@ test('pusher-js without switchCluster: no move is claimed', async () => {
   }));
   await until(() => pusher.channel('ctl').subscribed);
   app = 'new';
-  world.publish('old-key', 'ctl', 'rollout-changed', { version: 2, spread_secs: 0 });
+  announce(world);
   await until(() => failures.length === 1);
   assert.match(failures[0], /without switchCluster/);
   assert.deepEqual(switches, []);
@@ -204,4 +222,63 @@ test('a client that reconnects re-reads its assignment', async () => {
   pusher.connection.emit('connected');
   await sleep(10);
   assert.equal(cfg.reads() - before, 1);
+});
+
+test('an assignment that cannot be read after an announcement is read again (a replica restarting)', async () => {
+  const world = fakeWorld();
+  let app = 'old';
+  let failing = 0;
+  const good = fakeConfig(() => app);
+  const cfg = fakeConfig(null, () => (failing-- > 0 ? new Response('bad gateway', { status: 502 }) : good.fetch()));
+  const switches = [];
+  const pusher = await connect(world.FakePusher, settings(cfg.fetch, { onSwitch: (f, t) => switches.push(`${f}->${t}`) }));
+  await until(() => pusher.channel('ctl').subscribed);
+  const before = cfg.reads();
+  app = 'new';
+  failing = 2; // the next two reads meet a proxy whose replica is restarting
+  announce(world);
+  await until(() => switches.length === 1, 5000);
+  assert.equal(cfg.reads() - before, 3, 'two failed reads, then the one that moved it');
+  assert.equal(pusher.key, 'new-key');
+});
+
+test('a replica that has not loaded the announced change yet is read again until it has', async () => {
+  const world = fakeWorld();
+  let app = 'old';
+  let lagging = 0;
+  const good = fakeConfig(() => app);
+  // A replica still on the old config: the old assignment, under the old version.
+  const cfg = fakeConfig(null, async () => {
+    if (lagging-- <= 0) return good.fetch();
+    const res = await fakeConfig(() => 'old').fetch();
+    const body = await res.json();
+    return new Response(JSON.stringify({ ...body, version: served - 1 }), { status: 200 });
+  });
+  const switches = [];
+  const pusher = await connect(world.FakePusher, settings(cfg.fetch, { onSwitch: (f, t) => switches.push(`${f}->${t}`) }));
+  await until(() => pusher.channel('ctl').subscribed);
+  const before = cfg.reads();
+  app = 'new';
+  lagging = 1;
+  announce(world);
+  await until(() => switches.length === 1, 5000);
+  assert.equal(cfg.reads() - before, 2, 'the lagging replica, then one that reloaded');
+  assert.equal(pusher.key, 'new-key');
+});
+
+test('an event on its way to the old connection when the move starts is not lost', async () => {
+  const world = fakeWorld();
+  let app = 'old';
+  const switches = [];
+  const pusher = await connect(world.FakePusher, settings(fakeConfig(() => app).fetch, { onSwitch: (f, t) => switches.push(`${f}->${t}`) }));
+  const got = [];
+  const ch = pusher.subscribe('private-x');
+  ch.bind('tick', (d) => got.push(d.n));
+  await until(() => ch.subscribed && pusher.channel('ctl').subscribed);
+  app = 'new';
+  // Published to both apps before the second connection subscribes: only the old one will have it, 300 ms later.
+  world.publishInFlight('old-key', 'private-x', 'tick', { n: 1 }, 300);
+  announce(world);
+  await until(() => switches.length === 1, 10000);
+  assert.deepEqual(got, [1], 'delivered by the old connection before it was let go');
 });
