@@ -26,6 +26,7 @@ import publish from './scenarios/publish.mjs';
 import webhooks_status from './scenarios/webhooks-status.mjs';
 import nginx from './scenarios/nginx.mjs';
 import rollout from './scenarios/rollout.mjs';
+import presence_bridge from './scenarios/presence-bridge.mjs';
 
 // Unhandled rejections inside pusher-js (e.g. a bad channel_data) must fail the run, not hang it.
 process.on('unhandledRejection', (e) => console.log(`unhandled rejection: ${e && e.stack ? e.stack : e}`));
@@ -57,6 +58,7 @@ try {
   await webhooks_status();
   await nginx();
   await rollout();
+  await presence_bridge();
   await lossless({ suite, APPS, wsPort, SERVICE, ADMIN, HOST_ORIGIN, servicePort, work, serviceConfig, Pusher, PusherServer, connect, clients, launchChromium });
   await runbook({ suite, APPS, wsPort, HOST_ORIGIN, SERVICE_BIN, root, work, Pusher, PusherServer, connect, clients });
   await storm({ suite, APPS, wsPort, HOST_ORIGIN, host, SERVICE_BIN, work, Pusher, connect, retryingAuth, clients });

@@ -120,6 +120,8 @@ old_app = "old"
 drain_window_secs = 3
 sample_secs = 1
 reconcile_secs = 2
+[presence]
+bridge = ["presence-bridge-*"]
 [publish]
 app_id = "dual"
 key = "publisher-key"

@@ -24,6 +24,7 @@ mod fleet;
 mod history;
 mod metrics;
 mod outbound;
+mod presence_bridge;
 mod publish;
 mod rate_limit;
 mod reload;

@@ -23,6 +23,7 @@ pub struct Metrics {
     webhook_requests: IntCounterVec,
     checks_in_flight: IntGauge,
     rollout_announcements: IntCounterVec,
+    presence_bridge: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -113,6 +114,14 @@ impl Metrics {
             &["app", "result"],
         )
         .unwrap();
+        let presence_bridge = IntCounterVec::new(
+            Opts::new(
+                "pusher_presence_bridge_events_total",
+                "presence changes told to another app's members, by target app and result (sent, failed)",
+            ),
+            &["app", "result"],
+        )
+        .unwrap();
         let build_info = IntGaugeVec::new(
             Opts::new("pusher_auth_build_info", "Build information; always 1"),
             &["version"],
@@ -132,6 +141,7 @@ impl Metrics {
             Box::new(webhook_requests.clone()),
             Box::new(checks_in_flight.clone()),
             Box::new(rollout_announcements.clone()),
+            Box::new(presence_bridge.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).unwrap();
@@ -150,7 +160,12 @@ impl Metrics {
             webhook_requests,
             checks_in_flight,
             rollout_announcements,
+            presence_bridge,
         }
+    }
+
+    pub fn presence_bridge(&self, app: &str, result: &str) {
+        self.presence_bridge.with_label_values(&[app, result]).inc();
     }
 
     pub fn rollout_announcement(&self, app: &str, result: &str) {

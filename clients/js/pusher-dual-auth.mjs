@@ -70,8 +70,11 @@ export async function connect(Pusher, settings) {
   // or retry: false): refusals for load are retried at `endpoint()` at each attempt.
   const retrying = (kind, own, endpoint, isCurrent) => {
     if (retry === false || (own && own.customHandler)) return {};
-    return { customHandler: retryingAuth({ ...(own || {}), ...retry, kind, endpoint, fetch: fetchImpl, random, isCurrent }) };
+    return { customHandler: retryingAuth({ ...(own || {}), ...retry, kind, endpoint, fetch: fetchImpl, random, isCurrent, _onBridge }) };
   };
+  // Bridged presence channels: the other apps' members, as the last authorization answered (see bridgePresence).
+  const bridgeSnapshots = new Map();
+  const _onBridge = (channelName, members) => bridgeSnapshots.set(channelName, members);
   const live = (instance) => (socketId) =>
     !instance() || !instance().connection.socket_id || instance().connection.socket_id === socketId;
   // Only these come from the service; everything else is the app's own options and survives switches.
@@ -96,6 +99,13 @@ export async function connect(Pusher, settings) {
 
   current = await read();
   pusher = new Pusher(current.key, optionsFor(current, () => current, () => pusher));
+  // Presence channels merge the members the service bridges from the other apps (laravel-echo subscribes here too).
+  const subscribeHere = pusher.subscribe.bind(pusher);
+  pusher.subscribe = (name) => {
+    const channel = subscribeHere(name);
+    if (String(name).startsWith('presence-') && !channel.__dualBridge) bridgePresence(channel, () => current.app, bridgeSnapshots);
+    return channel;
+  };
   let version = current.version;
   let pending = null;
   let moving = false;
@@ -192,7 +202,8 @@ export async function connect(Pusher, settings) {
           if (!event.startsWith('pusher:')) return filter.offer(mine(), event, data, () => deliver(event, data, meta));
           if (!switched) return deliver(event, data, meta);
           if (event === 'pusher:subscription_succeeded') {
-            memberChanges(o.membersBefore, membersOf(main), deliver);
+            if (main.__dualBridgeSync) main.__dualBridgeSync(); // the other apps' members, as the new app's authorization said
+            memberChanges(o.membersBefore, membersOf(main), rawEmit(main));
             return o.resolve();
           }
           if (event === 'pusher:subscription_error') o.reject(new Error(`re-subscribing ${name}: ${JSON.stringify(data)}`));
@@ -347,17 +358,164 @@ function signedIn(instance) {
 }
 
 /** The channel's emit as pusher-js defines it, bound to it. */
-function originalEmit(channel) {
+function rawEmit(channel) {
   const proto = Object.getPrototypeOf(channel).emit;
   return (event, data, meta) => proto.call(channel, event, data, meta);
+}
+
+/** What the channel emits through when nothing intercepts it: the presence bridge's merge, or pusher-js's own. */
+function originalEmit(channel) {
+  return channel.__dualBridge || rawEmit(channel);
 }
 
 /** Routes everything the channel emits through `fn`; returns the undo (a no-op once another took over). */
 function intercept(channel, fn) {
   channel.emit = fn;
   return () => {
-    if (channel.emit === fn) delete channel.emit;
+    if (channel.emit !== fn) return;
+    if (channel.__dualBridge) channel.emit = channel.__dualBridge;
+    else delete channel.emit;
   };
+}
+
+/** The event the service publishes for a member of another app (see the service's presence_bridge). */
+const BRIDGE_EVENT = 'dual-auth:presence';
+/**
+ * On a bridged channel a member who leaves through this app stays listed this long:
+ * one moving to another app is announced from there meanwhile, and is not shown
+ * leaving and joining.
+ */
+const LEAVE_GRACE_MS = 3000;
+
+/**
+ * Merges into a presence channel's members the members the service bridges
+ * from the other apps: at subscription, those its authorization answer listed
+ * (`presence_bridge`); then each change it publishes (BRIDGE_EVENT, ordered per
+ * member by the source webhook's time). `channel.members` and the standard
+ * `pusher:member_added` / `pusher:member_removed` (and so laravel-echo's
+ * here / joining / leaving) then cover every app, once per real change: a
+ * user present through two apps is one member, until it leaves the last.
+ */
+function bridgePresence(channel, appNow, snapshots) {
+  const emit = rawEmit(channel);
+  const remote = new Map(); // app → Map(user id → info)
+  const native = new Map(); // user id → info, as this app reports them
+  const latest = new Map(); // app + user id → [time_ms, seq] of the last change applied
+  const leaving = new Map(); // user id → timer: left through this app, held for LEAVE_GRACE_MS
+  let bridged = false;
+  const members = () => channel.members;
+  const elsewhere = (u) => {
+    for (const users of remote.values()) if (users.has(u)) return { info: users.get(u) };
+    return null;
+  };
+  const shown = (u) => native.has(u) || leaving.has(u) || elsewhere(u) !== null;
+  const put = (u, info) => {
+    const m = members();
+    if (!Object.prototype.hasOwnProperty.call(m.members, u)) m.count++;
+    m.members[u] = info;
+  };
+  const drop = (u) => {
+    const m = members();
+    if (!Object.prototype.hasOwnProperty.call(m.members, u)) return;
+    delete m.members[u];
+    m.count--;
+  };
+  const sync = () => {
+    const snapshot = snapshots.get(channel.name);
+    if (snapshot && typeof snapshot === 'object') bridged = true;
+    native.clear();
+    members().each((m) => native.set(String(m.id), m.info));
+    for (const t of leaving.values()) clearTimeout(t);
+    leaving.clear();
+    remote.clear();
+    latest.clear();
+    for (const [app, users] of Object.entries(snapshot || {})) {
+      if (app === appNow() || !users || typeof users !== 'object') continue;
+      remote.set(app, new Map(Object.entries(users)));
+    }
+    for (const users of remote.values()) for (const [u, info] of users) if (!native.has(u)) put(u, info);
+  };
+  const change = (raw) => {
+    let d = raw;
+    if (typeof d === 'string') {
+      try {
+        d = JSON.parse(d);
+      } catch {
+        return;
+      }
+    }
+    if (!d || typeof d.app !== 'string' || d.user_id === undefined || d.app === appNow()) return;
+    const u = String(d.user_id);
+    const key = `${d.app}\u0000${u}`;
+    const at = [Number(d.time_ms) || 0, Number(d.seq) || 0];
+    const last = latest.get(key);
+    if (last && (at[0] < last[0] || (at[0] === last[0] && at[1] <= last[1]))) return; // an older change, late
+    latest.set(key, at);
+    bridged = true;
+    const before = shown(u);
+    const had = elsewhere(u);
+    if (!remote.has(d.app)) remote.set(d.app, new Map());
+    const info = d.user_info === undefined ? null : d.user_info;
+    if (d.present) {
+      remote.get(d.app).set(u, info);
+      if (leaving.has(u)) {
+        // Left through this app and present through another: moved, not gone.
+        clearTimeout(leaving.get(u));
+        leaving.delete(u);
+      }
+      if (!before) {
+        put(u, info);
+        emit('pusher:member_added', { id: u, info });
+      } else if (!native.has(u)) {
+        members().members[u] = info;
+      }
+    } else {
+      remote.get(d.app).delete(u);
+      if (before && !shown(u)) {
+        drop(u);
+        emit('pusher:member_removed', { id: u, info: had ? had.info : null });
+      }
+    }
+  };
+  const handler = (event, data, meta) => {
+    if (event === 'pusher:subscription_succeeded') {
+      sync();
+      return emit(event, members(), meta);
+    }
+    if (event === BRIDGE_EVENT) return change(data);
+    if (event === 'pusher:member_added' && data) {
+      const u = String(data.id);
+      const before = shown(u);
+      native.set(u, data.info);
+      if (leaving.has(u)) {
+        clearTimeout(leaving.get(u));
+        leaving.delete(u);
+      }
+      if (before) return; // listed already (through another app); pusher-js refreshed its info
+      return emit(event, data, meta);
+    }
+    if (event === 'pusher:member_removed' && data) {
+      const u = String(data.id);
+      native.delete(u);
+      const there = elsewhere(u);
+      if (there) return put(u, there.info); // still present through another app
+      if (bridged) {
+        put(u, data.info);
+        leaving.set(u, later(() => {
+          leaving.delete(u);
+          if (shown(u)) return;
+          drop(u);
+          emit('pusher:member_removed', data);
+        }, LEAVE_GRACE_MS));
+        return;
+      }
+      return emit(event, data, meta);
+    }
+    return emit(event, data, meta);
+  };
+  channel.__dualBridge = handler;
+  channel.__dualBridgeSync = sync;
+  channel.emit = handler;
 }
 
 /** Presence members as id → info (null for other channels). */
@@ -539,6 +697,7 @@ export function retryingAuth(settings) {
     onRetry,
     fetch: fetchImpl = globalThis.fetch,
     random = Math.random,
+    _onBridge, // connect()'s: the presence bridge's members in an authorization answer
   } = settings;
   const endpointNow = typeof endpoint === 'function' ? endpoint : () => endpoint;
 
@@ -583,6 +742,11 @@ export function retryingAuth(settings) {
             data = JSON.parse(text);
           } catch {
             return callback(new Error(`${kind} authorization: invalid JSON with status 200 from ${at}`), null);
+          }
+          // A bridged presence channel's other-app members: for the helper, not pusher-js.
+          if (data && typeof data === 'object' && 'presence_bridge' in data) {
+            if (_onBridge && kind === 'channel') _onBridge(authParams.channelName, data.presence_bridge);
+            delete data.presence_bridge;
           }
           return callback(null, data);
         }

@@ -6,6 +6,7 @@
 
 mod apps;
 mod log;
+mod presence;
 mod publish;
 mod rollout;
 mod secrets;
@@ -16,6 +17,7 @@ mod webhooks;
 
 pub use apps::{AppName, AppSettings};
 pub use log::{LogFormat, LogSettings};
+pub use presence::PresenceSettings;
 pub use publish::{PublishSettings, PublishSuccess};
 pub use rollout::{RolloutSettings, valid_uid};
 pub use server::{RateLimitSettings, ServerSettings};
@@ -61,6 +63,8 @@ struct RawSettings {
     #[serde(default)]
     status: status::RawStatus,
     #[serde(default)]
+    presence: presence::RawPresence,
+    #[serde(default)]
     log: log::RawLog,
 }
 
@@ -74,6 +78,7 @@ pub struct Settings {
     pub webhooks: Option<WebhookSettings>,
     pub rollout: Option<RolloutSettings>,
     pub status: StatusSettings,
+    pub presence: PresenceSettings,
     pub log: LogSettings,
     /// Every `*_file` the config reads secrets from (watched for hot reload).
     pub secret_files: Vec<PathBuf>,
@@ -93,6 +98,7 @@ impl RawSettings {
         let webhooks = self.webhooks.map(|w| w.validate(&mut secrets)).transpose()?;
         let rollout = self.rollout.map(|r| r.validate(&apps)).transpose()?;
         let status = self.status.validate(&apps)?;
+        let presence = self.presence.validate(webhooks.is_some())?;
         let log = self.log.validate();
         Ok(Settings {
             server,
@@ -103,6 +109,7 @@ impl RawSettings {
             webhooks,
             rollout,
             status,
+            presence,
             log,
             secret_files: secrets.files,
         })
@@ -175,6 +182,7 @@ impl Settings {
             root.insert("rollout".into(), Value::Table(r.redacted()));
         }
         root.insert("status".into(), Value::Table(self.status.redacted()));
+        root.insert("presence".into(), Value::Table(self.presence.redacted()));
         root.insert("log".into(), Value::Table(self.log.redacted()));
         toml::to_string_pretty(&root).unwrap_or_default()
     }

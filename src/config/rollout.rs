@@ -122,8 +122,14 @@ impl RawRollout {
         if self.spread_secs > 3600 {
             return Err(ConfigError::new("rollout.spread_secs", "must be at most 3600"));
         }
+        // The force lists are in it too: naming a user moves that user live (an announcement).
         let version = {
-            let canon = format!("{from}\n{to}\n{percent}\n{}\n{channel}", self.spread_secs);
+            let canon = format!(
+                "{from}\n{to}\n{percent}\n{}\n{channel}\n{}\n{}",
+                self.spread_secs,
+                self.force_to.join(","),
+                self.force_from.join(",")
+            );
             let d = Sha256::digest(canon.as_bytes());
             u32::from_be_bytes([d[0], d[1], d[2], d[3]])
         };

@@ -48,6 +48,17 @@ struct Ctx<'a> {
     /// Signed authorizations per client build (the status page's drain-by-client table).
     clients: &'a crate::client_stats::ClientStats,
     client_group: String,
+    /// The presence bridge's member lists.
+    webhooks: &'a crate::webhooks::Webhooks,
+}
+
+/// A channel authorization, and (bridged presence channels) the other apps' members.
+#[derive(serde::Serialize)]
+struct AuthAnswer {
+    #[serde(flatten)]
+    auth: ChannelAuth,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presence_bridge: Option<Value>,
 }
 
 impl Ctx<'_> {
@@ -103,7 +114,7 @@ impl Ctx<'_> {
         }
     }
 
-    async fn authorize(&self, channel: &ChannelName) -> Result<ChannelAuth, AuthError> {
+    async fn authorize(&self, channel: &ChannelName) -> Result<AuthAnswer, AuthError> {
         if channel.kind() == ChannelKind::PrivateEncrypted && self.app.credentials.master_key.is_none() {
             return Err(ProtocolError::EncryptionNotConfigured.into());
         }
@@ -114,7 +125,23 @@ impl Ctx<'_> {
         };
         let auth = authorize_channel(&self.app.credentials, self.socket_id, channel, member.as_ref())?;
         self.signed();
-        Ok(auth)
+        let presence_bridge = match &member {
+            Some(m) if self.live.settings.presence.bridged(channel.as_ref()) => {
+                let info = serde_json::to_string(&m.user_info).unwrap_or_else(|_| "null".into());
+                let others: Vec<String> = self
+                    .live
+                    .settings
+                    .apps
+                    .keys()
+                    .filter(|a| a.as_str() != &*self.app.name)
+                    .cloned()
+                    .collect();
+                let member = (m.user_id.as_ref(), info.as_str());
+                crate::presence_bridge::snapshot(self.webhooks, channel.as_ref(), member, &others).await
+            }
+            _ => None,
+        };
+        Ok(AuthAnswer { auth, presence_bridge })
     }
 
     /// Counts a signed authorization for this client's build.
@@ -176,6 +203,7 @@ impl Prepared<'_> {
             live: self.live,
             metrics: &state.metrics,
             clients: &state.clients,
+            webhooks: &state.webhooks,
             client_group: crate::client_group::group(self.user_agent.as_deref(), version),
             app: self.app,
             socket_id,

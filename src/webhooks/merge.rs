@@ -15,6 +15,8 @@ pub struct MergeState {
     occupied: HashMap<String, BTreeSet<String>>,
     /// (channel, user id) → apps where the member is present
     members: HashMap<(String, String), BTreeSet<String>>,
+    /// (channel, app) → the user ids present on that app (the presence bridge's view).
+    by_app: HashMap<(String, String), BTreeSet<String>>,
 }
 
 fn field<'a>(event: &'a Value, name: &str) -> Option<&'a str> {
@@ -45,6 +47,7 @@ impl MergeState {
             }
             "member_added" => {
                 let user = field(event, "user_id")?.to_owned();
+                self.by_app.entry((channel.clone(), app.to_owned())).or_default().insert(user.clone());
                 let apps = self.members.entry((channel, user)).or_default();
                 let first = apps.is_empty();
                 apps.insert(app.to_owned());
@@ -52,6 +55,13 @@ impl MergeState {
             }
             "member_removed" => {
                 let key = (channel, field(event, "user_id")?.to_owned());
+                let on_app = (key.0.clone(), app.to_owned());
+                if let Some(users) = self.by_app.get_mut(&on_app) {
+                    users.remove(&key.1);
+                    if users.is_empty() {
+                        self.by_app.remove(&on_app);
+                    }
+                }
                 let apps = self.members.get_mut(&key)?;
                 if !apps.remove(app) {
                     return None;
@@ -95,6 +105,20 @@ impl MergeState {
     /// Marks a presence member present on `app` without emitting (start-up reconciliation).
     pub fn seed_member(&mut self, app: &str, channel: &str, user_id: &str) {
         self.members.entry((channel.to_owned(), user_id.to_owned())).or_default().insert(app.to_owned());
+        self.by_app.entry((channel.to_owned(), app.to_owned())).or_default().insert(user_id.to_owned());
+    }
+
+    /// The user ids present in `channel` through `app`.
+    pub fn members_on(&self, channel: &str, app: &str) -> Vec<String> {
+        self.by_app
+            .get(&(channel.to_owned(), app.to_owned()))
+            .map(|u| u.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether `user_id` is present in `channel` through any app.
+    pub fn is_member(&self, channel: &str, user_id: &str) -> bool {
+        self.members.contains_key(&(channel.to_owned(), user_id.to_owned()))
     }
 }
 
@@ -125,8 +149,15 @@ mod tests {
         let rm = json!({"name": "member_removed", "channel": "presence-r", "user_id": "42"});
         assert!(s.apply("old", &add).is_some());
         assert!(s.apply("new", &add).is_none(), "present through either app counts once");
+        assert_eq!(
+            (s.members_on("presence-r", "old"), s.members_on("presence-r", "new")),
+            (vec!["42".to_owned()], vec!["42".to_owned()])
+        );
         assert!(s.apply("new", &rm).is_none());
+        assert_eq!(s.members_on("presence-r", "new"), Vec::<String>::new(), "per app");
+        assert_eq!(s.members_on("presence-r", "old"), vec!["42".to_owned()]);
         assert_eq!(s.apply("old", &rm), Some(rm.clone()));
+        assert!(!s.is_member("presence-r", "42"));
     }
 
     #[test]

@@ -44,6 +44,12 @@ pub const MAX_BODIES_PER_CLIENT: usize = 16;
 /// gives its slot back after this long (or `server.body_timeout_ms`, if shorter).
 pub const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Who is present in a bridged channel through each app: (app, [(user id, info JSON)]).
+pub type BridgeSnapshot = Vec<(String, Vec<(String, Option<String>)>)>;
+
+/// Remembered member infos per channel (memory mode); Pusher allows 100 members per presence channel.
+const MAX_INFOS_PER_CHANNEL: usize = 1_000;
+
 /// Events to forward, with the `time_ms` of the webhook they came in.
 pub type Batch = (u64, Vec<Value>);
 
@@ -56,6 +62,8 @@ pub struct Webhooks {
     seen: Mutex<SeenWebhooks>,
     /// Slots to read a body (MAX_CONCURRENT_BODIES, MAX_BODIES_PER_CLIENT).
     readers: crate::fair_share::FairShare,
+    /// Memory mode: bridged presence members' `user_info` per channel (bounded per channel).
+    infos: Mutex<HashMap<String, HashMap<String, String>>>,
     outbox: mpsc::UnboundedSender<Batch>,
     inbox: Mutex<Option<mpsc::UnboundedReceiver<Batch>>>,
 }
@@ -74,6 +82,7 @@ impl Webhooks {
             store,
             last_seen: Mutex::default(),
             seen: Mutex::default(),
+            infos: Mutex::default(),
             readers: crate::fair_share::FairShare::new(MAX_CONCURRENT_BODIES, MAX_BODIES_PER_CLIENT),
             outbox,
             inbox: Mutex::new(Some(inbox)),
@@ -200,6 +209,58 @@ impl Webhooks {
             Store::Redis(r) => r.seed(app, channels, members).await?,
         }
         Ok(())
+    }
+
+    /// For a bridged presence channel: remembers `member`'s info (user id, info
+    /// JSON) and returns who is present through each of `apps`, with their info.
+    pub async fn bridge_join(
+        &self,
+        channel: &str,
+        member: Option<(&str, &str)>,
+        apps: &[String],
+    ) -> redis::RedisResult<BridgeSnapshot> {
+        match &self.store {
+            Store::Memory(m) => {
+                let m = m.lock().unwrap();
+                let mut infos = self.infos.lock().unwrap();
+                if let Some((user, info)) = member {
+                    let known = infos.entry(channel.to_owned()).or_default();
+                    if known.len() >= MAX_INFOS_PER_CHANNEL && !known.contains_key(user) {
+                        // Forget those present through no app (left, or authorized and never came).
+                        known.retain(|u, _| m.is_member(channel, u));
+                    }
+                    if known.len() < MAX_INFOS_PER_CHANNEL || known.contains_key(user) {
+                        known.insert(user.to_owned(), info.to_owned());
+                    }
+                }
+                let known = infos.get(channel);
+                Ok(apps
+                    .iter()
+                    .map(|app| {
+                        let users = m.members_on(channel, app);
+                        let with_info = users
+                            .into_iter()
+                            .map(|u| {
+                                let i = known.and_then(|k| k.get(&u).cloned());
+                                (u, i)
+                            })
+                            .collect();
+                        (app.clone(), with_info)
+                    })
+                    .collect())
+            }
+            Store::Redis(r) => r.bridge_join(channel, member, apps).await,
+        }
+    }
+
+    /// A bridged member's remembered `user_info` (JSON), if any.
+    pub async fn member_info(&self, channel: &str, user: &str) -> redis::RedisResult<Option<String>> {
+        match &self.store {
+            Store::Memory(_) => {
+                Ok(self.infos.lock().unwrap().get(channel).and_then(|k| k.get(user).cloned()))
+            }
+            Store::Redis(r) => r.member_info(channel, user).await,
+        }
     }
 
     /// The in-process outbox's receiving end, for the one sender task.

@@ -153,9 +153,12 @@ impl RedisStore {
                 ("channel_vacated", _) => {
                     ("remove", format!("{p}:occ:{channel}"), format!("{p}:occ-by-app:{app}"), channel)
                 }
-                ("member_added", Some(u)) => ("add", format!("{p}:mem:{channel}:{u}"), String::new(), ""),
+                // The per-app index is the presence bridge's view: who is present through which app.
+                ("member_added", Some(u)) => {
+                    ("add", format!("{p}:mem:{channel}:{u}"), format!("{p}:members:{channel}:{app}"), u)
+                }
                 ("member_removed", Some(u)) => {
-                    ("remove", format!("{p}:mem:{channel}:{u}"), String::new(), "")
+                    ("remove", format!("{p}:mem:{channel}:{u}"), format!("{p}:members:{channel}:{app}"), u)
                 }
                 _ => {
                     // Not a transition: forwarded as it came, saying which app sent it.
@@ -189,8 +192,51 @@ impl RedisStore {
         }
         for (channel, user_id) in members {
             pipe.sadd(format!("{p}:mem:{channel}:{user_id}"), app).ignore();
+            pipe.sadd(format!("{p}:members:{channel}:{app}"), user_id).ignore();
         }
         bounded(pipe.query_async::<()>(&mut self.conn())).await
+    }
+
+    /// Remembers a bridged presence member's `user_info` (as the host answered
+    /// at its authorization) for a day, and reads who is present in `channel`
+    /// through each of `apps` with their info: one round trip each.
+    pub async fn bridge_join(
+        &self,
+        channel: &str,
+        member: Option<(&str, &str)>,
+        apps: &[String],
+    ) -> RedisResult<Vec<(String, Vec<(String, Option<String>)>)>> {
+        let p = &self.prefix;
+        let info_key = format!("{p}:minfo:{channel}");
+        let mut pipe = redis::pipe();
+        if let Some((user, info)) = member {
+            pipe.hset(&info_key, user, info).ignore().pexpire(&info_key, 86_400_000).ignore();
+        }
+        for app in apps {
+            pipe.smembers(format!("{p}:members:{channel}:{app}"));
+        }
+        let per_app: Vec<Vec<String>> = bounded(pipe.query_async(&mut self.conn())).await?;
+        let users: Vec<&String> = per_app.iter().flatten().collect();
+        let infos: Vec<Option<String>> = if users.is_empty() {
+            Vec::new()
+        } else {
+            bounded(redis::cmd("HMGET").arg(&info_key).arg(&users).query_async(&mut self.conn())).await?
+        };
+        let mut infos = infos.into_iter();
+        Ok(apps
+            .iter()
+            .cloned()
+            .zip(per_app)
+            .map(|(app, users)| {
+                let with_info = users.into_iter().map(|u| (u, infos.next().flatten())).collect();
+                (app, with_info)
+            })
+            .collect())
+    }
+
+    /// A member's remembered `user_info`, if any.
+    pub async fn member_info(&self, channel: &str, user: &str) -> RedisResult<Option<String>> {
+        bounded(self.conn().hget(format!("{}:minfo:{channel}", self.prefix), user)).await
     }
 
     /// The channels occupied on `app`.
