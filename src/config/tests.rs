@@ -251,11 +251,16 @@ fn rollout_values_are_checked_at_load_naming_the_key() {
     for (r, key) in cases {
         assert_eq!(err(&with(r), &[]).key, key, "{r}");
     }
-    // The version follows what clients act on, not the force lists (those reach clients at their next read).
+    // The version follows what clients act on, force lists included (naming a user moves that user live).
     let v = |r: &str| Settings::from_toml(&with(r), None).unwrap().rollout.unwrap().version;
-    assert_eq!(
+    assert_ne!(
         v("from = \"old\"\nto = \"new\"\npercent = 5"),
         v("from = \"old\"\nto = \"new\"\npercent = 5\nforce_to = [\"a\"]")
+    );
+    assert_eq!(
+        v("from = \"old\"\nto = \"new\"\npercent = 5\nforce_to = [\"a\"]"),
+        v("from = \"old\"\nto = \"new\"\npercent = 5\nforce_to = [\"a\"]"),
+        "replicas reloading the same change announce the same version"
     );
     assert_ne!(
         v("from = \"old\"\nto = \"new\"\npercent = 5"),

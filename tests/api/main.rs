@@ -11,6 +11,7 @@ mod hardening;
 mod headers;
 mod helpers;
 mod host_failures;
+mod presence_bridge;
 mod publish;
 mod rollout;
 mod status;
