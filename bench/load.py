@@ -1,12 +1,20 @@
 #!/usr/bin/env python3
-"""Load benchmark: pusher-dual-auth vs the Node/Express reference, side by side.
+"""Load benchmark: pusher-dual-auth vs nginx's single exchange and the Node/Express
+reference, side by side, in one run.
 
-nginx (Debian) answers the session check; wrk (Debian) drives each server in turn
-on loopback with the same script. Prints req/s, p50/p99, non-2xx, peak RSS and
-server CPU per request, and the ratios (the numbers that matter on a shared
-machine). Bounded: a few seconds of warm-up and DURATION seconds per target.
+nginx (Debian) answers the session check (over TCP, and over a Unix socket for the
+`session_check.unix_socket` variant); wrk (Debian) drives each target in turn on
+loopback with the same script (every request another socket, channel and user).
+The baseline is nginx answering that check itself: one HTTP exchange, what an
+auth callback costs at best. Prints req/s, p50/p99, non-2xx, peak RSS and server
+CPU per request, the ratios (the numbers that matter on a shared machine) and
+the targets. Bounded: a few seconds of warm-up and DURATION seconds per target.
 
     python3 bench/load.py            # DURATION=10 CONNECTIONS=64 THREADS=2 by default
+    python3 bench/load.py --guard    # CI: short, debug build; exit 1 if the service's CPU
+                                     # per request exceeds GUARD_RATIO x nginx's (same run)
+    python3 bench/load.py --syscalls # syscalls per request (strace -c -f): nginx's one
+                                     # exchange, the service over TCP and over a Unix socket
 """
 import json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
 
@@ -89,7 +97,9 @@ def peak_rss_mib(pids):
 def wrk(url, seconds):
     cmd = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s",
            os.path.join(ROOT, "bench/wrk-auth.lua"), url]
-    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    path = "/" + url.split("/", 3)[3]
+    return subprocess.run(cmd, capture_output=True, text=True, check=True,
+                          env={**os.environ, "WRK_PATH": path}).stdout
 
 
 def to_ms(value, unit):
@@ -107,36 +117,29 @@ def parse(out):
             "non2xx": int(non2xx.group(1)) if non2xx else 0, "socket_errors": errors.group(1) if errors else "none"}
 
 
-def measure(name, cmd, env, url, cwd=None):
+def measure_pids(name, pids, url, seconds):
+    wrk(url, min(2, seconds))  # warm-up: pools, JIT, caches
+    cpu0 = cpu_seconds(pids)
+    result = parse(wrk(url, seconds))
+    result["cpu_us_per_req"] = (cpu_seconds(pids) - cpu0) / max(result["requests"], 1) * 1e6
+    result["peak_rss_mib"] = peak_rss_mib(pids)
+    result["name"] = name
+    return result
+
+
+def measure(name, cmd, env, url, cwd=None, seconds=None):
     proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=cwd, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_ready(url, proc)
-        wrk(url, 2)  # warm-up: pools, JIT, caches
-        pids = tree(proc.pid)
-        cpu0 = cpu_seconds(pids)
-        result = parse(wrk(url, DURATION))
-        result["cpu_us_per_req"] = (cpu_seconds(pids) - cpu0) / max(result["requests"], 1) * 1e6
-        result["peak_rss_mib"] = peak_rss_mib(tree(proc.pid))
-        result["name"] = name
-        return result
+        return measure_pids(name, tree(proc.pid), url, seconds or DURATION)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
 
 
-def main():
-    need("nginx", "nginx-light")
-    need("wrk", "wrk")
-    subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "pusher-dual-auth"], cwd=ROOT, check=True)
-    ref = os.path.join(ROOT, "bench/node-reference")
-    if not os.path.isdir(os.path.join(ref, "node_modules")):
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=ref, check=True)
-
-    work = tempfile.mkdtemp(prefix="dual-auth-bench-")
-    check_port, svc_port, node_port = free_port(), free_port(), free_port()
-    with open(f"{work}/nginx.conf", "w") as f:
-        f.write(f"""worker_processes 1;
+def nginx_conf(work, check_port):
+    return f"""worker_processes 1;
 pid {work}/nginx.pid;
 error_log {work}/nginx-error.log;
 events {{ worker_connections 4096; }}
@@ -147,20 +150,22 @@ http {{
   keepalive_requests 1000000;
   server {{
     listen 127.0.0.1:{check_port};
+    listen unix:{work}/session.sock;
     location = /check {{
       default_type application/json;
       return 200 '{{"user_id":"u-1","user_info":{{"name":"Bench"}}}}';
     }}
   }}
 }}
-""")
-    nginx = subprocess.Popen(["nginx", "-p", work, "-c", f"{work}/nginx.conf", "-g", "daemon off;"])
-    try:
-        with open(f"{work}/service.toml", "w") as f:
-            f.write(f"""[server]
+"""
+
+
+def service_conf(work, svc_port, check_port, unix=False):
+    socket_line = f'unix_socket = "{work}/session.sock"\n' if unix else ""
+    return f"""[server]
 listen = "127.0.0.1:{svc_port}"
 [session_check]
-url = "http://127.0.0.1:{check_port}/check"
+{socket_line}url = "http://127.0.0.1:{check_port}/check"
 [apps.old]
 app_id = "1111"
 key = "old-app-key"
@@ -172,34 +177,161 @@ secret = "new-app-secret"
 [log]
 format = "json"
 level = "info"
-""")
+"""
+
+
+# The issue's targets (#21), each against a baseline of the same run.
+TARGETS = [
+    ("CPU per request vs nginx's one exchange", "cpu_vs_nginx", "<=", 3.0),
+    ("throughput vs the Node reference", "rps_vs_node", ">=", 10.0),
+    ("p99 at 64 connections (ms)", "p99_ms", "<=", 5.0),
+    ("peak RSS (MiB)", "peak_rss_mib", "<=", 30.0),
+]
+
+
+def strace_counts(pids, url, seconds=3):
+    """Syscalls per request of `pids` (attached with strace -c -f) under wrk for `seconds`."""
+    out = tempfile.mktemp(prefix="strace-")
+    args = ["strace", "-c", "-f", "-o", out]
+    for p in pids:
+        args += ["-p", str(p)]
+    tracer = subprocess.Popen(args, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached
+    requests = parse(wrk(url, seconds))["requests"]
+    tracer.send_signal(signal.SIGINT)
+    tracer.wait(timeout=30)
+    counts = {}
+    with open(out) as f:
+        for line in f:
+            parts = line.split()
+            # % time, seconds, usecs/call, calls, [errors], syscall
+            if len(parts) >= 5 and parts[0][0].isdigit() and parts[-1] != "total":
+                counts[parts[-1]] = int(parts[3])
+    os.unlink(out)
+    return requests, {k: v / max(requests, 1) for k, v in counts.items()}
+
+
+def syscalls():
+    """Per-request syscalls: nginx's one exchange beside the service over TCP and over a Unix socket."""
+    need("strace", "strace")
+    subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "pusher-dual-auth"], cwd=ROOT, check=True)
+    work = tempfile.mkdtemp(prefix="dual-auth-strace-")
+    check_port, svc_port = free_port(), free_port()
+    with open(f"{work}/nginx.conf", "w") as f:
+        f.write(nginx_conf(work, check_port))
+    nginx = subprocess.Popen(["nginx", "-p", work, "-c", f"{work}/nginx.conf", "-g", "daemon off;"], start_new_session=True)
+    rows = []
+    try:
         time.sleep(0.3)
-        service = [os.path.join(ROOT, "target/release/pusher-dual-auth"), "serve", "--config", f"{work}/service.toml"]
-        results = [
-            measure("pusher-dual-auth", service, {"RUST_LOG": ""}, f"http://127.0.0.1:{svc_port}/auth/new"),
-            measure("node-express-reference", ["node", "server.js"],
-                    {"PORT": str(node_port), "CHECK_URL": f"http://127.0.0.1:{check_port}/check"},
-                    f"http://127.0.0.1:{node_port}/auth/new", cwd=ref),
-            # The same service with one worker thread: on this 2-core machine wrk and
-            # nginx need the other core, and one worker batches more work per wakeup.
-            measure("pusher-dual-auth (1 worker)", service, {"RUST_LOG": "", "DUAL_AUTH__SERVER__WORKERS": "1"},
-                    f"http://127.0.0.1:{svc_port}/auth/new"),
-        ]
+        nginx_pids = tree(nginx.pid)
+        rows.append(("nginx, one exchange", *strace_counts(nginx_pids, f"http://127.0.0.1:{check_port}/check")))
+        for unix in (False, True):
+            conf = f"{work}/service{'-unix' if unix else ''}.toml"
+            with open(conf, "w") as f:
+                f.write(service_conf(work, svc_port, check_port, unix))
+            binary = os.path.join(ROOT, "target/release/pusher-dual-auth")
+            proc = subprocess.Popen([binary, "serve", "--config", conf], env={**os.environ, "RUST_LOG": ""},
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            try:
+                url = f"http://127.0.0.1:{svc_port}/auth/new"
+                wait_ready(url, proc)
+                wrk(url, 1)
+                name = "pusher-dual-auth" + (", unix socket" if unix else "")
+                rows.append((name, *strace_counts(tree(proc.pid), url)))
+                # The host's side of the service's check, during the same kind of run.
+                rows.append((f"  nginx answering {name}", *strace_counts(nginx_pids, url)))
+            finally:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
     finally:
-        nginx.terminate()
+        os.killpg(nginx.pid, signal.SIGTERM)
+        nginx.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    names = sorted({k for _, _, c in rows for k in c}, key=lambda k: -max(c.get(k, 0) for _, _, c in rows))
+    names = [n for n in names if max(c.get(n, 0) for _, _, c in rows) >= 0.05]
+    print(f"\nsyscalls per request (strace -c -f, wrk -t{THREADS} -c{CONNECTIONS} -d3s, release build)")
+    print(f"{'':<40}" + "".join(f"{n[:12]:>13}" for n in names) + f"{'total':>9}")
+    for name, requests, c in rows:
+        print(f"{name:<40}" + "".join(f"{c.get(n, 0):>13.2f}" for n in names) + f"{sum(c.values()):>9.2f}")
+    print("json: " + json.dumps([{"name": n, "requests": r, "per_request": c} for n, r, c in rows]))
+
+
+def main():
+    if "--syscalls" in sys.argv:
+        return syscalls()
+    guard = "--guard" in sys.argv
+    need("nginx", "nginx-light")
+    need("wrk", "wrk")
+    profile = "debug" if guard else "release"
+    build = ["cargo", "build", "--locked", "--bin", "pusher-dual-auth"] + ([] if guard else ["--release"])
+    subprocess.run(build, cwd=ROOT, check=True)
+    ref = os.path.join(ROOT, "bench/node-reference")
+    if not guard and not os.path.isdir(os.path.join(ref, "node_modules")):
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=ref, check=True)
+
+    work = tempfile.mkdtemp(prefix="dual-auth-bench-")
+    check_port, svc_port, node_port = free_port(), free_port(), free_port()
+    with open(f"{work}/nginx.conf", "w") as f:
+        f.write(nginx_conf(work, check_port))
+    nginx = subprocess.Popen(["nginx", "-p", work, "-c", f"{work}/nginx.conf", "-g", "daemon off;"],
+                             start_new_session=True)
+    seconds = 3 if guard else DURATION
+    try:
+        for unix in (False, True):
+            with open(f"{work}/service{'-unix' if unix else ''}.toml", "w") as f:
+                f.write(service_conf(work, svc_port, check_port, unix))
+        time.sleep(0.3)
+        binary = os.path.join(ROOT, f"target/{profile}/pusher-dual-auth")
+        service = [binary, "serve", "--config", f"{work}/service.toml"]
+        service_unix = [binary, "serve", "--config", f"{work}/service-unix.toml"]
+        url = f"http://127.0.0.1:{svc_port}/auth/new"
+        # nginx answering the check itself: one exchange, the floor an auth callback costs.
+        results = [measure_pids("nginx, one exchange", tree(nginx.pid), f"http://127.0.0.1:{check_port}/check", seconds)]
+        results.append(measure("pusher-dual-auth", service, {"RUST_LOG": ""}, url, seconds=seconds))
+        if not guard:
+            results += [
+                measure("pusher-dual-auth, unix socket", service_unix, {"RUST_LOG": ""}, url),
+                measure("node-express-reference", ["node", "server.js"],
+                        {"PORT": str(node_port), "CHECK_URL": f"http://127.0.0.1:{check_port}/check"},
+                        f"http://127.0.0.1:{node_port}/auth/new", cwd=ref),
+                # One worker thread: on 2 cores wrk and nginx need the other one.
+                measure("pusher-dual-auth (1 worker)", service, {"RUST_LOG": "", "DUAL_AUTH__SERVER__WORKERS": "1"}, url),
+                measure("pusher-dual-auth, unix, 1 worker", service_unix,
+                        {"RUST_LOG": "", "DUAL_AUTH__SERVER__WORKERS": "1"}, url),
+            ]
+    finally:
+        os.killpg(nginx.pid, signal.SIGTERM)
         nginx.wait()
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\nwrk -t{THREADS} -c{CONNECTIONS} -d{DURATION}s, nginx as the session check, {os.cpu_count()} CPUs")
-    print(f"{'server':<30}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'peak RSS MiB':>14}{'CPU µs/req':>12}")
+    print(f"\nwrk -t{THREADS} -c{CONNECTIONS} -d{seconds}s, nginx as the session check, {os.cpu_count()} CPUs, {profile} build")
+    print(f"{'server':<34}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'peak RSS MiB':>14}{'CPU µs/req':>12}")
     for r in results:
-        print(f"{r['name']:<30}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['non2xx']:>9}"
+        print(f"{r['name']:<34}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['non2xx']:>9}"
               f"{r['peak_rss_mib']:>14.1f}{r['cpu_us_per_req']:>12.1f}")
-    ref_r = results[1]
-    for us in (results[0], results[2]):
-        print(f"\nratios ({us['name']} / reference): throughput {us['rps'] / ref_r['rps']:.1f}x, "
-              f"p99 {us['p99_ms'] / ref_r['p99_ms']:.2f}, peak RSS {us['peak_rss_mib'] / ref_r['peak_rss_mib']:.2f}, "
-              f"CPU/request {us['cpu_us_per_req'] / ref_r['cpu_us_per_req']:.2f}")
+    base = results[0]
+    bad = [r["name"] for r in results if r["non2xx"] or r["socket_errors"] != "none"]
+    if guard:
+        ratio = results[1]["cpu_us_per_req"] / base["cpu_us_per_req"]
+        limit = float(os.environ.get("GUARD_RATIO", "40"))
+        print(f"\nguard: service CPU/request = {ratio:.1f} x nginx's one exchange (limit {limit:g}, debug build)")
+        print("json: " + json.dumps(results))
+        if bad:
+            sys.exit(f"guard: errors or non-2xx answers from {bad}")
+        if ratio > limit:
+            sys.exit(f"guard: the per-request cost rose to {ratio:.1f} x nginx's (limit {limit:g})")
+        return
+    node = next(r for r in results if r["name"] == "node-express-reference")
+    for us in (r for r in results if r["name"].startswith("pusher-dual-auth")):
+        us["cpu_vs_nginx"] = us["cpu_us_per_req"] / base["cpu_us_per_req"]
+        us["rps_vs_node"] = us["rps"] / node["rps"]
+        met = []
+        for label, key, op, goal in TARGETS:
+            ok = us[key] <= goal if op == "<=" else us[key] >= goal
+            met.append(f"{label} {us[key]:.1f} ({op} {goal:g}: {'met' if ok else 'NOT met'})")
+        print(f"\n{us['name']}: " + "; ".join(met))
+    if bad:
+        print(f"\nerrors or non-2xx answers from {bad}")
     print("json: " + json.dumps(results))
 
 

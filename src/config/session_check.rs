@@ -10,6 +10,7 @@ use toml::{Table, Value};
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSessionCheck {
     url: Option<String>,
+    unix_socket: Option<std::path::PathBuf>,
     #[serde(default = "default_timeout_ms")]
     timeout_ms: u64,
     #[serde(default = "default_connect_timeout_ms")]
@@ -66,6 +67,9 @@ pub struct CachePolicy {
 #[derive(Debug, Clone)]
 pub struct SessionCheckSettings {
     pub url: url::Url,
+    /// Every check goes through this Unix domain socket (the sidecar case, as
+    /// nginx's `unix:` upstreams); `url` still gives the path and Host header.
+    pub unix_socket: Option<std::path::PathBuf>,
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub max_response_bytes: usize,
@@ -130,6 +134,16 @@ impl RawSessionCheck {
     pub fn validate(self) -> Result<SessionCheckSettings, ConfigError> {
         let raw_url = self.url.ok_or_else(|| ConfigError::new("session_check.url", "missing"))?;
         let url = http_url("session_check.url", &raw_url)?;
+        if let Some(path) = &self.unix_socket {
+            // sun_path holds 108 bytes with its NUL.
+            let len = path.as_os_str().len();
+            if !path.is_absolute() || len > 107 {
+                return Err(ConfigError::new(
+                    "session_check.unix_socket",
+                    "must be an absolute path of at most 107 bytes (e.g. \"/run/app/session.sock\")",
+                ));
+            }
+        }
         in_range("session_check.timeout_ms", self.timeout_ms, 1..=60_000)?;
         in_range("session_check.connect_timeout_ms", self.connect_timeout_ms, 1..=60_000)?;
         in_range("session_check.max_response_bytes", self.max_response_bytes, 256..=1024 * 1024)?;
@@ -151,6 +165,7 @@ impl RawSessionCheck {
         in_range("session_check.max_in_flight_per_client", per_client, 1..=self.max_in_flight)?;
         Ok(SessionCheckSettings {
             url,
+            unix_socket: self.unix_socket,
             timeout: Duration::from_millis(self.timeout_ms),
             connect_timeout: Duration::from_millis(self.connect_timeout_ms.min(self.timeout_ms)),
             max_response_bytes: self.max_response_bytes,
@@ -172,6 +187,9 @@ impl SessionCheckSettings {
     pub fn redacted(&self) -> Table {
         let mut t = Table::new();
         t.insert("url".into(), Value::String(redact_url(&self.url)));
+        if let Some(path) = &self.unix_socket {
+            t.insert("unix_socket".into(), Value::String(path.display().to_string()));
+        }
         t.insert("timeout_ms".into(), Value::Integer(self.timeout.as_millis() as i64));
         t.insert("connect_timeout_ms".into(), Value::Integer(self.connect_timeout.as_millis() as i64));
         t.insert("max_response_bytes".into(), Value::Integer(self.max_response_bytes as i64));

@@ -68,12 +68,16 @@ impl SessionCheckClient {
     }
 
     fn build_http(settings: &SessionCheckSettings) -> reqwest::Result<reqwest::Client> {
-        crate::outbound::client_builder(settings.timeout)
+        let builder = crate::outbound::client_builder(settings.timeout)
             .connect_timeout(settings.connect_timeout)
             .pool_idle_timeout(std::time::Duration::from_secs(60))
             .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            .build()
+            .tcp_nodelay(true);
+        match &settings.unix_socket {
+            // The same client otherwise: timeouts, no redirects, the capped read, the header allowlist.
+            Some(path) => builder.unix_socket(path.as_path()).build(),
+            None => builder.build(),
+        }
     }
 
     fn http(&self) -> &reqwest::Client {

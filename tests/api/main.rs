@@ -16,6 +16,7 @@ mod publish;
 mod rollout;
 mod status;
 mod storm;
+mod unix_socket;
 mod user;
 mod webhooks;
 mod webhooks_redis;
