@@ -313,7 +313,9 @@ def main():
     bad = [r["name"] for r in results if r["non2xx"] or r["socket_errors"] != "none"]
     if guard:
         ratio = results[1]["cpu_us_per_req"] / base["cpu_us_per_req"]
-        limit = float(os.environ.get("GUARD_RATIO", "40"))
+        # Twice the ratio measured when the guard was set (72-82 x for the debug build,
+        # README Performance): a change that doubles the per-request cost trips it.
+        limit = float(os.environ.get("GUARD_RATIO", "160"))
         print(f"\nguard: service CPU/request = {ratio:.1f} x nginx's one exchange (limit {limit:g}, debug build)")
         print("json: " + json.dumps(results))
         if bad:

@@ -4,15 +4,28 @@ import net from 'node:net';
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
+/**
+ * A port free now, below the kernel's ephemeral range (32768 and up on Linux):
+ * a port the kernel picked for `listen(0)` can be handed to any outbound
+ * connection before the server that was meant to bind it does (sockudo once
+ * failed to start that way, "Address already in use").
+ */
+const handedOut = new Set();
+export async function freePort() {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = 20000 + Math.floor(Math.random() * 12000);
+    if (handedOut.has(port)) continue;
+    const free = await new Promise((resolve) => {
+      const s = net.createServer();
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
     });
-  });
+    if (free) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error('no free port below 32000 after 200 tries');
 }
 
 export async function waitForHttp(url, timeoutMs = 30000) {
