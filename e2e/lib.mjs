@@ -1,6 +1,8 @@
 // Shared plumbing for the end-to-end suite: processes, ports, waiting, a tiny test harness.
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -104,4 +106,39 @@ export class Suite {
     if (this.failures.length) console.log(`failed: ${this.failures.join('; ')}`);
     console.log(`${this.passed} passed, ${this.failed} failed`);
   }
+}
+
+/**
+ * An nginx config with the repository's location snippets (deploy/nginx), in
+ * front of the service at `upstreams` (ports; round robin), listening on
+ * `listen`, plus `extra` locations. Its files live in `work`.
+ */
+export function nginxWithRecipe({ root, work, upstreams, listen, extra = '' }) {
+  const snippets = path.join(root, 'deploy/nginx');
+  const locations = fs
+    .readFileSync(path.join(snippets, 'pusher-dual-auth-locations.conf'), 'utf8')
+    .replaceAll('/etc/nginx/snippets/', `${snippets}/`);
+  // A snippet whose include paths were not rewritten would make nginx refuse to start later, less clearly.
+  if (!locations.includes(`${snippets}/`)) throw new Error('the nginx snippet no longer includes /etc/nginx/snippets/');
+  const tmp = path.join(work, 'nginx-tmp');
+  fs.mkdirSync(tmp, { recursive: true });
+  return `worker_processes 1;
+pid ${work}/nginx.pid;
+error_log ${work}/nginx-error.log;
+events {}
+http {
+  access_log off;
+  client_body_temp_path ${tmp}/body; proxy_temp_path ${tmp}/proxy; fastcgi_temp_path ${tmp}/fastcgi;
+  uwsgi_temp_path ${tmp}/uwsgi; scgi_temp_path ${tmp}/scgi;
+  upstream pusher_dual_auth {
+${upstreams.map((port) => `    server 127.0.0.1:${port} max_fails=0;`).join('\n')}
+    keepalive 16;
+  }
+  server {
+    listen 127.0.0.1:${listen};
+${locations}
+${extra}
+  }
+}
+`;
 }

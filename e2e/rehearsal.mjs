@@ -25,7 +25,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { createRequire } from 'node:module';
-import { assert, freePort, sleep, start, stop, waitForHttp } from './lib.mjs';
+import { assert, freePort, nginxWithRecipe, sleep, start, stop, waitForHttp } from './lib.mjs';
 import { startHost } from './host.mjs';
 import { connect } from '../clients/js/pusher-dual-auth.mjs';
 
@@ -170,31 +170,12 @@ event_types = ["channel_occupied", "channel_vacated", "member_added", "member_re
 
 /** nginx in front of both replicas, round robin: the repo's snippets, plus webhooks and publishing. */
 function nginxConfig() {
-  const snippets = path.join(root, 'deploy/nginx');
-  const locations = fs.readFileSync(path.join(snippets, 'pusher-dual-auth-locations.conf'), 'utf8').replaceAll('/etc/nginx/snippets/', `${snippets}/`);
-  assert(locations.includes(`${snippets}/`), 'the snippet paths were rewritten');
-  const tmp = path.join(work, 'nginx-tmp');
-  fs.mkdirSync(tmp, { recursive: true });
-  return `worker_processes 1;
-pid ${work}/nginx.pid;
-error_log ${work}/nginx-error.log;
-events {}
-http {
-  access_log off;
-  client_body_temp_path ${tmp}/body; proxy_temp_path ${tmp}/proxy; fastcgi_temp_path ${tmp}/fastcgi;
-  uwsgi_temp_path ${tmp}/uwsgi; scgi_temp_path ${tmp}/scgi;
-  upstream pusher_dual_auth {
-${replicas.map((r) => `    server 127.0.0.1:${r.port} max_fails=0;`).join('\n')}
-    keepalive 16;
-  }
-  server {
-    listen 127.0.0.1:${nginxPort};
-${locations}
-    location = /webhooks { proxy_pass http://pusher_dual_auth/webhooks; include ${snippets}/pusher-dual-auth-proxy.conf; }
-    location /apps/ { proxy_pass http://pusher_dual_auth; include ${snippets}/pusher-dual-auth-proxy.conf; }
-  }
-}
-`;
+  const include = `include ${path.join(root, 'deploy/nginx')}/pusher-dual-auth-proxy.conf;`;
+  return nginxWithRecipe({
+    root, work, upstreams: replicas.map((r) => r.port), listen: nginxPort,
+    extra: `    location = /webhooks { proxy_pass http://pusher_dual_auth/webhooks; ${include} }
+    location /apps/ { proxy_pass http://pusher_dual_auth; ${include} }`,
+  });
 }
 
 const procs = [];

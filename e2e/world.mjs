@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { createHash, createHmac } from 'node:crypto';
-import { Suite, assert, assertEqual, freePort, sleep, start, stop, waitForHttp } from './lib.mjs';
+import { Suite, assert, assertEqual, freePort, nginxWithRecipe, sleep, start, stop, waitForHttp } from './lib.mjs';
 import { connect, retryingAuth } from '../clients/js/pusher-dual-auth.mjs';
 
 export { fs, os, path, createHash, createHmac, assert, assertEqual, freePort, sleep, start, stop, waitForHttp, connect, retryingAuth };
@@ -137,28 +137,7 @@ ${apps}`;
 
 /** nginx with the repository's location snippets, in front of the service and the host. */
 export function nginxConfig() {
-  const snippets = path.join(root, 'deploy/nginx');
-  const locations = fs
-    .readFileSync(path.join(snippets, 'pusher-dual-auth-locations.conf'), 'utf8')
-    .replaceAll('/etc/nginx/snippets/', `${snippets}/`);
-  fs.mkdirSync(path.join(work, 'nginx-tmp'), { recursive: true });
-  const tmp = path.join(work, 'nginx-tmp');
-  return `worker_processes 1;
-pid ${work}/nginx.pid;
-error_log ${work}/nginx-error.log;
-events {}
-http {
-  access_log off;
-  client_body_temp_path ${tmp}/body; proxy_temp_path ${tmp}/proxy; fastcgi_temp_path ${tmp}/fastcgi;
-  uwsgi_temp_path ${tmp}/uwsgi; scgi_temp_path ${tmp}/scgi;
-  upstream pusher_dual_auth { server 127.0.0.1:${servicePort}; keepalive 8; }
-  server {
-    listen 127.0.0.1:${nginxPort};
-${locations}
-    location / { proxy_pass ${HOST_ORIGIN}; }
-  }
-}
-`;
+  return nginxWithRecipe({ root, work, upstreams: [servicePort], listen: nginxPort, extra: `    location / { proxy_pass ${HOST_ORIGIN}; }` });
 }
 
 /** Headless Debian Chromium for the browser cases (no network beyond loopback). */
