@@ -49,6 +49,8 @@ pub type BridgeSnapshot = Vec<(String, Vec<(String, Option<String>)>)>;
 
 /// Remembered member infos per channel (memory mode); Pusher allows 100 members per presence channel.
 const MAX_INFOS_PER_CHANNEL: usize = 1_000;
+/// Channels with remembered infos (memory mode): signed-in users name channels.
+const MAX_INFO_CHANNELS: usize = 10_000;
 
 /// Events to forward, with the `time_ms` of the webhook they came in.
 pub type Batch = (u64, Vec<Value>);
@@ -224,6 +226,13 @@ impl Webhooks {
                 let m = m.lock().unwrap();
                 let mut infos = self.infos.lock().unwrap();
                 if let Some((user, info)) = member {
+                    if infos.len() >= MAX_INFO_CHANNELS && !infos.contains_key(channel) {
+                        // Channels named by signed-in users are many: keep those with members.
+                        infos.retain(|c, known| known.keys().any(|u| m.is_member(c, u)));
+                    }
+                    if infos.len() >= MAX_INFO_CHANNELS && !infos.contains_key(channel) {
+                        return Ok(Self::present_on(&m, None, channel, apps));
+                    }
                     let known = infos.entry(channel.to_owned()).or_default();
                     if known.len() >= MAX_INFOS_PER_CHANNEL && !known.contains_key(user) {
                         // Forget those present through no app (left, or authorized and never came).
@@ -233,24 +242,28 @@ impl Webhooks {
                         known.insert(user.to_owned(), info.to_owned());
                     }
                 }
-                let known = infos.get(channel);
-                Ok(apps
-                    .iter()
-                    .map(|app| {
-                        let users = m.members_on(channel, app);
-                        let with_info = users
-                            .into_iter()
-                            .map(|u| {
-                                let i = known.and_then(|k| k.get(&u).cloned());
-                                (u, i)
-                            })
-                            .collect();
-                        (app.clone(), with_info)
-                    })
-                    .collect())
+                Ok(Self::present_on(&m, infos.get(channel), channel, apps))
             }
             Store::Redis(r) => r.bridge_join(channel, member, apps).await,
         }
+    }
+
+    /// Who is present in `channel` through each of `apps`, with the infos known.
+    fn present_on(
+        m: &MergeState,
+        known: Option<&HashMap<String, String>>,
+        channel: &str,
+        apps: &[String],
+    ) -> BridgeSnapshot {
+        apps.iter()
+            .map(|app| {
+                let users = m.members_on(channel, app);
+                (
+                    app.clone(),
+                    users.into_iter().map(|u| (u.clone(), known.and_then(|k| k.get(&u).cloned()))).collect(),
+                )
+            })
+            .collect()
     }
 
     /// A bridged member's remembered `user_info` (JSON), if any.
@@ -276,4 +289,28 @@ pub enum Applied {
     Duplicate,
     /// Applied; this many transitions were queued to forward.
     Forwarded(usize),
+}
+
+#[cfg(test)]
+mod bridge_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn remembered_infos_stay_bounded_when_users_name_many_channels() {
+        let w = Webhooks::new(None).unwrap();
+        let apps = vec!["new".to_owned()];
+        // A real member of one channel, present through "old".
+        let Store::Memory(m) = &w.store else { panic!("memory store") };
+        m.lock().unwrap().seed_member("old", "presence-real", "u1");
+        w.bridge_join("presence-real", Some(("u1", r#"{"name":"One"}"#)), &apps).await.unwrap();
+        // A signed-in user authorizes for 10,050 made-up bridged channels.
+        for i in 0..MAX_INFO_CHANNELS + 50 {
+            w.bridge_join(&format!("presence-junk-{i}"), Some(("mallory", "null")), &apps).await.unwrap();
+        }
+        let infos = w.infos.lock().unwrap();
+        assert!(infos.len() <= MAX_INFO_CHANNELS, "{} channels remembered", infos.len());
+        assert!(infos.contains_key("presence-real"), "the channel with a member kept its info");
+        drop(infos);
+        assert_eq!(w.member_info("presence-real", "u1").await.unwrap().as_deref(), Some(r#"{"name":"One"}"#));
+    }
 }
