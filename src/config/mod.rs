@@ -190,16 +190,31 @@ impl Settings {
 
 impl Settings {
     /// A short digest of the effective configuration, listen addresses left
-    /// out (replicas on one host differ there) and secrets redacted: equal on
-    /// replicas that run the same config.
+    /// out (replicas on one host differ there): equal on replicas that run the
+    /// same config. The secrets are in it too, so a rotation one pod missed
+    /// shows as drift; 48 bits of a SHA-256 over the whole tell nothing of them.
     pub fn digest(&self) -> String {
+        use secrecy::ExposeSecret;
         use sha2::{Digest, Sha256};
         let mut root: toml::Table = toml::from_str(&self.redacted_toml()).unwrap_or_default();
         if let Some(toml::Value::Table(server)) = root.get_mut("server") {
             server.remove("listen");
             server.remove("admin_listen");
         }
-        hex::encode(&Sha256::digest(root.to_string().as_bytes())[..6])
+        let mut hash = Sha256::new();
+        hash.update(root.to_string().as_bytes());
+        for app in self.apps.values() {
+            hash.update([0]);
+            hash.update(app.credentials.secret.expose_secret().as_bytes());
+            if let Some(master) = &app.credentials.master_key {
+                hash.update(master.bytes());
+            }
+        }
+        for secret in [self.webhooks.as_ref().map(|w| &w.secret), self.publish.as_ref().map(|p| &p.secret)] {
+            hash.update([0]);
+            hash.update(secret.map(|s| s.expose_secret().as_bytes()).unwrap_or_default());
+        }
+        hex::encode(&hash.finalize()[..6])
     }
 }
 

@@ -267,3 +267,25 @@ fn rollout_values_are_checked_at_load_naming_the_key() {
         v("from = \"old\"\nto = \"new\"\npercent = 6")
     );
 }
+
+#[test]
+fn the_digest_tells_configs_apart_but_not_listen_addresses() {
+    let base = |listen: &str, secret: &str| {
+        format!(
+            "[server]\nlisten = \"{listen}\"\n[session_check]\nurl = \"http://h/check\"\n\
+             [apps.old]\napp_id = \"1\"\nkey = \"k\"\nsecret = \"{secret}\"\n"
+        )
+    };
+    let digest = |t: &str| Settings::from_toml(t, None).unwrap().digest();
+    assert_eq!(
+        digest(&base("127.0.0.1:8080", "s1")),
+        digest(&base("127.0.0.1:8081", "s1")),
+        "replicas on one host"
+    );
+    assert_ne!(
+        digest(&base("127.0.0.1:8080", "s1")),
+        digest(&base("127.0.0.1:8080", "s2")),
+        "a missed rotation"
+    );
+    assert!(!digest(&base("127.0.0.1:8080", "s1")).contains("s1"));
+}
