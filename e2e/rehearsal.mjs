@@ -281,16 +281,12 @@ try {
     c.pusher.connection.bind('state_change', (st) => c.trace.push([Date.now(), 'state', st.previous, st.current, c.pusher.key]));
     clients.push(c);
   }
-  const onApp = (app) => clients.filter((c) => c.pusher.key === appKey(app)).length;
+  // Each app's key as /client-config hands it out (the user's config is not parsed here).
+  const keys = {};
+  const onApp = (app) => clients.filter((c) => c.pusher.key === keys[app]).length;
   const allSubscribed = () => clients.every((c) => c.priv.subscribed && c.pres.subscribed);
   await waitFor('every client subscribed at 0 %', allSubscribed, 30000 + N * 100);
   report.connectSecs = (Date.now() - t0) / 1000;
-  const keys = {};
-  function appKey(app) {
-    return keys[app];
-  }
-  // Each app's key as /client-config hands it out (the user's config is not parsed here).
-  for (const app of [names.from, names.to]) keys[app] = null;
   const first = await (await fetch(`${NGINX}/pusher/dual-auth/client-config?uid=rehearsal-0`)).json();
   keys[first.app] = first.key;
   assert(first.app === names.from, `at 0 % a client is sent to ${first.app}`);

@@ -106,7 +106,8 @@ pub fn spawn_fleet_flush(state: Arc<AppState>) {
 /// What the page shows, from this replica or from the fleet.
 struct Data {
     samples: Vec<Sample>,
-    current: Sample,
+    /// Signed authorizations per app now (the occupancy is read beside them, in `snapshot`).
+    signed: BTreeMap<String, u64>,
     quiet_since: Option<u64>,
     rest: BTreeMap<String, RestView>,
     clients: Vec<Value>,
@@ -117,58 +118,38 @@ struct Data {
 async fn gather(state: &AppState, now: u64) -> Data {
     let live = state.live();
     let old = live.settings.status.old_app.as_deref();
-    let local = |fleet: Value| -> Data {
-        let current_signed = state.metrics.signed_per_app();
-        Data {
-            samples: state.status.samples.lock().unwrap().iter().cloned().collect(),
-            current: Sample {
-                t: now,
-                signed: current_signed,
-                occupied: BTreeMap::new(),
-                rollout_percent: None,
-            },
-            quiet_since: *state.status.quiet_since.lock().unwrap(),
-            rest: state.status.rest.lock().unwrap().clone(),
-            clients: state.clients.snapshot(now, old),
-            last_webhook: state.webhooks.last_seen(),
-            fleet,
-        }
+    let local = |fleet: Value| Data {
+        samples: state.status.samples.lock().unwrap().iter().cloned().collect(),
+        signed: state.metrics.signed_per_app(),
+        quiet_since: *state.status.quiet_since.lock().unwrap(),
+        rest: state.status.rest.lock().unwrap().clone(),
+        clients: state.clients.snapshot(now, old),
+        last_webhook: state.webhooks.last_seen(),
+        fleet,
     };
-    let mut data = match &state.fleet {
+    let from_fleet = |d: crate::fleet::FleetData, fleet: Value| Data {
+        samples: d.samples,
+        signed: d.signed,
+        quiet_since: d.quiet_since,
+        rest: d.rest,
+        clients: d.clients,
+        last_webhook: d.last_webhook,
+        fleet,
+    };
+    match &state.fleet {
         None => local(json!({"shared": false})),
         Some(fleet) => match fleet.read(now, old).await {
-            Ok(d) => from_fleet(&d, crate::fleet::describe(fleet, Some(&d), None, now)),
-            Err((Some(d), e)) => from_fleet(&d, crate::fleet::describe(fleet, Some(&d), Some(&e), now)),
+            Ok(d) => {
+                let shown = crate::fleet::describe(fleet, Some(&d), None, now);
+                from_fleet(d, shown)
+            }
+            Err((Some(d), e)) => {
+                let shown = crate::fleet::describe(fleet, Some(&d), Some(&e), now);
+                from_fleet(d, shown)
+            }
             // Never read: this replica's own view, marked stale.
             Err((None, e)) => local(crate::fleet::describe(fleet, None, Some(&e), now)),
         },
-    };
-    // The occupancy is shared state already (memory: this replica's; Redis: everyone's).
-    let signed = std::mem::take(&mut data.current.signed);
-    match take_sample(state, signed.clone()).await {
-        Ok(current) => data.current = current,
-        Err(e) => {
-            tracing::warn!(error = %e, "redis: cannot read occupancy");
-            data.current = Sample { t: now, signed, occupied: BTreeMap::new(), rollout_percent: None };
-        }
-    }
-    data
-}
-
-fn from_fleet(d: &crate::fleet::FleetData, fleet: Value) -> Data {
-    Data {
-        samples: d.samples.clone(),
-        current: Sample {
-            t: d.read_ms,
-            signed: d.signed.clone(),
-            occupied: BTreeMap::new(),
-            rollout_percent: None,
-        },
-        quiet_since: d.quiet_since,
-        rest: d.rest.clone(),
-        clients: d.clients.clone(),
-        last_webhook: d.last_webhook.clone(),
-        fleet,
     }
 }
 
@@ -176,7 +157,15 @@ pub async fn snapshot(state: &AppState) -> Value {
     let live = state.live();
     let cfg = &live.settings.status;
     let now = now_ms();
-    let Data { samples, current, quiet_since, rest, clients, last_webhook, fleet } = gather(state, now).await;
+    let Data { samples, signed, quiet_since, rest, clients, last_webhook, fleet } = gather(state, now).await;
+    // The occupancy is shared state already (memory: this replica's; Redis: everyone's).
+    let current = match take_sample(state, signed.clone()).await {
+        Ok(current) => current,
+        Err(e) => {
+            tracing::warn!(error = %e, "redis: cannot read occupancy");
+            Sample { t: now, signed, occupied: BTreeMap::new(), rollout_percent: None }
+        }
+    };
     let total: u64 = current.signed.values().sum();
     let recent = recent_share(&samples, &current, now);
     let apps: BTreeMap<&String, Value> = live

@@ -79,10 +79,6 @@ pub async fn receive(
 ) -> Result<HttpResponse, WebhookError> {
     let live = state.live();
     let result = accept(&req, payload, &state, &live).await;
-    if let Ok((Applied::Forwarded(_), Some((app, events, time_ms)))) = &result {
-        crate::presence_bridge::announce(state.clone().into_inner(), app, events, *time_ms);
-    }
-    let result = result.map(|(applied, _)| applied);
     let label = match &result {
         Ok(Applied::Duplicate) => "duplicate",
         Ok(Applied::Forwarded(_)) => "accepted",
@@ -92,15 +88,12 @@ pub async fn receive(
     result.map(|_| HttpResponse::Ok().json(json!({})))
 }
 
-/// What a webhook did, and (once applied) its app, events and `time_ms` for the presence bridge.
-type Accepted = (Applied, Option<(String, Vec<Value>, u64)>);
-
 async fn accept(
     req: &HttpRequest,
     payload: web::Payload,
-    state: &AppState,
+    state: &web::Data<AppState>,
     live: &Live,
-) -> Result<Accepted, WebhookError> {
+) -> Result<Applied, WebhookError> {
     // Unmounted without [webhooks]; a reload may race the route guard.
     let settings = live.settings.webhooks.as_ref().ok_or(WebhookError::NotConfigured)?;
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
@@ -144,16 +137,15 @@ async fn accept(
     match applied {
         Applied::Duplicate => {
             tracing::info!(app = %app.name, "webhook repeated within the replay window: acknowledged, not applied again");
-            Ok((applied, None))
         }
         Applied::Forwarded(forwarded) => {
             state.webhooks.saw(&app.name, now);
             state.metrics.webhooks(&app.name, events.len() as u64, forwarded as u64);
             tracing::info!(app = %app.name, received = events.len(), forwarded, "webhook");
-            let bridged = !live.settings.presence.bridge.is_empty();
-            Ok((applied, bridged.then(|| (app.name.to_string(), events.clone(), time_ms))))
+            crate::presence_bridge::announce(state.clone().into_inner(), &app.name, events, time_ms);
         }
     }
+    Ok(applied)
 }
 
 #[cfg(test)]
