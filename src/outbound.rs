@@ -15,8 +15,11 @@ pub fn client_builder(timeout: Duration) -> reqwest::ClientBuilder {
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(2)))
         .no_proxy()
-        .user_agent(concat!("pusher-dual-auth/", env!("CARGO_PKG_VERSION")))
+        .user_agent(USER_AGENT)
 }
+
+/// The User-Agent of every outbound request.
+pub const USER_AGENT: &str = concat!("pusher-dual-auth/", env!("CARGO_PKG_VERSION"));
 
 /// A client from `client_builder` with nothing added.
 pub fn http_client(timeout: Duration) -> reqwest::Client {

@@ -5,6 +5,7 @@
 //! 2xx with a valid JSON object (or a plain 401/403 denial) is an error.
 
 mod headers;
+mod http1_pool;
 mod response;
 mod shared;
 
@@ -33,11 +34,18 @@ pub struct CheckRequest<'a> {
     pub params: &'a Map<String, Value>,
 }
 
-pub struct SessionCheckClient {
+/// How checks reach the host: `http://` and Unix sockets through the lean
+/// HTTP/1.1 pool, `https://` through reqwest (rustls, the platform's roots).
+enum Transport {
+    Http1(http1_pool::Http1Pool),
     /// One client (and so one keep-alive pool) per worker thread: a pooled
     /// connection's task then lives on the runtime that uses it, instead of
     /// waking another worker's thread for every request.
-    http: thread_local::ThreadLocal<reqwest::Client>,
+    Reqwest(thread_local::ThreadLocal<reqwest::Client>),
+}
+
+pub struct SessionCheckClient {
+    transport: Transport,
     settings: SessionCheckSettings,
     url: url::Url,
     max_response_bytes: usize,
@@ -51,11 +59,20 @@ impl SessionCheckClient {
     pub fn new(settings: &SessionCheckSettings) -> anyhow::Result<Self> {
         // rustls needs one process-wide crypto provider; a second install is a no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let first = Self::build_http(settings)?; // fail at start, not on the first request
-        let http = thread_local::ThreadLocal::new();
-        let _ = http.get_or(|| first);
+        let transport = if settings.url.scheme() == "http" {
+            Transport::Http1(http1_pool::Http1Pool::new(
+                &settings.url,
+                settings.unix_socket.as_ref(),
+                settings.connect_timeout,
+            )?)
+        } else {
+            let first = Self::build_http(settings)?; // fail at start, not on the first request
+            let http = thread_local::ThreadLocal::new();
+            let _ = http.get_or(|| first);
+            Transport::Reqwest(http)
+        };
         Ok(Self {
-            http,
+            transport,
             settings: settings.clone(),
             url: settings.url.clone(),
             max_response_bytes: settings.max_response_bytes,
@@ -78,11 +95,6 @@ impl SessionCheckClient {
             Some(path) => builder.unix_socket(path.as_path()).build(),
             None => builder.build(),
         }
-    }
-
-    fn http(&self) -> &reqwest::Client {
-        // The builder only fails on TLS setup, which `new` already did once.
-        self.http.get_or(|| Self::build_http(&self.settings).expect("client built at start"))
     }
 
     /// Distinct checks in flight right now (coalescing entries).
@@ -123,8 +135,20 @@ impl SessionCheckClient {
             Refused::ClientShare => HostError::ClientBusy(self.permits.per_client()),
         })?;
         let body = serde_json::to_vec(request).expect("check request serializes");
-        let mut builder = self
-            .http()
+        let http = match &self.transport {
+            Transport::Http1(pool) => {
+                let exchange = pool.post(body, headers.iter(), self.max_response_bytes);
+                let answer = tokio::time::timeout(self.settings.timeout, exchange)
+                    .await
+                    .map_err(|_| HostError::Timeout)??;
+                return interpret(answer.status, &answer.body);
+            }
+            // The builder only fails on TLS setup, which `new` already did once.
+            Transport::Reqwest(http) => {
+                http.get_or(|| Self::build_http(&self.settings).expect("client built at start"))
+            }
+        };
+        let mut builder = http
             .post(self.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(reqwest::header::ACCEPT, "application/json")

@@ -11,6 +11,7 @@ mod hardening;
 mod headers;
 mod helpers;
 mod host_failures;
+mod keep_alive;
 mod presence_bridge;
 mod publish;
 mod rollout;

@@ -1,0 +1,253 @@
+//! The session check's HTTP/1.1 client for `http://` URLs and Unix sockets:
+//! hyper's connection API with a keep-alive pool per worker thread.
+//!
+//! Why not reqwest here (it still serves `https://` checks): per check it
+//! re-parsed the URL (with IDNA) and went through a generic pool and a layer
+//! of boxed services, about a quarter of the CPU of an authorization
+//! (`bench/load.py`, README Performance). Here the request line and Host are
+//! built once, a check takes the most recently used idle connection of its
+//! own thread (no lock contention, no cross-thread wake-up), and nothing else
+//! changes: one total timeout and a connect timeout, never a redirect (a 3xx
+//! is an answer), the capped read, the same headers.
+
+use super::HostError;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderName, HeaderValue, USER_AGENT};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+type Sender = SendRequest<Full<Bytes>>;
+
+/// An idle connection is closed after this long unused (as reqwest's pool did).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle connections kept per worker thread.
+const MAX_IDLE_PER_THREAD: usize = 256;
+
+enum Target {
+    Tcp { host: String, port: u16 },
+    Unix(PathBuf),
+}
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+pub struct Http1Pool {
+    target: Target,
+    /// Origin form: the URL's path and query.
+    uri: hyper::Uri,
+    host: HeaderValue,
+    connect_timeout: Duration,
+    idle: thread_local::ThreadLocal<Mutex<Vec<Idle>>>,
+}
+
+/// A status and, for a 2xx, the body (read whole, at most the cap).
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+fn transport(e: impl std::error::Error) -> HostError {
+    // The innermost cause is the useful part ("connection closed before message completed", ...).
+    let mut cause: &dyn std::error::Error = &e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    HostError::Transport(cause.to_string())
+}
+
+impl Http1Pool {
+    /// A pool for `url` (`http://` only), over `unix_socket` when given.
+    pub fn new(
+        url: &url::Url,
+        unix_socket: Option<&PathBuf>,
+        connect_timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(url.scheme() == "http", "the HTTP/1.1 pool serves http:// URLs only");
+        let host_str = url.host_str().ok_or_else(|| anyhow::anyhow!("session_check.url has no host"))?;
+        let host = match url.port() {
+            Some(port) => format!("{host_str}:{port}"),
+            None => host_str.to_owned(),
+        };
+        let target = match unix_socket {
+            Some(path) => Target::Unix(path.clone()),
+            None => Target::Tcp {
+                // Without IPv6 brackets, as a socket address wants it.
+                host: match url.host() {
+                    Some(url::Host::Ipv6(ip)) => ip.to_string(),
+                    _ => host_str.to_owned(),
+                },
+                port: url.port_or_known_default().unwrap_or(80),
+            },
+        };
+        let path_and_query = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        };
+        Ok(Self {
+            target,
+            uri: path_and_query.parse()?,
+            host: HeaderValue::from_str(&host)?,
+            connect_timeout,
+            idle: thread_local::ThreadLocal::new(),
+        })
+    }
+
+    /// POSTs `body` with `headers` (plus Host, Content-Type, Accept and User-Agent)
+    /// and reads a 2xx answer's body up to `max_body` bytes. The caller bounds the
+    /// whole exchange in time; dropping it mid-way closes that connection.
+    pub async fn post(
+        &self,
+        body: Vec<u8>,
+        forwarded: impl Iterator<Item = (&str, &[u8])>,
+        max_body: usize,
+    ) -> Result<Answer, HostError> {
+        let mut request = hyper::Request::new(Full::new(Bytes::from(body)));
+        *request.method_mut() = hyper::Method::POST;
+        *request.uri_mut() = self.uri.clone();
+        let headers = request.headers_mut();
+        headers.insert(HOST, self.host.clone());
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        headers.insert(USER_AGENT, HeaderValue::from_static(crate::outbound::USER_AGENT));
+        for (name, value) in forwarded {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| HostError::Transport("unforwardable header name".into()))?;
+            let value = HeaderValue::from_bytes(value)
+                .map_err(|_| HostError::Transport("unforwardable header value".into()))?;
+            headers.append(name, value);
+        }
+
+        let (sender, response) = match self.checkout().await {
+            Some(mut sender) => match sender.try_send_request(request).await {
+                Ok(response) => (sender, response),
+                // A kept-alive connection the host closed before this request went
+                // out: nothing was sent, so it goes out once on a new connection.
+                Err(mut e) => match e.take_message() {
+                    Some(request) => {
+                        let mut sender = self.connect().await?;
+                        let response = sender.send_request(request).await.map_err(transport)?;
+                        (sender, response)
+                    }
+                    None => return Err(transport(e.into_error())),
+                },
+            },
+            None => {
+                let mut sender = self.connect().await?;
+                let response = sender.send_request(request).await.map_err(transport)?;
+                (sender, response)
+            }
+        };
+
+        let status = response.status().as_u16();
+        let declared = response
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let success = (200..300).contains(&status);
+        if declared.is_some_and(|len| len > max_body as u64) {
+            // Not read; the connection closes with `sender`.
+            return if success {
+                Err(HostError::BodyTooLarge(max_body))
+            } else {
+                Ok(Answer { status, body: Vec::new() })
+            };
+        }
+        let mut body = response.into_body();
+        let mut read = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(e) if success => return Err(transport(e)),
+                Err(_) => return Ok(Answer { status, body: Vec::new() }),
+            };
+            if let Ok(data) = frame.into_data() {
+                if read.len() + data.len() > max_body {
+                    return if success {
+                        Err(HostError::BodyTooLarge(max_body))
+                    } else {
+                        Ok(Answer { status, body: Vec::new() })
+                    };
+                }
+                read.extend_from_slice(&data);
+            }
+        }
+        // Read to the end: the connection can carry the next check.
+        self.checkin(sender);
+        if !success {
+            read.clear(); // a refusal's body is not needed
+        }
+        Ok(Answer { status, body: read })
+    }
+
+    fn idle(&self) -> &Mutex<Vec<Idle>> {
+        self.idle.get_or_default()
+    }
+
+    /// The most recently used idle connection of this thread that is still open.
+    async fn checkout(&self) -> Option<Sender> {
+        loop {
+            let Idle { mut sender, since } = self.idle().lock().unwrap().pop()?;
+            if since.elapsed() >= IDLE_TIMEOUT || sender.is_closed() {
+                continue; // dropped: its connection task ends
+            }
+            if sender.is_ready() || sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    fn checkin(&self, sender: Sender) {
+        let now = Instant::now();
+        let mut idle = self.idle().lock().unwrap();
+        // Oldest first: the ones unused for IDLE_TIMEOUT go.
+        let expired = idle.iter().take_while(|i| now.duration_since(i.since) >= IDLE_TIMEOUT).count();
+        idle.drain(..expired);
+        if idle.len() < MAX_IDLE_PER_THREAD {
+            idle.push(Idle { sender, since: now });
+        }
+    }
+
+    async fn connect(&self) -> Result<Sender, HostError> {
+        let connected = tokio::time::timeout(self.connect_timeout, async {
+            match &self.target {
+                Target::Tcp { host, port } => {
+                    let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+                    stream.set_nodelay(true)?;
+                    Ok(start(stream).await)
+                }
+                Target::Unix(path) => {
+                    let stream = tokio::net::UnixStream::connect(path).await?;
+                    Ok::<_, std::io::Error>(start(stream).await)
+                }
+            }
+        })
+        .await;
+        match connected {
+            Err(_) => Err(HostError::Timeout),
+            Ok(Err(e)) => Err(HostError::Connect(e.to_string())),
+            Ok(Ok(handshake)) => handshake.map_err(transport),
+        }
+    }
+}
+
+/// Starts HTTP/1.1 on `io`; the connection runs as a task of the current runtime
+/// until the host closes it or its sender is dropped.
+async fn start<T>(io: T) -> Result<Sender, hyper::Error>
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        // A connection error surfaces on the request that was using it.
+        let _ = connection.await;
+    });
+    Ok(sender)
+}

@@ -1,0 +1,207 @@
+//! The session check's own HTTP/1.1 client (`http://` URLs) against a raw host
+//! that shows what the wire carries: connections are kept alive and reused, a
+//! connection the host closed is never a failed check, chunked answers are read
+//! and capped, and the request line and Host come from `url`.
+use crate::helpers::*;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const REQ: &str = "socket_id=1234.1234&channel_name=private-foobar";
+const IDENTITY: &str = r#"{"user_id":"u-1"}"#;
+
+/// How the raw host ends each answer.
+#[derive(Clone, Copy)]
+enum Ending {
+    /// Keep the connection open for the next request.
+    KeepAlive,
+    /// Close the connection this long after answering, without saying so
+    /// (a host's idle keep-alive timeout).
+    CloseAfter(Duration),
+    /// Answer with `Connection: close` and close.
+    ConnectionClose,
+}
+
+#[derive(Default)]
+struct Seen {
+    connections: usize,
+    /// (connection number, request line, Host header)
+    requests: Vec<(usize, String, String)>,
+}
+
+/// A host on a raw socket: reads each request (head and Content-Length body),
+/// answers with `answer` (a full HTTP response), then does `after`.
+async fn raw_host(answer: String, after: Ending) -> (u16, Arc<Mutex<Seen>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else { return };
+            let id = {
+                let mut s = log.lock().unwrap();
+                s.connections += 1;
+                s.connections
+            };
+            let (log, answer) = (log.clone(), answer.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let header = |name: &str| {
+                        text[..end].lines().find_map(|l| {
+                            let (n, v) = l.split_once(':')?;
+                            n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+                        })
+                    };
+                    let len: usize = header("content-length").map_or(0, |v| v.parse().unwrap());
+                    if buf.len() < end + 4 + len {
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    }
+                    let line = text.lines().next().unwrap_or_default().to_owned();
+                    log.lock().unwrap().requests.push((id, line, header("host").unwrap_or_default()));
+                    buf.drain(..end + 4 + len);
+                    if conn.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    match after {
+                        Ending::KeepAlive => {}
+                        Ending::CloseAfter(delay) => {
+                            tokio::time::sleep(delay).await;
+                            return;
+                        }
+                        Ending::ConnectionClose => return,
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+fn ok_answer(extra_headers: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{extra_headers}content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn chunked(body: &str, piece: usize) -> String {
+    let mut out = String::from(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+    );
+    for part in body.as_bytes().chunks(piece) {
+        out += &format!("{:x}\r\n{}\r\n", part.len(), std::str::from_utf8(part).unwrap());
+    }
+    out + "0\r\n\r\n"
+}
+
+async fn app_against(url: &str) -> TestApp {
+    spawn_with_config(wiremock::MockServer::start().await, &base_config(url)).await
+}
+
+async fn signed(app: &TestApp) {
+    let body = expect_status(app.post_form("/auth/new", REQ).await, 200).await;
+    assert!(body["auth"].as_str().is_some_and(|a| a.starts_with(NEW_KEY)), "{body}");
+}
+
+#[tokio::test]
+async fn sequential_checks_share_one_kept_alive_connection() {
+    let (port, seen) = raw_host(ok_answer("", IDENTITY), Ending::KeepAlive).await;
+    let app = app_against(&format!("http://127.0.0.1:{port}/internal/check?v=1")).await;
+    for _ in 0..50 {
+        signed(&app).await;
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.requests.len(), 50, "one check per authorization");
+    // One worker, one request at a time: the first connection carries them all.
+    assert_eq!(seen.connections, 1, "connections opened for 50 sequential checks");
+    for (_, line, host) in &seen.requests {
+        assert_eq!(line, "POST /internal/check?v=1 HTTP/1.1");
+        assert_eq!(host, &format!("127.0.0.1:{port}"));
+    }
+}
+
+#[tokio::test]
+async fn a_connection_the_host_closed_while_idle_is_never_a_failed_check() {
+    // The host drops each connection 50 ms after answering (its keep-alive timeout).
+    let (port, seen) = raw_host(ok_answer("", IDENTITY), Ending::CloseAfter(Duration::from_millis(50))).await;
+    let app = app_against(&format!("http://127.0.0.1:{port}/check")).await;
+    for _ in 0..5 {
+        signed(&app).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.requests.len(), 5);
+    assert_eq!(seen.connections, 5, "each check after the host's close used a new connection");
+}
+
+#[tokio::test]
+async fn connection_close_answers_are_honoured() {
+    let (port, seen) = raw_host(ok_answer("connection: close\r\n", IDENTITY), Ending::ConnectionClose).await;
+    let app = app_against(&format!("http://127.0.0.1:{port}/check")).await;
+    for _ in 0..5 {
+        signed(&app).await;
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!((seen.requests.len(), seen.connections), (5, 5));
+}
+
+#[tokio::test]
+async fn a_chunked_answer_is_read_whole_and_reused() {
+    let identity = r#"{"user_id":"u-1","user_info":{"name":"Chunked Charlie"}}"#;
+    let (port, seen) = raw_host(chunked(identity, 7), Ending::KeepAlive).await;
+    let app = app_against(&format!("http://127.0.0.1:{port}/check")).await;
+    let body = expect_status(
+        app.post_form("/auth/new", "socket_id=1234.1234&channel_name=presence-room").await,
+        200,
+    )
+    .await;
+    let data: serde_json::Value = serde_json::from_str(body["channel_data"].as_str().unwrap()).unwrap();
+    assert_eq!(data["user_info"]["name"], "Chunked Charlie");
+    signed(&app).await;
+    assert_eq!(seen.lock().unwrap().connections, 1);
+}
+
+#[tokio::test]
+async fn a_chunked_answer_past_the_cap_signs_nothing() {
+    // base_config caps answers at 4,096 bytes; no Content-Length announces this one.
+    let big = format!(r#"{{"user_id":"u-1","user_info":{{"pad":"{}"}}}}"#, "x".repeat(5000));
+    let (port, _) = raw_host(chunked(&big, 1000), Ending::KeepAlive).await;
+    let app = app_against(&format!("http://127.0.0.1:{port}/check")).await;
+    let res = app.post_form("/auth/new", REQ).await;
+    let body = res.text().await.unwrap();
+    // Read whole, the answer is a valid identity: only the cap refuses it.
+    let error = assert_status(reqwest::StatusCode::BAD_GATEWAY, &body, 502);
+    assert_no_signature(&body);
+    assert_eq!(error["error"]["code"], "session_check_invalid", "{body}");
+}
+
+#[tokio::test]
+async fn a_refusal_keeps_the_connection_for_the_next_check() {
+    let refusal =
+        "HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\ncontent-length: 9\r\n\r\nforbidden".to_owned();
+    let (port, seen) = raw_host(refusal, Ending::KeepAlive).await;
+    let app = app_against(&format!("http://127.0.0.1:{port}/check")).await;
+    for _ in 0..5 {
+        let res = app.post_form("/auth/new", REQ).await;
+        let body = res.text().await.unwrap();
+        assert_no_signature(&body);
+        assert_status(reqwest::StatusCode::FORBIDDEN, &body, 403);
+    }
+    assert_eq!(seen.lock().unwrap().connections, 1);
+}
