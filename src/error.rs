@@ -106,6 +106,11 @@ pub fn error_body(code: &str, message: &str) -> serde_json::Value {
     serde_json::json!({"error": {"code": code, "message": message}})
 }
 
+/// A JSON error answer outside the AuthError table (routing: 404, 405).
+pub fn json_error(status: StatusCode, code: &str, message: &str) -> actix_web::HttpResponse {
+    actix_web::HttpResponse::build(status).json(error_body(code, message))
+}
+
 impl ResponseError for AuthError {
     fn status_code(&self) -> StatusCode {
         self.status_and_code().0

@@ -1,10 +1,9 @@
 //! Building and running the HTTP server(s): listeners, routes, background tasks.
 
-use crate::{config::Settings, routes, state::AppState, telemetry::RequestSpan};
-use actix_web::{App, HttpResponse, HttpServer, dev::Server, middleware::from_fn, web};
+use crate::{config::Settings, routes, state::AppState};
+use actix_web::{App, HttpServer, dev::Server, middleware::from_fn, web};
 use anyhow::Context;
 use std::{net::TcpListener, path::PathBuf};
-use tracing_actix_web::TracingLogger;
 
 pub struct Application {
     port: u16,
@@ -91,7 +90,6 @@ impl Application {
             App::new()
                 .app_data(app_state.clone())
                 .configure(configure_routes)
-                .wrap(TracingLogger::<RequestSpan>::new())
                 .wrap(from_fn(routes::request_id_middleware))
         })
         .shutdown_timeout(server_settings.shutdown_timeout.as_secs())
@@ -171,12 +169,10 @@ fn limit_receive_buffer(listener: &TcpListener) -> std::io::Result<()> {
     socket2::SockRef::from(listener).set_recv_buffer_size(RECEIVE_BUFFER_BYTES)
 }
 
-fn json_error(status: actix_web::http::StatusCode, code: &str, message: &str) -> HttpResponse {
-    HttpResponse::build(status).json(crate::error::error_body(code, message))
-}
-
 fn not_found() -> actix_web::Route {
-    web::to(|| async { json_error(actix_web::http::StatusCode::NOT_FOUND, "not_found", "no such route") })
+    web::to(|| async {
+        crate::error::json_error(actix_web::http::StatusCode::NOT_FOUND, "not_found", "no such route")
+    })
 }
 
 /// Matches only while `feature` is configured: an unconfigured feature's routes
@@ -191,11 +187,11 @@ fn configured(feature: fn(&Settings) -> bool) -> impl actix_web::guard::Guard {
 /// The route table of the public listener: auth, and publish/webhooks when configured.
 /// Metrics and the status page are on the admin listener only.
 pub fn configure_routes(cfg: &mut web::ServiceConfig) {
-    use actix_web::http::StatusCode;
-    let method_not_allowed = || {
-        web::route()
-            .to(|| async { json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST") })
-    };
+    // First: the hot path then matches on its first, static, prefix. The scope's
+    // one service tells /auth/{app} from /auth/{app}/user (routes::auth).
+    cfg.service(
+        web::scope("/auth").wrap(from_fn(routes::cors_middleware)).default_service(web::to(routes::auth)),
+    );
     cfg.route("/healthz", web::get().to(routes::healthz)).route("/readyz", web::get().to(routes::readyz));
     crate::publish::configure(cfg, configured(|s| s.publish.is_some()));
     cfg.service(
@@ -209,21 +205,7 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig) {
             .guard(configured(|s| s.webhooks.is_some()))
             .route(web::post().to(routes::receive_webhook)),
     );
-    cfg.service(
-        web::scope("/auth")
-            .wrap(from_fn(routes::cors_middleware))
-            .service(
-                web::resource("/{app}")
-                    .route(web::post().to(routes::channel_auth))
-                    .default_service(method_not_allowed()),
-            )
-            .service(
-                web::resource("/{app}/user")
-                    .route(web::post().to(routes::user_auth))
-                    .default_service(method_not_allowed()),
-            ),
-    )
-    .default_service(not_found());
+    cfg.default_service(not_found());
 }
 
 /// The admin listener: health, metrics and the migration status; never the auth routes.

@@ -1,15 +1,8 @@
 //! Logging: human-readable on a terminal, JSON lines otherwise (or as
 //! configured). `RUST_LOG` overrides the configured level.
 
-use crate::{config::LogSettings, routes::RequestId};
-use actix_web::{
-    HttpMessage,
-    body::MessageBody,
-    dev::{ServiceRequest, ServiceResponse},
-};
+use crate::config::LogSettings;
 use std::io::IsTerminal;
-use tracing::Span;
-use tracing_actix_web::RootSpanBuilder;
 use tracing_subscriber::EnvFilter;
 
 pub fn init(settings: &LogSettings) {
@@ -21,11 +14,9 @@ pub fn init_with_writer<W>(settings: &LogSettings, writer: W, terminal: bool)
 where
     W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
 {
-    // tracing-actix-web repeats every error response as a WARN; our own
-    // per-decision line already says it, with the status and reason.
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.trim().is_empty() => EnvFilter::new(directives),
-        _ => EnvFilter::new(format!("{},tracing_actix_web=error", settings.level)),
+        _ => EnvFilter::new(&settings.level),
     };
     let json = match settings.format {
         crate::config::LogFormat::Json => true,
@@ -40,17 +31,4 @@ where
         // Colour only on a terminal: a redirected log (`demo 2> demo.log`) stays plain text.
         builder.compact().with_ansi(terminal).try_init()
     };
-}
-
-/// The root span of every request: method, path and the request id (the one
-/// the client or proxy sent, if well formed). Nothing from headers or body.
-pub struct RequestSpan;
-
-impl RootSpanBuilder for RequestSpan {
-    fn on_request_start(request: &ServiceRequest) -> Span {
-        let id = request.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
-        tracing::debug_span!("request", method = %request.method(), path = %request.path(), request_id = %id)
-    }
-
-    fn on_request_end<B: MessageBody>(_span: Span, _outcome: &Result<ServiceResponse<B>, actix_web::Error>) {}
 }

@@ -8,7 +8,7 @@ mod request_id;
 mod webhooks;
 
 pub use admin::{admin_host_middleware, healthz, metrics, readyz};
-pub use auth::{channel_auth, user_auth};
+pub use auth::route as auth;
 pub use client_config::client_config;
 pub use cors::cors_middleware;
 pub use request_id::{RequestId, request_id_middleware};
