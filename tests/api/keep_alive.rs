@@ -205,3 +205,43 @@ async fn a_refusal_keeps_the_connection_for_the_next_check() {
     }
     assert_eq!(seen.lock().unwrap().connections, 1);
 }
+
+#[tokio::test]
+async fn checks_that_time_out_leave_no_connection_open() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A host that reads every request and never answers; it counts its open connections.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (open, opened) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (o, n) = (open.clone(), opened.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else { return };
+            o.fetch_add(1, Ordering::SeqCst);
+            n.fetch_add(1, Ordering::SeqCst);
+            let o = o.clone();
+            tokio::spawn(async move {
+                let mut sink = [0u8; 4096];
+                while matches!(conn.read(&mut sink).await, Ok(n) if n > 0) {}
+                o.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    let app = app_against(&format!("http://127.0.0.1:{port}/check")).await;
+    // Distinct channels: identical checks would share one call.
+    let forms: Vec<String> =
+        (0..40).map(|i| format!("socket_id=1234.1234&channel_name=private-{i}")).collect();
+    let posts = forms.iter().map(|form| app.post_form("/auth/new", form));
+    for res in futures_util::future::join_all(posts).await {
+        let body = res.text().await.unwrap();
+        assert_no_signature(&body);
+        assert!(body.contains("session_check_timeout"), "{body}");
+    }
+    assert_eq!(opened.load(Ordering::SeqCst), 40, "one connection per check in flight");
+    // A connection whose check timed out is closed, never kept for the next check.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while open.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(open.load(Ordering::SeqCst), 0, "connections left open after their checks timed out");
+}
