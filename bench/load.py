@@ -20,6 +20,7 @@ RSS and server CPU per request, the ratios and the targets.
                                      # exchange, the service over TCP and over a Unix socket
     python3 bench/load.py --instructions  # user-space instructions per authorization
                                      # (callgrind): repeatable where CPU time is not
+    SERVICE_BIN=/path/to/other/build python3 bench/load.py [--instructions]  # before/after
 """
 import json, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
@@ -348,7 +349,8 @@ def main():
     for unix in (False, True):
         with open(f"{work}/service{'-unix' if unix else ''}.toml", "w") as f:
             f.write(service_conf(work, svc_port, check_port, unix))
-    binary = os.path.join(ROOT, f"target/{profile}/pusher-dual-auth")
+    # SERVICE_BIN: another build (an older commit) to compare against, in the same way.
+    binary = os.environ.get("SERVICE_BIN", os.path.join(ROOT, f"target/{profile}/pusher-dual-auth"))
     service = [binary, "serve", "--config", f"{work}/service.toml"]
     service_unix = [binary, "serve", "--config", f"{work}/service-unix.toml"]
     url = f"http://127.0.0.1:{svc_port}/auth/new"

@@ -575,3 +575,43 @@ async fn doctor_checks_the_session_check_refuses_a_request_without_credentials()
     }
     drop(held);
 }
+
+/// With `session_check.unix_socket`, doctor asks the host over the socket, as the
+/// service does; the URL's host name is never resolved (here it cannot be).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_asks_the_session_check_over_its_unix_socket() {
+    use std::io::{Read, Write};
+    let dir = common::TempDir::new("doctor-socket");
+    let socket = dir.0.join("session.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let head = seen.clone();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 8192];
+            let n = s.read(&mut buf).unwrap_or(0);
+            *head.lock().unwrap() = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let _ = write!(s, "HTTP/1.1 401 X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    let (old, new) = correct(9);
+    let config = format!(
+        "[session_check]\nurl = \"http://app.invalid/internal/pusher-session\"\nunix_socket = \"{}\"\n{old}{new}",
+        socket.display()
+    );
+    let (_, out, _, _) =
+        tokio::task::spawn_blocking(move || doctor_measured(&config, true, &["--timeout-secs", "5"]))
+            .await
+            .unwrap();
+    let r: Value = serde_json::Deserializer::from_str(&out).into_iter().next().unwrap().unwrap();
+    let check = &r["service"][0];
+    assert_eq!(
+        (check["name"].as_str(), check["status"].as_str()),
+        (Some("session check"), Some("pass")),
+        "{check}"
+    );
+    assert!(check["detail"].as_str().unwrap().contains("(401)"), "{check}");
+    let head = seen.lock().unwrap().clone();
+    assert!(head.starts_with("POST /internal/pusher-session HTTP/1.1\r\n"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("host: app.invalid\r\n"), "{head}");
+}

@@ -4,12 +4,12 @@
 //! apps' secrets are swapped in the config.
 
 use super::{
-    error_chain,
     report::{AppReport, Check, Status},
     step,
     verdict::Failure,
 };
 use crate::config::{AppSettings, Settings, redact_url};
+use crate::session_check::HostError;
 use secrecy::ExposeSecret;
 use tokio::time::Instant;
 
@@ -19,32 +19,39 @@ pub async fn session_check(settings: &Settings, until: Instant) -> Check {
     const NAME: &str = "session check";
     let sc = &settings.session_check;
     let url = redact_url(&sc.url);
-    let Ok(http) = crate::outbound::client_builder(sc.timeout).connect_timeout(sc.connect_timeout).build()
-    else {
-        return Check::fail(NAME, &Failure::Wrong("cannot build an HTTP client".into()));
+    // The service's own client: the same transport (a Unix socket too), timeouts and cap.
+    let client = match crate::session_check::SessionCheckClient::new(sc) {
+        Ok(client) => client,
+        Err(e) => {
+            return Check::fail(NAME, &Failure::Wrong(format!("cannot build the session check client: {e}")));
+        }
     };
     let app = settings.apps.keys().next().map(String::as_str).unwrap_or_default();
     let body = serde_json::json!({
         "app": app, "kind": "channel", "socket_id": "1234.1234",
         "channel_name": "private-pusher-dual-auth-doctor-anonymous", "params": {},
     });
-    let sent = tokio::time::timeout_at(step(until), http.post(sc.url.clone()).json(&body).send()).await;
+    let no_credentials = crate::session_check::ForwardedHeaders::default();
+    let sent =
+        tokio::time::timeout_at(step(until), client.exchange(body.to_string().into_bytes(), &no_credentials))
+            .await;
     let failure = match sent {
         Err(_) => Failure::Timeout(format!("the session check at {url}")),
-        Ok(Err(e)) if e.is_timeout() => Failure::Timeout(format!(
+        Ok(Err(HostError::Timeout)) => Failure::Timeout(format!(
             "the session check at {url} within session_check.timeout_ms ({} ms)",
             sc.timeout.as_millis()
         )),
-        Ok(Err(e)) => Failure::Unreachable { url: url.clone(), error: error_chain(&e.without_url()) },
-        Ok(Ok(res)) => match res.status().as_u16() {
+        // A 2xx whose body is past the cap is still a 2xx to a stranger.
+        Ok(Err(HostError::BodyTooLarge(_))) => fail_open(&url, 200),
+        Ok(Err(HostError::Connect(error) | HostError::Transport(error))) => {
+            Failure::Unreachable { url: url.clone(), error }
+        }
+        Ok(Err(other)) => Failure::Wrong(other.to_string()),
+        Ok(Ok(answer)) => match answer.status {
             status @ (401 | 403) => {
                 return Check::pass(NAME, format!("{url} refuses a request without credentials ({status})"));
             }
-            status @ 200..=299 => Failure::Wrong(format!(
-                "FAIL-OPEN: {url} answered {status} to a request with no cookie and no Authorization: \
-                 anyone could join private and presence channels. It must answer 401 or 403 when there is \
-                 no session"
-            )),
+            status @ 200..=299 => fail_open(&url, status),
             status @ 300..=399 => Failure::Wrong(format!(
                 "{url} answered a redirect ({status}) to a request without credentials: redirects are never \
                  followed, so such requests fail with 502; answer 401 or 403 instead"
@@ -56,6 +63,14 @@ pub async fn session_check(settings: &Settings, until: Instant) -> Check {
         },
     };
     Check::fail(NAME, &failure)
+}
+
+fn fail_open(url: &str, status: u16) -> Failure {
+    Failure::Wrong(format!(
+        "FAIL-OPEN: {url} answered {status} to a request with no cookie and no Authorization: \
+         anyone could join private and presence channels. It must answer 401 or 403 when there is \
+         no session"
+    ))
 }
 
 /// For apps whose signed REST request was refused (401): does their key and

@@ -10,6 +10,7 @@ mod response;
 mod shared;
 
 pub use headers::{ForwardedHeaders, HeaderError, client_ip, forwarded_headers, is_trusted};
+pub use http1_pool::Answer;
 pub use response::{HostAnswer, HostError, HostIdentity, interpret};
 pub use shared::{CachePolicy, SharedChecks, Source};
 
@@ -135,13 +136,20 @@ impl SessionCheckClient {
             Refused::ClientShare => HostError::ClientBusy(self.permits.per_client()),
         })?;
         let body = serde_json::to_vec(request).expect("check request serializes");
+        let answer = self.exchange(body, headers).await?;
+        interpret(answer.status, &answer.body)
+    }
+
+    /// POSTs `body` to the host as a check does (same transport, timeouts, cap and
+    /// headers) and returns its status, with the body of a 2xx. doctor's probe uses
+    /// it directly, so it reaches the host exactly as the service does.
+    pub async fn exchange(&self, body: Vec<u8>, headers: &ForwardedHeaders) -> Result<Answer, HostError> {
         let http = match &self.transport {
             Transport::Http1(pool) => {
                 let exchange = pool.post(body, headers.iter(), self.max_response_bytes);
-                let answer = tokio::time::timeout(self.settings.timeout, exchange)
+                return tokio::time::timeout(self.settings.timeout, exchange)
                     .await
-                    .map_err(|_| HostError::Timeout)??;
-                return interpret(answer.status, &answer.body);
+                    .map_err(|_| HostError::Timeout)?;
             }
             // The builder only fails on TLS setup, which `new` already did once.
             Transport::Reqwest(http) => {
@@ -162,7 +170,7 @@ impl SessionCheckClient {
         let status = response.status().as_u16();
         if !(200..300).contains(&status) {
             // 401/403 deny; anything else is an error. The body is not needed.
-            return interpret(status, b"");
+            return Ok(Answer { status, body: Vec::new() });
         }
         if response.content_length().is_some_and(|len| len > self.max_response_bytes as u64) {
             return Err(HostError::BodyTooLarge(self.max_response_bytes));
@@ -174,6 +182,6 @@ impl SessionCheckClient {
             }
             body.extend_from_slice(&chunk);
         }
-        interpret(status, &body)
+        Ok(Answer { status, body })
     }
 }
