@@ -167,6 +167,24 @@ http {{
 """
 
 
+def start_nginx(prefix):
+    """A work directory, and nginx there answering the session check (TCP and Unix socket)."""
+    work = tempfile.mkdtemp(prefix=prefix)
+    check_port = free_port()
+    with open(f"{work}/nginx.conf", "w") as f:
+        f.write(nginx_conf(work, check_port))
+    nginx = subprocess.Popen(["nginx", "-p", work, "-c", f"{work}/nginx.conf", "-g", "daemon off;"],
+                             start_new_session=True)
+    time.sleep(0.3)
+    return work, check_port, nginx
+
+
+def stop_nginx(work, nginx):
+    os.killpg(nginx.pid, signal.SIGTERM)
+    nginx.wait()
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def service_conf(work, svc_port, check_port, unix=False):
     socket_line = f'unix_socket = "{work}/session.sock"\n' if unix else ""
     return f"""[server]
@@ -222,14 +240,10 @@ def syscalls():
     """Per-request syscalls: nginx's one exchange beside the service over TCP and over a Unix socket."""
     need("strace", "strace")
     subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "pusher-dual-auth"], cwd=ROOT, check=True)
-    work = tempfile.mkdtemp(prefix="dual-auth-strace-")
-    check_port, svc_port = free_port(), free_port()
-    with open(f"{work}/nginx.conf", "w") as f:
-        f.write(nginx_conf(work, check_port))
-    nginx = subprocess.Popen(["nginx", "-p", work, "-c", f"{work}/nginx.conf", "-g", "daemon off;"], start_new_session=True)
+    work, check_port, nginx = start_nginx("dual-auth-strace-")
+    svc_port = free_port()
     rows = []
     try:
-        time.sleep(0.3)
         nginx_pids = tree(nginx.pid)
         rows.append(("nginx, one exchange", *strace_counts(nginx_pids, f"http://127.0.0.1:{check_port}/check")))
         for unix in (False, True):
@@ -251,9 +265,7 @@ def syscalls():
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(timeout=30)
     finally:
-        os.killpg(nginx.pid, signal.SIGTERM)
-        nginx.wait()
-        shutil.rmtree(work, ignore_errors=True)
+        stop_nginx(work, nginx)
     names = sorted({k for _, _, c in rows for k in c}, key=lambda k: -max(c.get(k, 0) for _, _, c in rows))
     names = [n for n in names if max(c.get(n, 0) for _, _, c in rows) >= 0.05]
     print(f"\nsyscalls per request (strace -c -f, wrk -t{THREADS} -c{CONNECTIONS} -d3s, release build)")
@@ -297,14 +309,10 @@ def instructions():
     need("wrk", "wrk")
     subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "pusher-dual-auth"], cwd=ROOT, check=True)
     binary = os.environ.get("SERVICE_BIN", os.path.join(ROOT, "target/release/pusher-dual-auth"))
-    work = tempfile.mkdtemp(prefix="dual-auth-callgrind-")
-    check_port, svc_port = free_port(), free_port()
-    with open(f"{work}/nginx.conf", "w") as f:
-        f.write(nginx_conf(work, check_port))
-    nginx = subprocess.Popen(["nginx", "-p", work, "-c", f"{work}/nginx.conf", "-g", "daemon off;"], start_new_session=True)
+    work, check_port, nginx = start_nginx("dual-auth-callgrind-")
+    svc_port = free_port()
     rows = []
     try:
-        time.sleep(0.3)
         for unix in (False, True):
             conf = f"{work}/service{'-unix' if unix else ''}.toml"
             with open(conf, "w") as f:
@@ -314,9 +322,7 @@ def instructions():
             r1, i1 = callgrind_total(binary, conf, url, DURATION * 2, f"{work}/cg.out")
             rows.append(("pusher-dual-auth" + (", unix socket" if unix else ""), r1 - r0, (i1 - i0) / (r1 - r0)))
     finally:
-        os.killpg(nginx.pid, signal.SIGTERM)
-        nginx.wait()
-        shutil.rmtree(work, ignore_errors=True)
+        stop_nginx(work, nginx)
     print(f"\nuser-space instructions per authorization (callgrind, 1 worker, wrk -t1 -c8 -d{DURATION * 2}s)")
     for name, requests, per in rows:
         print(f"{name:<34}{per:>12,.0f}   ({requests} requests)")
@@ -338,12 +344,8 @@ def main():
     if not guard and not os.path.isdir(os.path.join(ref, "node_modules")):
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=ref, check=True)
 
-    work = tempfile.mkdtemp(prefix="dual-auth-bench-")
-    check_port, svc_port, node_port = free_port(), free_port(), free_port()
-    with open(f"{work}/nginx.conf", "w") as f:
-        f.write(nginx_conf(work, check_port))
-    nginx = subprocess.Popen(["nginx", "-p", work, "-c", f"{work}/nginx.conf", "-g", "daemon off;"],
-                             start_new_session=True)
+    work, check_port, nginx = start_nginx("dual-auth-bench-")
+    svc_port, node_port = free_port(), free_port()
     seconds = 3 if guard else DURATION
     rounds = 1 if guard else ROUNDS
     for unix in (False, True):
@@ -369,7 +371,6 @@ def main():
     runs = {name: [] for name, *_ in targets}
     baselines = []
     try:
-        time.sleep(0.3)
         nginx_url = f"http://127.0.0.1:{check_port}/check"
         # nginx answering the check itself: one exchange, the floor an auth callback costs.
         def baseline():
@@ -385,9 +386,7 @@ def main():
                 runs[name].append(r)
                 before = after
     finally:
-        os.killpg(nginx.pid, signal.SIGTERM)
-        nginx.wait()
-        shutil.rmtree(work, ignore_errors=True)
+        stop_nginx(work, nginx)
 
     med = statistics.median
     for name, rs in runs.items():
