@@ -26,6 +26,11 @@ type Sender = SendRequest<Full<Bytes>>;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle connections kept per worker thread.
 const MAX_IDLE_PER_THREAD: usize = 256;
+/// The largest answer head (status line and headers) taken, and the most a
+/// connection's read buffer grows to. hyper's default buffer is ~400 KiB, which
+/// 1,024 checks in flight to a broken host would make 400 MiB; an identity's
+/// headers need a few hundred bytes.
+const MAX_HEAD: usize = 64 * 1024;
 
 enum Target {
     Tcp { host: String, port: u16 },
@@ -243,8 +248,11 @@ async fn start<T>(io: T) -> Result<Sender, hyper::Error>
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let (sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
+    let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        .max_header_size(MAX_HEAD)
+        .max_buf_size(MAX_HEAD)
+        .handshake(hyper_util::rt::TokioIo::new(io))
+        .await?;
     tokio::spawn(async move {
         // A connection error surfaces on the request that was using it.
         let _ = connection.await;

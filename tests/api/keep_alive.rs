@@ -245,3 +245,16 @@ async fn checks_that_time_out_leave_no_connection_open() {
     }
     assert_eq!(open.load(Ordering::SeqCst), 0, "connections left open after their checks timed out");
 }
+
+#[tokio::test]
+async fn an_answer_head_past_64_kib_signs_nothing() {
+    // 100 KiB of headers (ten of them) before a valid identity: refused, where
+    // hyper's default buffer (~400 KiB) would have read it and signed.
+    let padding: String = (0..10).map(|i| format!("x-pad-{i}: {}\r\n", "p".repeat(10_000))).collect();
+    let (port, _) = raw_host(ok_answer(&padding, IDENTITY), Ending::KeepAlive).await;
+    let app = app_against(&format!("http://127.0.0.1:{port}/check")).await;
+    let res = app.post_form("/auth/new", REQ).await;
+    let body = res.text().await.unwrap();
+    assert_status(reqwest::StatusCode::BAD_GATEWAY, &body, 502);
+    assert_no_signature(&body);
+}
