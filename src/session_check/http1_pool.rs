@@ -13,8 +13,9 @@
 use super::HostError;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Body as _;
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderName, HeaderValue, USER_AGENT};
+use hyper::header::{ACCEPT, CONTENT_TYPE, HOST, HeaderName, HeaderValue, USER_AGENT};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -150,44 +151,31 @@ impl Http1Pool {
         };
 
         let status = response.status().as_u16();
-        let declared = response
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let success = (200..300).contains(&status);
-        if declared.is_some_and(|len| len > max_body as u64) {
-            // Not read; the connection closes with `sender`.
-            return if success {
-                Err(HostError::BodyTooLarge(max_body))
-            } else {
-                Ok(Answer { status, body: Vec::new() })
-            };
-        }
         let mut body = response.into_body();
+        if !(200..300).contains(&status) {
+            // 401/403 deny, anything else is an error: decided by the status alone,
+            // never held up by a slow body. A body already here is read, so the
+            // connection carries the next check; otherwise it closes with `sender`.
+            if drained_now(&mut body, max_body) {
+                self.checkin(sender);
+            }
+            return Ok(Answer { status, body: Vec::new() });
+        }
+        let declared = body.size_hint().exact();
+        if declared.is_some_and(|len| len > max_body as u64) {
+            return Err(HostError::BodyTooLarge(max_body)); // not read: closes with `sender`
+        }
         let mut read = Vec::new();
         while let Some(frame) = body.frame().await {
-            let frame = match frame {
-                Ok(frame) => frame,
-                Err(e) if success => return Err(transport(e)),
-                Err(_) => return Ok(Answer { status, body: Vec::new() }),
-            };
-            if let Ok(data) = frame.into_data() {
+            if let Ok(data) = frame.map_err(transport)?.into_data() {
                 if read.len() + data.len() > max_body {
-                    return if success {
-                        Err(HostError::BodyTooLarge(max_body))
-                    } else {
-                        Ok(Answer { status, body: Vec::new() })
-                    };
+                    return Err(HostError::BodyTooLarge(max_body));
                 }
                 read.extend_from_slice(&data);
             }
         }
         // Read to the end: the connection can carry the next check.
         self.checkin(sender);
-        if !success {
-            read.clear(); // a refusal's body is not needed
-        }
         Ok(Answer { status, body: read })
     }
 
@@ -238,6 +226,24 @@ impl Http1Pool {
             Err(_) => Err(HostError::Timeout),
             Ok(Err(e)) => Err(HostError::Connect(e.to_string())),
             Ok(Ok(handshake)) => handshake.map_err(transport),
+        }
+    }
+}
+
+/// Whether `body` (at most `max` bytes) was read to its end without waiting.
+fn drained_now(body: &mut hyper::body::Incoming, max: usize) -> bool {
+    use futures_util::FutureExt;
+    let mut seen = 0;
+    loop {
+        match body.frame().now_or_never() {
+            Some(None) => return true,
+            Some(Some(Ok(frame))) => {
+                seen += frame.data_ref().map_or(0, |d| d.len());
+                if seen > max {
+                    return false;
+                }
+            }
+            Some(Some(Err(_))) | None => return false,
         }
     }
 }

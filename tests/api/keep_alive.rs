@@ -258,3 +258,22 @@ async fn an_answer_head_past_64_kib_signs_nothing() {
     assert_status(reqwest::StatusCode::BAD_GATEWAY, &body, 502);
     assert_no_signature(&body);
 }
+
+#[tokio::test]
+async fn a_refusal_is_decided_by_its_status_not_held_up_by_its_body() {
+    // 403 announcing 1,000 bytes of body and sending 3, then nothing.
+    let stalled = "HTTP/1.1 403 Forbidden\r\ncontent-length: 1000\r\n\r\nabc".to_owned();
+    let (port, seen) = raw_host(stalled, Ending::KeepAlive).await;
+    let app = app_against(&format!("http://127.0.0.1:{port}/check")).await;
+    for _ in 0..2 {
+        let started = std::time::Instant::now();
+        let res = app.post_form("/auth/new", REQ).await;
+        let body = res.text().await.unwrap();
+        assert_status(reqwest::StatusCode::FORBIDDEN, &body, 403);
+        assert_no_signature(&body);
+        // The check's timeout is 500 ms: a 403 must not wait for the body.
+        assert!(started.elapsed() < Duration::from_millis(300), "took {:?}", started.elapsed());
+    }
+    // The unread body's connection is not reused.
+    assert_eq!(seen.lock().unwrap().connections, 2);
+}
