@@ -101,8 +101,8 @@ def peak_rss_mib(pids):
     return total / 1024
 
 
-def wrk(url, seconds):
-    cmd = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s",
+def wrk(url, seconds, threads=THREADS, connections=CONNECTIONS):
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s",
            os.path.join(ROOT, "bench/wrk-auth.lua"), url]
     path = "/" + url.split("/", 3)[3]
     return subprocess.run(cmd, capture_output=True, text=True, check=True,
@@ -285,10 +285,7 @@ def callgrind_total(binary, conf, url, seconds, out):
         wait_ready(url, proc, timeout=120)
         requests = 1
         if seconds:
-            cmd = ["wrk", "-t1", "-c8", f"-d{seconds}s", "--latency", "-s", os.path.join(ROOT, "bench/wrk-auth.lua"), url]
-            out_text = subprocess.run(cmd, capture_output=True, text=True, check=True,
-                                      env={**os.environ, "WRK_PATH": "/auth/new"}).stdout
-            requests += parse(out_text)["requests"]
+            requests += parse(wrk(url, seconds, threads=1, connections=8))["requests"]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=120)

@@ -127,29 +127,25 @@ async fn gather(state: &AppState, now: u64) -> Data {
         last_webhook: state.webhooks.last_seen(),
         fleet,
     };
-    let from_fleet = |d: crate::fleet::FleetData, fleet: Value| Data {
-        samples: d.samples,
-        signed: d.signed,
-        quiet_since: d.quiet_since,
-        rest: d.rest,
-        clients: d.clients,
-        last_webhook: d.last_webhook,
-        fleet,
+    let Some(fleet) = &state.fleet else { return local(json!({"shared": false})) };
+    // A failed read still has the last view it read, if any.
+    let (read, error) = match fleet.read(now, old).await {
+        Ok(d) => (Some(d), None),
+        Err((d, e)) => (d, Some(e)),
     };
-    match &state.fleet {
-        None => local(json!({"shared": false})),
-        Some(fleet) => match fleet.read(now, old).await {
-            Ok(d) => {
-                let shown = crate::fleet::describe(fleet, Some(&d), None, now);
-                from_fleet(d, shown)
-            }
-            Err((Some(d), e)) => {
-                let shown = crate::fleet::describe(fleet, Some(&d), Some(&e), now);
-                from_fleet(d, shown)
-            }
-            // Never read: this replica's own view, marked stale.
-            Err((None, e)) => local(crate::fleet::describe(fleet, None, Some(&e), now)),
+    let shown = crate::fleet::describe(fleet, read.as_ref(), error.as_deref(), now);
+    match read {
+        Some(d) => Data {
+            samples: d.samples,
+            signed: d.signed,
+            quiet_since: d.quiet_since,
+            rest: d.rest,
+            clients: d.clients,
+            last_webhook: d.last_webhook,
+            fleet: shown,
         },
+        // Never read: this replica's own view, marked stale.
+        None => local(shown),
     }
 }
 
