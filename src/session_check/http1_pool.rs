@@ -10,7 +10,7 @@
 //! changes: one total timeout and a connect timeout, never a redirect (a 3xx
 //! is an answer), the capped read, the same headers.
 
-use super::HostError;
+use super::{ForwardedHeaders, HostError};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
@@ -104,16 +104,14 @@ impl Http1Pool {
         })
     }
 
-    /// POSTs `body` with `headers` (plus Host, Content-Type, Accept and User-Agent)
-    /// and reads a 2xx answer's body up to `max_body` bytes. The caller bounds the
-    /// whole exchange in time; dropping it mid-way closes that connection.
-    pub async fn post(
+    /// The check request: `body` with the forwarded headers, plus Host,
+    /// Content-Type, Accept and User-Agent.
+    fn request(
         &self,
-        body: Vec<u8>,
-        forwarded: impl Iterator<Item = (&str, &[u8])>,
-        max_body: usize,
-    ) -> Result<Answer, HostError> {
-        let mut request = hyper::Request::new(Full::new(Bytes::from(body)));
+        body: Bytes,
+        forwarded: &ForwardedHeaders,
+    ) -> Result<hyper::Request<Full<Bytes>>, HostError> {
+        let mut request = hyper::Request::new(Full::new(body));
         *request.method_mut() = hyper::Method::POST;
         *request.uri_mut() = self.uri.clone();
         let headers = request.headers_mut();
@@ -121,33 +119,47 @@ impl Http1Pool {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         headers.insert(USER_AGENT, HeaderValue::from_static(crate::outbound::USER_AGENT));
-        for (name, value) in forwarded {
+        for (name, value) in forwarded.iter() {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| HostError::Transport("unforwardable header name".into()))?;
             let value = HeaderValue::from_bytes(value)
                 .map_err(|_| HostError::Transport("unforwardable header value".into()))?;
             headers.append(name, value);
         }
+        Ok(request)
+    }
 
+    /// POSTs `body` with the `forwarded` headers and reads a 2xx answer's body up
+    /// to `max_body` bytes. The caller bounds the whole exchange in time (a second
+    /// attempt included); dropping it mid-way closes that connection.
+    pub async fn post(
+        &self,
+        body: Vec<u8>,
+        forwarded: &ForwardedHeaders,
+        max_body: usize,
+    ) -> Result<Answer, HostError> {
+        let body = Bytes::from(body);
+        let request = self.request(body.clone(), forwarded)?;
         let (sender, response) = match self.checkout().await {
             Some(mut sender) => match sender.try_send_request(request).await {
                 Ok(response) => (sender, response),
-                // A kept-alive connection the host closed before this request went
-                // out: nothing was sent, so it goes out once on a new connection.
                 Err(mut e) => match e.take_message() {
-                    Some(request) => {
-                        let mut sender = self.connect().await?;
-                        let response = sender.send_request(request).await.map_err(transport)?;
-                        (sender, response)
+                    // A kept-alive connection the host closed before this request
+                    // went out: nothing was sent, so it goes out on a new connection.
+                    Some(request) => self.send_on_new(request).await?,
+                    // It went out, and the host closed (or reset) that kept-alive
+                    // connection before an answer's head: its idle timeout fired as
+                    // the check arrived (Node's is 5 s, ours 60). A check is a
+                    // question, so it is asked once more on a new connection, as
+                    // curl does; never after an answer's head, never twice, and
+                    // never when the connection was new.
+                    None if closed_unanswered(e.error()) => {
+                        self.send_on_new(self.request(body, forwarded)?).await?
                     }
                     None => return Err(transport(e.into_error())),
                 },
             },
-            None => {
-                let mut sender = self.connect().await?;
-                let response = sender.send_request(request).await.map_err(transport)?;
-                (sender, response)
-            }
+            None => self.send_on_new(request).await?,
         };
 
         let status = response.status().as_u16();
@@ -207,6 +219,15 @@ impl Http1Pool {
         }
     }
 
+    async fn send_on_new(
+        &self,
+        request: hyper::Request<Full<Bytes>>,
+    ) -> Result<(Sender, hyper::Response<hyper::body::Incoming>), HostError> {
+        let mut sender = self.connect().await?;
+        let response = sender.send_request(request).await.map_err(transport)?;
+        Ok((sender, response))
+    }
+
     async fn connect(&self) -> Result<Sender, HostError> {
         let connected = tokio::time::timeout(self.connect_timeout, async {
             match &self.target {
@@ -228,6 +249,15 @@ impl Http1Pool {
             Ok(Ok(handshake)) => handshake.map_err(transport),
         }
     }
+}
+
+/// Whether the host closed (or reset) the connection before an answer's head.
+fn closed_unanswered(e: &hyper::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    let io_kind = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind);
+    e.is_incomplete_message() || matches!(io_kind, Some(ConnectionReset | BrokenPipe | ConnectionAborted))
 }
 
 /// Whether `body` (at most `max` bytes) was read to its end without waiting.

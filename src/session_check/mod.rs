@@ -118,8 +118,11 @@ impl SessionCheckClient {
             .await
     }
 
-    /// One session check. Never retried: a retry would double the host's load
-    /// exactly when it is struggling, and pusher-js lets the app retry.
+    /// One session check. Never retried after an answer, nor after a timeout: a
+    /// retry would double the host's load exactly when it is struggling, and
+    /// pusher-js lets the app retry. (Over `http://`, a check sent on a kept-alive
+    /// connection the host closed before answering is sent once on a new one,
+    /// within the same timeout: `http1_pool`.)
     pub async fn check(
         &self,
         request: &CheckRequest<'_>,
@@ -146,7 +149,7 @@ impl SessionCheckClient {
     pub async fn exchange(&self, body: Vec<u8>, headers: &ForwardedHeaders) -> Result<Answer, HostError> {
         let http = match &self.transport {
             Transport::Http1(pool) => {
-                let exchange = pool.post(body, headers.iter(), self.max_response_bytes);
+                let exchange = pool.post(body, headers, self.max_response_bytes);
                 return tokio::time::timeout(self.settings.timeout, exchange)
                     .await
                     .map_err(|_| HostError::Timeout)?;

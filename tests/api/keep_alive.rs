@@ -21,6 +21,13 @@ enum Ending {
     CloseAfter(Duration),
     /// Answer with `Connection: close` and close.
     ConnectionClose,
+    /// Answer each connection's first request; read its second and close
+    /// without answering (the host's idle timeout fired as the request came).
+    SilentOnSecond,
+    /// The same, resetting the connection (RST) instead of closing it.
+    ResetOnSecond,
+    /// Read each request and close without answering.
+    Silent,
 }
 
 #[derive(Default)]
@@ -75,6 +82,16 @@ async fn raw_host(answer: String, after: Ending) -> (u16, Arc<Mutex<Seen>>) {
                     let line = text.lines().next().unwrap_or_default().to_owned();
                     log.lock().unwrap().requests.push((id, line, header("host").unwrap_or_default()));
                     buf.drain(..end + 4 + len);
+                    let nth = log.lock().unwrap().requests.iter().filter(|r| r.0 == id).count();
+                    match after {
+                        Ending::Silent => return,
+                        Ending::SilentOnSecond if nth == 2 => return,
+                        Ending::ResetOnSecond if nth == 2 => {
+                            socket2::SockRef::from(&conn).set_linger(Some(Duration::ZERO)).unwrap();
+                            return;
+                        }
+                        _ => {}
+                    }
                     if conn.write_all(answer.as_bytes()).await.is_err() {
                         return;
                     }
@@ -85,6 +102,7 @@ async fn raw_host(answer: String, after: Ending) -> (u16, Arc<Mutex<Seen>>) {
                             return;
                         }
                         Ending::ConnectionClose => return,
+                        Ending::SilentOnSecond | Ending::ResetOnSecond | Ending::Silent => {}
                     }
                 }
             });
@@ -276,4 +294,34 @@ async fn a_refusal_is_decided_by_its_status_not_held_up_by_its_body() {
     }
     // The unread body's connection is not reused.
     assert_eq!(seen.lock().unwrap().connections, 2);
+}
+
+#[tokio::test]
+async fn a_check_the_host_closed_unanswered_on_a_kept_alive_connection_is_asked_once_more() {
+    for ending in [Ending::SilentOnSecond, Ending::ResetOnSecond] {
+        let (port, seen) = raw_host(ok_answer("", IDENTITY), ending).await;
+        let app = app_against(&format!("http://127.0.0.1:{port}/check")).await;
+        for _ in 0..3 {
+            signed(&app).await;
+        }
+        // Connection 1 answers check 1 and drops check 2, which is asked again on
+        // connection 2 (its first request, answered); check 3 is dropped there and
+        // answered on connection 3.
+        let seen = seen.lock().unwrap();
+        let per_connection: Vec<usize> = seen.requests.iter().map(|r| r.0).collect();
+        assert_eq!(per_connection, [1, 1, 2, 2, 3], "requests by connection");
+    }
+}
+
+#[tokio::test]
+async fn a_check_on_a_new_connection_the_host_closed_unanswered_is_not_asked_again() {
+    let (port, seen) = raw_host(ok_answer("", IDENTITY), Ending::Silent).await;
+    let app = app_against(&format!("http://127.0.0.1:{port}/check")).await;
+    for _ in 0..2 {
+        let body = expect_status(app.post_form("/auth/new", REQ).await, 502).await;
+        assert!(body.get("auth").is_none(), "{body}");
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.requests.len(), 2, "one request per check: no second attempt");
+    assert_eq!(seen.connections, 2);
 }
