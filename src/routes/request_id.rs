@@ -33,7 +33,9 @@ pub async fn request_id_middleware(
         (Some(v), None) => v.to_str().ok().filter(|s| well_formed(s)).map(str::to_owned),
         _ => None,
     }
-    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    .unwrap_or_else(|| {
+        uuid::Uuid::new_v4().hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).to_owned()
+    });
     // Nothing from headers or body: the id is well formed or ours.
     let span = tracing::debug_span!("request", method = %req.method(), path = %req.path(), request_id = %id);
     req.extensions_mut().insert(RequestId(id.clone()));
