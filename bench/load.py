@@ -11,7 +11,8 @@ target (bracketing), and a target's ratio is against the mean of the two: this
 machine's speed drifts by tens of percent within a minute (shared host), so a
 baseline taken once at the start misstates targets measured later. ROUNDS rounds;
 the figures printed are medians over them. Prints req/s, p50/p99, non-2xx, peak
-RSS and server CPU per request, the ratios and the targets.
+RSS, server CPU per request, how often the server lost its core per request
+(involuntary context switches), the ratios and the targets.
 
     python3 bench/load.py            # ROUNDS=3 DURATION=5 CONNECTIONS=64 THREADS=2 by default
     python3 bench/load.py --guard    # CI: one round, debug build; exit 1 if the service's CPU
@@ -101,6 +102,21 @@ def peak_rss_mib(pids):
     return total / 1024
 
 
+def preemptions(pids):
+    """Involuntary context switches of every thread of `pids`: each one is the
+    process losing its core to another task (here: the wrk or nginx it just woke)."""
+    total = 0
+    for p in pids:
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{t}/status") as f:
+                    m = re.search(r"nonvoluntary_ctxt_switches:\s+(\d+)", f.read())
+                total += int(m.group(1)) if m else 0
+        except FileNotFoundError:
+            pass
+    return total
+
+
 def wrk(url, seconds, threads=THREADS, connections=CONNECTIONS):
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s",
            os.path.join(ROOT, "bench/wrk-auth.lua"), url]
@@ -126,9 +142,10 @@ def parse(out):
 
 def measure_pids(name, pids, url, seconds):
     wrk(url, min(2, seconds))  # warm-up: pools, JIT, caches
-    cpu0 = cpu_seconds(pids)
+    cpu0, pre0 = cpu_seconds(pids), preemptions(pids)
     result = parse(wrk(url, seconds))
     result["cpu_us_per_req"] = (cpu_seconds(pids) - cpu0) / max(result["requests"], 1) * 1e6
+    result["preempted_per_req"] = (preemptions(pids) - pre0) / max(result["requests"], 1)
     result["peak_rss_mib"] = peak_rss_mib(pids)
     result["name"] = name
     return result
@@ -393,7 +410,7 @@ def main():
                 r["rps_vs_node"] = r["rps"] / runs["node-express-reference"][i]["rps"]
     def summary(name, rs):
         out = {"name": name, "rounds": len(rs), "socket_errors": "none"}
-        for key in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "cpu_vs_nginx", "rps_vs_node"):
+        for key in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "cpu_vs_nginx", "rps_vs_node", "preempted_per_req"):
             if key in rs[0]:
                 out[key] = med([r[key] for r in rs])
         out["peak_rss_mib"] = max(r["peak_rss_mib"] for r in rs)
@@ -407,11 +424,12 @@ def main():
     print(f"\nwrk -t{THREADS} -c{CONNECTIONS} -d{seconds}s, nginx as the session check, {os.cpu_count()} CPUs, "
           f"{profile} build; medians of {rounds} round(s), nginx measured before and after every target")
     print(f"{'server':<34}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'peak RSS MiB':>14}{'CPU µs/req':>12}"
-          f"{'x nginx':>9}")
+          f"{'preempted/req':>15}{'x nginx':>9}")
     for r in results:
         ratio = f"{r['cpu_vs_nginx']:>9.2f}" if "cpu_vs_nginx" in r and r["name"] != "nginx, one exchange" else ""
         print(f"{r['name']:<34}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['non2xx']:>9}"
-              f"{r['peak_rss_mib']:>14.1f}{r['cpu_us_per_req']:>12.1f}{ratio}")
+              f"{r['peak_rss_mib']:>14.1f}{r['cpu_us_per_req']:>12.1f}{r['preempted_per_req']:>15.3f}{ratio}")
+    print("preempted/req: involuntary context switches per request, all threads (the core lost to a woken wrk or nginx)")
     bad = [r["name"] for r in results if r["non2xx"] or r["socket_errors"] != "none"]
     if guard:
         ratio = results[1]["cpu_vs_nginx"]
