@@ -1,7 +1,8 @@
-//! The session check's HTTP/1.1 client for `http://` URLs and Unix sockets:
-//! hyper's connection API with a keep-alive pool per worker thread.
+//! The session check's HTTP/1.1 client, for `http://` and `https://` URLs (over
+//! TCP or `session_check.unix_socket`): hyper's connection API with a keep-alive
+//! pool per worker thread, and rustls with the platform's roots for `https://`.
 //!
-//! Why not reqwest here (it still serves `https://` checks): per check it
+//! Why not reqwest here (it serves the REST and webhook calls): per check it
 //! re-parsed the URL (with IDNA) and went through a generic pool and a layer
 //! of boxed services, about a quarter of the CPU of an authorization
 //! (`bench/load.py`, README Performance). Here the request line and Host are
@@ -15,7 +16,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{ACCEPT, CONTENT_TYPE, HOST, HeaderName, HeaderValue, USER_AGENT};
+use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, HeaderName, HeaderValue, USER_AGENT};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -38,6 +39,34 @@ enum Target {
     Unix(PathBuf),
 }
 
+/// TLS for `https://`: the platform's roots and hostname check (as reqwest),
+/// HTTP/1.1 by ALPN.
+struct Tls {
+    connector: tokio_rustls::TlsConnector,
+    name: rustls::pki_types::ServerName<'static>,
+}
+
+impl Tls {
+    fn for_url(url: &url::Url) -> anyhow::Result<Self> {
+        use rustls_platform_verifier::BuilderVerifierExt;
+        let provider = rustls::crypto::CryptoProvider::get_default()
+            .cloned()
+            .unwrap_or_else(|| std::sync::Arc::new(rustls::crypto::ring::default_provider()));
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_platform_verifier()?
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let name = match url.host() {
+            Some(url::Host::Domain(d)) => rustls::pki_types::ServerName::try_from(d.to_owned())?,
+            Some(url::Host::Ipv4(ip)) => std::net::IpAddr::V4(ip).into(),
+            Some(url::Host::Ipv6(ip)) => std::net::IpAddr::V6(ip).into(),
+            None => anyhow::bail!("session_check.url has no host"),
+        };
+        Ok(Self { connector: std::sync::Arc::new(config).into(), name })
+    }
+}
+
 struct Idle {
     sender: Sender,
     since: Instant,
@@ -45,9 +74,13 @@ struct Idle {
 
 pub struct Http1Pool {
     target: Target,
+    tls: Option<Tls>,
     /// Origin form: the URL's path and query.
     uri: hyper::Uri,
     host: HeaderValue,
+    /// `Authorization: Basic` from the URL's userinfo (`http://user:pass@host/…`),
+    /// as reqwest sent it for this client before; marked sensitive.
+    basic: Option<HeaderValue>,
     connect_timeout: Duration,
     idle: thread_local::ThreadLocal<Mutex<Vec<Idle>>>,
 }
@@ -68,13 +101,17 @@ fn transport(e: impl std::error::Error) -> HostError {
 }
 
 impl Http1Pool {
-    /// A pool for `url` (`http://` only), over `unix_socket` when given.
+    /// A pool for `url` (`http://` or `https://`), over `unix_socket` when given.
     pub fn new(
         url: &url::Url,
         unix_socket: Option<&PathBuf>,
         connect_timeout: Duration,
     ) -> anyhow::Result<Self> {
-        anyhow::ensure!(url.scheme() == "http", "the HTTP/1.1 pool serves http:// URLs only");
+        let tls = match url.scheme() {
+            "http" => None,
+            "https" => Some(Tls::for_url(url)?),
+            other => anyhow::bail!("session_check.url: {other}:// is not http:// or https://"),
+        };
         let host_str = url.host_str().ok_or_else(|| anyhow::anyhow!("session_check.url has no host"))?;
         let host = match url.port() {
             Some(port) => format!("{host_str}:{port}"),
@@ -97,8 +134,10 @@ impl Http1Pool {
         };
         Ok(Self {
             target,
+            tls,
             uri: path_and_query.parse()?,
             host: HeaderValue::from_str(&host)?,
+            basic: basic_auth(url)?,
             connect_timeout,
             idle: thread_local::ThreadLocal::new(),
         })
@@ -119,6 +158,9 @@ impl Http1Pool {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         headers.insert(USER_AGENT, HeaderValue::from_static(crate::outbound::USER_AGENT));
+        if let Some(basic) = &self.basic {
+            headers.insert(AUTHORIZATION, basic.clone());
+        }
         for (name, value) in forwarded.iter() {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| HostError::Transport("unforwardable header name".into()))?;
@@ -234,12 +276,9 @@ impl Http1Pool {
                 Target::Tcp { host, port } => {
                     let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
                     stream.set_nodelay(true)?;
-                    Ok(start(stream).await)
+                    self.start(stream).await
                 }
-                Target::Unix(path) => {
-                    let stream = tokio::net::UnixStream::connect(path).await?;
-                    Ok::<_, std::io::Error>(start(stream).await)
-                }
+                Target::Unix(path) => self.start(tokio::net::UnixStream::connect(path).await?).await,
             }
         })
         .await;
@@ -249,6 +288,21 @@ impl Http1Pool {
             Ok(Ok(handshake)) => handshake.map_err(transport),
         }
     }
+}
+
+/// `Basic base64(user:password)` when `url` has userinfo (percent-decoded).
+fn basic_auth(url: &url::Url) -> anyhow::Result<Option<HeaderValue>> {
+    use base64::Engine;
+    if url.username().is_empty() && url.password().is_none() {
+        return Ok(None);
+    }
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8().map(|c| c.into_owned());
+    let user = decode(url.username())?;
+    let password = url.password().map(decode).transpose()?.unwrap_or_default();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let mut value = HeaderValue::from_str(&format!("Basic {encoded}"))?;
+    value.set_sensitive(true);
+    Ok(Some(value))
 }
 
 /// Whether the host closed (or reset) the connection before an answer's head.
@@ -275,6 +329,19 @@ fn drained_now(body: &mut hyper::body::Incoming, max: usize) -> bool {
             }
             Some(Some(Err(_))) | None => return false,
         }
+    }
+}
+
+impl Http1Pool {
+    /// HTTP/1.1 on `io`, inside TLS for `https://` (the handshake is part of connecting).
+    async fn start<T>(&self, io: T) -> std::io::Result<Result<Sender, hyper::Error>>
+    where
+        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        Ok(match &self.tls {
+            None => start(io).await,
+            Some(tls) => start(tls.connector.connect(tls.name.clone(), io).await?).await,
+        })
     }
 }
 

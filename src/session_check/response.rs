@@ -24,24 +24,6 @@ pub enum HostError {
     ClientBusy(usize),
 }
 
-impl HostError {
-    pub(crate) fn from_reqwest(e: reqwest::Error) -> Self {
-        use std::error::Error;
-        // The innermost cause is the useful part ("Connection refused", ...).
-        let mut cause: &dyn Error = &e;
-        while let Some(next) = cause.source() {
-            cause = next;
-        }
-        if e.is_timeout() {
-            Self::Timeout
-        } else if e.is_connect() {
-            Self::Connect(cause.to_string())
-        } else {
-            Self::Transport(cause.to_string())
-        }
-    }
-}
-
 /// What the host decided.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HostAnswer {

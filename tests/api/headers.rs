@@ -93,3 +93,18 @@ async fn malformed_request_ids_are_replaced() {
     let got = &app.host.received_requests().await.unwrap()[0];
     assert_eq!(got.headers.get("x-request-id").unwrap().to_str().unwrap(), echoed);
 }
+
+#[tokio::test]
+async fn userinfo_in_the_session_check_url_is_sent_as_basic_auth() {
+    let host = wiremock::MockServer::start().await;
+    let port = host.address().port();
+    // "s@cret" percent-encoded in the URL, decoded before encoding: base64("svc:s@cret").
+    let url = format!("http://svc:s%40cret@127.0.0.1:{port}/check");
+    let app = spawn_with_config(host, &base_config(&url)).await;
+    allow_all(&app).await;
+    expect_status(app.post_form("/auth/new", REQ).await, 200).await;
+    let got = &app.host.received_requests().await.unwrap()[0];
+    let sent: Vec<_> = got.headers.get_all("authorization").iter().map(|v| v.to_str().unwrap()).collect();
+    assert_eq!(sent, ["Basic c3ZjOnNAY3JldA=="]);
+    assert_eq!(got.url.path(), "/check");
+}

@@ -60,6 +60,11 @@ impl Service {
     /// Writes `config` (with `{port}` and `{admin}` filled in) into `dir`, starts
     /// the binary on it and waits until `/readyz` answers on the admin port.
     pub fn start(dir: &TempDir, config: &str) -> Self {
+        Self::start_with_env(dir, config, &[])
+    }
+
+    /// As `start`, with `env` added to the service's environment.
+    pub fn start_with_env(dir: &TempDir, config: &str, env: &[(&str, &str)]) -> Self {
         let (port, admin) = (free_port(), free_port());
         let path = dir.0.join("config.toml");
         let config = config.replace("{port}", &port.to_string()).replace("{admin}", &admin.to_string());
@@ -69,6 +74,7 @@ impl Service {
             .args(["serve", "--config"])
             .arg(&path)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

@@ -1,0 +1,141 @@
+//! `https://` session checks against a real TLS server (nginx with a fresh
+//! self-signed certificate for `localhost`, answering the check itself), through
+//! the real binary: the platform's roots decide (here `SSL_CERT_FILE`), the name
+//! must match, and the TLS connection is kept alive between checks.
+
+mod common;
+
+use serde_json::Value;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// nginx serving TLS on a free port: `/check` answers an identity whose user id
+/// is the number of requests its connection has carried (`u-1`, `u-2`, ...).
+struct TlsHost {
+    child: Child,
+    port: u16,
+    cert: std::path::PathBuf,
+    _dir: common::TempDir,
+}
+
+impl TlsHost {
+    fn start() -> Self {
+        let dir = common::TempDir::new("https-check");
+        let port = common::free_port();
+        let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = dir.0.join("cert.pem");
+        std::fs::write(&cert, key.cert.pem()).unwrap();
+        std::fs::write(dir.0.join("key.pem"), key.signing_key.serialize_pem()).unwrap();
+        let d = dir.0.display();
+        let config = format!(
+            "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+             server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {d}/cert.pem;\n\
+             ssl_certificate_key {d}/key.pem;\n    location = /check {{\n      default_type application/json;\n\
+             return 200 '{{\"user_id\":\"u-$connection_requests\"}}';\n    }}\n  }}\n}}\n"
+        );
+        std::fs::write(dir.0.join("nginx.conf"), config).unwrap();
+        let child = Command::new("nginx")
+            .arg("-c")
+            .arg(dir.0.join("nginx.conf"))
+            .arg("-p")
+            .arg(&dir.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx (scripts/e2e-setup installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nginx did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, port, cert, _dir: dir }
+    }
+
+    /// The service checking at `https://{host}:{port}/check`; with `trusted`, the
+    /// certificate is among its roots. The directory holds its config and log.
+    fn service(&self, host: &str, trusted: bool) -> (common::Service, common::TempDir) {
+        let config = format!(
+            r#"
+[server]
+listen = "127.0.0.1:{{port}}"
+admin_listen = "127.0.0.1:{{admin}}"
+workers = 1
+[session_check]
+url = "https://{host}:{port}/check"
+[apps.old]
+app_id = "1111"
+key = "old-key"
+secret = "old-secret"
+[apps.new]
+app_id = "2222"
+key = "new-key"
+secret = "new-secret"
+"#,
+            port = self.port
+        );
+        let dir = common::TempDir::new("https-check-service");
+        let cert = self.cert.to_str().unwrap().to_owned();
+        let env: &[(&str, &str)] = if trusted { &[("SSL_CERT_FILE", &cert)] } else { &[] };
+        (common::Service::start_with_env(&dir, &config, env), dir)
+    }
+}
+
+impl Drop for TlsHost {
+    fn drop(&mut self) {
+        // SIGTERM: the master then stops its worker.
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+async fn auth(service: &common::Service, channel: &str) -> (u16, Value) {
+    let _ = rustls::crypto::ring::default_provider().install_default(); // reqwest's, for plain http here
+    let res = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/auth/new", service.port))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("socket_id=1234.5678&channel_name={channel}"))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_trusted_certificate_signs_and_the_tls_connection_is_kept() {
+    let host = TlsHost::start();
+    let (service, _dir) = host.service("localhost", true);
+    for n in 1..=3 {
+        let (status, body) = auth(&service, "presence-room").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body["auth"].as_str().unwrap().starts_with("new-key:"), "{body}");
+        let data: Value = serde_json::from_str(body["channel_data"].as_str().unwrap()).unwrap();
+        // nginx's $connection_requests: the n-th check on one TLS connection.
+        assert_eq!(data["user_id"], format!("u-{n}"), "check {n}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_signs_nothing() {
+    let host = TlsHost::start();
+    let (service, _dir) = host.service("localhost", false);
+    let (status, body) = auth(&service, "private-room").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.get("auth").is_none(), "{body}");
+    let log = service.log_text();
+    assert!(log.to_lowercase().contains("certificate"), "the log says why: {log}");
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_name_signs_nothing() {
+    let host = TlsHost::start();
+    // Trusted, but issued to `localhost`, not `127.0.0.1`.
+    let (service, _dir) = host.service("127.0.0.1", true);
+    let (status, body) = auth(&service, "private-room").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.get("auth").is_none(), "{body}");
+    let log = service.log_text();
+    assert!(log.contains("not valid for name"), "the log says why: {log}");
+}
