@@ -249,7 +249,7 @@ fn doctor_passes_the_right_config_and_names_each_mix_up() {
     // wss:// and https://, as against Pusher itself: nginx terminates TLS in front of
     // sockudo with a certificate the system roots do not know, then one they do
     // (SSL_CERT_FILE, read by both the WebSocket and the REST client).
-    let tls = TlsProxy::start(port);
+    let tls = tls_proxy(port);
     let over_tls = |section: &str| {
         section
             .replace(&format!("http://127.0.0.1:{port}"), &format!("https://localhost:{}", tls.port))
@@ -278,58 +278,11 @@ fn doctor_passes_the_right_config_and_names_each_mix_up() {
 
 /// nginx terminating TLS (a fresh self-signed certificate for localhost) in
 /// front of sockudo's WebSocket and REST port.
-struct TlsProxy {
-    child: Child,
-    port: u16,
-    cert: std::path::PathBuf,
-    _dir: common::TempDir,
-}
-
-impl TlsProxy {
-    fn start(upstream: u16) -> Self {
-        let dir = common::TempDir::new("doctor-tls");
-        let port = common::free_port();
-        let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let cert = dir.0.join("cert.pem");
-        std::fs::write(&cert, key.cert.pem()).unwrap();
-        std::fs::write(dir.0.join("key.pem"), key.signing_key.serialize_pem()).unwrap();
-        let d = dir.0.display();
-        let config = format!(
-            "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
-             fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
-             server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {d}/cert.pem;\n\
-             ssl_certificate_key {d}/key.pem;\n    location / {{\n      proxy_pass http://127.0.0.1:{upstream};\n\
-             proxy_http_version 1.1;\n      proxy_set_header Upgrade $http_upgrade;\n\
-             proxy_set_header Connection \"upgrade\";\n    }}\n  }}\n}}\n"
-        );
-        std::fs::write(dir.0.join("nginx.conf"), config).unwrap();
-        let child = Command::new("nginx")
-            .arg("-c")
-            .arg(dir.0.join("nginx.conf"))
-            .arg("-p")
-            .arg(&dir.0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx (scripts/e2e-setup installs it)");
-        wait_listening("nginx", port, Duration::from_secs(10));
-        Self { child, port, cert, _dir: dir }
-    }
-}
-
-impl Drop for TlsProxy {
-    fn drop(&mut self) {
-        // SIGTERM, not SIGKILL: the master then stops its worker (a killed master
-        // leaves the worker running, parented to init).
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn tls_proxy(upstream: u16) -> common::nginx_tls::NginxTls {
+    common::nginx_tls::NginxTls::start(&format!(
+        "    location / {{\n      proxy_pass http://127.0.0.1:{upstream};\n      proxy_http_version 1.1;\n\
+         proxy_set_header Upgrade $http_upgrade;\n      proxy_set_header Connection \"upgrade\";\n    }}"
+    ))
 }
 
 /// A server that accepts connections and never answers: doctor still ends

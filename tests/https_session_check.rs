@@ -6,51 +6,17 @@
 mod common;
 
 use serde_json::Value;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-/// nginx serving TLS on a free port: `/check` answers an identity whose user id
-/// is the number of requests its connection has carried (`u-1`, `u-2`, ...).
-struct TlsHost {
-    child: Child,
-    port: u16,
-    cert: std::path::PathBuf,
-    _dir: common::TempDir,
-}
+/// nginx serving TLS: `/check` answers an identity whose user id is the number
+/// of requests its connection has carried (`u-1`, `u-2`, ...).
+struct TlsHost(common::nginx_tls::NginxTls);
 
 impl TlsHost {
     fn start() -> Self {
-        let dir = common::TempDir::new("https-check");
-        let port = common::free_port();
-        let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let cert = dir.0.join("cert.pem");
-        std::fs::write(&cert, key.cert.pem()).unwrap();
-        std::fs::write(dir.0.join("key.pem"), key.signing_key.serialize_pem()).unwrap();
-        let d = dir.0.display();
-        let config = format!(
-            "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
-             fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
-             server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {d}/cert.pem;\n\
-             ssl_certificate_key {d}/key.pem;\n    location = /check {{\n      default_type application/json;\n\
-             return 200 '{{\"user_id\":\"u-$connection_requests\"}}';\n    }}\n  }}\n}}\n"
-        );
-        std::fs::write(dir.0.join("nginx.conf"), config).unwrap();
-        let child = Command::new("nginx")
-            .arg("-c")
-            .arg(dir.0.join("nginx.conf"))
-            .arg("-p")
-            .arg(&dir.0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx (scripts/e2e-setup installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nginx did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { child, port, cert, _dir: dir }
+        Self(common::nginx_tls::NginxTls::start(
+            "    location = /check {\n      default_type application/json;\n\
+             return 200 '{\"user_id\":\"u-$connection_requests\"}';\n    }",
+        ))
     }
 
     /// The service checking at `https://{host}:{port}/check`; with `trusted`, the
@@ -73,20 +39,12 @@ app_id = "2222"
 key = "new-key"
 secret = "new-secret"
 "#,
-            port = self.port
+            port = self.0.port
         );
         let dir = common::TempDir::new("https-check-service");
-        let cert = self.cert.to_str().unwrap().to_owned();
+        let cert = self.0.cert.to_str().unwrap().to_owned();
         let env: &[(&str, &str)] = if trusted { &[("SSL_CERT_FILE", &cert)] } else { &[] };
         (common::Service::start_with_env(&dir, &config, env), dir)
-    }
-}
-
-impl Drop for TlsHost {
-    fn drop(&mut self) {
-        // SIGTERM: the master then stops its worker.
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let _ = self.child.wait();
     }
 }
 

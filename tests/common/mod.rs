@@ -2,6 +2,7 @@
 //! its path, free ports, and spawning it with a config and waiting until ready.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod nginx_tls;
 pub mod redis_server;
 
 use std::{
