@@ -229,15 +229,13 @@ async fn prepare<'a>(
         live.settings.app(app_name).ok_or_else(|| AuthError::UnknownApp(crate::pusher::quote(app_name)))?;
     let server = &live.settings.server;
     let body = read_body(req, payload, server.max_body_bytes, server.body_timeout).await?;
-    let extensions = req.extensions();
     let headers = forwarded_headers(
         |name| req.headers().get_all(name).map(|v| v.as_bytes()).collect(),
         req.peer_addr().map(|a| a.ip()),
         &server.trusted_proxies,
         &live.settings.session_check.forward_headers,
-        extensions.get::<RequestId>().map_or("", |r| r.0.as_str()),
+        req.extensions().get::<RequestId>().map_or("", |r| r.0.as_str()),
     )?;
-    drop(extensions);
     let user_agent = req
         .headers()
         .get(actix_web::http::header::USER_AGENT)

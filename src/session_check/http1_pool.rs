@@ -49,9 +49,7 @@ struct Tls {
 impl Tls {
     fn for_url(url: &url::Url) -> anyhow::Result<Self> {
         use rustls_platform_verifier::BuilderVerifierExt;
-        let provider = rustls::crypto::CryptoProvider::get_default()
-            .cloned()
-            .unwrap_or_else(|| std::sync::Arc::new(rustls::crypto::ring::default_provider()));
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_platform_verifier()?
@@ -276,9 +274,9 @@ impl Http1Pool {
                 Target::Tcp { host, port } => {
                     let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
                     stream.set_nodelay(true)?;
-                    self.start(stream).await
+                    self.open(stream).await
                 }
-                Target::Unix(path) => self.start(tokio::net::UnixStream::connect(path).await?).await,
+                Target::Unix(path) => self.open(tokio::net::UnixStream::connect(path).await?).await,
             }
         })
         .await;
@@ -287,6 +285,17 @@ impl Http1Pool {
             Ok(Err(e)) => Err(HostError::Connect(e.to_string())),
             Ok(Ok(handshake)) => handshake.map_err(transport),
         }
+    }
+
+    /// HTTP/1.1 on `io`, inside TLS for `https://` (the handshake is part of connecting).
+    async fn open<T>(&self, io: T) -> std::io::Result<Result<Sender, hyper::Error>>
+    where
+        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        Ok(match &self.tls {
+            None => start(io).await,
+            Some(tls) => start(tls.connector.connect(tls.name.clone(), io).await?).await,
+        })
     }
 }
 
@@ -329,19 +338,6 @@ fn drained_now(body: &mut hyper::body::Incoming, max: usize) -> bool {
             }
             Some(Some(Err(_))) | None => return false,
         }
-    }
-}
-
-impl Http1Pool {
-    /// HTTP/1.1 on `io`, inside TLS for `https://` (the handshake is part of connecting).
-    async fn start<T>(&self, io: T) -> std::io::Result<Result<Sender, hyper::Error>>
-    where
-        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    {
-        Ok(match &self.tls {
-            None => start(io).await,
-            Some(tls) => start(tls.connector.connect(tls.name.clone(), io).await?).await,
-        })
     }
 }
 

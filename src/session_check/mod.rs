@@ -39,7 +39,6 @@ pub struct SessionCheckClient {
     /// HTTP/1.1 with a keep-alive pool per worker thread, TLS for `https://`.
     http: http1_pool::Http1Pool,
     settings: SessionCheckSettings,
-    max_response_bytes: usize,
     shared: SharedChecks,
     /// Bounds the host calls in flight, in all and per client
     /// (`max_in_flight`, `max_in_flight_per_client`).
@@ -58,7 +57,6 @@ impl SessionCheckClient {
         Ok(Self {
             http,
             settings: settings.clone(),
-            max_response_bytes: settings.max_response_bytes,
             shared: SharedChecks::new(settings.cache),
             permits: crate::fair_share::FairShare::new(
                 settings.max_in_flight,
@@ -116,7 +114,7 @@ impl SessionCheckClient {
     /// headers) and returns its status, with the body of a 2xx. doctor's probe uses
     /// it directly, so it reaches the host exactly as the service does.
     pub async fn exchange(&self, body: Vec<u8>, headers: &ForwardedHeaders) -> Result<Answer, HostError> {
-        let exchange = self.http.post(body, headers, self.max_response_bytes);
+        let exchange = self.http.post(body, headers, self.settings.max_response_bytes);
         tokio::time::timeout(self.settings.timeout, exchange).await.map_err(|_| HostError::Timeout)?
     }
 }
