@@ -27,6 +27,7 @@ use actix_web::{
 };
 use futures_util::{StreamExt, stream};
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 /// Host checks of one batch run at most this many at a time.
 const BATCH_CONCURRENCY: usize = 8;
@@ -70,7 +71,7 @@ impl Ctx<'_> {
         &self,
         kind: CheckKind,
         channel: Option<&ChannelName>,
-    ) -> Result<HostIdentity, AuthError> {
+    ) -> Result<Arc<HostIdentity>, AuthError> {
         let request = CheckRequest {
             app: &self.app.name,
             kind,

@@ -2,6 +2,7 @@
 
 use crate::pusher::{PresenceMember, ProtocolError, UserData, UserId, UserInfo, Watchlist};
 use serde_json::Value;
+use std::sync::Arc;
 
 /// Why the session check did not produce a decision. Every variant fails closed.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -24,10 +25,11 @@ pub enum HostError {
     ClientBusy(usize),
 }
 
-/// What the host decided.
+/// What the host decided. The identity is shared: coalesced and cached answers
+/// hand every waiter the same one instead of a deep copy of `user_info`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HostAnswer {
-    Allowed(HostIdentity),
+    Allowed(Arc<HostIdentity>),
     Denied,
 }
 
@@ -68,7 +70,7 @@ pub fn interpret(status: u16, body: &[u8]) -> Result<HostAnswer, HostError> {
         Some(v) => Some(UserInfo::parse(v).map_err(invalid)?),
     };
     let watchlist = map.remove("watchlist").filter(|v| !v.is_null());
-    Ok(HostAnswer::Allowed(HostIdentity { user_id, user_info, watchlist }))
+    Ok(HostAnswer::Allowed(Arc::new(HostIdentity { user_id, user_info, watchlist })))
 }
 
 impl HostIdentity {
