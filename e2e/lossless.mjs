@@ -48,6 +48,7 @@ export async function lossless(ctx) {
   const { suite, APPS, wsPort, SERVICE, ADMIN, HOST_ORIGIN, servicePort, work, serviceConfig, Pusher, PusherServer, connect, clients, launchChromium } = ctx;
   const N = Number(process.env.LOSSLESS_CLIENTS || 100);
   await suite.test(`lossless switch: ${N} clients 50 ms from the server, an event at 20 Hz to both apps, rollout 0 → 100 → 0 %: every number exactly once, in order, in Node and in a Chromium page`, async () => {
+    const t0 = Date.now(); // member events and switches are logged against it when a member event fails the run
     const proxy = await delayProxy(wsPort, 50);
     const publisher = new PusherServer({ appId: 'dual', key: 'publisher-key', secret: 'publisher-secret', host: '127.0.0.1', port: servicePort, useTLS: false });
     const rolled = [];
@@ -66,10 +67,10 @@ export async function lossless(ctx) {
       for (let i = 0; i < N + 1; i++) {
         const fast = i === N; // one client on a 100 Hz channel
         made.push((async () => {
-          const r = { i, fast, numbers: [], memberEvents: [], succeeded: {}, switches: [], trace: [] };
+          const r = { i, fast, numbers: [], memberEvents: [], memberLog: [], switchedAt: [], succeeded: {}, switches: [], trace: [] };
           r.pusher = await connect(Pusher, {
             configUrl: `${SERVICE}/client-config`, uid: `lossless-${i}`, options,
-            onSwitch: (from, to) => { r.switches.push(`${from}->${to}`); moves.push(Date.now()); },
+            onSwitch: (from, to) => { r.switches.push(`${from}->${to}`); r.switchedAt.push(Date.now() - t0); moves.push(Date.now()); },
             _trace: (ch, source, event, data, primary, held) => { if (event === 'tick') r.trace.push(`${source}:${data.n}${primary === source ? '' : '?'}${held}`); },
           });
           clients.push(r.pusher);
@@ -80,8 +81,13 @@ export async function lossless(ctx) {
             r.succeeded[name] = 0;
             ch.bind('pusher:subscription_succeeded', () => { r.succeeded[name] += 1; });
           }
-          presence.bind('pusher:member_added', (m) => r.memberEvents.push(`+${m.id}`));
-          presence.bind('pusher:member_removed', (m) => r.memberEvents.push(`-${m.id}`));
+          const logMember = (sign, m) => {
+            r.memberEvents.push(`${sign}${m.id}`);
+            r.memberLog.push(`${sign}${m.id}@${Date.now() - t0}ms(after ${r.switches.length} switch(es), ` +
+              `on ${r.pusher.key}, subscribed ${presence.subscribed}, ${presence.members.count} member(s))`);
+          };
+          presence.bind('pusher:member_added', (m) => logMember('+', m));
+          presence.bind('pusher:member_removed', (m) => logMember('-', m));
           r.presence = presence;
           r.channel = channel;
           rolled.push(r);
@@ -169,6 +175,9 @@ export async function lossless(ctx) {
         assert(r.numbers.length > (r.fast ? 300 : 60), `client ${r.i} received through both moves (${r.numbers.length})`);
         assertEqual(r.switches, ['old->new', 'new->old'], `client ${r.i} moved and came back`);
         assertEqual(r.succeeded, { private: 1, presence: 1 }, `client ${r.i}: one subscription_succeeded per channel`);
+        if (r.memberEvents.length) {
+          console.log(`     client ${r.i} member events: ${r.memberLog.join(' ')}; switched at ${r.switchedAt.join(', ')} ms`);
+        }
         assertEqual(r.memberEvents, [], `client ${r.i}: no member left or joined (all are alice, on both apps)`);
         assertEqual(r.presence.members.me && r.presence.members.me.id, 'alice', `client ${r.i}: members.me`);
       }
