@@ -119,7 +119,6 @@ async fn healthcheck(config: Option<&std::path::Path>, url: Option<String>) -> a
             format!("http://{host}:{}/healthz", addr.port())
         }
     };
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = crate::outbound::client_builder(std::time::Duration::from_secs(3)).build()?;
     let status = client.get(&url).send().await.with_context(|| format!("GET {url}"))?.status();
     anyhow::ensure!(status.is_success(), "GET {url}: {status}");

@@ -10,6 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// never a hop (a redirect to a login page that answers 200 would otherwise
 /// approve), and no proxy from the environment.
 pub fn client_builder(timeout: Duration) -> reqwest::ClientBuilder {
+    // reqwest is built without a TLS provider: it takes rustls's process-wide one,
+    // installed here for every client (a second install is a no-op).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)

@@ -44,6 +44,8 @@ const USER: &str = "pusher-dual-auth-doctor";
 
 /// Runs every check; prints the report; true when all passed.
 pub async fn run(settings: &Settings, args: &DoctorArgs) -> anyhow::Result<bool> {
+    // The WebSocket probe's TLS (tokio-tungstenite) takes rustls's process-wide
+    // provider too; the HTTP clients install it in `outbound::client_builder`.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let until = Instant::now() + Duration::from_secs(args.timeout_secs);
     let http = crate::outbound::http_client(STEP);

@@ -47,8 +47,6 @@ pub struct SessionCheckClient {
 
 impl SessionCheckClient {
     pub fn new(settings: &SessionCheckSettings) -> anyhow::Result<Self> {
-        // rustls needs one process-wide crypto provider; a second install is a no-op.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = http1_pool::Http1Pool::new(
             &settings.url,
             settings.unix_socket.as_ref(),
