@@ -5,6 +5,12 @@
 
 /// At most this many characters of an app-supplied name or version.
 const MAX_PART: usize = 32;
+/// A major version longer than this is not one (Chrome's is 3 digits): a
+/// made-up `Chrome/<120,000 digits>` must not become a 120 KB group, Redis key
+/// and status row.
+const MAX_MAJOR_DIGITS: usize = 5;
+/// The longest group kept, whatever its parts.
+const MAX_GROUP: usize = 96;
 
 fn clean(s: &str) -> String {
     s.chars().filter(|c| c.is_ascii_alphanumeric() || "._- ".contains(*c)).take(MAX_PART).collect()
@@ -13,7 +19,7 @@ fn clean(s: &str) -> String {
 fn major_after<'a>(ua: &'a str, token: &str) -> Option<&'a str> {
     let rest = &ua[ua.find(token)? + token.len()..];
     let major = rest.split(|c: char| !c.is_ascii_digit()).next()?;
-    (!major.is_empty()).then_some(major)
+    (1..=MAX_MAJOR_DIGITS).contains(&major.len()).then_some(major)
 }
 
 /// The group of a User-Agent (None: absent) and an optional `client_version`.
@@ -49,10 +55,14 @@ pub fn group(user_agent: Option<&str>, client_version: Option<&str>) -> String {
     } else {
         "other".into()
     };
-    match client_version.map(clean).filter(|v| !v.is_empty()) {
+    let mut group = match client_version.map(clean).filter(|v| !v.is_empty()) {
         Some(v) => format!("{base} · {v}"),
         None => base,
+    };
+    if let Some((cut, _)) = group.char_indices().nth(MAX_GROUP) {
+        group.truncate(cut);
     }
+    group
 }
 
 #[cfg(test)]
@@ -89,5 +99,21 @@ mod tests {
         // App-supplied parts are cleaned and shortened: no markup, no unbounded labels.
         let g = group(Some(&format!("<b>{}/1 CFNetwork/1 Darwin/1", "x".repeat(100))), Some("<script>"));
         assert!(!g.contains('<') && g.len() < 100, "{g}");
+    }
+
+    #[test]
+    fn made_up_versions_do_not_make_long_groups() {
+        let digits = "9".repeat(120_000);
+        for ua in [
+            format!("Mozilla/5.0 Chrome/{digits}.0 Safari/537.36"),
+            format!("Dalvik/2.1.0 (Linux; U; Android {digits}; Pixel)"),
+            format!("okhttp/{digits}"),
+            format!("Mozilla/5.0 Version/{digits} Safari/605.1.15"),
+        ] {
+            let g = group(Some(&ua), Some(&"v".repeat(1000)));
+            assert!(g.chars().count() <= super::MAX_GROUP, "{} chars", g.len());
+            assert!(!g.contains("999999"), "{g}");
+        }
+        assert_eq!(group(Some("Mozilla/5.0 Chrome/99999.0"), None), "Chrome 99999");
     }
 }

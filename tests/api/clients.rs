@@ -45,3 +45,33 @@ async fn the_status_names_the_builds_still_on_the_old_app_first() {
     // No raw User-Agent is kept.
     assert!(!s.to_string().contains("CFNetwork") && !s.to_string().contains("Mozilla"));
 }
+
+/// The review's attack: made-up builds with 120,000-digit versions. Fifty of them
+/// made `/status` about 6 MB (the page reloads it every 2 s); a build group is
+/// now at most 96 characters, so fifty are a few KB.
+#[tokio::test]
+async fn made_up_builds_with_huge_versions_keep_the_status_small() {
+    let app = spawn_app().await;
+    Mock::given(path("/check"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .mount(&app.host)
+        .await;
+    let digits = "7".repeat(120_000);
+    for n in 0..50 {
+        // Each one distinct, so none is folded into another's row.
+        let ua = if n % 2 == 0 {
+            format!("Mozilla/5.0 Chrome/{digits}{n}.0 Safari/537.36")
+        } else {
+            format!("Dalvik/2.1.0 (Linux; U; Android {digits}{n}; Pixel)")
+        };
+        let body = format!("socket_id=1.1&channel_name=private-a&client_version={}{n}", "v".repeat(5000));
+        expect_status(app.post_form_with("/auth/old", &body, &[("user-agent", &ua)]).await, 200).await;
+    }
+    let status = app.client.get(format!("{}/status", app.admin)).send().await.unwrap().text().await.unwrap();
+    assert!(status.len() < 64 * 1024, "/status is {} bytes", status.len());
+    let s: Value = serde_json::from_str(&status).unwrap();
+    for c in s["clients"].as_array().unwrap() {
+        let group = c["group"].as_str().unwrap();
+        assert!(group.chars().count() <= 96 && !group.contains("77777"), "{group}");
+    }
+}
