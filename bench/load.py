@@ -180,6 +180,7 @@ http {{
     listen unix:{work}/session.sock;
     location = /check {{
       default_type application/json;
+      add_header X-Check-Id $http_x_check_id always;
       return 200 '{{"user_id":"u-1","user_info":{{"name":"Bench"}}}}';
     }}
   }}

@@ -66,6 +66,8 @@ function answerCheck(req, body, res, calls) {
   const cookie = /(?:^|;\s*)session=([^;]+)/.exec(req.headers.cookie || '');
   const token = bearer || (cookie && cookie[1]) || '';
   calls.push({ ...check, token, requestId: req.headers['x-request-id'], xff: req.headers['x-forwarded-for'] });
+  // The one line a host adds so the service keeps its connections alive: echo the check's id.
+  if (req.headers['x-check-id']) res.setHeader('x-check-id', req.headers['x-check-id']);
   if (token === 'mallory' || (check.channel_name || '').includes('denied')) return send(res, 403, {});
   // The rehearsal's many users: token rehearsal-<n> is user rehearsal-<n>.
   const user = USERS[token] || (/^rehearsal-[0-9]+$/.test(token) ? { user_id: token, user_info: { name: token } } : null);

@@ -75,6 +75,7 @@ impl AuthError {
             Self::Host(HostError::BodyTooLarge(_) | HostError::InvalidBody(_)) => {
                 (StatusCode::BAD_GATEWAY, "session_check_invalid")
             }
+            Self::Host(HostError::Unmatched(_)) => (StatusCode::BAD_GATEWAY, "session_check_unmatched"),
             Self::Host(HostError::Busy(_) | HostError::ClientBusy(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "session_check_busy")
             }
@@ -165,6 +166,7 @@ mod tests {
             (HostError::Status(500).into(), 502),
             (HostError::InvalidBody("x".into()).into(), 502),
             (HostError::BodyTooLarge(1).into(), 502),
+            (HostError::Unmatched("x").into(), 502),
             (HostError::Connect("refused".into()).into(), 502),
             (HostError::Timeout.into(), 504),
             (HostError::Busy(1).into(), 503),

@@ -8,13 +8,15 @@ mod common;
 use serde_json::Value;
 
 /// nginx serving TLS: `/check` answers an identity whose user id is the number
-/// of requests its connection has carried (`u-1`, `u-2`, ...).
+/// of requests its connection has carried (`u-1`, `u-2`, ...), echoing the
+/// check's `X-Check-Id` so the connection is kept.
 struct TlsHost(common::nginx_tls::NginxTls);
 
 impl TlsHost {
     fn start() -> Self {
         Self(common::nginx_tls::NginxTls::start(
             "    location = /check {\n      default_type application/json;\n\
+             add_header X-Check-Id $http_x_check_id always;\n\
              return 200 '{\"user_id\":\"u-$connection_requests\"}';\n    }",
         ))
     }

@@ -31,6 +31,8 @@ pub(super) struct RawSessionCheck {
     #[serde(default = "default_max_in_flight")]
     max_in_flight: usize,
     max_in_flight_per_client: Option<usize>,
+    #[serde(default)]
+    require_check_id: bool,
 }
 fn default_true() -> bool {
     true
@@ -83,6 +85,9 @@ pub struct SessionCheckSettings {
     /// Of those, at most this many for one client (address, IPv6 /64), so one
     /// source cannot take the whole cap from everyone else.
     pub max_in_flight_per_client: usize,
+    /// Every answer must echo the check's `X-Check-Id`; without it only a 2xx on
+    /// a kept-alive connection must (see `http1_pool`).
+    pub require_check_id: bool,
 }
 
 /// An eighth of the cap, but never below 8 (or the cap itself when smaller):
@@ -179,6 +184,7 @@ impl RawSessionCheck {
             },
             max_in_flight: self.max_in_flight,
             max_in_flight_per_client: per_client,
+            require_check_id: self.require_check_id,
         })
     }
 }
@@ -201,6 +207,7 @@ impl SessionCheckSettings {
         t.insert("cache_max_entries".into(), Value::Integer(self.cache.max_entries as i64));
         t.insert("max_in_flight".into(), Value::Integer(self.max_in_flight as i64));
         t.insert("max_in_flight_per_client".into(), Value::Integer(self.max_in_flight_per_client as i64));
+        t.insert("require_check_id".into(), Value::Boolean(self.require_check_id));
         t
     }
 }

@@ -49,7 +49,15 @@ pub async fn session_check(settings: &Settings, until: Instant) -> Check {
         Ok(Err(other)) => Failure::Wrong(other.to_string()),
         Ok(Ok(answer)) => match answer.status {
             status @ (401 | 403) => {
-                return Check::pass(NAME, format!("{url} refuses a request without credentials ({status})"));
+                let keep_alive = if answer.echoed {
+                    "it echoes X-Check-Id, so connections are kept alive"
+                } else {
+                    "it does not echo X-Check-Id, so each check opens a new connection (see docs/session-check.md)"
+                };
+                return Check::pass(
+                    NAME,
+                    format!("{url} refuses a request without credentials ({status}); {keep_alive}"),
+                );
             }
             status @ 200..=299 => fail_open(&url, status),
             status @ 300..=399 => Failure::Wrong(format!(

@@ -111,6 +111,7 @@ impl Ctx<'_> {
             Err(HostError::Transport(_)) => "transport_error",
             Err(HostError::Busy(_)) => "busy",
             Err(HostError::ClientBusy(_)) => "busy_client",
+            Err(HostError::Unmatched(_)) => "unmatched",
         };
         self.metrics.session_check(&self.app.name, result, started.elapsed().as_secs_f64());
         match answer? {

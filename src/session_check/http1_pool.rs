@@ -10,6 +10,15 @@
 //! own thread (no lock contention, no cross-thread wake-up), and nothing else
 //! changes: one total timeout and a connect timeout, never a redirect (a 3xx
 //! is an answer), the capped read, the same headers.
+//!
+//! HTTP/1.1 has no request ids: on a kept-alive connection the next bytes the
+//! host writes are taken as the answer to the request in flight, so a host that
+//! writes an answer twice would have the copy signed for the next user. Each
+//! check therefore carries a fresh `X-Check-Id`, and an answer is tied to its
+//! check only by echoing it ([`tie`]): a connection is kept for the next check
+//! only after a tied answer, an answer echoing another id fails closed, and a
+//! 2xx on a reused connection must be tied. A host that does not echo gets a new
+//! connection per check (asked to close it, so TIME_WAIT stays on its side).
 
 use super::{ForwardedHeaders, HostError};
 use bytes::Bytes;
@@ -19,6 +28,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, HeaderName, HeaderValue, USER_AGENT};
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -33,6 +43,8 @@ const MAX_IDLE_PER_THREAD: usize = 256;
 /// 1,024 checks in flight to a broken host would make 400 MiB; an identity's
 /// headers need a few hundred bytes.
 const MAX_HEAD: usize = 64 * 1024;
+/// The per-check nonce the host echoes to tie its answer to the check.
+pub const X_CHECK_ID: &str = "x-check-id";
 
 enum Target {
     Tcp { host: String, port: u16 },
@@ -80,13 +92,50 @@ pub struct Http1Pool {
     /// as reqwest sent it for this client before; marked sensitive.
     basic: Option<HeaderValue>,
     connect_timeout: Duration,
+    /// `session_check.require_check_id`: every answer must echo `X-Check-Id`.
+    require_echo: bool,
+    /// Whether the host's last answer echoed `X-Check-Id`. Until it does, each
+    /// check asks the host to close the connection after answering.
+    echoes: AtomicBool,
+    /// The "host does not echo" warning, once per pool (a reload builds a new one).
+    warned: AtomicBool,
     idle: thread_local::ThreadLocal<Mutex<Vec<Idle>>>,
+}
+
+/// How an answer relates to the check it arrived for.
+#[derive(Debug, PartialEq)]
+enum Tie {
+    /// It echoed this check's id: the connection can carry the next check.
+    Echoed,
+    /// No `X-Check-Id` in the answer.
+    Absent,
+    /// Another id, or more than one: another check's answer.
+    Other,
+}
+
+/// Whether `headers` echo `id` exactly once.
+fn tie(headers: &hyper::HeaderMap, id: &HeaderValue) -> Tie {
+    let mut echoed = headers.get_all(X_CHECK_ID).iter();
+    match (echoed.next(), echoed.next()) {
+        (None, _) => Tie::Absent,
+        (Some(one), None) if one == id => Tie::Echoed,
+        _ => Tie::Other,
+    }
+}
+
+/// A fresh check id: 128 random bits as a UUID, which frameworks echo verbatim.
+fn check_id() -> HeaderValue {
+    let id = uuid::Uuid::new_v4();
+    HeaderValue::from_str(id.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()))
+        .expect("a UUID is a header value")
 }
 
 /// A status and, for a 2xx, the body (read whole, at most the cap).
 pub struct Answer {
     pub status: u16,
     pub body: Vec<u8>,
+    /// It echoed the check's `X-Check-Id` (so connections are kept alive).
+    pub echoed: bool,
 }
 
 fn transport(e: impl std::error::Error) -> HostError {
@@ -104,6 +153,7 @@ impl Http1Pool {
         url: &url::Url,
         unix_socket: Option<&PathBuf>,
         connect_timeout: Duration,
+        require_echo: bool,
     ) -> anyhow::Result<Self> {
         let tls = match url.scheme() {
             "http" => None,
@@ -137,16 +187,21 @@ impl Http1Pool {
             host: HeaderValue::from_str(&host)?,
             basic: basic_auth(url)?,
             connect_timeout,
+            require_echo,
+            echoes: AtomicBool::new(true),
+            warned: AtomicBool::new(false),
             idle: thread_local::ThreadLocal::new(),
         })
     }
 
     /// The check request: `body` with the forwarded headers, plus Host,
-    /// Content-Type, Accept and User-Agent.
+    /// Content-Type, Accept, User-Agent and `X-Check-Id` (and `Connection: close`
+    /// while the host does not echo it).
     fn request(
         &self,
         body: Bytes,
         forwarded: &ForwardedHeaders,
+        id: &HeaderValue,
     ) -> Result<hyper::Request<Full<Bytes>>, HostError> {
         let mut request = hyper::Request::new(Full::new(body));
         *request.method_mut() = hyper::Method::POST;
@@ -156,6 +211,10 @@ impl Http1Pool {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         headers.insert(USER_AGENT, HeaderValue::from_static(crate::outbound::USER_AGENT));
+        headers.insert(X_CHECK_ID, id.clone());
+        if !self.echoes.load(Relaxed) {
+            headers.insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(basic) = &self.basic {
             headers.insert(AUTHORIZATION, basic.clone());
         }
@@ -179,10 +238,15 @@ impl Http1Pool {
         max_body: usize,
     ) -> Result<Answer, HostError> {
         let body = Bytes::from(body);
-        let request = self.request(body.clone(), forwarded)?;
+        let id = check_id();
+        let request = self.request(body.clone(), forwarded, &id)?;
+        let mut reused = false;
         let (sender, response) = match self.checkout().await {
             Some(mut sender) => match sender.try_send_request(request).await {
-                Ok(response) => (sender, response),
+                Ok(response) => {
+                    reused = true;
+                    (sender, response)
+                }
                 Err(mut e) => match e.take_message() {
                     // A kept-alive connection the host closed before this request
                     // went out: nothing was sent, so it goes out on a new connection.
@@ -194,7 +258,7 @@ impl Http1Pool {
                     // curl does; never after an answer's head, never twice, and
                     // never when the connection was new.
                     None if closed_unanswered(e.error()) => {
-                        self.send_on_new(self.request(body, forwarded)?).await?
+                        self.send_on_new(self.request(body, forwarded, &id)?).await?
                     }
                     None => return Err(transport(e.into_error())),
                 },
@@ -203,15 +267,39 @@ impl Http1Pool {
         };
 
         let status = response.status().as_u16();
+        let success = (200..300).contains(&status);
+        // Returning early drops `sender` and the body: that connection closes.
+        let keep = match tie(response.headers(), &id) {
+            Tie::Echoed => {
+                self.echoes.store(true, Relaxed);
+                true
+            }
+            Tie::Other => return Err(HostError::Unmatched("it echoed another check's X-Check-Id")),
+            Tie::Absent if self.require_echo => {
+                return Err(HostError::Unmatched(
+                    "it did not echo X-Check-Id (session_check.require_check_id)",
+                ));
+            }
+            // On a reused connection the host has echoed before: a 2xx without the
+            // echo may be a stray copy. A denial or error without it is taken (it
+            // signs nothing), but the connection can no longer be trusted.
+            Tie::Absent if reused && success => {
+                return Err(HostError::Unmatched("a 2xx on a kept-alive connection did not echo X-Check-Id"));
+            }
+            Tie::Absent => {
+                self.not_echoed();
+                false
+            }
+        };
         let mut body = response.into_body();
-        if !(200..300).contains(&status) {
+        if !success {
             // 401/403 deny, anything else is an error: decided by the status alone,
             // never held up by a slow body. A body already here is read, so the
             // connection carries the next check; otherwise it closes with `sender`.
-            if drained_now(&mut body, max_body) {
+            if keep && drained_now(&mut body, max_body) {
                 self.checkin(sender);
             }
-            return Ok(Answer { status, body: Vec::new() });
+            return Ok(Answer { status, body: Vec::new(), echoed: keep });
         }
         let declared = body.size_hint().exact();
         if declared.is_some_and(|len| len > max_body as u64) {
@@ -226,9 +314,23 @@ impl Http1Pool {
                 read.extend_from_slice(&data);
             }
         }
-        // Read to the end: the connection can carry the next check.
-        self.checkin(sender);
-        Ok(Answer { status, body: read })
+        // Read to the end: a tied answer's connection can carry the next check.
+        if keep {
+            self.checkin(sender);
+        }
+        Ok(Answer { status, body: read, echoed: keep })
+    }
+
+    /// The host did not echo `X-Check-Id`: later checks ask it to close each
+    /// connection, and the operator is told once why there is no keep-alive.
+    fn not_echoed(&self) {
+        self.echoes.store(false, Relaxed);
+        if !self.warned.swap(true, Relaxed) {
+            tracing::warn!(
+                "the session check does not echo X-Check-Id: each check opens a new connection \
+                 (add the header to its answers to keep connections alive; see docs/session-check.md)"
+            );
+        }
     }
 
     fn idle(&self) -> &Mutex<Vec<Idle>> {
@@ -372,10 +474,41 @@ mod tests {
     #[test]
     fn a_checks_future_does_not_carry_the_connect_state() {
         let url = url::Url::parse("https://host.example/check").unwrap();
-        let pool = Http1Pool::new(&url, None, Duration::from_secs(1)).unwrap();
+        let pool = Http1Pool::new(&url, None, Duration::from_secs(1), false).unwrap();
         let forwarded = ForwardedHeaders::default();
         let post = pool.post(Vec::new(), &forwarded, 1024);
         let connect = pool.connect();
         assert!(std::mem::size_of_val(&post) < std::mem::size_of_val(&connect));
+    }
+}
+
+#[cfg(test)]
+mod tie_tests {
+    use super::*;
+
+    fn headers(values: &[&str]) -> hyper::HeaderMap {
+        let mut h = hyper::HeaderMap::new();
+        for v in values {
+            h.append(X_CHECK_ID, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn an_answer_is_tied_only_by_exactly_one_echo_of_its_own_id() {
+        let id = HeaderValue::from_static("3f2b9c1e-0d5a-4c59-8a43-9d8d2c1f0b7e");
+        assert_eq!(tie(&headers(&["3f2b9c1e-0d5a-4c59-8a43-9d8d2c1f0b7e"]), &id), Tie::Echoed);
+        assert_eq!(tie(&headers(&[]), &id), Tie::Absent);
+        assert_eq!(tie(&headers(&["00000000-0d5a-4c59-8a43-9d8d2c1f0b7e"]), &id), Tie::Other);
+        assert_eq!(tie(&headers(&["3F2B9C1E-0D5A-4C59-8A43-9D8D2C1F0B7E"]), &id), Tie::Other);
+        let twice = "3f2b9c1e-0d5a-4c59-8a43-9d8d2c1f0b7e";
+        assert_eq!(tie(&headers(&[twice, twice]), &id), Tie::Other);
+        assert_eq!(tie(&headers(&[""]), &id), Tie::Other);
+    }
+
+    #[test]
+    fn check_ids_are_fresh() {
+        assert_ne!(check_id(), check_id());
+        assert_eq!(check_id().len(), 36);
     }
 }

@@ -51,6 +51,7 @@ impl SessionCheckClient {
             &settings.url,
             settings.unix_socket.as_ref(),
             settings.connect_timeout,
+            settings.require_check_id,
         )?;
         Ok(Self {
             http,

@@ -23,6 +23,10 @@ pub enum HostError {
     Busy(usize),
     #[error("this client already has {0} session checks in flight (session_check.max_in_flight_per_client)")]
     ClientBusy(usize),
+    /// An answer that cannot be tied to its check (a stray copy of another
+    /// check's answer on a kept-alive connection): never taken, whatever it says.
+    #[error("the session check answer is not this check's: {0}")]
+    Unmatched(&'static str),
 }
 
 /// What the host decided. The identity is shared: coalesced and cached answers

@@ -1,7 +1,8 @@
 //! The session check's own HTTP/1.1 client (`http://` URLs) against a raw host
 //! that shows what the wire carries: connections are kept alive and reused, a
 //! connection the host closed is never a failed check, chunked answers are read
-//! and capped, and the request line and Host come from `url`.
+//! and capped, and the request line and Host come from `url`. The host echoes
+//! each check's `X-Check-Id`, as it must for its connections to be kept.
 use crate::helpers::*;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -92,6 +93,11 @@ async fn raw_host(answer: String, after: Ending) -> (u16, Arc<Mutex<Seen>>) {
                         }
                         _ => {}
                     }
+                    // Echo the check's id, as a host that wants kept-alive connections does.
+                    let echo =
+                        format!("x-check-id: {}\r\n", header("x-check-id").expect("every check has an id"));
+                    let (status_line, rest) = answer.split_once("\r\n").expect("an answer has a status line");
+                    let answer = format!("{status_line}\r\n{echo}{rest}");
                     if conn.write_all(answer.as_bytes()).await.is_err() {
                         return;
                     }

@@ -17,6 +17,7 @@ mod publish;
 mod rollout;
 mod status;
 mod storm;
+mod stray_answers;
 mod unix_socket;
 mod user;
 mod webhooks;
