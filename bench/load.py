@@ -446,7 +446,7 @@ def main():
     bad = [r["name"] for r in results if r["non2xx"] or r["socket_errors"] != "none"]
     if guard:
         ratio = results[1]["cpu_vs_nginx"]
-        # About twice the ratio measured when the guard was set (README Performance):
+        # About twice the ratio measured when the guard was set (docs/performance.md):
         # a change that doubles the per-request cost trips it.
         limit = float(os.environ.get("GUARD_RATIO", "120"))
         print(f"\nguard: service CPU/request = {ratio:.1f} x nginx's one exchange (limit {limit:g}, debug build)")

@@ -1,7 +1,7 @@
 // The migration runbook as written: the configs of deploy/runbook/, in order,
 // reloaded into one running service, with real clients on sockudo at each step.
-// A step whose config does not load, or that does not do what the README
-// promises, fails here.
+// A step whose config does not load, or that does not do what the runbook
+// (docs/migration.md) promises, fails here.
 import fs from 'node:fs';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';

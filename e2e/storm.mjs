@@ -70,7 +70,7 @@ ${apps}`);
           }));
       }
       for (let i = 0; i < PLAIN; i++) {
-        // The README's snippet for pusher-js without the helper (laravel-echo takes the same options).
+        // docs/clients.md's snippet for pusher-js without the helper (laravel-echo takes the same options).
         let pusher = null;
         pusher = new Pusher(APPS.new.key, {
           ...base, cluster: 'mt1',

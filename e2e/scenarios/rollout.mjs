@@ -41,7 +41,7 @@ export default async function () {
     await waitFor('all subscribed at 0 %', allSubscribed, 20000);
     assertEqual(onApp('old'), N, 'at 0 % everyone is on old');
     // One Chromium page too, as a user whose bucket (fixed whatever the percent) is below 50 %.
-    // The service does not say a uid's bucket; it is the README's documented formula.
+    // The service does not say a uid's bucket; it is the documented formula (docs/rollout.md).
     let uid = null;
     for (let k = 0; uid === null; k++) {
       if (rolloutBucket(APPS.old.id, APPS.new.id, `browser-${k}`) < 5000) uid = `browser-${k}`;
