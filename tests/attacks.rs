@@ -5,7 +5,7 @@
 //! and DUAL_AUTH_BIN runs the same attacks against another build.
 mod common;
 
-use common::{Service, TempDir, env_or};
+use common::{Edit, Service, TempDir, env_or};
 use std::{
     sync::{
         Arc,
@@ -431,7 +431,7 @@ async fn a_stranger_cannot_take_every_in_flight_session_check() {
     Mock::given(matchers::any()).respond_with(slow(401)).mount(&host).await;
     let dir = TempDir::new("attack-in-flight");
     let base = config(&host.uri());
-    let capped = base.replace(
+    let capped = base.edit(
         &format!("timeout_ms = {CHECK_TIMEOUT_MS}\n"),
         &format!("timeout_ms = {CHECK_TIMEOUT_MS}\nmax_in_flight = 64\n"),
     );
@@ -524,7 +524,7 @@ async fn a_huge_rest_answer_is_read_cut_short_at_start() {
     let dir = TempDir::new("attack-rest-answer");
     let (host, _) = silent_host().await;
     let base = config(&host);
-    let cfg = base.replacen("rest_url = \"http://127.0.0.1:9\"", &format!("rest_url = \"{rest}\""), 1);
+    let cfg = base.edit_first("rest_url = \"http://127.0.0.1:9\"", &format!("rest_url = \"{rest}\""));
     assert_ne!(cfg, base, "the old app's rest_url points at the huge answer");
     let service = Service::start(&dir, &cfg);
     let (start_rss, _) = service.rss_kib();

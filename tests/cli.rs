@@ -1,5 +1,6 @@
 //! The binary as a user runs it: check-config, serve, demo.
 mod common;
+use common::Edit;
 use std::{
     io::Write,
     process::{Command, Stdio},
@@ -59,7 +60,7 @@ fn clean_env(cmd: &mut Command) -> &mut Command {
 
 #[test]
 fn check_config_prints_the_effective_config_without_secrets() {
-    let file = config_file(&GOOD.replace("PORT", "8080"));
+    let file = config_file(&GOOD.edit("PORT", "8080"));
     let out = clean_env(Command::new(common::bin()).args(["check-config", "--config"]).arg(&file.0))
         .env("DUAL_AUTH__APPS__OLD__SECRET", "env-secret-value")
         .output()
@@ -76,16 +77,16 @@ fn check_config_prints_the_effective_config_without_secrets() {
 #[test]
 fn check_config_names_the_bad_key_and_fails() {
     let cases = [
-        (GOOD.replace("secret = \"old-secret-value\"", ""), "apps.old.secret"),
+        (GOOD.edit("secret = \"old-secret-value\"", ""), "apps.old.secret"),
         (
-            GOOD.replace("zyrm8pvV2C9fJcBfhyXzvxbJVN/H7QLmbe0xJi1GhPU=", "c2hvcnQ="),
+            GOOD.edit("zyrm8pvV2C9fJcBfhyXzvxbJVN/H7QLmbe0xJi1GhPU=", "c2hvcnQ="),
             "apps.new.encryption_master_key_base64",
         ),
-        (GOOD.replace("http://127.0.0.1:9/check", "nope"), "session_check.url"),
-        (GOOD.replace("[apps.new]", "[apps.new]\nsecrt = \"x\""), "secrt"),
+        (GOOD.edit("http://127.0.0.1:9/check", "nope"), "session_check.url"),
+        (GOOD.edit("[apps.new]", "[apps.new]\nsecrt = \"x\""), "secrt"),
     ];
     for (contents, key) in cases {
-        let file = config_file(&contents.replace("PORT", "8080"));
+        let file = config_file(&contents.edit("PORT", "8080"));
         let out = clean_env(Command::new(common::bin()).args(["check-config", "--config"]).arg(&file.0))
             .output()
             .unwrap();
@@ -98,7 +99,7 @@ fn check_config_names_the_bad_key_and_fails() {
 
 #[test]
 fn the_config_path_can_come_from_dual_auth_config() {
-    let file = config_file(&GOOD.replace("PORT", "8080"));
+    let file = config_file(&GOOD.edit("PORT", "8080"));
     let out = clean_env(&mut Command::new(common::bin()))
         .arg("check-config")
         .env("DUAL_AUTH_CONFIG", &file.0)
@@ -133,7 +134,7 @@ fn serve_is_the_default_and_stops_cleanly_on_sigterm() {
     // miss it and keep the process alive: 9 hangs in 40 runs under load).
     for _ in 0..5 {
         let port = common::free_port();
-        let file = config_file(&GOOD.replace("PORT", &port.to_string()));
+        let file = config_file(&GOOD.edit("PORT", &port.to_string()));
         let mut child = clean_env(&mut Command::new(common::bin()))
             .env("DUAL_AUTH_CONFIG", &file.0)
             .env("RUST_LOG", "info")
@@ -214,7 +215,7 @@ fn the_example_config_is_valid() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/config.example.toml")).unwrap();
     // The example reads the new app's secret from a file, as in a container.
     let secret = config_file("example-secret\n");
-    let file = config_file(&example.replace("/run/secrets/pusher-new", secret.0.to_str().unwrap()));
+    let file = config_file(&example.edit("/run/secrets/pusher-new", secret.0.to_str().unwrap()));
     let out = clean_env(Command::new(common::bin()).args(["check-config", "--config"]).arg(&file.0))
         .output()
         .unwrap();
@@ -225,7 +226,7 @@ fn the_example_config_is_valid() {
 /// no second line that contradicts it.
 #[test]
 fn verify_answers_with_one_consistent_verdict() {
-    let file = config_file(&GOOD.replace("PORT", "0"));
+    let file = config_file(&GOOD.edit("PORT", "0"));
     let signature =
         pusher_dual_auth::pusher::hmac_sha256_hex(b"new-secret-value", b"1234.1234:private-foobar");
     let run = |auth: &str| {

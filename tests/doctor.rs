@@ -6,6 +6,7 @@
 //! `SOCKUDO_BIN=… cargo test --test doctor -- --ignored`.
 
 mod common;
+use common::Edit;
 
 use serde_json::Value;
 use std::{
@@ -192,8 +193,7 @@ fn doctor_passes_the_right_config_and_names_each_mix_up() {
     assert_eq!(compared(&r, "master key")["agreement"], "same");
 
     // Secrets swapped between the apps: both keys now sign with the other app's secret.
-    let (code, r, _) =
-        doctor(&old.replace(SECRETS[0], SECRETS[1]), &new.replace(SECRETS[1], SECRETS[0]), &[]);
+    let (code, r, _) = doctor(&old.edit(SECRETS[0], SECRETS[1]), &new.edit(SECRETS[1], SECRETS[0]), &[]);
     assert_eq!(code, 1);
     for app in ["old", "new"] {
         let private = detail(&r, app, "private channel");
@@ -211,13 +211,13 @@ fn doctor_passes_the_right_config_and_names_each_mix_up() {
     );
 
     // A wrong key: the server does not know it.
-    let (code, r, _) = doctor(&old.replace("\"old-key\"", "\"old-kee\""), &new, &[]);
+    let (code, r, _) = doctor(&old.edit("\"old-key\"", "\"old-kee\""), &new, &[]);
     assert_eq!(code, 1);
     assert!(detail(&r, "old", "connect").contains("app key unknown on this cluster"), "{r:#}");
     assert_eq!(check(&r, "new", "private channel")["status"], "pass", "the other app is unaffected");
 
     // A wrong app_id: WebSocket fine, REST refuses, so published events cannot arrive.
-    let (code, r, _) = doctor(&old.replace("\"1001\"", "\"1099\""), &new, &[]);
+    let (code, r, _) = doctor(&old.edit("\"1001\"", "\"1099\""), &new, &[]);
     assert_eq!(code, 1);
     assert_eq!(check(&r, "old", "connect")["status"], "pass");
     assert!(detail(&r, "old", "REST API").starts_with("REST 401: app_id/secret mismatch"), "{r:#}");
@@ -227,7 +227,7 @@ fn doctor_passes_the_right_config_and_names_each_mix_up() {
     );
 
     // A wrong master key on one app: each app works alone; together they break the fan-out.
-    let (code, r, _) = doctor(&old, &new.replace(MASTER, OTHER_MASTER), &[]);
+    let (code, r, _) = doctor(&old, &new.edit(MASTER, OTHER_MASTER), &[]);
     assert_eq!(code, 1);
     assert_eq!(check(&r, "new", "encrypted channel")["status"], "pass");
     let keys = compared(&r, "master key");
@@ -240,7 +240,7 @@ fn doctor_passes_the_right_config_and_names_each_mix_up() {
 
     // The server unreachable: named with the address tried.
     let closed = common::free_port();
-    let (code, r, _) = doctor(&old.replace(&port.to_string(), &closed.to_string()), &new, &[]);
+    let (code, r, _) = doctor(&old.edit(&port.to_string(), &closed.to_string()), &new, &[]);
     assert_eq!(code, 1);
     let connect = detail(&r, "old", "connect");
     assert!(connect.starts_with(&format!("cannot reach ws://127.0.0.1:{closed}/app/old-key")), "{connect}");
@@ -252,12 +252,12 @@ fn doctor_passes_the_right_config_and_names_each_mix_up() {
     let tls = tls_proxy(port);
     let over_tls = |section: &str| {
         section
-            .replace(&format!("http://127.0.0.1:{port}"), &format!("https://localhost:{}", tls.port))
-            .replace(
+            .edit(&format!("http://127.0.0.1:{port}"), &format!("https://localhost:{}", tls.port))
+            .edit(
                 &format!("wsPort = {port}, forceTLS = false"),
                 &format!("wssPort = {}, forceTLS = true", tls.port),
             )
-            .replace("wsHost = \"127.0.0.1\"", "wsHost = \"localhost\"")
+            .edit("wsHost = \"127.0.0.1\"", "wsHost = \"localhost\"")
     };
     let (old_tls, new_tls) = (over_tls(&old), over_tls(&new));
     let (code, r, _) = doctor(&old_tls, &new_tls, &[]);
@@ -461,8 +461,8 @@ async fn doctor_reads_hostile_answers_cut_short_and_never_shows_a_rest_password(
     let silent_port = silent.local_addr().unwrap().port();
     let held = std::thread::spawn(move || silent.incoming().take(4).collect::<Vec<_>>());
     let (old, _) = correct(ws_port);
-    let old = old.replace(&format!("http://127.0.0.1:{ws_port}"), &format!("http://127.0.0.1:{rest_port}"));
-    let new = app("new", "1002", "new-key", SECRETS[1], MASTER, ws_port).replace(
+    let old = old.edit(&format!("http://127.0.0.1:{ws_port}"), &format!("http://127.0.0.1:{rest_port}"));
+    let new = app("new", "1002", "new-key", SECRETS[1], MASTER, ws_port).edit(
         &format!("rest_url = \"http://127.0.0.1:{ws_port}\""),
         &format!("rest_url = \"http://doctor:pa55w0rd-in-url@127.0.0.1:{silent_port}\""),
     );

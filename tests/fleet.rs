@@ -6,7 +6,7 @@
 //! made-up ones, and while Redis is down keep signing and say the view is stale.
 mod common;
 
-use common::{Service, TempDir, redis_server::RedisServer};
+use common::{Edit, Service, TempDir, redis_server::RedisServer};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
@@ -192,8 +192,8 @@ async fn replicas_report_one_fleet_through_restarts_and_name_a_replica_left_behi
     let c = Service::start(&dir_c, &config(&host.uri(), redis.port, 10));
     for (dir, svc) in [(&dir_a, &a), (&dir_b, &b)] {
         let text = config(&host.uri(), redis.port, 50)
-            .replace("{port}", &svc.port.to_string())
-            .replace("{admin}", &svc.admin.to_string());
+            .edit("{port}", &svc.port.to_string())
+            .edit("{admin}", &svc.admin.to_string());
         std::fs::write(dir.0.join("config.toml"), text).unwrap();
     }
     let c_id = status(&http, &c).await["fleet"]["replica"].as_str().unwrap().to_owned();

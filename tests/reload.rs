@@ -2,6 +2,7 @@
 //! symlink) and a third app added, under load, without a failed request; an
 //! invalid config is rejected and the previous one kept; SIGHUP reloads.
 mod common;
+use common::Edit;
 use pusher_dual_auth::pusher::hmac_sha256_hex;
 use std::{
     os::unix::fs::symlink,
@@ -233,7 +234,7 @@ async fn a_rejected_reload_is_retried_when_its_secret_file_appears_and_syntax_er
     assert_eq!(res.status(), 502, "the new app is served (its session check is down)");
 
     // A syntax error on a secret's line: the log names the line and key, not the value.
-    let broken = with_new.replace("secret = \"old-secret\"", "secret = \"hunter2-SECRET-VALUE");
+    let broken = with_new.edit("secret = \"old-secret\"", "secret = \"hunter2-SECRET-VALUE");
     std::fs::write(dir.0.join("config.toml"), &broken).unwrap();
     wait_until("the rejected reload", async || !ok(&metrics(&client, service.admin).await)).await;
     let line = broken.lines().position(|l| l.contains("hunter2")).unwrap() + 1;
@@ -287,7 +288,7 @@ async fn a_changed_rollout_is_announced_on_both_apps_once() {
     let service = common::Service::start(&dir, &config("0", "start"));
     let path = dir.0.join("config.toml");
     let ports = |text: String| {
-        text.replace("{port}", &service.port.to_string()).replace("{admin}", &service.admin.to_string())
+        text.edit("{port}", &service.port.to_string()).edit("{admin}", &service.admin.to_string())
     };
     let events = async |rest: &MockServer| -> Vec<wiremock::Request> {
         rest.received_requests()

@@ -5,7 +5,7 @@
 //! Why not reqwest here (it serves the REST and webhook calls): per check it
 //! re-parsed the URL (with IDNA) and went through a generic pool and a layer
 //! of boxed services, about a quarter of the CPU of an authorization
-//! (`bench/load.py`, README Performance). Here the request line and Host are
+//! (`bench/load.py`, docs/performance.md). Here the request line and Host are
 //! built once, a check takes the most recently used idle connection of its
 //! own thread (no lock contention, no cross-thread wake-up), and nothing else
 //! changes: one total timeout and a connect timeout, never a redirect (a 3xx

@@ -13,7 +13,7 @@ const REQ: &str = "socket_id=1.1&channel_name=private-a";
 
 async fn short_timeouts_app() -> TestApp {
     let app = spawn_app_with(|c| {
-        c.replace("workers = 1", "workers = 1\nheader_timeout_ms = 1000\nbody_timeout_ms = 300")
+        c.edit("workers = 1", "workers = 1\nheader_timeout_ms = 1000\nbody_timeout_ms = 300")
     })
     .await;
     Mock::given(path("/check"))

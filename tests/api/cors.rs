@@ -7,10 +7,9 @@ const REQ: &str = "socket_id=1.1&channel_name=private-a";
 const ORIGIN: &str = "https://app.example.com";
 
 async fn spawn_cors_app(host_calls: u64) -> TestApp {
-    let app = spawn_app_with(|c| {
-        c.replace("workers = 1", &format!("workers = 1\nallowed_origins = [\"{ORIGIN}\"]"))
-    })
-    .await;
+    let app =
+        spawn_app_with(|c| c.edit("workers = 1", &format!("workers = 1\nallowed_origins = [\"{ORIGIN}\"]")))
+            .await;
     Mock::given(path("/check"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
         .expect(host_calls)
@@ -31,10 +30,9 @@ async fn a_listed_origin_gets_credentialed_cors_headers() {
 
 #[tokio::test]
 async fn a_listed_origin_sees_error_statuses_too() {
-    let app = spawn_app_with(|c| {
-        c.replace("workers = 1", &format!("workers = 1\nallowed_origins = [\"{ORIGIN}\"]"))
-    })
-    .await;
+    let app =
+        spawn_app_with(|c| c.edit("workers = 1", &format!("workers = 1\nallowed_origins = [\"{ORIGIN}\"]")))
+            .await;
     Mock::given(path("/check")).respond_with(ResponseTemplate::new(403)).mount(&app.host).await;
     let res = app.post_form_with("/auth/new", REQ, &[("origin", ORIGIN)]).await;
     assert_eq!(res.headers()["access-control-allow-origin"], ORIGIN);

@@ -42,7 +42,7 @@ async fn unconfigured_features_are_not_mounted_and_admin_surfaces_are_not_public
 async fn an_outsider_does_not_share_an_insiders_check() {
     // The host decides by address: only 203.0.113.5 is allowed, and it answers slowly.
     let app =
-        spawn_app_with(|c| c.replace("workers = 1", "workers = 1\ntrusted_proxies = [\"127.0.0.1\"]")).await;
+        spawn_app_with(|c| c.edit("workers = 1", "workers = 1\ntrusted_proxies = [\"127.0.0.1\"]")).await;
     let insider = |r: &Request| {
         r.headers.get("x-forwarded-for").is_some_and(|v| v.to_str().unwrap_or("").starts_with("203.0.113.5,"))
     };
@@ -80,7 +80,7 @@ async fn an_outsider_does_not_share_an_insiders_check() {
 async fn the_rate_limit_charges_each_session_check() {
     const ORIGIN: &str = "https://app.example.com";
     let app = spawn_app_with(|c| {
-        let c = c.replace(
+        let c = c.edit(
             "workers = 1",
             &format!("workers = 1\nallowed_origins = [\"{ORIGIN}\"]\ntrusted_proxies = [\"127.0.0.1\"]"),
         );
@@ -200,7 +200,7 @@ async fn replayed_and_stale_webhooks_are_not_applied() {
     assert_eq!(code, 408);
     assert!(took < Duration::from_secs(7), "{took:?}");
     // An unknown key is refused before the body: no wait at all.
-    let (code, took) = raw_head(&app.address, &head.replace(OLD_KEY, "stranger")).await;
+    let (code, took) = raw_head(&app.address, &head.edit(OLD_KEY, "stranger")).await;
     assert_eq!(code, 401);
     assert!(took < Duration::from_secs(1));
 }

@@ -50,7 +50,7 @@ async fn credentials_are_forwarded_and_everything_else_dropped() {
 #[tokio::test]
 async fn configured_extra_headers_are_forwarded() {
     let app = spawn_app_with(|c| {
-        c.replace("timeout_ms = 500", "timeout_ms = 500\nforward_headers = [\"X-CSRF-Token\"]")
+        c.edit("timeout_ms = 500", "timeout_ms = 500\nforward_headers = [\"X-CSRF-Token\"]")
     })
     .await;
     allow_all(&app).await;
@@ -72,8 +72,7 @@ async fn two_authorization_headers_are_refused_before_the_host() {
 #[tokio::test]
 async fn a_trusted_proxy_x_forwarded_for_is_honoured() {
     let app =
-        spawn_app_with(|c| c.replace("workers = 1", "workers = 1\ntrusted_proxies = [\"127.0.0.0/8\"]"))
-            .await;
+        spawn_app_with(|c| c.edit("workers = 1", "workers = 1\ntrusted_proxies = [\"127.0.0.0/8\"]")).await;
     allow_all(&app).await;
     expect_status(app.post_form_with("/auth/new", REQ, &[("x-forwarded-for", "203.0.113.9")]).await, 200)
         .await;

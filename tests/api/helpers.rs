@@ -1,3 +1,4 @@
+pub use crate::common::Edit;
 use pusher_dual_auth::{config::Settings, startup::Application};
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
@@ -171,8 +172,8 @@ pub async fn rest_json(server: &wiremock::MockServer, path: &str, body: serde_js
 /// forwarding to `receiver`, then `extra`.
 pub fn with_rest_and_webhooks(config: String, rest: &str, receiver: &str, extra: &str) -> String {
     let c = config
-        .replace("[apps.old]", &format!("[apps.old]\nrest_url = \"{rest}\""))
-        .replace("[apps.new]", &format!("[apps.new]\nrest_url = \"{rest}\""));
+        .edit("[apps.old]", &format!("[apps.old]\nrest_url = \"{rest}\""))
+        .edit("[apps.new]", &format!("[apps.new]\nrest_url = \"{rest}\""));
     format!("{c}\n[webhooks]\nforward_url = \"{receiver}/hook\"\nkey = \"k\"\nsecret = \"s\"\n{extra}")
 }
 

@@ -10,8 +10,8 @@ async fn spawn_bridge(rest: &MockServer) -> TestApp {
     let rest = rest.uri();
     let app = spawn_app_with(move |c| {
         let c = c
-            .replace("app_id = \"1111\"", &format!("app_id = \"1111\"\nrest_url = \"{rest}\""))
-            .replace("app_id = \"2222\"", &format!("app_id = \"2222\"\nrest_url = \"{rest}\""));
+            .edit("app_id = \"1111\"", &format!("app_id = \"1111\"\nrest_url = \"{rest}\""))
+            .edit("app_id = \"2222\"", &format!("app_id = \"2222\"\nrest_url = \"{rest}\""));
         assert_eq!(c.matches("rest_url").count(), 2, "both apps point at the fake REST API");
         format!(
             "{c}\n[webhooks]\nforward_url = \"{rest}/hook\"\nkey = \"k\"\nsecret = \"s\"\n[presence]\nbridge = [\"presence-room*\"]\n"

@@ -20,9 +20,9 @@ async fn spawn_fanout(extra: &str) -> Fanout {
     let extra = extra.to_owned();
     let app = spawn_app_with(move |c| {
         let c = c
-            .replace("[apps.old]", &format!("[apps.old]\nrest_url = \"{old_uri}\""))
-            .replace("[apps.new]", &format!("[apps.new]\nrest_url = \"{new_uri}\""))
-            .replace(&format!("encryption_master_key_base64 = \"{MASTER_KEY}\""), "");
+            .edit("[apps.old]", &format!("[apps.old]\nrest_url = \"{old_uri}\""))
+            .edit("[apps.new]", &format!("[apps.new]\nrest_url = \"{new_uri}\""))
+            .edit(&format!("encryption_master_key_base64 = \"{MASTER_KEY}\""), "");
         format!(
             "{c}\n[publish]\napp_id = \"dual\"\nkey = \"{PUB_KEY}\"\nsecret = \"{PUB_SECRET}\"\ntargets = [\"old\", \"new\"]\n{extra}\n"
         )
@@ -205,8 +205,8 @@ async fn a_target_failure_never_puts_the_signed_url_in_the_answer() {
     // Point "old" at the broken API: same fan-out, one target failing mid-body.
     let app = spawn_app_with(move |c| {
         let c = c
-            .replace("[apps.old]", &format!("[apps.old]\nrest_url = \"{broken}\""))
-            .replace(&format!("encryption_master_key_base64 = \"{MASTER_KEY}\""), "");
+            .edit("[apps.old]", &format!("[apps.old]\nrest_url = \"{broken}\""))
+            .edit(&format!("encryption_master_key_base64 = \"{MASTER_KEY}\""), "");
         format!(
             "{c}\n[publish]\napp_id = \"dual\"\nkey = \"{PUB_KEY}\"\nsecret = \"{PUB_SECRET}\"\ntargets = [\"old\", \"new\"]\nretries = 0\n"
         )

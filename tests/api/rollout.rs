@@ -8,8 +8,8 @@ async fn rollout_app(rollout: &str) -> TestApp {
     let rollout = rollout.to_owned();
     spawn_app_with(move |c| {
         let c = c
-            .replace("workers = 1", &format!("workers = 1\nallowed_origins = [\"{ORIGIN}\"]"))
-            .replace("[apps.new]", "[apps.new]\ncluster = \"eu\"\nclient_options = { wsHost = \"ws.example.com\", wsPort = 6001, forceTLS = false }");
+            .edit("workers = 1", &format!("workers = 1\nallowed_origins = [\"{ORIGIN}\"]"))
+            .edit("[apps.new]", "[apps.new]\ncluster = \"eu\"\nclient_options = { wsHost = \"ws.example.com\", wsPort = 6001, forceTLS = false }");
         format!("{c}\n[rollout]\n{rollout}\n")
     })
     .await
@@ -105,7 +105,7 @@ async fn without_a_uid_a_first_party_cookie_keeps_the_bucket() {
 async fn the_cookie_is_secure_behind_a_trusted_https_proxy() {
     let secure = |res: &reqwest::Response| res.headers()["set-cookie"].to_str().unwrap().contains("; Secure");
     let trusting = spawn_app_with(|c| {
-        let c = c.replace("workers = 1", "workers = 1\ntrusted_proxies = [\"127.0.0.1\"]");
+        let c = c.edit("workers = 1", "workers = 1\ntrusted_proxies = [\"127.0.0.1\"]");
         format!("{c}\n[rollout]\nfrom = \"old\"\nto = \"new\"\npercent = 50\n")
     })
     .await;
@@ -194,7 +194,7 @@ async fn endpoints_are_the_ones_clients_can_reach_behind_a_proxy() {
 
     // A trusted proxy mounting the service under a prefix (the nginx recipe).
     let app = spawn_app_with(|c| {
-        let c = c.replace("workers = 1", "workers = 1\ntrusted_proxies = [\"127.0.0.1\"]");
+        let c = c.edit("workers = 1", "workers = 1\ntrusted_proxies = [\"127.0.0.1\"]");
         format!("{c}\n[rollout]\nfrom = \"old\"\nto = \"new\"\npercent = 0\n")
     })
     .await;
@@ -210,7 +210,7 @@ async fn endpoints_are_the_ones_clients_can_reach_behind_a_proxy() {
 
     // Configured endpoints win (another host, or the recipe's own names).
     let app = spawn_app_with(|c| {
-        let c = c.replace("[apps.old]", "[apps.old]\nauth_endpoint = \"/pusher/auth\"").replace(
+        let c = c.edit("[apps.old]", "[apps.old]\nauth_endpoint = \"/pusher/auth\"").edit(
             "[apps.new]",
             "[apps.new]\nauth_endpoint = \"https://auth.example.com/auth/new\"\n\
                  user_auth_endpoint = \"https://auth.example.com/sign-in\"",
@@ -231,7 +231,7 @@ async fn endpoints_are_the_ones_clients_can_reach_behind_a_proxy() {
 fn endpoints_must_be_paths_or_http_urls() {
     for bad in ["auth/new", "//host/x", "ftp://x/y", "https://u:p@x/y", "/a b", "https://x/y?z=1"] {
         let config = base_config("http://127.0.0.1:9/check")
-            .replace("[apps.new]", &format!("[apps.new]\nauth_endpoint = \"{bad}\""));
+            .edit("[apps.new]", &format!("[apps.new]\nauth_endpoint = \"{bad}\""));
         let Err(err) = pusher_dual_auth::config::Settings::from_toml(&config, None) else {
             panic!("{bad} accepted")
         };

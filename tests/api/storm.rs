@@ -57,7 +57,7 @@ async fn different_credentials_are_never_coalesced() {
 #[tokio::test]
 async fn the_cache_remembers_grants_longer_than_denials_and_never_errors() {
     let app = spawn_app_with(|c| {
-        c.replace("timeout_ms = 500", "timeout_ms = 500\ncache_ttl_ms = 1000\ncache_deny_ttl_ms = 100")
+        c.edit("timeout_ms = 500", "timeout_ms = 500\ncache_ttl_ms = 1000\ncache_deny_ttl_ms = 100")
     })
     .await;
     Mock::given(path("/check"))
@@ -101,7 +101,7 @@ async fn the_cache_remembers_grants_longer_than_denials_and_never_errors() {
 /// breaker; the slots free up as answers come back.
 #[tokio::test]
 async fn past_max_in_flight_checks_are_refused_at_once_and_the_host_is_spared() {
-    let app = spawn_app_with(|c| c.replace("timeout_ms = 500", "timeout_ms = 3000\nmax_in_flight = 3")).await;
+    let app = spawn_app_with(|c| c.edit("timeout_ms = 500", "timeout_ms = 3000\nmax_in_flight = 3")).await;
     // The host takes 1.5 s: a refusal well before that was not queued behind it.
     Mock::given(path("/check"))
         .respond_with(

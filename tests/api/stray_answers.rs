@@ -134,11 +134,11 @@ async fn app_against(target: &str, extra: &str) -> TestApp {
     spawn_app_with(|c| {
         let anchor = "[session_check]\n";
         assert_eq!(c.matches(anchor).count(), 1, "base config has one [session_check]");
-        let c = c.replace(anchor, &format!("{anchor}{target}{extra}"));
+        let c = c.edit(anchor, &format!("{anchor}{target}{extra}"));
         // The base URL line goes: the hostile host's own comes first in the section.
         let base_url =
             c.lines().filter(|l| l.starts_with("url = ")).nth(1).expect("base url line").to_owned();
-        c.replacen(&format!("{base_url}\n"), "", 1)
+        c.edit_first(&format!("{base_url}\n"), "")
     })
     .await
 }
@@ -289,7 +289,7 @@ async fn require_check_id_refuses_every_answer_without_the_echo() {
     let app = spawn_app_with(|c| {
         let anchor = "[session_check]\n";
         assert_eq!(c.matches(anchor).count(), 1);
-        c.replace(anchor, &format!("{anchor}require_check_id = true\n"))
+        c.edit(anchor, &format!("{anchor}require_check_id = true\n"))
     })
     .await;
     for status in [200, 401, 403] {

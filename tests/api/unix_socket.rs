@@ -58,13 +58,13 @@ fn serve(path: std::path::PathBuf, status: u16, body: &'static str) -> Arc<Mutex
 async fn app_on_socket(path: &std::path::Path) -> TestApp {
     let path = path.display().to_string();
     spawn_app_with(move |c| {
-        let c = c.replace(
+        let c = c.edit(
             "[session_check]\nurl = ",
             &format!("[session_check]\nunix_socket = \"{path}\"\nforward_headers = [\"x-tenant\"]\nurl = "),
         );
         assert!(c.contains("unix_socket"), "the socket was written into the config");
         // The URL gives the path and Host; its address is never dialled.
-        c.replace(
+        c.edit(
             &c[c.find("url = \"").unwrap()..c.find("/check\"").unwrap() + 7],
             "url = \"http://app.internal/internal/pusher-session\"",
         )
@@ -111,7 +111,7 @@ async fn a_check_over_a_unix_socket_signs_and_its_refusals_fail_closed() {
 fn a_relative_or_overlong_socket_path_is_refused_at_load() {
     for bad in ["run/session.sock", &format!("/{}", "x".repeat(120))] {
         let config = base_config("http://app.internal/check")
-            .replace("[session_check]\n", &format!("[session_check]\nunix_socket = \"{bad}\"\n"));
+            .edit("[session_check]\n", &format!("[session_check]\nunix_socket = \"{bad}\"\n"));
         let err = pusher_dual_auth::config::Settings::from_toml(&config, None).unwrap_err().to_string();
         assert!(err.contains("session_check.unix_socket"), "{err}");
     }

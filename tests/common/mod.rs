@@ -2,8 +2,11 @@
 //! its path, free ports, and spawning it with a config and waiting until ready.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod edit;
 pub mod nginx_tls;
 pub mod redis_server;
+
+pub use edit::Edit;
 
 use std::{
     path::PathBuf,
@@ -68,7 +71,7 @@ impl Service {
     pub fn start_with_env(dir: &TempDir, config: &str, env: &[(&str, &str)]) -> Self {
         let (port, admin) = (free_port(), free_port());
         let path = dir.0.join("config.toml");
-        let config = config.replace("{port}", &port.to_string()).replace("{admin}", &admin.to_string());
+        let config = config.edit("{port}", &port.to_string()).edit("{admin}", &admin.to_string());
         std::fs::write(&path, config).unwrap();
         let log = dir.0.join("service.log");
         let child = Command::new(bin())
