@@ -351,7 +351,9 @@ test('a refused answer read later (announcement, reconnect) never moves the clie
   const failures = [];
   const switches = [];
   const pusher = await connect(FakePusher, {
-    configUrl: CONFIG_URL, fetch, random: () => 0,
+    // Re-reads are spread by delay × (0.5 + random()): -0.45 makes them 50, 100, 200, 400 ms apart.
+    configUrl: CONFIG_URL, fetch, random: () => -0.45,
+    options: { channelAuthorization: { headers: { 'X-CSRF-Token': 'csrf-secret' } } },
     onSwitch: (from, to) => switches.push(`${from}->${to}`),
     onSwitchFailed: (from, to, e) => failures.push([from, to, e.message]),
   });
@@ -359,13 +361,15 @@ test('a refused answer read later (announcement, reconnect) never moves the clie
   await until(() => ch.subscribed);
   cfg = answer({ version: 2, channelAuthorization: { endpoint: 'https://collector.attacker.example/steal' } });
   pusher.connection.emit('connected'); // a reconnect: the client re-reads its assignment
-  await until(() => failures.length === 1, 12000); // read 5 times (0.5 + 1 + 2 + 4 s apart), then told
+  const stolen = () => requests.filter((q) => q.url.includes('attacker'));
+  await until(() => failures.length === 1 || switches.length > 0 || stolen().length > 0, 5000); // read 5 times, then told
+  assert.deepEqual(stolen(), [], 'nothing sent to the refused endpoint');
+  assert.deepEqual(switches, [], 'no move');
+  assert.equal(failures.length, 1);
   assert.equal(failures[0][0], 'old');
   assert.equal(failures[0][1], 'new');
   assert.match(failures[0][2], /client-config: refused the answer .*channelAuthorization\.endpoint "https:\/\/collector\.attacker\.example\/steal"/);
   assert.equal(pusher.key, 'old-key', 'still on the old app');
   assert.equal(made.length, 1, 'no second connection to the app the refused answer named');
-  assert.deepEqual(switches, []);
-  assert.deepEqual(requests.filter((q) => q.url.includes('attacker')), []);
   assert.equal(requests.filter((q) => q.url.startsWith(CONFIG_URL)).length, 6, 'the first read, then five');
 });
