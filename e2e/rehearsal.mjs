@@ -14,12 +14,18 @@
 // both finally say the old app is drained.
 //
 // Usage: node e2e/rehearsal.mjs [--clients 200] [--dwell 10] [--out DIR] [--config your.toml]
+//          [--allowed-hosts H,…] [--allowed-origins O,…] [--allow-no-tls]
 //   SERVICE_BIN, SOCKUDO_BIN, NGINX_BIN, CHROMIUM as for run.mjs (scripts/rehearse sets them).
 //   --config: rehearse with your own [apps] and [rollout] from/to instead of the
 //   built-in pair on sockudo (no sockudo is started; clients connect where
 //   /client-config sends them). The session check, webhooks, Redis and publish
 //   keys are the rehearsal's own (set through DUAL_AUTH__* variables); the
 //   file's `percent = …` line in [rollout] is what the steps rewrite.
+//   --allowed-hosts, --allowed-origins, --allow-no-tls: what your app passes to the
+//   helper's connect() as allowedHosts, allowedOrigins, allowNoTLS (the helper refuses
+//   client_options hosts, auth endpoints on other origins and forceTLS = false
+//   otherwise). The built-in pair on sockudo gets 127.0.0.1 and no TLS; with --config,
+//   only what you pass (REHEARSAL_SOCKUDO_PORT: --allowed-hosts 127.0.0.1 --allow-no-tls).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -33,12 +39,14 @@ const require = createRequire(import.meta.url);
 const Pusher = require('pusher-js');
 const PusherServer = require('pusher');
 
-const USAGE = 'usage: scripts/rehearse [--clients 200] [--dwell 10] [--out DIR] [--config your.toml]';
+const USAGE = 'usage: scripts/rehearse [--clients 200] [--dwell 10] [--out DIR] [--config your.toml]\n' +
+  '         [--allowed-hosts ws.example.com,…] [--allowed-origins https://auth.example.com,…] [--allow-no-tls]';
 let args;
 try {
   ({ values: args } = parseArgs({
     options: { clients: { type: 'string', default: '200' }, dwell: { type: 'string', default: '10' }, out: { type: 'string' },
-      config: { type: 'string' }, help: { type: 'boolean' } },
+      config: { type: 'string' }, help: { type: 'boolean' },
+      'allowed-hosts': { type: 'string' }, 'allowed-origins': { type: 'string' }, 'allow-no-tls': { type: 'boolean' } },
   }));
 } catch (e) {
   console.error(`${e.message}\n${USAGE}`);
@@ -83,6 +91,14 @@ const builtIn = {
 };
 const userConfig = args.config ? fs.readFileSync(args.config, 'utf8') : null;
 const names = userConfig ? rolloutNames(userConfig) : { from: 'old', to: 'new' };
+// What the clients pass to connect(), as your app would: the built-in pair's client_options
+// (below) send them to sockudo on 127.0.0.1 without TLS, which the helper takes only when allowed.
+const commaList = (v) => (v ? v.split(',').map((x) => x.trim()).filter(Boolean) : []);
+const allowances = {
+  allowedHosts: [...new Set([...(userConfig ? [] : ['127.0.0.1']), ...commaList(args['allowed-hosts'])])],
+  allowedOrigins: commaList(args['allowed-origins']),
+  allowNoTLS: !userConfig || Boolean(args['allow-no-tls']),
+};
 
 /** [rollout] from/to of a user's config; a config without them cannot be rehearsed. */
 function rolloutNames(text) {
@@ -265,6 +281,7 @@ try {
         if (name === 'private-rehearsal') c.trace.push([Date.now(), source, event, data && data.n, primary, held]);
       },
       onSwitchFailed: (from, to, e) => c.failures.push(`move ${from}->${to} failed: ${e.message}`),
+      ...allowances,
       options: {
         disableStats: true,
         channelAuthorization: { transport: 'ajax', headers: { Authorization: `Bearer ${uid}` } },
@@ -432,6 +449,7 @@ function writeReport(r, failedRun) {
 ${r.started} → ${r.finished}. ${r.clients} pusher-js clients through the JS helper, each on a private
 and a presence channel, every request through nginx (round robin over two replicas sharing
 Redis); the host publishing every 250 ms through the fan-out; apps ${userConfig ? `from ${args.config}` : 'old and new on sockudo'}.
+The clients' connect() allowances (your app needs the same): allowedHosts ${JSON.stringify(allowances.allowedHosts)}, allowedOrigins ${JSON.stringify(allowances.allowedOrigins)}, allowNoTLS ${allowances.allowNoTLS}.
 
 | step | clients on ${names.to} | all moved and subscribed | auths | auth rate | replicas' /status agreed | ${names.to} share, last 5 min (fleet) | notes |
 |---|---|---|---|---|---|---|---|

@@ -5,12 +5,34 @@ export interface ConnectOptions {
   uid?: string;
   /** Your own pusher-js options (auth headers/params, transports, …): kept across switches. */
   options?: Record<string, unknown>;
+  /**
+   * Origins (`scheme://host[:port]`) besides configUrl's own where the service's auth
+   * endpoints may be (an app's `auth_endpoint` on another host), e.g.
+   * `['https://auth.example.com']`. Compared exactly: neither `http://`, another port nor
+   * a subdomain matches. An endpoint elsewhere refuses the whole answer. Default: none.
+   */
+  allowedOrigins?: string[];
+  /**
+   * Hosts the service's `client_options` may send the connection to (`wsHost`, `httpHost`,
+   * `statsHost`), e.g. `['ws.example.com']` for `client_options = { wsHost = "ws.example.com" }`.
+   * With it, the service may also set `wsPort`, `wssPort`, `wsPath`, `httpPort`, `httpsPort`
+   * and `httpPath` (plain ports and paths only). Without it, an answer setting any of these
+   * is refused, unless the value equals the one you pass in `options`. Default: none.
+   */
+  allowedHosts?: string[];
+  /**
+   * Take `forceTLS: false` from the service's `client_options` (a server without TLS, e.g.
+   * a local sockudo). Default false: such an answer is refused.
+   */
+  allowNoTLS?: boolean;
   /** Called once a move (make-before-break) is complete: every channel live on the new app. */
   onSwitch?: (from: string, to: string) => void;
   /**
    * Called when a move could not be made (the target refused a subscription, did not
    * answer, or pusher-js has no switchCluster): the client stays where it is, and tries
-   * again after 30-60 s (pusher-js < 8.4: at the next page load).
+   * again after 30-60 s (pusher-js < 8.4: at the next page load). Also called (with the
+   * app the answer named as `to`) when the assignment read after an announcement or a
+   * reconnect was refused (see `connect`) on every re-read: the client stays where it is.
    */
   onSwitchFailed?: (from: string, to: string, error: Error) => void;
   /**
@@ -73,17 +95,29 @@ export interface AuthRequestParams {
 }
 export type AuthCallback = (error: Error | null, data: Record<string, unknown> | null) => void;
 
-/** What GET /client-config answers. */
+/** What GET /client-config answers (and what `connect` accepts of it). */
 export interface ClientConfig {
   app: string;
   key: string;
+  /** A cluster name (letters, digits, `-`, `.`): pusher-js puts it in host names. */
   cluster: string;
-  /** The app's client_options from the service's config (wsHost, wsPort, forceTLS, …). */
+  /**
+   * The app's client_options from the service's config (wsHost, wsPort, forceTLS, …).
+   * `connect` takes only: `wsHost`, `httpHost`, `statsHost` listed in `allowedHosts`;
+   * `wsPort`, `wssPort`, `httpPort`, `httpsPort` (1-65535) and `wsPath`, `httpPath` ("/…")
+   * with `allowedHosts` given; `forceTLS` (false only with `allowNoTLS`); `activityTimeout`,
+   * `pongTimeout`, `unavailableTimeout`; `enabledTransports`, `disabledTransports`;
+   * `ignoreNullOrigin`; `enableStats: false` / `disableStats: true`; `cluster` (ignored:
+   * the answer's own `cluster` is used). A value equal to your own option is always taken.
+   * Anything else (auth settings, stats on, unknown keys) refuses the answer.
+   */
   client_options: Record<string, unknown>;
+  /** A path, or a URL on configUrl's origin or one in `allowedOrigins`. */
   channelAuthorization: { endpoint: string };
   userAuthentication: { endpoint: string };
   /** The rollout target (0-100: the share of clients on `to`). */
   percent: number;
+  /** A public channel name (not private- or presence-). */
   control_channel: string;
   version: number;
 }
@@ -91,7 +125,12 @@ export interface ClientConfig {
 /**
  * Creates the Pusher instance the app keeps using; resolves once it is connected, and
  * rejects with a clear error if /client-config fails or is not a client-config answer,
- * or the first connection is not made within connectTimeoutMs.
+ * or the first connection is not made within connectTimeoutMs. It also rejects, before
+ * any Pusher instance or request is made, when the answer is refused ("client-config:
+ * refused the answer from URL: FIELD VALUE WHY; …": an auth endpoint off configUrl's
+ * origin and `allowedOrigins`, `client_options` that `ClientConfig` does not allow, a
+ * cluster or control_channel that is not one), or when `allowedOrigins` / `allowedHosts`
+ * hold something that is not an origin / a host name.
  */
 export function connect<P>(Pusher: new (key: string, options: object) => P, settings: ConnectOptions): Promise<P>;
 

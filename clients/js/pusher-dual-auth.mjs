@@ -38,6 +38,11 @@ const RECHECK_FIRST_MS = 1000;
 const RECHECK_MAX_MS = 8000;
 
 /**
+ * The /client-config answer is not trusted (a cache, a misrouted proxy or a
+ * compromised config could answer): see checkAnswer for what it may set. An
+ * answer it refuses rejects connect() (or, read later, leaves the client where
+ * it is and is told to onSwitchFailed), and nothing is sent where it pointed.
+ *
  * @param {any} Pusher  the pusher-js constructor
  * @param {import('./pusher-dual-auth').ConnectOptions} settings
  * @returns {Promise<any>} the Pusher instance, once its first connection is established
@@ -52,6 +57,7 @@ export async function connect(Pusher, settings) {
   const base = typeof location !== 'undefined' ? location.href : undefined;
   const url = new URL(configUrl, base);
   if (uid !== undefined && uid !== null) url.searchParams.set('uid', String(uid));
+  const trust = trustOf(settings, url);
 
   const read = async () => {
     const res = await fetchImpl(url.toString(), { credentials: 'include', cache: 'no-store' });
@@ -61,7 +67,7 @@ export async function connect(Pusher, settings) {
       cfg.channelAuthorization && typeof cfg.channelAuthorization.endpoint === 'string' &&
       cfg.userAuthentication && typeof cfg.userAuthentication.endpoint === 'string';
     if (!ok) throw new Error(`client-config: not a client-config answer from ${url}`);
-    return cfg;
+    return checkAnswer(cfg, url, trust, options);
   };
 
   let pusher = null;
@@ -83,17 +89,16 @@ export async function connect(Pusher, settings) {
     ...options,
     ...cfg.client_options,
     cluster: cfg.cluster,
+    // The endpoints are checkAnswer's: absolute, on configUrl's origin or one in allowedOrigins.
     channelAuthorization: {
       ...(options.channelAuthorization || {}),
-      endpoint: new URL(cfg.channelAuthorization.endpoint, url).toString(),
-      ...retrying('channel', options.channelAuthorization,
-        () => new URL(cfgOf().channelAuthorization.endpoint, url).toString(), live(instance)),
+      endpoint: cfg.channelAuthorization.endpoint,
+      ...retrying('channel', options.channelAuthorization, () => cfgOf().channelAuthorization.endpoint, live(instance)),
     },
     userAuthentication: {
       ...(options.userAuthentication || {}),
-      endpoint: new URL(cfg.userAuthentication.endpoint, url).toString(),
-      ...retrying('user', options.userAuthentication,
-        () => new URL(cfgOf().userAuthentication.endpoint, url).toString(), live(instance)),
+      endpoint: cfg.userAuthentication.endpoint,
+      ...retrying('user', options.userAuthentication, () => cfgOf().userAuthentication.endpoint, live(instance)),
     },
   });
 
@@ -151,12 +156,15 @@ export async function connect(Pusher, settings) {
   // the announced change yet (replicas reload a moment apart; `wanted` is the
   // announced version) is read again a few times, spread: else the client would
   // stay behind for the rest of the step. A newer announcement replaces the retry.
+  // An answer refused by checkAnswer is read again the same way (a cache or proxy may
+  // recover); if the last read is still refused, the client stays and onSwitchFailed is told why.
   const recheck = async (attempt = 0, wanted = undefined) => {
     let next = null;
+    let refusal = null;
     try {
       next = await read();
     } catch (e) {
-      // read again below
+      if (e instanceof RefusedAnswer) refusal = e; // else: read again below
     }
     const last = attempt + 1 >= RECHECK_ATTEMPTS;
     if (!next || (wanted !== undefined && next.version !== wanted && !last)) {
@@ -164,6 +172,8 @@ export async function connect(Pusher, settings) {
         clearTimeout(pending);
         const delay = Math.min(RECHECK_MAX_MS, RECHECK_FIRST_MS * 2 ** attempt);
         pending = later(() => recheck(attempt + 1, wanted), Math.floor(delay * (0.5 + random())));
+      } else if (refusal && onSwitchFailed) {
+        onSwitchFailed(current.app, refusal.app, refusal);
       }
       return;
     }
@@ -296,6 +306,214 @@ export async function connect(Pusher, settings) {
     if (!moving) recheck();
   });
   return pusher;
+}
+
+// ---------------------------------------------------------------------------
+// What the /client-config answer may set. The service never sends anything
+// else, but the answer crosses a trust boundary (a cache, a misrouted proxy, a
+// compromised config): the auth endpoints receive the app's headers (CSRF token,
+// Authorization) and cookies, and client_options decide where pusher-js's
+// WebSocket and HTTP go, whether TLS is used, and which script the stats
+// transport loads (JSONP from statsHost). So:
+//
+// - channelAuthorization.endpoint and userAuthentication.endpoint must resolve
+//   (against configUrl) to http(s) URLs on configUrl's origin or one the app
+//   lists in allowedOrigins (scheme, host and port exactly), with no user:pass@,
+//   whitespace, control characters or backslashes (which URL parsers drop or
+//   read as slashes).
+// - cluster must be a cluster name: pusher-js writes it into host names.
+// - control_channel must be a public channel name: the helper joins it.
+// - client_options may set only the pusher-js options below. Where the
+//   connection goes (HOST_OPTIONS, PORT_OPTIONS, PATH_OPTIONS) needs the app's
+//   allowedHosts; forceTLS: false needs allowNoTLS: true; turning stats on and
+//   anything about authorization are the app's own options' to set. A value
+//   equal to one the app passes in its own options is taken as it changes nothing.
+// ---------------------------------------------------------------------------
+
+/** An answer checkAnswer refused; `app` is the app it named (for onSwitchFailed). */
+class RefusedAnswer extends Error {
+  constructor(message, app) {
+    super(message);
+    this.name = 'RefusedAnswer';
+    this.app = app;
+  }
+}
+
+/** Where the WebSocket, the HTTP fallback and the stats (a JSONP script) go: only to allowedHosts. */
+const HOST_OPTIONS = new Set(['wsHost', 'httpHost', 'statsHost']);
+/** On those hosts (or Pusher's): with allowedHosts given, plain values only. */
+const PORT_OPTIONS = new Set(['wsPort', 'wssPort', 'httpPort', 'httpsPort']);
+const PATH_OPTIONS = new Set(['wsPath', 'httpPath']);
+/** Tuning, taken from the service when well-formed. */
+const TIME_OPTIONS = new Set(['activityTimeout', 'pongTimeout', 'unavailableTimeout']);
+const TRANSPORT_OPTIONS = new Set(['enabledTransports', 'disabledTransports']);
+const TRANSPORTS = new Set(['ws', 'wss', 'xhr_streaming', 'xhr_polling', 'sockjs']);
+/** Authorization is the endpoints' (checked) and the app's own options', never client_options'. */
+const AUTH_OPTIONS = new Set(['channelAuthorization', 'userAuthentication', 'authEndpoint', 'authTransport', 'auth', 'authorizer']);
+
+const HOST_LABEL = '[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?';
+const HOST_NAME = new RegExp(`^${HOST_LABEL}(?:\\.${HOST_LABEL})*$`, 'i');
+const IPV6_HOST = /^\[[0-9a-f:.]+\]$/i;
+
+/** A host name or IP address, nothing else (no scheme, port, path, userinfo or space): its normal form, else null. */
+function hostName(value) {
+  if (typeof value !== 'string' || value.length > 253 || !(HOST_NAME.test(value) || IPV6_HOST.test(value))) return null;
+  try {
+    const u = new URL(`http://${value}/`);
+    return u.host === u.hostname ? u.hostname : null;
+  } catch {
+    return null;
+  }
+}
+
+const isPort = (v) => {
+  const n = typeof v === 'string' && /^[0-9]{1,5}$/.test(v) ? Number(v) : v;
+  return Number.isInteger(n) && n >= 1 && n <= 65535;
+};
+/** A path pusher-js puts right after host:port: empty, or "/…" of URL path characters (no ? # \ or space). */
+const isPath = (v) => typeof v === 'string' && /^(?:\/[A-Za-z0-9\-._~!$&'()*+,;=:@%]*)*$/.test(v);
+
+/** A value for a message: JSON (quotes strings, escapes control characters), cut short. */
+function show(value) {
+  let text;
+  try {
+    text = JSON.stringify(value);
+  } catch {
+    text = undefined;
+  }
+  if (text === undefined) text = String(value);
+  return text.length > 200 ? `${text.slice(0, 200)}…` : text;
+}
+
+/** The app's allowances (allowedOrigins, allowedHosts, allowNoTLS), checked: a mistake there is the app's, told at once. */
+function trustOf(settings, configUrl) {
+  const list = (name) => {
+    const value = settings[name];
+    if (value === undefined || value === null) return [];
+    if (!Array.isArray(value)) throw new TypeError(`connect(): ${name} must be an array, not ${show(value)}`);
+    return value;
+  };
+  const origins = new Set([configUrl.origin]);
+  for (const entry of list('allowedOrigins')) {
+    let u = null;
+    try {
+      u = typeof entry === 'string' && !/[\s\\]/.test(entry) ? new URL(entry) : null;
+    } catch {
+      // not a URL
+    }
+    const origin = u && (u.protocol === 'https:' || u.protocol === 'http:') && !u.username && !u.password &&
+      u.pathname === '/' && !u.search && !u.hash && !entry.endsWith('?') && !entry.endsWith('#');
+    if (!origin) throw new TypeError(`connect(): allowedOrigins: ${show(entry)} is not an origin (scheme://host[:port], e.g. "https://auth.example.com")`);
+    origins.add(u.origin);
+  }
+  const hosts = new Set();
+  for (const entry of list('allowedHosts')) {
+    const host = hostName(entry);
+    if (!host) throw new TypeError(`connect(): allowedHosts: ${show(entry)} is not a host name (e.g. "ws.example.com": no scheme, port or path)`);
+    hosts.add(host);
+  }
+  return { configOrigin: configUrl.origin, origins, hosts, noTLS: settings.allowNoTLS === true };
+}
+
+/** Why `raw` (an auth endpoint from the answer) is refused, or its absolute URL. */
+function checkEndpoint(field, raw, configUrl, trust) {
+  const bad = (why) => ({ problem: `${field} ${show(raw)} ${why}` });
+  if (raw === '') return bad('is empty');
+  // URL parsers drop tabs and newlines, trim spaces and controls, and read "\" as "/": "/\t/evil" is "//evil".
+  if (/[\s\\\u0000-\u001f\u007f-\u009f]/.test(raw)) return bad('has whitespace, a control character or a backslash');
+  let u;
+  try {
+    u = new URL(raw, configUrl);
+  } catch {
+    return bad('is not a URL');
+  }
+  // Not only for javascript: and data:: a blob: URL's origin is the origin inside it.
+  if (u.protocol !== 'https:' && u.protocol !== 'http:') return bad(`is ${u.protocol}, not http: or https:`);
+  if (u.username || u.password) return bad('has credentials (user@host)');
+  if (!trust.origins.has(u.origin)) {
+    const listed = trust.origins.size > 1 ? ' or one in allowedOrigins' : '';
+    return bad(`goes to ${u.origin}, not to ${trust.configOrigin} (configUrl's origin)${listed}: list it in allowedOrigins if it is yours`);
+  }
+  return { url: u.href };
+}
+
+/** Why a client_options entry is refused, or null. `own` is the app's own pusher-js options. */
+function clientOptionProblem(key, value, trust, own) {
+  const mine = Object.prototype.hasOwnProperty.call(own, key) && own[key] === value;
+  const field = `client_options.${key}`;
+  if (HOST_OPTIONS.has(key)) {
+    if (mine) return null;
+    const host = hostName(value);
+    if (!host) return `${field} ${show(value)} is not a host name`;
+    if (!trust.hosts.has(host)) return `${field} ${show(value)} is not in allowedHosts (the hosts the service may send the connection to): list it there if it is yours`;
+    return null;
+  }
+  if (PORT_OPTIONS.has(key) || PATH_OPTIONS.has(key)) {
+    if (mine) return null;
+    if (PORT_OPTIONS.has(key) && !isPort(value)) return `${field} ${show(value)} is not a port (1-65535)`;
+    if (PATH_OPTIONS.has(key) && !isPath(value)) return `${field} ${show(value)} is not a path ("/…" without ? # \\ or spaces)`;
+    if (!trust.hosts.size) return `${field} ${show(value)}: the service may choose where the connection goes only if you give allowedHosts`;
+    return null;
+  }
+  if (key === 'forceTLS') {
+    if (typeof value !== 'boolean') return `${field} ${show(value)} is not true or false`;
+    if (value === false && !mine && !trust.noTLS) return `${field} false: would turn TLS off; taken only with allowNoTLS: true`;
+    return null;
+  }
+  if (key === 'enableStats' || key === 'disableStats') {
+    if (typeof value !== 'boolean') return `${field} ${show(value)} is not true or false`;
+    const on = key === 'enableStats' ? value : !value;
+    if (on && !mine) return `${field} ${show(value)}: whether pusher-js sends stats (and loads a script from statsHost) is for your own options`;
+    return null;
+  }
+  if (TIME_OPTIONS.has(key)) {
+    return typeof value === 'number' && Number.isFinite(value) && value > 0 ? null : `${field} ${show(value)} is not a positive number of ms`;
+  }
+  if (TRANSPORT_OPTIONS.has(key)) {
+    const ok = Array.isArray(value) && value.every((t) => TRANSPORTS.has(t));
+    return ok ? null : `${field} ${show(value)} is not a list of pusher-js transports (${[...TRANSPORTS].join(', ')})`;
+  }
+  if (key === 'ignoreNullOrigin') return typeof value === 'boolean' ? null : `${field} ${show(value)} is not true or false`;
+  if (key === 'cluster') return null; // the answer's own cluster (checked) is the one used
+  if (AUTH_OPTIONS.has(key)) {
+    return `${field}: authorization comes only from the answer's channelAuthorization / userAuthentication endpoints (checked) and your own options`;
+  }
+  return `${field}: not an option the helper takes from the service (set it in your own options if you want it)`;
+}
+
+/**
+ * The answer as connect() uses it (endpoints absolute, client_options only what
+ * may pass), or a RefusedAnswer naming every field refused, its value and why.
+ */
+function checkAnswer(cfg, configUrl, trust, own) {
+  const problems = [];
+  const channel = checkEndpoint('channelAuthorization.endpoint', cfg.channelAuthorization.endpoint, configUrl, trust);
+  const user = checkEndpoint('userAuthentication.endpoint', cfg.userAuthentication.endpoint, configUrl, trust);
+  for (const e of [channel, user]) if (e.problem) problems.push(e.problem);
+  // pusher-js makes host names of it: ws-<cluster>.pusher.com, sockjs-<cluster>.pusher.com.
+  const cluster = typeof cfg.cluster === 'string' && cfg.cluster.length <= 63 && /^[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*$/.test(cfg.cluster);
+  if (!cluster) problems.push(`cluster ${show(cfg.cluster)} is not a cluster name (letters, digits, - and .; pusher-js puts it in host names)`);
+  const control = typeof cfg.control_channel === 'string' && /^[A-Za-z0-9_\-=@,.;]{1,164}$/.test(cfg.control_channel) &&
+    !/^(?:private|presence)-/.test(cfg.control_channel);
+  if (!control) problems.push(`control_channel ${show(cfg.control_channel)} is not a public channel name (the helper would authorize and join it as your user)`);
+  const clientOptions = {};
+  const given = cfg.client_options;
+  if (given !== undefined && given !== null && (typeof given !== 'object' || Array.isArray(given))) {
+    problems.push(`client_options must be an object, not ${show(given)}`);
+  } else {
+    for (const [key, value] of Object.entries(given || {})) {
+      const problem = clientOptionProblem(key, value, trust, own);
+      if (problem) problems.push(problem);
+      else if (key !== 'cluster') clientOptions[key] = value;
+    }
+  }
+  if (problems.length) throw new RefusedAnswer(`client-config: refused the answer from ${configUrl}: ${problems.join('; ')}`, cfg.app);
+  return {
+    ...cfg,
+    client_options: clientOptions,
+    channelAuthorization: { endpoint: channel.url },
+    userAuthentication: { endpoint: user.url },
+  };
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
