@@ -28,8 +28,8 @@ pub struct Assignment<'a> {
 /// (force lists apply to user ids only, not to random per-browser ids).
 pub fn assign<'a>(r: &'a RolloutSettings, id: &str, uid: bool) -> Assignment<'a> {
     let bucket = bucket(&r.salt, id);
-    let forced_to = uid && r.force_to.iter().any(|u| u == id);
-    let forced_from = uid && r.force_from.iter().any(|u| u == id);
+    let forced_to = uid && r.force_to.iter().any(|u| u.as_ref() == id);
+    let forced_from = uid && r.force_from.iter().any(|u| u.as_ref() == id);
     let app = if forced_to {
         &r.to
     } else if forced_from || f64::from(bucket) >= r.percent * 100.0 {
@@ -50,9 +50,9 @@ mod tests {
             from: "old".into(),
             to: "new".into(),
             percent,
-            force_to: vec!["tester-1".into()],
-            force_from: vec!["vip-9".into()],
-            control_channel: "c".into(),
+            force_to: vec![crate::pusher::UserId::parse("tester-1").unwrap()],
+            force_from: vec![crate::pusher::UserId::parse("vip-9").unwrap()],
+            control_channel: crate::pusher::PublicChannelName::parse("c").unwrap(),
             spread: Duration::from_secs(30),
             version: 1,
             salt: [7; 32],

@@ -19,7 +19,7 @@ pub use apps::{AppName, AppSettings};
 pub use log::{LogFormat, LogSettings};
 pub use presence::PresenceSettings;
 pub use publish::{PublishSettings, PublishSuccess};
-pub use rollout::{RolloutSettings, valid_uid};
+pub use rollout::RolloutSettings;
 pub use server::{RateLimitSettings, ServerSettings};
 pub use session_check::{CachePolicy, SessionCheckSettings};
 pub use status::StatusSettings;

@@ -6,6 +6,7 @@
 //! after the old app is deleted).
 
 use super::{ConfigError, apps::AppSettings, list_or_csv, strings};
+use crate::pusher::{PublicChannelName, UserId};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::{collections::BTreeMap, time::Duration};
@@ -41,10 +42,10 @@ pub struct RolloutSettings {
     pub to: String,
     /// 0-100: the share of buckets assigned to `to`.
     pub percent: f64,
-    pub force_to: Vec<String>,
-    pub force_from: Vec<String>,
+    pub force_to: Vec<UserId>,
+    pub force_from: Vec<UserId>,
     /// A public channel on both apps that carries `rollout-changed`.
-    pub control_channel: String,
+    pub control_channel: PublicChannelName,
     /// Clients spread their switch over this window.
     pub spread: Duration,
     /// Derived from the settings clients act on (not a counter), so replicas
@@ -52,12 +53,6 @@ pub struct RolloutSettings {
     pub version: u32,
     /// Keeps a user's bucket when percent or the lists change: derived from the two apps only.
     pub salt: [u8; 32],
-}
-
-/// A user id as the force lists and `?uid=` take it: Pusher's channel-name characters, ≤ 128.
-pub fn valid_uid(uid: &str) -> bool {
-    (1..=128).contains(&uid.len())
-        && uid.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_=@,.;".contains(&b))
 }
 
 impl RawRollout {
@@ -97,28 +92,21 @@ impl RawRollout {
         if !(0.0..=100.0).contains(&percent) {
             return Err(ConfigError::new("rollout.percent", "must be between 0 and 100"));
         }
-        for (key, list) in [("rollout.force_to", &self.force_to), ("rollout.force_from", &self.force_from)] {
-            if let Some(bad) = list.iter().find(|u| !valid_uid(u)) {
-                return Err(ConfigError::new(
-                    key,
-                    format!("{bad:?} is not a user id (1-128 of A-Z a-z 0-9 _ - = @ , . ;)"),
-                ));
-            }
-        }
+        // The ids clients are told by: the sign-in id rule (they go in `?uid=`).
+        let uids = |key: &str, list: &[String]| -> Result<Vec<UserId>, ConfigError> {
+            list.iter()
+                .map(|u| UserId::parse_for_signin(u).map_err(|e| ConfigError::new(key, e.to_string())))
+                .collect()
+        };
+        let force_to = uids("rollout.force_to", &self.force_to)?;
+        let force_from = uids("rollout.force_from", &self.force_from)?;
         if let Some(both) = self.force_to.iter().find(|u| self.force_from.contains(u)) {
             return Err(ConfigError::new("rollout.force_from", format!("{both:?} is in force_to too")));
         }
         let channel = &self.control_channel;
-        let public = (1..=crate::pusher::MAX_CHANNEL_NAME_LEN).contains(&channel.len())
-            && channel.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_=@,.;".contains(&b))
-            && !channel.starts_with("private-")
-            && !channel.starts_with("presence-");
-        if !public {
-            return Err(ConfigError::new(
-                "rollout.control_channel",
-                "must be a public channel name (A-Z a-z 0-9 _ - = @ , . ;, not private- or presence-)",
-            ));
-        }
+        let control_channel = PublicChannelName::parse(channel).map_err(|e| {
+            ConfigError::new("rollout.control_channel", format!("must be a public channel: {e}"))
+        })?;
         if self.spread_secs > 3600 {
             return Err(ConfigError::new("rollout.spread_secs", "must be at most 3600"));
         }
@@ -140,9 +128,9 @@ impl RawRollout {
             from,
             to,
             percent,
-            force_to: self.force_to,
-            force_from: self.force_from,
-            control_channel: self.control_channel,
+            force_to,
+            force_from,
+            control_channel,
             spread: Duration::from_secs(self.spread_secs),
             version,
             salt,
@@ -163,9 +151,10 @@ impl RolloutSettings {
         }
         t.insert("to".into(), Value::String(self.to.clone()));
         t.insert("percent".into(), Value::Float(self.percent));
-        t.insert("force_to".into(), strings(self.force_to.iter().cloned()));
-        t.insert("force_from".into(), strings(self.force_from.iter().cloned()));
-        t.insert("control_channel".into(), Value::String(self.control_channel.clone()));
+        let ids = |list: &[UserId]| strings(list.iter().map(|u| u.as_ref().to_owned()));
+        t.insert("force_to".into(), ids(&self.force_to));
+        t.insert("force_from".into(), ids(&self.force_from));
+        t.insert("control_channel".into(), Value::String(self.control_channel.as_ref().to_owned()));
         t.insert("spread_secs".into(), Value::Integer(self.spread.as_secs() as i64));
         t
     }

@@ -233,7 +233,7 @@ fn rollout_values_are_checked_at_load_naming_the_key() {
     let ok = Settings::from_toml(&with("from = \"old\"\nto = \"new\"\npercent = 5.5"), None).unwrap();
     let r = ok.rollout.unwrap();
     assert_eq!(
-        (r.percent, r.control_channel.as_str(), r.spread.as_secs()),
+        (r.percent, r.control_channel.as_ref(), r.spread.as_secs()),
         (5.5, "pusher-dual-auth-rollout", 30)
     );
     let cases = [

@@ -68,9 +68,7 @@ pub fn forwardable(params: Params) -> Params {
 /// request: Pusher's name characters only, and never `.`/`..` (which a URL
 /// parser would resolve into another path).
 pub fn path_segment(value: &str, what: &str) -> Result<(), PublishError> {
-    let ok = (1..=MAX_NAME_LEN).contains(&value.len())
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_=@,.;".contains(&b))
-        && value.bytes().any(|b| b != b'.');
+    let ok = crate::pusher::is_name(value, MAX_NAME_LEN) && value.bytes().any(|b| b != b'.');
     if ok {
         Ok(())
     } else {

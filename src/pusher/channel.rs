@@ -26,6 +26,41 @@ impl ChannelKind {
     }
 }
 
+/// The characters Pusher allows in channel names, as messages name them.
+pub const NAME_CHARS: &str = "A-Z a-z 0-9 _ - = @ , . ;";
+
+/// The one channel-name character rule. Sign-in user ids (which become
+/// `#server-to-user-<id>`), the rollout's user ids and the REST path segments
+/// use it too.
+pub fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '=' | '@' | ',' | '.' | ';')
+}
+
+/// Whether `s` is 1 to `max` name characters.
+pub fn is_name(s: &str, max: usize) -> bool {
+    (1..=max).contains(&s.len()) && s.chars().all(is_name_char)
+}
+
+/// Why `input` is not a well-formed channel name of any kind.
+fn malformed(input: &str) -> Option<&'static str> {
+    if input.is_empty() {
+        Some("it is empty")
+    } else if input.len() > MAX_CHANNEL_NAME_LEN {
+        Some("it is longer than 164 characters")
+    } else if input.starts_with('#') {
+        Some("names starting with '#' are reserved for Pusher")
+    } else if !input.chars().all(is_name_char) {
+        Some("only A-Z a-z 0-9 _ - = @ , . ; are allowed")
+    } else {
+        None
+    }
+}
+
+/// Whether a well-formed name is a private or presence channel (by prefix).
+fn needs_auth(name: &str) -> bool {
+    name.starts_with("private-") || name.starts_with("presence-")
+}
+
 /// A channel name that is well formed and needs authorization.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelName {
@@ -33,24 +68,11 @@ pub struct ChannelName {
     kind: ChannelKind,
 }
 
-fn is_channel_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '=' | '@' | ',' | '.' | ';')
-}
-
 impl ChannelName {
     pub fn parse(input: &str) -> Result<Self, ProtocolError> {
         let invalid = |reason| ProtocolError::InvalidChannelName { name: quote(input), reason };
-        if input.is_empty() {
-            return Err(invalid("it is empty"));
-        }
-        if input.len() > MAX_CHANNEL_NAME_LEN {
-            return Err(invalid("it is longer than 164 characters"));
-        }
-        if input.starts_with('#') {
-            return Err(invalid("names starting with '#' are reserved for Pusher"));
-        }
-        if !input.chars().all(is_channel_char) {
-            return Err(invalid("only A-Z a-z 0-9 _ - = @ , . ; are allowed"));
+        if let Some(reason) = malformed(input) {
+            return Err(invalid(reason));
         }
         // Longest prefix first: `private-encrypted-` also starts with `private-`.
         let (prefix, kind) = [
@@ -75,6 +97,31 @@ impl ChannelName {
 impl AsRef<str> for ChannelName {
     fn as_ref(&self) -> &str {
         &self.name
+    }
+}
+
+/// A well-formed public channel name: anyone may subscribe (the rollout's
+/// control channel, which every client of both apps joins).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct PublicChannelName(String);
+
+impl PublicChannelName {
+    pub fn parse(input: &str) -> Result<Self, ProtocolError> {
+        let invalid = |reason| ProtocolError::InvalidChannelName { name: quote(input), reason };
+        if let Some(reason) = malformed(input) {
+            return Err(invalid(reason));
+        }
+        if needs_auth(input) {
+            return Err(invalid("private- and presence- channels are not public"));
+        }
+        Ok(Self(input.to_owned()))
+    }
+}
+
+impl AsRef<str> for PublicChannelName {
+    fn as_ref(&self) -> &str {
+        &self.0
     }
 }
 
@@ -127,6 +174,17 @@ mod tests {
                 matches!(ChannelName::parse(name), Err(ProtocolError::InvalidChannelName { .. })),
                 "{name:?}"
             );
+        }
+    }
+
+    #[test]
+    fn public_names_follow_the_same_rule() {
+        for name in ["pusher-dual-auth-rollout", "cache-x", "a", "privatefoo", "Private-foo"] {
+            assert_eq!(PublicChannelName::parse(name).unwrap().as_ref(), name);
+        }
+        let long = "a".repeat(MAX_CHANNEL_NAME_LEN + 1);
+        for name in ["", "private-x", "presence-x", "private-encrypted-x", "#x", "a b", "ä", long.as_str()] {
+            assert!(PublicChannelName::parse(name).is_err(), "{name:?}");
         }
     }
 

@@ -34,8 +34,7 @@ impl UserId {
     /// they must also use the channel-name character set.
     pub fn parse_for_signin(input: &str) -> Result<Self, ProtocolError> {
         let id = Self::parse(input)?;
-        let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '=' | '@' | ',' | '.' | ';');
-        if !input.chars().all(ok) {
+        if !input.chars().all(super::channel::is_name_char) {
             return Err(ProtocolError::InvalidUserId {
                 id: quote(input),
                 reason: "sign-in ids may only use A-Z a-z 0-9 _ - = @ , . ;",

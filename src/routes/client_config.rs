@@ -2,7 +2,7 @@
 //! rollout, in the shape pusher-js options take. Not a security decision (either
 //! app's auth route still asks the host), so no session check is made.
 
-use crate::{config::valid_uid, error::error_body, rollout::assign, state::AppState};
+use crate::{error::error_body, pusher::UserId, rollout::assign, state::AppState};
 use actix_web::{
     HttpRequest, HttpResponse,
     cookie::{Cookie, SameSite},
@@ -36,13 +36,17 @@ pub async fn client_config(req: HttpRequest, state: web::Data<AppState>) -> Http
         }
     };
     let (id, new_cookie) = match uid.map(|u| u.as_ref()) {
-        Some(uid) if valid_uid(uid) => (uid.to_owned(), None),
+        Some(uid) if UserId::parse_for_signin(uid).is_ok() => (uid.to_owned(), None),
         Some(_) => {
             return HttpResponse::build(StatusCode::BAD_REQUEST)
                 .insert_header(no_store)
                 .json(error_body("invalid_uid", "uid must be 1-128 of A-Z a-z 0-9 _ - = @ , . ;"));
         }
-        None => match req.cookie(COOKIE).map(|c| c.value().to_owned()).filter(|v| valid_uid(v)) {
+        None => match req
+            .cookie(COOKIE)
+            .map(|c| c.value().to_owned())
+            .filter(|v| UserId::parse_for_signin(v).is_ok())
+        {
             Some(id) => (id, None),
             None => {
                 let id = uuid::Uuid::new_v4().simple().to_string();
