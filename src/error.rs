@@ -1,6 +1,10 @@
-//! One error type for the HTTP API, and the one table that maps it to a status.
+//! The one refusal shape of the public routes, and the auth routes' table.
 //!
-//! Error bodies are `{"error":{"code","message"}}` and never carry a signature.
+//! Every refusal (auth, webhooks, `/client-config`, unmatched routes) answers
+//! `{"error":{"code","message"}}` with `Cache-Control: no-store`, and never
+//! carries a signature. The one exception is publishing, which answers in
+//! Pusher REST's own `{"error": "…"}` shape because the SDKs read it
+//! (`publish::PublishError`).
 
 use crate::{
     auth_request::RequestError,
@@ -8,7 +12,7 @@ use crate::{
     pusher::ProtocolError,
     session_check::{HeaderError, HostError},
 };
-use actix_web::{HttpResponse, ResponseError, http::StatusCode};
+use actix_web::{HttpResponse, http::StatusCode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -36,9 +40,57 @@ impl From<ProtocolError> for AuthError {
     }
 }
 
-impl AuthError {
-    /// The table: status and stable code for every error.
-    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+/// A refusal: its status, stable code and message, answered in the one shape.
+/// Each route's error type implements it (its own table) and answers through
+/// it ([`refusal_response_error!`]).
+pub trait Refusal: std::fmt::Debug + std::fmt::Display {
+    /// The table: status and stable code (also the metric label).
+    fn status_and_code(&self) -> (StatusCode, &'static str);
+
+    /// What the client is told; by default the error's own text.
+    fn public_message(&self) -> String {
+        self.to_string()
+    }
+
+    /// `Retry-After` in seconds, for refusals worth retrying.
+    fn retry_after_secs(&self) -> Option<u32> {
+        None
+    }
+
+    /// `{"error":{"code","message"}}`.
+    fn body(&self) -> serde_json::Value {
+        error_body(self.status_and_code().1, &self.public_message())
+    }
+
+    fn response(&self) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status_and_code().0);
+        res.insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"));
+        if let Some(secs) = self.retry_after_secs() {
+            res.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
+        }
+        res.json(self.body())
+    }
+}
+
+/// Answers a [`Refusal`] type's errors as actix-web errors, in the one shape.
+macro_rules! refusal_response_error {
+    ($($t:ty),+ $(,)?) => {$(
+        impl actix_web::ResponseError for $t {
+            fn status_code(&self) -> actix_web::http::StatusCode {
+                $crate::error::Refusal::status_and_code(self).0
+            }
+            fn error_response(&self) -> actix_web::HttpResponse {
+                $crate::error::Refusal::response(self)
+            }
+        }
+    )+};
+}
+pub(crate) use refusal_response_error;
+
+refusal_response_error!(AuthError);
+
+impl Refusal for AuthError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
         use ProtocolError as P;
         use RequestError as R;
         match self {
@@ -82,9 +134,9 @@ impl AuthError {
         }
     }
 
-    /// What the client is told. Host failures are described generically: the
-    /// details (status, parse error) are the operator's, and go to the log.
-    pub fn public_message(&self) -> String {
+    /// Host failures are described generically: the details (status, parse
+    /// error) are the operator's, and go to the log.
+    fn public_message(&self) -> String {
         match self {
             Self::Host(HostError::Timeout) => "the session check did not answer in time".into(),
             Self::Host(HostError::Busy(_) | HostError::ClientBusy(_)) => {
@@ -96,8 +148,10 @@ impl AuthError {
         }
     }
 
-    pub fn body(&self) -> serde_json::Value {
-        error_body(self.status_and_code().1, &self.public_message())
+    /// `Retry-After` for a load refusal: 1 to 3 s at random, so the clients
+    /// refused in one burst do not all come back in the same second.
+    fn retry_after_secs(&self) -> Option<u32> {
+        self.is_load_refusal().then(|| fastrand::u32(1..=3))
     }
 }
 
@@ -112,21 +166,6 @@ pub fn json_error(status: StatusCode, code: &str, message: &str) -> actix_web::H
     actix_web::HttpResponse::build(status).json(error_body(code, message))
 }
 
-impl ResponseError for AuthError {
-    fn status_code(&self) -> StatusCode {
-        self.status_and_code().0
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let mut res = HttpResponse::build(self.status_code());
-        res.insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"));
-        if let Some(secs) = self.retry_after_secs() {
-            res.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
-        }
-        res.json(self.body())
-    }
-}
-
 impl AuthError {
     /// Refusals for load (rate limit, in-flight cap, a host too slow to answer)
     /// as opposed to denials and bad requests: worth retrying, and told when.
@@ -137,17 +176,12 @@ impl AuthError {
                 | Self::Host(HostError::Busy(_) | HostError::ClientBusy(_) | HostError::Timeout)
         )
     }
-
-    /// `Retry-After` for a load refusal: 1 to 3 s at random, so the clients
-    /// refused in one burst do not all come back in the same second.
-    pub fn retry_after_secs(&self) -> Option<u32> {
-        self.is_load_refusal().then(|| fastrand::u32(1..=3))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actix_web::ResponseError;
 
     #[test]
     fn the_table_matches_the_design_contract() {

@@ -9,7 +9,7 @@ use crate::body::read_body;
 use crate::{
     auth_request::{Channels, parse_channel_request, parse_user_request},
     config::AppSettings,
-    error::AuthError,
+    error::{AuthError, Refusal},
     metrics::Metrics,
     pusher::{
         ChannelAuth, ChannelKind, ChannelName, ProtocolError, SocketId, authenticate_user, authorize_channel,

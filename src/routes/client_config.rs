@@ -2,7 +2,12 @@
 //! rollout, in the shape pusher-js options take. Not a security decision (either
 //! app's auth route still asks the host), so no session check is made.
 
-use crate::{error::error_body, pusher::UserId, rollout::assign, state::AppState};
+use crate::{
+    error::{Refusal, refusal_response_error},
+    pusher::UserId,
+    rollout::assign,
+    state::AppState,
+};
 use actix_web::{
     HttpRequest, HttpResponse,
     cookie::{Cookie, SameSite},
@@ -14,34 +19,49 @@ use serde_json::json;
 /// A random per-browser id, for clients the app does not name with `uid`.
 const COOKIE: &str = "pusher_dual_auth_rid";
 
-pub async fn client_config(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+#[derive(Debug, thiserror::Error)]
+pub enum ClientConfigError {
+    /// Unmounted without `[rollout]`; a reload may race the route guard.
+    #[error("no [rollout] is configured")]
+    NotConfigured,
+    /// Given twice, a uid is refused rather than guessed (as the auth routes do with their fields).
+    #[error("uid is given more than once")]
+    DuplicateUid,
+    #[error("uid must be 1-128 of A-Z a-z 0-9 _ - = @ , . ;")]
+    InvalidUid,
+}
+
+refusal_response_error!(ClientConfigError);
+
+impl Refusal for ClientConfigError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::NotConfigured => (StatusCode::NOT_FOUND, "not_configured"),
+            Self::DuplicateUid => (StatusCode::BAD_REQUEST, "duplicate_field"),
+            Self::InvalidUid => (StatusCode::BAD_REQUEST, "invalid_uid"),
+        }
+    }
+}
+
+pub async fn client_config(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ClientConfigError> {
     let no_store = (header::CACHE_CONTROL, "no-store");
     let live = state.live();
-    let Some(rollout) = live.settings.rollout.as_ref() else {
-        // Unmounted without [rollout]; a reload may race the route guard.
-        return HttpResponse::NotFound().json(error_body("not_configured", "no [rollout] is configured"));
-    };
+    let rollout = live.settings.rollout.as_ref().ok_or(ClientConfigError::NotConfigured)?;
     let uids: Vec<_> = form_urlencoded::parse(req.query_string().as_bytes())
         .filter(|(k, _)| k == "uid")
         .map(|(_, v)| v)
         .collect();
-    // Given twice, a uid is refused rather than guessed (as the auth routes do with their fields).
     let uid = match uids.as_slice() {
         [] => None,
         [one] => Some(one),
-        _ => {
-            return HttpResponse::build(StatusCode::BAD_REQUEST)
-                .insert_header(no_store)
-                .json(error_body("duplicate_field", "uid is given more than once"));
-        }
+        _ => return Err(ClientConfigError::DuplicateUid),
     };
     let (id, new_cookie) = match uid.map(|u| u.as_ref()) {
         Some(uid) if UserId::parse_for_signin(uid).is_ok() => (uid.to_owned(), None),
-        Some(_) => {
-            return HttpResponse::build(StatusCode::BAD_REQUEST)
-                .insert_header(no_store)
-                .json(error_body("invalid_uid", "uid must be 1-128 of A-Z a-z 0-9 _ - = @ , . ;"));
-        }
+        Some(_) => return Err(ClientConfigError::InvalidUid),
         None => match req
             .cookie(COOKIE)
             .map(|c| c.value().to_owned())
@@ -83,7 +103,7 @@ pub async fn client_config(req: HttpRequest, state: web::Data<AppState>) -> Http
             .finish();
         res.cookie(cookie);
     }
-    res.json(body)
+    Ok(res.json(body))
 }
 
 /// Where clients reach `app`'s auth routes: its configured `auth_endpoint` and

@@ -1,18 +1,19 @@
 //! `POST /webhooks`: verify (key before the body, then the signature and the
 //! replay window), apply to the merge state, acknowledge.
 
+use crate::error::{Refusal, refusal_response_error};
 use crate::{
     body::{BodyError, read_body},
     outbound::now_ms,
     state::{AppState, Live},
     webhooks::{AgeError, Applied, BODY_DEADLINE, check_age, digest},
 };
-use actix_web::{HttpRequest, HttpResponse, ResponseError, http::StatusCode, web};
+use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-/// Why a webhook is not applied. Answered as `{"error": "<message>"}`: Pusher
-/// reads only the status (non-2xx: it retries), people read the message.
+/// Why a webhook is not applied. Pusher reads only the status (non-2xx: it
+/// retries); people read the code and message, in the one refusal shape.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
     #[error("webhooks are not configured")]
@@ -35,9 +36,11 @@ pub enum WebhookError {
     StoreUnavailable,
 }
 
-impl WebhookError {
+refusal_response_error!(WebhookError);
+
+impl Refusal for WebhookError {
     /// The table: status and the metric label / code for every refusal.
-    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Self::NotConfigured => (StatusCode::NOT_FOUND, "not_configured"),
             Self::UnknownKey => (StatusCode::UNAUTHORIZED, "unknown_key"),
@@ -50,19 +53,10 @@ impl WebhookError {
             Self::StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
         }
     }
-}
 
-impl ResponseError for WebhookError {
-    fn status_code(&self) -> StatusCode {
-        self.status_and_code().0
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let mut res = HttpResponse::build(self.status_code());
-        if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
-            res.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
-        }
-        res.json(json!({"error": self.to_string()}))
+    /// Pusher retries on its own schedule; a person retrying is told 1 s.
+    fn retry_after_secs(&self) -> Option<u32> {
+        (self.status_and_code().0 == StatusCode::SERVICE_UNAVAILABLE).then_some(1)
     }
 }
 
