@@ -66,7 +66,7 @@ pub fn spawn(state: Arc<AppState>) -> anyhow::Result<()> {
             let version = |s: &AppState| s.live().settings.rollout.as_ref().map(|r| r.version);
             let before = version(&state);
             if state.reload().is_ok() && version(&state).is_some() && version(&state) != before {
-                crate::tasks::announce_rollout(state.clone());
+                crate::rollout::announce::announce(state.clone());
             }
             // The new (or rejected) config may name files in directories not watched yet.
             watch_dirs(&mut watcher, &mut dirs, &state.watched_files());

@@ -80,10 +80,10 @@ impl Application {
         let state = web::Data::new(AppState::new(settings)?);
 
         if tokio::runtime::Handle::try_current().is_ok() {
-            crate::tasks::spawn_sender(state.clone().into_inner());
-            crate::tasks::spawn_reconcile(state.clone().into_inner());
+            crate::webhooks::sender::spawn(state.clone().into_inner());
+            crate::webhooks::reconcile::spawn(state.clone().into_inner());
             crate::status::spawn_sampler(state.clone().into_inner());
-            crate::status::spawn_fleet_flush(state.clone().into_inner());
+            crate::fleet::flush::spawn(state.clone().into_inner());
         }
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
@@ -146,7 +146,7 @@ impl Application {
         }
         let (main, admin) = futures_util::future::join(self.server, self.admin).await;
         // The last second's counts, so a rolling restart loses none (SIGKILL: at most one flush).
-        match self.state.flush_fleet(true).await {
+        match crate::fleet::flush::flush(&**self.state, true).await {
             Some(Ok(())) => tracing::info!("fleet: final counts flushed to redis"),
             Some(Err(e)) => tracing::warn!(error = %e, "fleet: final counts not flushed; redis unavailable"),
             None => {}
@@ -198,12 +198,12 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig) {
         web::resource("/client-config")
             .guard(configured(|s| s.rollout.is_some()))
             .wrap(from_fn(routes::cors_middleware))
-            .route(web::get().to(routes::client_config)),
+            .route(web::get().to(crate::rollout::client_config::client_config)),
     );
     cfg.service(
         web::resource("/webhooks")
             .guard(configured(|s| s.webhooks.is_some()))
-            .route(web::post().to(routes::receive_webhook)),
+            .route(web::post().to(crate::webhooks::routes::receive)),
     );
     cfg.default_service(not_found());
 }

@@ -15,7 +15,7 @@ use std::{
     sync::{Arc, OnceLock},
 };
 
-pub use crate::history::{RestView, Sample, StatusHistory};
+pub use crate::status::history::{RestView, Sample, StatusHistory};
 
 /// Everything derived from one validated config. Replaced whole on reload;
 /// a request keeps the `Live` it started with until it is answered.
@@ -120,35 +120,6 @@ impl AppState {
         self.rejected.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Sends this replica's counts and row to the fleet view (None without
-    /// Redis); `stopping`: the last one, which takes the replica off the list.
-    pub async fn flush_fleet(&self, stopping: bool) -> Option<redis::RedisResult<()>> {
-        let fleet = self.fleet.as_ref()?;
-        let live = self.live();
-        let row = crate::fleet::ReplicaRow {
-            id: fleet.replica.clone(),
-            host: fleet.replica.rsplit_once('-').map(|(h, _)| h.to_owned()).unwrap_or_default(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            started_ms: fleet.started_ms,
-            config: live.digest.clone(),
-            config_loaded_ms: live.loaded_ms,
-            rollout: live.settings.rollout.as_ref().map(|r| crate::fleet::RolloutRow {
-                from: r.from.clone(),
-                to: r.to.clone(),
-                percent: r.percent,
-                version: r.version,
-            }),
-            last_seen_ms: crate::outbound::now_ms(),
-            stopped_ms: stopping.then(crate::outbound::now_ms),
-        };
-        let counts = || crate::fleet::Counts {
-            signed_totals: self.metrics.signed_per_app(),
-            last_webhook: self.webhooks.last_seen(),
-            builds: self.clients.take_pending(),
-        };
-        Some(fleet.flush(counts, &row).await)
-    }
-
     /// The current configuration (cheap: an `Arc` clone).
     pub fn live(&self) -> Arc<Live> {
         self.live.load_full()
@@ -183,5 +154,41 @@ impl AppState {
             }
         }
         result
+    }
+}
+
+/// What this replica tells the fleet view: its row (config, rollout, version)
+/// and the counts it has not flushed.
+impl crate::fleet::flush::Reporter for AppState {
+    fn fleet(&self) -> Option<&crate::fleet::Fleet> {
+        self.fleet.as_ref()
+    }
+
+    fn row(&self, fleet: &crate::fleet::Fleet, stopping: bool) -> crate::fleet::ReplicaRow {
+        let live = self.live();
+        crate::fleet::ReplicaRow {
+            id: fleet.replica.clone(),
+            host: fleet.replica.rsplit_once('-').map(|(h, _)| h.to_owned()).unwrap_or_default(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            started_ms: fleet.started_ms,
+            config: live.digest.clone(),
+            config_loaded_ms: live.loaded_ms,
+            rollout: live.settings.rollout.as_ref().map(|r| crate::fleet::RolloutRow {
+                from: r.from.clone(),
+                to: r.to.clone(),
+                percent: r.percent,
+                version: r.version,
+            }),
+            last_seen_ms: crate::outbound::now_ms(),
+            stopped_ms: stopping.then(crate::outbound::now_ms),
+        }
+    }
+
+    fn counts(&self) -> crate::fleet::Counts {
+        crate::fleet::Counts {
+            signed_totals: self.metrics.signed_per_app(),
+            last_webhook: self.webhooks.last_seen(),
+            builds: self.clients.take_pending(),
+        }
     }
 }

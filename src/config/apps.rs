@@ -1,6 +1,9 @@
 //! `[apps.NAME]`: one section per Pusher app; each serves `/auth/NAME`.
 
-use super::{ConfigError, http_url, secrets::SecretReader};
+use super::{
+    fields::{ConfigError, http_url},
+    secrets::SecretReader,
+};
 use crate::pusher::{AppCredentials, AppKey, MasterKey};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -172,7 +175,7 @@ impl AppSettings {
         if let Some(cluster) = &self.cluster {
             t.insert("cluster".into(), Value::String(cluster.clone()));
         }
-        t.insert("rest_url".into(), Value::String(super::redact_url(&self.rest_url)));
+        t.insert("rest_url".into(), Value::String(super::fields::redact_url(&self.rest_url)));
         if !self.client_options.is_empty()
             && let Ok(Value::Table(options)) = Value::try_from(&self.client_options)
         {

@@ -4,26 +4,27 @@
 //! per section, each with its raw (deserialized) and validated form,
 //! `validate()` and `redacted()`.
 
-mod apps;
+pub(crate) mod apps;
+pub(crate) mod fields;
 mod log;
 mod presence;
 mod publish;
-mod rollout;
-mod secrets;
+pub(crate) mod secrets;
 mod server;
 mod session_check;
 mod status;
-mod webhooks;
 
+pub use crate::rollout::config::RolloutSettings;
+pub use crate::webhooks::config::{WebhookSettings, WebhookStore};
 pub use apps::{AppName, AppSettings};
+pub use fields::ConfigError;
+pub(crate) use fields::redact_url;
 pub use log::{LogFormat, LogSettings};
 pub use presence::PresenceSettings;
 pub use publish::{PublishSettings, PublishSuccess};
-pub use rollout::RolloutSettings;
 pub use server::{RateLimitSettings, ServerSettings};
 pub use session_check::{CachePolicy, SessionCheckSettings};
 pub use status::StatusSettings;
-pub use webhooks::{WebhookSettings, WebhookStore};
 
 use serde::Deserialize;
 use std::{
@@ -32,20 +33,6 @@ use std::{
 };
 
 pub const ENV_PREFIX: &str = "DUAL_AUTH";
-
-/// A configuration problem, naming the key (e.g. `apps.new.secret`).
-#[derive(Debug, thiserror::Error)]
-#[error("config key `{key}`: {message}")]
-pub struct ConfigError {
-    pub key: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { key: key.into(), message: message.into() }
-    }
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,8 +45,8 @@ struct RawSettings {
     #[serde(default)]
     rate_limit: server::RawRateLimit,
     publish: Option<publish::RawPublish>,
-    webhooks: Option<webhooks::RawWebhooks>,
-    rollout: Option<rollout::RawRollout>,
+    webhooks: Option<crate::webhooks::config::RawWebhooks>,
+    rollout: Option<crate::rollout::config::RawRollout>,
     #[serde(default)]
     status: status::RawStatus,
     #[serde(default)]
@@ -216,59 +203,6 @@ impl Settings {
         }
         hex::encode(&hash.finalize()[..6])
     }
-}
-
-// ---- field helpers shared by the sections ---------------------------------------------------
-
-/// A TOML array, or (from the environment) one comma-separated string.
-fn list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum ListOrCsv {
-        List(Vec<String>),
-        Csv(String),
-    }
-    Ok(match ListOrCsv::deserialize(d)? {
-        ListOrCsv::List(v) => v,
-        ListOrCsv::Csv(s) => {
-            s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
-        }
-    })
-}
-
-/// `value` within `range`, else an error naming `key` and the bounds.
-fn in_range<T: PartialOrd + std::fmt::Display>(
-    key: &str,
-    value: T,
-    range: std::ops::RangeInclusive<T>,
-) -> Result<(), ConfigError> {
-    if range.contains(&value) {
-        Ok(())
-    } else {
-        Err(ConfigError::new(key, format!("must be between {} and {}", range.start(), range.end())))
-    }
-}
-
-/// An absolute http(s) URL with a host.
-fn http_url(key: &str, input: &str) -> Result<url::Url, ConfigError> {
-    url::Url::parse(input)
-        .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
-        .ok_or_else(|| ConfigError::new(key, "must be an absolute http:// or https:// URL"))
-}
-
-fn strings(items: impl Iterator<Item = String>) -> toml::Value {
-    toml::Value::Array(items.map(toml::Value::String).collect())
-}
-
-/// Userinfo in a URL is a credential: never print it.
-pub(crate) fn redact_url(url: &url::Url) -> String {
-    let mut u = url.clone();
-    if !u.username().is_empty() || u.password().is_some() {
-        let _ = u.set_username("redacted");
-        let _ = u.set_password(None);
-    }
-    u.to_string()
 }
 
 // ---- reading and reporting ------------------------------------------------------------------

@@ -1,7 +1,7 @@
 //! `[presence]`: which presence channels are bridged across the apps, so a
 //! member on one app is seen by the members on the other (see `presence_bridge`).
 
-use super::{ConfigError, list_or_csv};
+use super::fields::{ConfigError, list_or_csv};
 use serde::Deserialize;
 use toml::{Table, Value};
 

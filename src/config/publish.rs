@@ -1,6 +1,10 @@
 //! `[publish]`: a Pusher REST-compatible endpoint that fans out to the target apps.
 
-use super::{ConfigError, apps::AppSettings, in_range, list_or_csv, secrets::SecretReader, strings};
+use super::{
+    apps::AppSettings,
+    fields::{ConfigError, in_range, list_or_csv, strings},
+    secrets::SecretReader,
+};
 use crate::pusher::AppKey;
 use secrecy::SecretString;
 use serde::Deserialize;

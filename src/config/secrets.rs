@@ -1,12 +1,12 @@
 //! Secrets given inline or as a file (`secret` / `secret_file`), read by one
 //! reader that also records every file it was pointed at: what a reload watches.
 
-use super::ConfigError;
+use super::fields::ConfigError;
 use secrecy::{ExposeSecret, SecretString};
 use std::path::PathBuf;
 
 #[derive(Default)]
-pub(super) struct SecretReader {
+pub(crate) struct SecretReader {
     pub files: Vec<PathBuf>,
 }
 

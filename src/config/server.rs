@@ -1,7 +1,7 @@
 //! `[server]` (listeners, origins, proxies, body and header limits) and
 //! `[rate_limit]`.
 
-use super::{ConfigError, in_range, list_or_csv, strings};
+use super::fields::{ConfigError, in_range, list_or_csv, strings};
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::{net::SocketAddr, num::NonZeroU32, time::Duration};

@@ -1,7 +1,7 @@
 //! `[session_check]`: the host app's check — where it is, how long it may take,
 //! which headers reach it, and how identical checks are shared.
 
-use super::{ConfigError, http_url, in_range, list_or_csv, redact_url, strings};
+use super::fields::{ConfigError, http_url, in_range, list_or_csv, redact_url, strings};
 use serde::Deserialize;
 use std::time::Duration;
 use toml::{Table, Value};

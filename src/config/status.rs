@@ -1,6 +1,9 @@
 //! `[status]`: what the migration status page calls the old app, and when it is drained.
 
-use super::{ConfigError, apps::AppSettings, in_range};
+use super::{
+    apps::AppSettings,
+    fields::{ConfigError, in_range},
+};
 use serde::Deserialize;
 use std::{collections::BTreeMap, time::Duration};
 use toml::{Table, Value};

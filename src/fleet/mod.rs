@@ -8,6 +8,7 @@
 //! counts wait here, and `/status` shows the last fleet view it read, marked
 //! stale since then.
 
+pub(crate) mod flush;
 mod replicas;
 mod scripts;
 
@@ -15,7 +16,7 @@ pub use replicas::{ReplicaRow, RolloutRow};
 
 use crate::{
     client_stats::GroupCounts,
-    history::{RestView, Sample},
+    status::history::{RestView, Sample},
     webhooks::bounded,
 };
 use redis::{AsyncCommands, RedisResult, Script, aio::ConnectionManager};

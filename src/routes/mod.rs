@@ -2,22 +2,21 @@
 
 mod admin;
 mod auth;
-mod client_config;
 mod cors;
 mod request_id;
-mod webhooks;
 
 pub use admin::{admin_host_middleware, healthz, metrics, readyz};
 pub use auth::route as auth;
-pub use client_config::client_config;
 pub use cors::cors_middleware;
 pub use request_id::{RequestId, request_id_middleware};
-pub use webhooks::receive as receive_webhook;
 
 /// The client a request is charged to (rate limit, in-flight and webhook-reader
 /// shares): the peer, or the right-most untrusted hop when the peer is a
 /// trusted proxy (never a header a client could set to dodge its share).
-fn client_address(req: &actix_web::HttpRequest, trusted_proxies: &[ipnet::IpNet]) -> std::net::IpAddr {
+pub(crate) fn client_address(
+    req: &actix_web::HttpRequest,
+    trusted_proxies: &[ipnet::IpNet],
+) -> std::net::IpAddr {
     let peer = req.peer_addr().map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
     let xff = || req.headers().get_all("x-forwarded-for").map(|v| v.as_bytes()).collect();
     crate::session_check::client_ip(peer, xff, trusted_proxies)

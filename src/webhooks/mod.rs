@@ -14,9 +14,13 @@
 //! not a restart (start-up reconciles occupancy and presence members from the
 //! apps' REST APIs); in Redis mode they are shared and durable.
 
+pub(crate) mod config;
 mod merge;
+pub(crate) mod reconcile;
 mod redis_store;
 mod replay;
+pub(crate) mod routes;
+pub(crate) mod sender;
 
 pub use merge::MergeState;
 pub use redis_store::{RedisStore, bounded, connect as connect_redis};

@@ -5,7 +5,7 @@
 use crate::{
     error::{Refusal, refusal_response_error},
     pusher::UserId,
-    rollout::assign,
+    rollout::assign::assign,
     state::AppState,
 };
 use actix_web::{

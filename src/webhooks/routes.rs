@@ -97,7 +97,7 @@ async fn accept(
         tracing::warn!("webhook with an unknown X-Pusher-Key refused");
         return Err(WebhookError::UnknownKey);
     };
-    let client = super::client_address(req, &live.settings.server.trusted_proxies);
+    let client = crate::routes::client_address(req, &live.settings.server.trusted_proxies);
     let _slot = state.webhooks.try_reader(client).map_err(|refused| {
         tracing::warn!(?refused, "webhook refused: no body-reader slot free for this client");
         match refused {

@@ -1,7 +1,10 @@
 //! `[webhooks]`: where the merged webhooks of every app go, how they are
 //! signed, where the merge state lives, and what is accepted.
 
-use super::{ConfigError, http_url, in_range, redact_url, secrets::SecretReader};
+use crate::config::{
+    fields::{ConfigError, http_url, in_range, redact_url},
+    secrets::SecretReader,
+};
 use crate::pusher::AppKey;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -10,7 +13,7 @@ use toml::{Table, Value};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawWebhooks {
+pub(crate) struct RawWebhooks {
     forward_url: Option<String>,
     key: Option<String>,
     secret: Option<SecretString>,

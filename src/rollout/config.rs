@@ -5,7 +5,10 @@
 //! told `to` (so a helper build shipped for the migration keeps connecting
 //! after the old app is deleted).
 
-use super::{ConfigError, apps::AppSettings, list_or_csv, strings};
+use crate::config::{
+    apps::AppSettings,
+    fields::{ConfigError, list_or_csv, strings},
+};
 use crate::pusher::{PublicChannelName, UserId};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -14,7 +17,7 @@ use toml::{Table, Value};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawRollout {
+pub(crate) struct RawRollout {
     from: Option<String>,
     to: Option<String>,
     percent: Option<f64>,

@@ -6,6 +6,8 @@
 //! the old app's own REST API listing no channel during that time — never on
 //! webhook counts alone.
 
+pub(crate) mod history;
+
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use serde_json::{Value, json};
@@ -85,20 +87,6 @@ pub fn spawn_sampler(state: Arc<AppState>) {
             }
             let every = state.live().settings.status.sample_every;
             tokio::time::sleep(every).await;
-        }
-    });
-}
-
-/// Sends this replica's counts to the fleet view every `FLUSH_EVERY` (with Redis).
-pub fn spawn_fleet_flush(state: Arc<AppState>) {
-    if state.fleet.is_none() {
-        return;
-    }
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(crate::fleet::FLUSH_EVERY).await;
-            // Failures are logged and shown by the fleet (once per outage).
-            let _ = state.flush_fleet(false).await;
         }
     });
 }

@@ -1,0 +1,129 @@
+//! The background sender: delivers merged webhooks to the host in order,
+//! signed, retrying with backoff (memory: a queue; Redis: the shared outbox
+//! with leases, so a crashed replica's deliveries are taken over).
+
+use super::{Batch, RedisStore, Store};
+use crate::state::AppState;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// Starts the webhook sender (once per process).
+pub fn spawn(state: std::sync::Arc<AppState>) {
+    let Some(mut inbox) = state.webhooks.take_inbox() else { return };
+    let http = crate::outbound::http_client(Duration::from_secs(10));
+    if let Store::Redis(_) = &state.webhooks.store {
+        tokio::spawn(async move {
+            let Store::Redis(redis) = &state.webhooks.store else { return };
+            // Sure at start: nothing of ours is being delivered, so our list may be swept.
+            let mut unsure = true;
+            let mut swept = Instant::now();
+            loop {
+                if unsure || swept.elapsed() >= LEASE_SWEEP {
+                    match sweep(redis).await {
+                        Ok(()) => (unsure, swept) = (false, Instant::now()),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "redis: outbox unavailable; retrying in 1 s");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            continue;
+                        }
+                    }
+                }
+                match redis.next().await {
+                    Ok(Some(item)) => {
+                        let (time_ms, event) = RedisStore::unwrap_item(&item);
+                        deliver(&state, &http, time_ms, vec![event]).await;
+                        // Until Redis takes it: the item would otherwise be delivered again.
+                        while let Err(e) = redis.done(&item).await {
+                            tracing::warn!(error = %e, "redis: cannot mark a delivery done; retrying in 1 s");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                    Ok(None) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    Err(e) => {
+                        // The move may have happened with its answer lost: swept before the next.
+                        unsure = true;
+                        tracing::warn!(error = %e, "redis: outbox unavailable; retrying in 1 s");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        return;
+    }
+    tokio::spawn(async move {
+        let mut carried: Option<Batch> = None;
+        loop {
+            let next = match carried.take() {
+                Some(batch) => Some(batch),
+                None => inbox.recv().await,
+            };
+            let Some((time_ms, mut events)) = next else { return };
+            // Batch what piled up in order, as long as it came with the same source time.
+            while let Ok((t, more)) = inbox.try_recv() {
+                if t != time_ms {
+                    carried = Some((t, more));
+                    break;
+                }
+                events.extend(more);
+            }
+            deliver(&state, &http, time_ms, events).await;
+        }
+    });
+}
+
+/// How often a Redis sender renews its lease and re-queues what crashed replicas left.
+const LEASE_SWEEP: Duration = Duration::from_secs(10);
+
+/// Renews this replica's lease; re-queues its own stranded items and orphans.
+async fn sweep(redis: &RedisStore) -> redis::RedisResult<()> {
+    redis.heartbeat().await?;
+    let own = redis.requeue_own().await?;
+    let orphans = redis.requeue_orphans().await?;
+    if own + orphans > 0 {
+        tracing::warn!(own, orphans, "redis: re-queued undelivered webhook events");
+    }
+    Ok(())
+}
+
+/// Delivers with the source webhook's `time_ms`, so the host can order events.
+async fn deliver(state: &AppState, http: &reqwest::Client, time_ms: u64, events: Vec<Value>) {
+    let body = serde_json::to_vec(&json!({"time_ms": time_ms, "events": events})).expect("serializes");
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(500);
+    loop {
+        let live = state.live();
+        let Some(settings) = live.settings.webhooks.as_ref() else { return };
+        let signature = crate::pusher::hmac_sha256_hex(settings.secret.expose_secret().as_bytes(), &body);
+        let result = http
+            .post(settings.forward_url.clone())
+            .header("content-type", "application/json")
+            .header("x-pusher-key", settings.key.as_ref())
+            .header("x-pusher-signature", signature)
+            .body(body.clone())
+            .send()
+            .await;
+        let status = result.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
+        if (200..300).contains(&status) {
+            state.metrics.webhook_delivery("delivered");
+            return;
+        }
+        if started.elapsed() >= settings.retry_max {
+            state.metrics.webhook_delivery("dropped");
+            tracing::error!(
+                status,
+                events = events_len(&body),
+                "webhook delivery given up after retry_max_secs"
+            );
+            return;
+        }
+        state.metrics.webhook_delivery("retried");
+        tracing::warn!(status, retry_in_ms = delay.as_millis() as u64, "webhook delivery failed; retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+fn events_len(body: &[u8]) -> usize {
+    serde_json::from_slice::<Value>(body).ok().and_then(|v| v["events"].as_array().map(Vec::len)).unwrap_or(0)
+}
