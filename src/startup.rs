@@ -81,6 +81,7 @@ impl Application {
 
         if tokio::runtime::Handle::try_current().is_ok() {
             crate::tasks::spawn_sender(state.clone().into_inner());
+            crate::presence_bridge::spawn_publisher(state.clone().into_inner());
             crate::tasks::spawn_reconcile(state.clone().into_inner());
             crate::status::spawn_sampler(state.clone().into_inner());
             crate::status::spawn_fleet_flush(state.clone().into_inner());

@@ -55,6 +55,7 @@ struct Ctx<'a> {
     client_group: String,
     /// The presence bridge's member lists.
     webhooks: &'a crate::webhooks::Webhooks,
+    bridge: &'a crate::presence_bridge::Bridge,
 }
 
 /// A channel authorization, and (bridged presence channels) the other apps' members.
@@ -132,21 +133,33 @@ impl Ctx<'_> {
         self.signed();
         let presence_bridge = match &member {
             Some(m) if self.live.settings.presence.bridged(channel.as_ref()) => {
-                let info = serde_json::to_string(&m.user_info).unwrap_or_else(|_| "null".into());
-                let others: Vec<String> = self
-                    .live
-                    .settings
-                    .apps
-                    .keys()
-                    .filter(|a| a.as_str() != &*self.app.name)
-                    .cloned()
-                    .collect();
-                let member = (m.user_id.as_ref(), info.as_str());
-                crate::presence_bridge::snapshot(self.webhooks, channel.as_ref(), member, &others).await
+                self.bridge_list(channel.as_ref(), m).await
             }
             _ => None,
         };
         Ok(AuthAnswer { auth, presence_bridge })
+    }
+
+    /// The other apps' members of bridged `channel` for its answer, remembering `m`'s info.
+    async fn bridge_list(&self, channel: &str, m: &crate::pusher::PresenceMember) -> Option<Value> {
+        let info = serde_json::to_string(&m.user_info).unwrap_or_else(|_| "null".into());
+        let settings = &self.live.settings;
+        let via = &*self.app.name;
+        let others: Vec<String> = settings.apps.keys().filter(|a| a.as_str() != via).cloned().collect();
+        let member = (m.user_id.as_ref(), info.as_str());
+        let lists = crate::presence_bridge::members(
+            self.webhooks,
+            self.bridge,
+            self.metrics,
+            channel,
+            member,
+            via,
+            &others,
+            crate::presence_bridge::MAX_LISTED,
+            &settings.presence,
+        )
+        .await?;
+        Some(crate::presence_bridge::to_json(lists))
     }
 
     /// Counts a signed authorization for this client's build.
@@ -209,6 +222,7 @@ impl Prepared<'_> {
             metrics: &state.metrics,
             clients: &state.clients,
             webhooks: &state.webhooks,
+            bridge: &state.bridge,
             client_group: crate::client_group::group(self.user_agent.as_deref(), version),
             app: self.app,
             socket_id,
