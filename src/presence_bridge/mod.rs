@@ -57,6 +57,12 @@ pub async fn members(
     }
 }
 
+/// About the bytes `lists` take in an answer (as `to_json` writes them).
+pub fn list_size(lists: &BridgeSnapshot) -> usize {
+    let member = |(u, info): &(String, Option<String>)| u.len() + info.as_ref().map_or(4, String::len) + 4;
+    lists.iter().map(|(app, users)| app.len() + 6 + users.iter().map(member).sum::<usize>()).sum()
+}
+
 /// `{"<app>": {"<user_id>": <user_info or null>, …}, …}`
 pub fn to_json(lists: BridgeSnapshot) -> Value {
     let info = |i: Option<String>| i.and_then(|i| serde_json::from_str(&i).ok()).unwrap_or(Value::Null);
@@ -66,4 +72,19 @@ pub fn to_json(lists: BridgeSnapshot) -> Value {
             .map(|(app, users)| (app, Value::Object(users.into_iter().map(|(u, i)| (u, info(i))).collect())))
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_size_estimate_covers_the_json_written() {
+        let lists = vec![
+            ("old".to_owned(), vec![("u1".to_owned(), Some(r#"{"name":"One"}"#.to_owned()))]),
+            ("new".to_owned(), vec![("u2".to_owned(), None), ("u3".to_owned(), Some("{}".to_owned()))]),
+            ("third".to_owned(), vec![]),
+        ];
+        let written = super::to_json(lists.clone()).to_string().len();
+        let estimate = super::list_size(&lists);
+        assert!(estimate >= written && estimate <= written + 32, "{estimate} vs {written}");
+    }
 }

@@ -40,6 +40,7 @@ pub struct Bridge {
     dropped: Burst,
     failed: Burst,
     evicted: Burst,
+    omitted: Burst,
 }
 
 impl Default for Bridge {
@@ -52,6 +53,7 @@ impl Default for Bridge {
             dropped: Burst::default(),
             failed: Burst::default(),
             evicted: Burst::default(),
+            omitted: Burst::default(),
         }
     }
 }
@@ -72,6 +74,19 @@ impl Bridge {
                 evicted = n,
                 "presence bridge: remembered member infos forgotten to stay within presence.max_infos_per_channel, \
                  max_channels_per_user or max_infos"
+            );
+        }
+    }
+
+    /// Counts (and warns of, once per burst) a member list left out of an answer.
+    pub fn omitted(&self, metrics: &Metrics, reason: &'static str) {
+        metrics.presence_dropped("list", reason, 1);
+        if let Some(n) = self.omitted.hit(1) {
+            tracing::warn!(
+                omitted = n,
+                reason,
+                "presence bridge: channels authorized without their member list (presence.max_answer_bytes, \
+                 or [rate_limit])"
             );
         }
     }

@@ -192,9 +192,55 @@ async fn authorize_as(app: &TestApp, route: &str, user: &str, pad: usize, channe
     (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
 }
 
+/// `users` join `channel` through the new app: authorized there, then its webhook.
+async fn join_on_new(app: &TestApp, channel: &str, users: &[String], pad: usize) {
+    for u in users {
+        assert_eq!(authorize_as(app, "/auth/new", u, pad, &[channel]).await.0, 200);
+    }
+    let events: Vec<Value> =
+        users.iter().map(|u| json!({"name": "member_added", "channel": channel, "user_id": u})).collect();
+    assert_eq!(post_webhook(app, NEW_KEY, NEW_SECRET, json!(events)).await, 200);
+}
+
 async fn metric(app: &TestApp, line: &str) -> f64 {
     let text = app.client.get(format!("{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
     text.lines().find(|l| l.starts_with(line)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn lists_beyond_the_answers_budget_are_left_out_and_counted() {
+    let rest = accepting_rest(Duration::ZERO).await;
+    let app = spawn_with_users(&rest, "", "max_answer_bytes = 1024").await;
+    let rooms = ["presence-room-a", "presence-room-b", "presence-room-c"];
+    for room in rooms {
+        let users: Vec<String> = (0..5).map(|i| format!("{room}-u{i}")).collect();
+        join_on_new(&app, room, &users, 150).await;
+    }
+    let (status, answer) = authorize_as(&app, "/auth/old", "m", 0, &rooms).await;
+    assert_eq!(status, 200);
+    let listed: Vec<&str> =
+        rooms.into_iter().filter(|r| answer[r]["data"].get("presence_bridge").is_some()).collect();
+    assert_eq!(listed.len(), 1, "one list of ~850 bytes fits in 1024: {answer}");
+    assert_eq!(answer[listed[0]]["data"]["presence_bridge"]["new"].as_object().unwrap().len(), 5);
+    assert!(rooms.iter().all(|r| answer[r]["status"] == 200 && answer[r]["data"]["auth"].is_string()));
+    let omitted = "pusher_presence_bridge_dropped_total{reason=\"answer_size\",what=\"list\"}";
+    assert_eq!(metric(&app, omitted).await, 2.0);
+}
+
+#[tokio::test]
+async fn a_list_with_members_costs_one_more_rate_limit_token() {
+    let rest = accepting_rest(Duration::ZERO).await;
+    let app = spawn_with_users(&rest, "", "[rate_limit]\nenabled = true\nper_second = 1\nburst = 4").await;
+    join_on_new(&app, "presence-room-r", &["n1".to_owned()], 0).await; // one token
+    // Check and list: two tokens of the three left.
+    let (_, first) = authorize_as(&app, "/auth/old", "m", 0, &["presence-room-r"]).await;
+    assert_eq!(first["presence_bridge"], json!({"new": {"n1": {"pad": ""}}}));
+    // The check takes the last one: signed, without the list.
+    let (status, second) = authorize_as(&app, "/auth/old", "m", 0, &["presence-room-r"]).await;
+    assert_eq!(status, 200);
+    assert!(second["auth"].is_string() && second.get("presence_bridge").is_none(), "{second}");
+    let limited = "pusher_presence_bridge_dropped_total{reason=\"rate_limited\",what=\"list\"}";
+    assert_eq!(metric(&app, limited).await, 1.0);
 }
 
 #[tokio::test]
