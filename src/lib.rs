@@ -14,6 +14,7 @@ pub mod startup;
 pub mod telemetry;
 
 mod body;
+mod burst;
 mod client_group;
 mod client_stats;
 mod demo;

@@ -58,8 +58,6 @@ pub struct AppState {
     live: ArcSwap<Live>,
     pub metrics: Metrics,
     pub webhooks: crate::webhooks::Webhooks,
-    /// The presence bridge's queue of member changes to publish.
-    pub bridge: crate::presence_bridge::Bridge,
     pub status: StatusHistory,
     /// The fleet view in Redis, when the webhook state is there (see `fleet`).
     pub fleet: Option<crate::fleet::Fleet>,
@@ -92,7 +90,6 @@ impl AppState {
             live: ArcSwap::from_pointee(Live::new(settings)?),
             metrics,
             webhooks,
-            bridge: crate::presence_bridge::Bridge::default(),
             status: StatusHistory::default(),
             clients,
             config_path: OnceLock::new(),

@@ -13,11 +13,9 @@
 //! Changes carry the source webhook's `time_ms` and their place in it (`seq`):
 //! replicas publish concurrently, and the helper keeps the latest per member.
 
-mod burst;
 mod publisher;
 
-pub use burst::Burst;
-pub use publisher::{Bridge, announce, spawn_publisher};
+pub use publisher::{announce, spawn_publisher};
 
 use crate::{metrics::Metrics, webhooks::BridgeSnapshot};
 use serde_json::Value;
@@ -36,7 +34,6 @@ pub const MAX_LISTED: usize = 100;
 #[allow(clippy::too_many_arguments)]
 pub async fn members(
     webhooks: &crate::webhooks::Webhooks,
-    bridge: &Bridge,
     metrics: &Metrics,
     channel: &str,
     member: (&str, &str),
@@ -47,7 +44,7 @@ pub async fn members(
 ) -> Option<BridgeSnapshot> {
     match webhooks.bridge_join(channel, member, via, others, listed, limits).await {
         Ok((lists, evicted)) => {
-            bridge.evicted(metrics, evicted);
+            webhooks.bridge.evicted(metrics, evicted);
             lists
         }
         Err(e) => {

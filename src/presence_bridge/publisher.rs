@@ -1,20 +1,19 @@
-//! Publishing member changes to the other apps: one queue per process (bounded
-//! by `presence.max_queued_changes`: more are dropped, counted and logged), one
+//! Publishing member changes to the other apps: one queue per process
+//! (`webhooks::BridgeQueue`, bounded by `presence.max_queued_changes`), one
 //! task draining it in rounds. A round keeps each member's latest change only,
 //! and sends each app its changes through `batch_events`, `BATCH` to a call.
 
-use super::{Burst, EVENT};
-use crate::{metrics::Metrics, state::AppState, webhooks::MemberChange};
+use super::EVENT;
+use crate::{
+    state::AppState,
+    webhooks::{MemberChange, Queued},
+};
 use serde_json::{Value, json};
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{
-        Arc, Mutex, OnceLock,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, OnceLock},
     time::Duration,
 };
-use tokio::sync::mpsc;
 
 /// Events per `batch_events` call (Pusher's limit on multi-tenant clusters).
 pub const BATCH: usize = 10;
@@ -23,94 +22,6 @@ const ROUND: usize = 1_000;
 /// Tries of one call; a target that refused a call this often gets one try
 /// per further call of its round (its REST API is failing: the queue moves on).
 const TRIES: u32 = 3;
-
-/// One change, ready to publish.
-struct Queued {
-    /// (source app, channel, user): a round keeps each one's latest.
-    member: (String, String, String),
-    targets: Vec<String>,
-    data: String,
-}
-
-/// The queue of changes to publish, and the warnings of what the bridge drops.
-pub struct Bridge {
-    tx: mpsc::UnboundedSender<Queued>,
-    rx: Mutex<Option<mpsc::UnboundedReceiver<Queued>>>,
-    queued: AtomicUsize,
-    dropped: Burst,
-    failed: Burst,
-    evicted: Burst,
-    omitted: Burst,
-}
-
-impl Default for Bridge {
-    fn default() -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        Self {
-            tx,
-            rx: Mutex::new(Some(rx)),
-            queued: AtomicUsize::new(0),
-            dropped: Burst::default(),
-            failed: Burst::default(),
-            evicted: Burst::default(),
-            omitted: Burst::default(),
-        }
-    }
-}
-
-impl Bridge {
-    /// Counts (and warns of, once per burst) infos forgotten to make room.
-    pub fn evicted(&self, metrics: &Metrics, evicted: crate::webhooks::Evicted) {
-        if !evicted.any() {
-            return;
-        }
-        for (reason, n) in
-            [("channel_cap", evicted.channel), ("user_cap", evicted.user), ("total_cap", evicted.total)]
-        {
-            metrics.presence_dropped("info", reason, n);
-        }
-        if let Some(n) = self.evicted.hit(evicted.channel + evicted.user + evicted.total) {
-            tracing::warn!(
-                evicted = n,
-                "presence bridge: remembered member infos forgotten to stay within presence.max_infos_per_channel, \
-                 max_channels_per_user or max_infos"
-            );
-        }
-    }
-
-    /// Counts (and warns of, once per burst) a member list left out of an answer.
-    pub fn omitted(&self, metrics: &Metrics, reason: &'static str) {
-        metrics.presence_dropped("list", reason, 1);
-        if let Some(n) = self.omitted.hit(1) {
-            tracing::warn!(
-                omitted = n,
-                reason,
-                "presence bridge: channels authorized without their member list (presence.max_answer_bytes, \
-                 or [rate_limit])"
-            );
-        }
-    }
-
-    /// Queues one change unless `max` are waiting.
-    fn push(&self, change: Queued, max: usize, metrics: &Metrics) {
-        if self.queued.fetch_add(1, Ordering::Relaxed) >= max {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-            for target in &change.targets {
-                metrics.presence_bridge(target, "dropped");
-            }
-            metrics.presence_dropped("change", "queue_full", 1);
-            if let Some(n) = self.dropped.hit(1) {
-                tracing::warn!(
-                    dropped = n,
-                    max,
-                    "presence bridge: member changes dropped, presence.max_queued_changes are waiting to be published"
-                );
-            }
-            return;
-        }
-        let _ = self.tx.send(change);
-    }
-}
 
 /// Queues the member changes of one webhook from `source` for the apps where
 /// the channel has subscribers (never `source` itself).
@@ -137,7 +48,7 @@ pub fn announce(state: &AppState, source: &str, changes: Vec<MemberChange>, time
                           "time_ms": time_ms, "seq": change.seq})
             .to_string();
         let member = (source.to_owned(), change.channel, change.user);
-        state.bridge.push(Queued { member, targets, data }, max, &state.metrics);
+        state.webhooks.bridge.push(Queued { member, targets, data }, max, &state.metrics);
     }
 }
 
@@ -148,11 +59,11 @@ fn http() -> &'static reqwest::Client {
 
 /// Starts the one task that publishes the queued changes (once per process).
 pub fn spawn_publisher(state: Arc<AppState>) {
-    let Some(mut rx) = state.bridge.rx.lock().unwrap().take() else { return };
+    let Some(mut rx) = state.webhooks.bridge.take_receiver() else { return };
     tokio::spawn(async move {
         let mut round = Vec::new();
         while rx.recv_many(&mut round, ROUND).await > 0 {
-            state.bridge.queued.fetch_sub(round.len(), Ordering::Relaxed);
+            state.webhooks.bridge.taken(round.len());
             publish_round(&state, std::mem::take(&mut round)).await;
         }
     });
@@ -185,12 +96,14 @@ async fn publish_round(state: &AppState, round: Vec<Queued>) {
         for chunk in events.chunks(BATCH) {
             let body = json!({"batch": chunk}).to_string();
             let sent = publish(state, &target, &body, tries).await;
-            state.metrics.presence_bridge_n(&target, if sent { "sent" } else { "failed" }, chunk.len() as u64);
+            state.metrics.presence_bridge_n(
+                &target,
+                if sent { "sent" } else { "failed" },
+                chunk.len() as u64,
+            );
             if !sent {
                 tries = 1;
-                if let Some(n) = state.bridge.failed.hit(chunk.len() as u64) {
-                    tracing::warn!(app = %target, failed = n, "presence bridge: changes not accepted by the REST API");
-                }
+                state.webhooks.bridge.failed(&target, chunk.len() as u64);
             }
         }
     });

@@ -55,7 +55,6 @@ struct Ctx<'a> {
     client_group: String,
     /// The presence bridge's member lists.
     webhooks: &'a crate::webhooks::Webhooks,
-    bridge: &'a crate::presence_bridge::Bridge,
     /// Bytes of member lists this answer may still carry (`presence.max_answer_bytes`,
     /// shared by a batch's channels).
     list_budget: std::sync::atomic::AtomicUsize,
@@ -159,7 +158,6 @@ impl Ctx<'_> {
         let member = (m.user_id.as_ref(), info.as_str());
         let lists = crate::presence_bridge::members(
             self.webhooks,
-            self.bridge,
             self.metrics,
             channel,
             member,
@@ -170,20 +168,20 @@ impl Ctx<'_> {
         )
         .await;
         if !room {
-            self.bridge.omitted(self.metrics, "answer_size");
+            self.webhooks.bridge.omitted(self.metrics, "answer_size");
         }
         let lists = lists?;
         if lists.iter().any(|(_, users)| !users.is_empty())
             && let Some(limiter) = &self.live.rate_limiter
             && !limiter.allow(self.client_ip)
         {
-            self.bridge.omitted(self.metrics, "rate_limited");
+            self.webhooks.bridge.omitted(self.metrics, "rate_limited");
             return None;
         }
         let size = crate::presence_bridge::list_size(&lists);
         if self.list_budget.fetch_update(Relaxed, Relaxed, |left| left.checked_sub(size)).is_err() {
             self.list_budget.store(0, Relaxed);
-            self.bridge.omitted(self.metrics, "answer_size");
+            self.webhooks.bridge.omitted(self.metrics, "answer_size");
             return None;
         }
         Some(crate::presence_bridge::to_json(lists))
@@ -249,7 +247,6 @@ impl Prepared<'_> {
             metrics: &state.metrics,
             clients: &state.clients,
             webhooks: &state.webhooks,
-            bridge: &state.bridge,
             list_budget: self.live.settings.presence.max_answer_bytes.into(),
             client_group: crate::client_group::group(self.user_agent.as_deref(), version),
             app: self.app,

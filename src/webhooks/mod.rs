@@ -14,12 +14,14 @@
 //! not a restart (start-up reconciles occupancy and presence members from the
 //! apps' REST APIs); in Redis mode they are shared and durable.
 
+mod bridge_queue;
 mod infos;
 mod merge;
 mod redis_infos;
 mod redis_store;
 mod replay;
 
+pub use bridge_queue::{BridgeQueue, Queued};
 pub use infos::Evicted;
 pub use merge::MergeState;
 pub use redis_store::{RedisStore, bounded, connect as connect_redis};
@@ -91,6 +93,8 @@ pub struct Webhooks {
     infos: Mutex<infos::Infos>,
     outbox: mpsc::UnboundedSender<Batch>,
     inbox: Mutex<Option<mpsc::UnboundedReceiver<Batch>>>,
+    /// The presence bridge's member changes to publish.
+    pub bridge: BridgeQueue,
 }
 
 impl Webhooks {
@@ -111,6 +115,7 @@ impl Webhooks {
             readers: crate::fair_share::FairShare::new(MAX_CONCURRENT_BODIES, MAX_BODIES_PER_CLIENT),
             outbox,
             inbox: Mutex::new(Some(inbox)),
+            bridge: BridgeQueue::default(),
         })
     }
 
