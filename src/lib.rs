@@ -14,6 +14,7 @@ pub mod startup;
 pub mod telemetry;
 
 mod body;
+mod burst;
 mod client_group;
 mod client_stats;
 mod demo;
@@ -26,6 +27,7 @@ mod outbound;
 mod presence_bridge;
 mod publish;
 mod rate_limit;
+mod redis_client;
 mod reload;
 mod rollout;
 mod routes;

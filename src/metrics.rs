@@ -24,6 +24,7 @@ pub struct Metrics {
     checks_in_flight: IntGauge,
     rollout_announcements: IntCounterVec,
     presence_bridge: IntCounterVec,
+    presence_dropped: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -117,9 +118,19 @@ impl Metrics {
         let presence_bridge = IntCounterVec::new(
             Opts::new(
                 "pusher_presence_bridge_events_total",
-                "presence changes told to another app's members, by target app and result (sent, failed)",
+                "presence changes told to another app's members, by target app and result (sent, failed, dropped)",
             ),
             &["app", "result"],
+        )
+        .unwrap();
+        let presence_dropped = IntCounterVec::new(
+            Opts::new(
+                "pusher_presence_bridge_dropped_total",
+                "What the presence bridge left out to stay within [presence]'s bounds: changes not queued \
+                 (queue_full), infos forgotten (channel_cap, user_cap, total_cap), member lists not in an \
+                 answer (answer_size, rate_limited)",
+            ),
+            &["what", "reason"],
         )
         .unwrap();
         let build_info = IntGaugeVec::new(
@@ -142,6 +153,7 @@ impl Metrics {
             Box::new(checks_in_flight.clone()),
             Box::new(rollout_announcements.clone()),
             Box::new(presence_bridge.clone()),
+            Box::new(presence_dropped.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).unwrap();
@@ -161,11 +173,23 @@ impl Metrics {
             checks_in_flight,
             rollout_announcements,
             presence_bridge,
+            presence_dropped,
         }
     }
 
     pub fn presence_bridge(&self, app: &str, result: &str) {
-        self.presence_bridge.with_label_values(&[app, result]).inc();
+        self.presence_bridge_n(app, result, 1);
+    }
+
+    pub fn presence_bridge_n(&self, app: &str, result: &str, n: u64) {
+        self.presence_bridge.with_label_values(&[app, result]).inc_by(n);
+    }
+
+    /// `what` (change, info, list) left out for `reason`; labels from fixed lists only.
+    pub fn presence_dropped(&self, what: &str, reason: &str, n: u64) {
+        if n > 0 {
+            self.presence_dropped.with_label_values(&[what, reason]).inc_by(n);
+        }
     }
 
     pub fn rollout_announcement(&self, app: &str, result: &str) {

@@ -289,3 +289,11 @@ fn the_digest_tells_configs_apart_but_not_listen_addresses() {
     );
     assert!(!digest(&base("127.0.0.1:8080", "s1")).contains("s1"));
 }
+
+#[test]
+fn presence_bounds_load_from_the_environment_and_errors_name_the_key() {
+    let s = Settings::from_toml(MINIMAL, env(&[("DUAL_AUTH__PRESENCE__MAX_INFOS", "2000")])).unwrap();
+    assert_eq!(s.presence.max_infos, 2000);
+    let e = err(MINIMAL, &[("DUAL_AUTH__PRESENCE__MAX_CHANNELS_PER_USER", "0")]);
+    assert_eq!(e.key, "presence.max_channels_per_user");
+}

@@ -17,8 +17,8 @@ pub use replicas::{ReplicaRow, RolloutRow};
 use crate::{
     client_stats::GroupCounts,
     status::history::{RestView, Sample},
-    webhooks::bounded,
 };
+use crate::redis_client::bounded;
 use redis::{AsyncCommands, RedisResult, Script, aio::ConnectionManager};
 use serde_json::{Value, json};
 use std::{
@@ -103,7 +103,7 @@ impl Fleet {
             .unwrap_or_else(|_| "host".into());
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         Ok(Self {
-            conn: crate::webhooks::connect_redis(url)?,
+            conn: crate::redis_client::connect(url)?,
             prefix: format!("{prefix}:fleet"),
             replica: format!("{host}-{}", &suffix[..6]),
             started_ms: crate::outbound::now_ms(),

@@ -26,9 +26,16 @@ fn field<'a>(event: &'a Value, name: &str) -> Option<&'a str> {
 impl MergeState {
     /// Applies one event from `app`; returns what to forward (possibly nothing).
     pub fn apply(&mut self, app: &str, event: &Value) -> Option<Value> {
-        let name = field(event, "name")?;
+        self.apply_tracked(app, event).0
+    }
+
+    /// As `apply`, and whether the members present through `app` changed:
+    /// `Some(true)` a user joined through it, `Some(false)` one left, `None`
+    /// no change (a repeated join, a leave of someone not there, any other event).
+    pub fn apply_tracked(&mut self, app: &str, event: &Value) -> (Option<Value>, Option<bool>) {
+        let Some(name) = field(event, "name") else { return (None, None) };
         let channel = field(event, "channel").unwrap_or_default().to_owned();
-        match name {
+        let forward = match name {
             "channel_occupied" => {
                 let apps = self.occupied.entry(channel).or_default();
                 let first = apps.is_empty();
@@ -36,9 +43,9 @@ impl MergeState {
                 first.then(|| event.clone())
             }
             "channel_vacated" => {
-                let apps = self.occupied.get_mut(&channel)?;
+                let Some(apps) = self.occupied.get_mut(&channel) else { return (None, None) };
                 if !apps.remove(app) {
-                    return None; // not occupied through this app: nothing changes
+                    return (None, None); // not occupied through this app: nothing changes
                 }
                 apps.is_empty().then(|| {
                     self.occupied.remove(&channel);
@@ -46,30 +53,35 @@ impl MergeState {
                 })
             }
             "member_added" => {
-                let user = field(event, "user_id")?.to_owned();
-                self.by_app.entry((channel.clone(), app.to_owned())).or_default().insert(user.clone());
+                let Some(user) = field(event, "user_id").map(str::to_owned) else { return (None, None) };
+                let moved =
+                    self.by_app.entry((channel.clone(), app.to_owned())).or_default().insert(user.clone());
                 let apps = self.members.entry((channel, user)).or_default();
                 let first = apps.is_empty();
                 apps.insert(app.to_owned());
-                first.then(|| event.clone())
+                return (first.then(|| event.clone()), moved.then_some(true));
             }
             "member_removed" => {
-                let key = (channel, field(event, "user_id")?.to_owned());
+                let Some(user) = field(event, "user_id") else { return (None, None) };
+                let key = (channel, user.to_owned());
                 let on_app = (key.0.clone(), app.to_owned());
+                let mut moved = false;
                 if let Some(users) = self.by_app.get_mut(&on_app) {
-                    users.remove(&key.1);
+                    moved = users.remove(&key.1);
                     if users.is_empty() {
                         self.by_app.remove(&on_app);
                     }
                 }
-                let apps = self.members.get_mut(&key)?;
+                let moved = moved.then_some(false);
+                let Some(apps) = self.members.get_mut(&key) else { return (None, moved) };
                 if !apps.remove(app) {
-                    return None;
+                    return (None, moved);
                 }
-                apps.is_empty().then(|| {
+                let last = apps.is_empty();
+                if last {
                     self.members.remove(&key);
-                    event.clone()
-                })
+                }
+                return (last.then(|| event.clone()), moved);
             }
             _ => {
                 let mut e = event.clone();
@@ -78,7 +90,8 @@ impl MergeState {
                 }
                 Some(e)
             }
-        }
+        };
+        (forward, None)
     }
 
     /// Occupied channels per app.
@@ -108,12 +121,22 @@ impl MergeState {
         self.by_app.entry((channel.to_owned(), app.to_owned())).or_default().insert(user_id.to_owned());
     }
 
-    /// The user ids present in `channel` through `app`.
-    pub fn members_on(&self, channel: &str, app: &str) -> Vec<String> {
+    /// The user ids present in `channel` through `app`, at most `limit`.
+    pub fn members_on(&self, channel: &str, app: &str, limit: usize) -> Vec<String> {
         self.by_app
             .get(&(channel.to_owned(), app.to_owned()))
-            .map(|u| u.iter().cloned().collect())
+            .map(|u| u.iter().take(limit).cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Whether any member is present in `channel` through `app`.
+    pub fn has_members(&self, channel: &str, app: &str) -> bool {
+        self.by_app.contains_key(&(channel.to_owned(), app.to_owned()))
+    }
+
+    /// The apps where `channel` is occupied.
+    pub fn occupied_by(&self, channel: &str) -> impl Iterator<Item = &str> {
+        self.occupied.get(channel).into_iter().flatten().map(String::as_str)
     }
 
     /// Whether `user_id` is present in `channel` through any app.
@@ -150,12 +173,12 @@ mod tests {
         assert!(s.apply("old", &add).is_some());
         assert!(s.apply("new", &add).is_none(), "present through either app counts once");
         assert_eq!(
-            (s.members_on("presence-r", "old"), s.members_on("presence-r", "new")),
+            (s.members_on("presence-r", "old", 100), s.members_on("presence-r", "new", 100)),
             (vec!["42".to_owned()], vec!["42".to_owned()])
         );
         assert!(s.apply("new", &rm).is_none());
-        assert_eq!(s.members_on("presence-r", "new"), Vec::<String>::new(), "per app");
-        assert_eq!(s.members_on("presence-r", "old"), vec!["42".to_owned()]);
+        assert_eq!(s.members_on("presence-r", "new", 100), Vec::<String>::new(), "per app");
+        assert_eq!(s.members_on("presence-r", "old", 100), vec!["42".to_owned()]);
         assert_eq!(s.apply("old", &rm), Some(rm.clone()));
         assert!(!s.is_member("presence-r", "42"));
     }

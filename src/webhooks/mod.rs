@@ -14,16 +14,21 @@
 //! not a restart (start-up reconciles occupancy and presence members from the
 //! apps' REST APIs); in Redis mode they are shared and durable.
 
+mod bridge_queue;
 pub(crate) mod config;
+mod infos;
 mod merge;
 pub(crate) mod reconcile;
+mod redis_infos;
 mod redis_store;
 mod replay;
 pub(crate) mod routes;
 pub(crate) mod sender;
 
+pub use bridge_queue::{BridgeQueue, Queued};
+pub use infos::Evicted;
 pub use merge::MergeState;
-pub use redis_store::{RedisStore, bounded, connect as connect_redis};
+pub use redis_store::RedisStore;
 pub use replay::{AgeError, Digest, SeenWebhooks, check_age, digest};
 
 use serde_json::Value;
@@ -51,10 +56,30 @@ pub const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2)
 /// Who is present in a bridged channel through each app: (app, [(user id, info JSON)]).
 pub type BridgeSnapshot = Vec<(String, Vec<(String, Option<String>)>)>;
 
-/// Remembered member infos per channel (memory mode); Pusher allows 100 members per presence channel.
-const MAX_INFOS_PER_CHANNEL: usize = 1_000;
-/// Channels with remembered infos (memory mode): signed-in users name channels.
-const MAX_INFO_CHANNELS: usize = 10_000;
+/// What applying a webhook needs of the live config for the presence bridge.
+#[derive(Clone, Copy)]
+pub struct Bridged<'a> {
+    pub presence: &'a crate::config::PresenceSettings,
+    /// Every configured app.
+    pub apps: &'a [String],
+}
+
+/// A real change of who is present in a bridged channel through the app a
+/// webhook came from (a repeated join, or a leave of someone not there, is none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberChange {
+    /// Its event's place in the webhook: orders the changes of one webhook.
+    pub seq: usize,
+    pub channel: String,
+    pub user: String,
+    pub present: bool,
+    /// The info remembered at the member's authorization (joins only).
+    pub info: Option<String>,
+    /// Apps where the channel has subscribers (occupied, or members present),
+    /// or was authorized through within `infos::RECENT_AUTH_MS` (the webhook
+    /// saying so may be on its way).
+    pub subscribed: Vec<String>,
+}
 
 /// Events to forward, with the `time_ms` of the webhook they came in.
 pub type Batch = (u64, Vec<Value>);
@@ -68,10 +93,12 @@ pub struct Webhooks {
     seen: Mutex<SeenWebhooks>,
     /// Slots to read a body (MAX_CONCURRENT_BODIES, MAX_BODIES_PER_CLIENT).
     readers: crate::fair_share::FairShare,
-    /// Memory mode: bridged presence members' `user_info` per channel (bounded per channel).
-    infos: Mutex<HashMap<String, HashMap<String, String>>>,
+    /// Memory mode: bridged presence members' `user_info` (bounded, see `infos`).
+    infos: Mutex<infos::Infos>,
     outbox: mpsc::UnboundedSender<Batch>,
     inbox: Mutex<Option<mpsc::UnboundedReceiver<Batch>>>,
+    /// The presence bridge's member changes to publish.
+    pub bridge: BridgeQueue,
 }
 
 impl Webhooks {
@@ -92,6 +119,7 @@ impl Webhooks {
             readers: crate::fair_share::FairShare::new(MAX_CONCURRENT_BODIES, MAX_BODIES_PER_CLIENT),
             outbox,
             inbox: Mutex::new(Some(inbox)),
+            bridge: BridgeQueue::default(),
         })
     }
 
@@ -124,6 +152,7 @@ impl Webhooks {
 
     /// Applies one verified webhook (`digest` of its app and body) unless it was
     /// applied within the window; transitions to forward are queued with its `time_ms`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn apply(
         &self,
         app: &str,
@@ -132,32 +161,76 @@ impl Webhooks {
         time_ms: u64,
         now_ms: u64,
         window_ms: u64,
+        bridged: Bridged<'_>,
     ) -> redis::RedisResult<Applied> {
         match &self.store {
             Store::Memory(merge) => {
-                // One lock order (seen, then merge) and one critical section: a repeat
+                // One lock order (seen, merge, infos) and one critical section: a repeat
                 // arriving concurrently cannot be applied twice.
                 let mut seen = self.seen.lock().unwrap();
                 if seen.contains(digest, now_ms) {
                     return Ok(Applied::Duplicate);
                 }
-                let out: Vec<Value> = {
+                let (out, changes) = {
                     let mut merge = merge.lock().unwrap();
-                    events.iter().filter_map(|e| merge.apply(app, e)).collect()
+                    let mut infos = self.infos.lock().unwrap();
+                    let mut out = Vec::new();
+                    let mut changes = Vec::new();
+                    for (seq, event) in events.iter().enumerate() {
+                        let (forward, moved) = merge.apply_tracked(app, event);
+                        let merged = forward.is_some();
+                        out.extend(forward);
+                        let field = |name: &str| event.get(name).and_then(Value::as_str);
+                        let (Some(present), Some(channel), Some(user)) =
+                            (moved, field("channel"), field("user_id"))
+                        else {
+                            continue;
+                        };
+                        if !bridged.presence.bridged(channel) {
+                            continue;
+                        }
+                        if present {
+                            infos.joined(channel, user);
+                        } else if merged {
+                            infos.left(channel, user);
+                        }
+                        let since = now_ms.saturating_sub(infos::RECENT_AUTH_MS);
+                        let recent: Vec<&str> = infos.authorized_since(channel, since).collect();
+                        let occupied: Vec<&str> = merge.occupied_by(channel).collect();
+                        let subscribed = bridged
+                            .apps
+                            .iter()
+                            .filter(|a| {
+                                let a = a.as_str();
+                                occupied.contains(&a) || recent.contains(&a) || merge.has_members(channel, a)
+                            })
+                            .cloned()
+                            .collect();
+                        let info = if present { infos.info(channel, user).map(str::to_owned) } else { None };
+                        changes.push(MemberChange {
+                            seq,
+                            channel: channel.to_owned(),
+                            user: user.to_owned(),
+                            present,
+                            info,
+                            subscribed,
+                        });
+                    }
+                    (out, changes)
                 };
                 seen.insert(*digest, time_ms.max(now_ms) + window_ms, now_ms);
                 let n = out.len();
                 if !out.is_empty() {
                     let _ = self.outbox.send((time_ms, out));
                 }
-                Ok(Applied::Forwarded(n))
+                Ok(Applied::Forwarded(n, changes))
             }
             Store::Redis(redis) => {
                 // Remembered as long as memory mode does: until the webhook's own time leaves the window.
                 let ttl_ms = time_ms.max(now_ms) + window_ms - now_ms;
-                Ok(match redis.apply_webhook(app, digest, events, time_ms, ttl_ms).await? {
+                Ok(match redis.apply_webhook(app, digest, events, time_ms, ttl_ms, bridged).await? {
                     None => Applied::Duplicate,
-                    Some(n) => Applied::Forwarded(n),
+                    Some((n, changes)) => Applied::Forwarded(n, changes),
                 })
             }
         }
@@ -193,8 +266,11 @@ impl Webhooks {
         // Its own digest: never taken for a repeat of a webhook.
         let id = uuid::Uuid::new_v4();
         let digest = replay::digest(app, id.as_bytes());
-        match self.apply(app, &digest, &events, now_ms, now_ms, 1).await? {
-            Applied::Forwarded(n) => Ok(n),
+        // Occupancy only: no member changes to bridge.
+        let presence = crate::config::PresenceSettings::default();
+        let bridged = Bridged { presence: &presence, apps: &[] };
+        match self.apply(app, &digest, &events, now_ms, now_ms, 1, bridged).await? {
+            Applied::Forwarded(n, _) => Ok(n),
             Applied::Duplicate => Ok(0),
         }
     }
@@ -218,66 +294,57 @@ impl Webhooks {
     }
 
     /// For a bridged presence channel: remembers `member`'s info (user id, info
-    /// JSON) and returns who is present through each of `apps`, with their info.
+    /// JSON), authorized through `via`, within `limits`; and unless `listed` is
+    /// 0, returns at most `listed` members present through each of `apps`, with
+    /// their infos. Also what made room for the info.
     pub async fn bridge_join(
         &self,
         channel: &str,
-        member: Option<(&str, &str)>,
+        member: (&str, &str),
+        via: &str,
         apps: &[String],
-    ) -> redis::RedisResult<BridgeSnapshot> {
+        listed: usize,
+        limits: &crate::config::PresenceSettings,
+    ) -> redis::RedisResult<(Option<BridgeSnapshot>, Evicted)> {
         match &self.store {
             Store::Memory(m) => {
                 let m = m.lock().unwrap();
                 let mut infos = self.infos.lock().unwrap();
-                if let Some((user, info)) = member {
-                    if infos.len() >= MAX_INFO_CHANNELS && !infos.contains_key(channel) {
-                        // Channels named by signed-in users are many: keep those with members.
-                        infos.retain(|c, known| known.keys().any(|u| m.is_member(c, u)));
-                    }
-                    if infos.len() >= MAX_INFO_CHANNELS && !infos.contains_key(channel) {
-                        return Ok(Self::present_on(&m, None, channel, apps));
-                    }
-                    let known = infos.entry(channel.to_owned()).or_default();
-                    if known.len() >= MAX_INFOS_PER_CHANNEL && !known.contains_key(user) {
-                        // Forget those present through no app (left, or authorized and never came).
-                        known.retain(|u, _| m.is_member(channel, u));
-                    }
-                    if known.len() < MAX_INFOS_PER_CHANNEL || known.contains_key(user) {
-                        known.insert(user.to_owned(), info.to_owned());
-                    }
-                }
-                Ok(Self::present_on(&m, infos.get(channel), channel, apps))
+                let now = crate::outbound::now_ms();
+                let evicted = infos
+                    .remember((channel, member.0, member.1), via, now, limits, |u| m.is_member(channel, u));
+                let lists = (listed > 0).then(|| Self::present_on(&m, &infos, channel, apps, listed));
+                Ok((lists, evicted))
             }
-            Store::Redis(r) => r.bridge_join(channel, member, apps).await,
+            Store::Redis(r) => {
+                let remember = redis_infos::Remember { conn: r.conn(), prefix: r.prefix(), script: &r.remember };
+                remember.bridge_join(channel, member, via, apps, listed, limits).await
+            }
         }
     }
 
-    /// Who is present in `channel` through each of `apps`, with the infos known.
+    /// Who is present in `channel` through each of `apps` (at most `listed`
+    /// each), with the infos known.
     fn present_on(
         m: &MergeState,
-        known: Option<&HashMap<String, String>>,
+        infos: &infos::Infos,
         channel: &str,
         apps: &[String],
+        listed: usize,
     ) -> BridgeSnapshot {
         apps.iter()
             .map(|app| {
-                let users = m.members_on(channel, app);
-                (
-                    app.clone(),
-                    users.into_iter().map(|u| (u.clone(), known.and_then(|k| k.get(&u).cloned()))).collect(),
-                )
+                let users = m.members_on(channel, app, listed);
+                let with_info = users
+                    .into_iter()
+                    .map(|u| {
+                        let info = infos.info(channel, &u).map(str::to_owned);
+                        (u, info)
+                    })
+                    .collect();
+                (app.clone(), with_info)
             })
             .collect()
-    }
-
-    /// A bridged member's remembered `user_info` (JSON), if any.
-    pub async fn member_info(&self, channel: &str, user: &str) -> redis::RedisResult<Option<String>> {
-        match &self.store {
-            Store::Memory(_) => {
-                Ok(self.infos.lock().unwrap().get(channel).and_then(|k| k.get(user).cloned()))
-            }
-            Store::Redis(r) => r.member_info(channel, user).await,
-        }
     }
 
     /// The in-process outbox's receiving end, for the one sender task.
@@ -291,32 +358,83 @@ impl Webhooks {
 pub enum Applied {
     /// Applied within the replay window already: nothing changed.
     Duplicate,
-    /// Applied; this many transitions were queued to forward.
-    Forwarded(usize),
+    /// Applied; this many transitions were queued to forward, and these
+    /// members of bridged channels changed.
+    Forwarded(usize, Vec<MemberChange>),
 }
 
 #[cfg(test)]
 mod bridge_tests {
     use super::*;
+    use crate::config::PresenceSettings;
+    use serde_json::json;
+
+    fn limits() -> PresenceSettings {
+        PresenceSettings { bridge: vec!["presence-*".into()], ..PresenceSettings::default() }
+    }
+
+    async fn webhook(w: &Webhooks, app: &str, n: u8, events: Value) -> Vec<MemberChange> {
+        let events = events.as_array().unwrap().clone();
+        let digest = replay::digest(app, &[n]);
+        let now = crate::outbound::now_ms();
+        let apps = ["new".to_owned(), "old".to_owned(), "third".to_owned()];
+        let bridged = Bridged { presence: &limits(), apps: &apps };
+        match w.apply(app, &digest, &events, now, now, 60_000, bridged).await.unwrap() {
+            Applied::Forwarded(_, changes) => changes,
+            Applied::Duplicate => panic!("not a repeat"),
+        }
+    }
 
     #[tokio::test]
-    async fn remembered_infos_stay_bounded_when_users_name_many_channels() {
+    async fn one_user_naming_many_channels_keeps_its_newest_infos_only() {
         let w = Webhooks::new(None).unwrap();
         let apps = vec!["new".to_owned()];
-        // A real member of one channel, present through "old".
         let Store::Memory(m) = &w.store else { panic!("memory store") };
         m.lock().unwrap().seed_member("old", "presence-real", "u1");
-        w.bridge_join("presence-real", Some(("u1", r#"{"name":"One"}"#)), &apps).await.unwrap();
+        w.bridge_join("presence-real", ("u1", r#"{"name":"One"}"#), "old", &apps, 0, &limits())
+            .await
+            .unwrap();
         // A signed-in user authorizes for 10,050 made-up bridged channels.
-        for i in 0..MAX_INFO_CHANNELS + 50 {
-            w.bridge_join(&format!("presence-junk-{i}"), Some(("mallory", "null")), &apps).await.unwrap();
+        let mut evicted = 0;
+        for i in 0..10_050 {
+            let c = format!("presence-junk-{i}");
+            evicted +=
+                w.bridge_join(&c, ("mallory", "null"), "old", &apps, 0, &limits()).await.unwrap().1.user;
         }
-        let (len, kept) = {
-            let infos = w.infos.lock().unwrap();
-            (infos.len(), infos.contains_key("presence-real"))
-        };
-        assert!(len <= MAX_INFO_CHANNELS, "{len} channels remembered");
-        assert!(kept, "the channel with a member kept its info");
-        assert_eq!(w.member_info("presence-real", "u1").await.unwrap().as_deref(), Some(r#"{"name":"One"}"#));
+        assert_eq!(w.infos.lock().unwrap().len(), 101, "mallory's 100 newest and u1's");
+        assert_eq!(evicted, 9_950);
+        let infos = w.infos.lock().unwrap();
+        assert!(infos.info("presence-junk-10049", "mallory").is_some());
+        assert!(infos.info("presence-junk-9949", "mallory").is_none());
+        assert_eq!(infos.info("presence-real", "u1"), Some(r#"{"name":"One"}"#));
+    }
+
+    #[tokio::test]
+    async fn only_real_changes_are_reported_with_the_apps_subscribed() {
+        let w = Webhooks::new(None).unwrap();
+        let add = json!({"name": "member_added", "channel": "presence-r", "user_id": "7"});
+        let rm = json!({"name": "member_removed", "channel": "presence-r", "user_id": "7"});
+        w.bridge_join("presence-r", ("7", r#"{"n":7}"#), "old", &[], 0, &limits()).await.unwrap();
+        webhook(&w, "new", 0, json!([{"name": "channel_occupied", "channel": "presence-r"}])).await;
+        let changes = webhook(&w, "old", 1, json!([add, add, rm, rm, add])).await;
+        let seen: Vec<(usize, bool, Option<&str>)> =
+            changes.iter().map(|c| (c.seq, c.present, c.info.as_deref())).collect();
+        // Joined, then left every app: its info is forgotten by the next join.
+        assert_eq!(seen, [(0, true, Some(r#"{"n":7}"#)), (2, false, None), (4, true, None)]);
+        assert_eq!(changes[0].subscribed, ["new", "old"], "occupied on new, authorized through old just now");
+        // Authorized anew (moving to another app) before leaving: kept for its join there.
+        w.bridge_join("presence-r", ("7", r#"{"n":8}"#), "new", &[], 0, &limits()).await.unwrap();
+        webhook(&w, "old", 2, json!([rm])).await;
+        assert_eq!(w.infos.lock().unwrap().info("presence-r", "7"), Some(r#"{"n":8}"#));
+        let changes = webhook(&w, "new", 3, json!([add])).await;
+        assert_eq!(changes[0].info.as_deref(), Some(r#"{"n":8}"#));
+        // A member present through third (no channel_occupied from it, no recent authorization there).
+        let nine = json!({"name": "member_added", "channel": "presence-r", "user_id": "9"});
+        webhook(&w, "third", 5, json!([nine])).await;
+        let ten = json!({"name": "member_added", "channel": "presence-r", "user_id": "10"});
+        let changes = webhook(&w, "old", 6, json!([ten])).await;
+        assert!(changes[0].subscribed.contains(&"third".to_owned()), "{changes:?}");
+        let unbridged = json!({"name": "member_added", "channel": "private-x", "user_id": "7"});
+        assert!(webhook(&w, "old", 4, json!([unbridged])).await.is_empty());
     }
 }

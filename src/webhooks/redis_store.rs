@@ -12,78 +12,78 @@
 //! whose answer was lost (Redis died mid-call) is undone by returning this
 //! replica's list to the outbox before the next one, and each replica keeps a
 //! lease (`LEASE`) so the others re-queue what a crashed one left behind.
-//!
-//! Every call is bounded by `DEADLINE` (and the connection by its own connect
-//! and response timeouts): during an outage a request is refused at once
-//! rather than held until Redis returns.
+//! Every call is bounded (`redis_client::bounded`).
 
-use redis::{
-    AsyncCommands, RedisError, RedisResult, Script,
-    aio::{ConnectionManager, ConnectionManagerConfig},
-};
+use super::MemberChange;
+use crate::redis_client::{bounded, connect, int, string};
+use redis::{AsyncCommands, RedisResult, Script, aio::ConnectionManager};
 use serde_json::Value;
-use std::{collections::HashMap, future::Future, time::Duration};
-
-/// The longest any one Redis call may take, connecting included.
-pub const DEADLINE: Duration = Duration::from_millis(1_000);
+use std::{collections::HashMap, time::Duration};
 /// How long a replica's processing list is its own without a heartbeat.
 pub const LEASE: Duration = Duration::from_secs(30);
 
 const APPLY_WEBHOOK: &str = r#"
 -- KEYS[1] replay mark, KEYS[2] outbox; per event i (from 0): KEYS[3+2i] set, KEYS[4+2i] per-app index ('' = none)
--- ARGV[1] replay mark ttl ms, ARGV[2] app; per event i: ARGV[3+3i] mode (add|remove|push), ARGV[4+3i] index member, ARGV[5+3i] item
-if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
-local queued = 0
-for i = 0, (#ARGV - 2) / 3 - 1 do
+-- ARGV[1] replay mark ttl ms, ARGV[2] app, ARGV[3] key prefix, ARGV[4] now ms, ARGV[5] every app (a,b,…);
+-- per event i: ARGV[6+4i] mode (add|remove|push; join|leave: a member of a bridged channel), ARGV[7+4i]
+-- index member, ARGV[8+4i] item, ARGV[9+4i] channel (join|leave).
+-- Returns {queued, {member changes (on_member_change)}}, or {-1} for a repeat.
+if redis.call('EXISTS', KEYS[1]) == 1 then return {-1} end
+local P, now, every = ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local queued, changes = 0, {}
+for i = 0, (#ARGV - 5) / 4 - 1 do
   local set, index = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
-  local mode, member, item = ARGV[3 + 3 * i], ARGV[4 + 3 * i], ARGV[5 + 3 * i]
+  local mode, member, item = ARGV[6 + 4 * i], ARGV[7 + 4 * i], ARGV[8 + 4 * i]
   if mode == 'push' then
     redis.call('RPUSH', KEYS[2], item)
     queued = queued + 1
   else
     -- add: forwarded when the first app occupies it; remove: when the last one leaves
+    local adding = mode == 'add' or mode == 'join'
     local op, transition = 'SREM', 0
-    if mode == 'add' then op, transition = 'SADD', 1 end
+    if adding then op, transition = 'SADD', 1 end
     local changed = redis.call(op, set, ARGV[2])
-    if index ~= '' then redis.call(op, index, member) end
-    if changed == 1 and redis.call('SCARD', set) == transition then
+    local moved = 0
+    if index ~= '' then moved = redis.call(op, index, member) end
+    local merged = changed == 1 and redis.call('SCARD', set) == transition
+    if merged then
       redis.call('RPUSH', KEYS[2], item)
       queued = queued + 1
+    end
+    -- Only a real change of who is present through this app is told to the other apps.
+    if moved == 1 and (mode == 'join' or mode == 'leave') then
+      on_member_change(P, i, ARGV[9 + 4 * i], member, adding, merged, now, every, changes)
     end
   end
 end
 redis.call('SET', KEYS[1], 1, 'PX', ARGV[1])
-return queued
+return {queued, changes}
 "#;
 
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
     script: Script,
+    /// Remembers a bridged member's info (`redis_infos`).
+    pub(super) remember: Script,
     /// This process, for its processing list and lease.
     replica: String,
 }
 
-/// `fut`, or a timeout error once `DEADLINE` has passed.
-pub async fn bounded<T>(fut: impl Future<Output = RedisResult<T>>) -> RedisResult<T> {
-    tokio::time::timeout(DEADLINE, fut).await.unwrap_or_else(|_| {
-        Err(RedisError::from(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("no answer from redis within {} ms", DEADLINE.as_millis()),
-        )))
-    })
-}
-
-/// A lazy connection (made on the first call, so a Redis that is down at start
-/// delays nothing), reconnecting once per call within the deadline.
-pub fn connect(url: &str) -> anyhow::Result<ConnectionManager> {
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(DEADLINE / 2))
-        .set_response_timeout(Some(DEADLINE))
-        .set_number_of_retries(1)
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(DEADLINE / 4);
-    Ok(ConnectionManager::new_lazy_with_config(redis::Client::open(url)?, config)?)
+/// One change the webhook script reported, {event i, info or nil, {apps}}, with its event's channel and user.
+fn member_change(events: &[Value], reply: redis::Value) -> Option<MemberChange> {
+    let redis::Value::Array(parts) = reply else { return None };
+    let mut parts = parts.into_iter();
+    let seq = usize::try_from(int(&parts.next()?)).ok()?;
+    let info = parts.next().and_then(string);
+    let subscribed = match parts.next() {
+        Some(redis::Value::Array(apps)) => apps.into_iter().filter_map(string).collect(),
+        _ => Vec::new(),
+    };
+    let event = events.get(seq)?;
+    let field = |name: &str| event.get(name).and_then(Value::as_str).map(str::to_owned);
+    let present = field("name")? == "member_added";
+    Some(MemberChange { seq, channel: field("channel")?, user: field("user_id")?, present, info, subscribed })
 }
 
 impl RedisStore {
@@ -93,13 +93,20 @@ impl RedisStore {
         Ok(Self {
             conn: connect(url)?,
             prefix: prefix.to_owned(),
-            script: Script::new(APPLY_WEBHOOK),
+            script: Script::new(
+                &(super::redis_infos::library() + super::redis_infos::ON_MEMBER_CHANGE + APPLY_WEBHOOK),
+            ),
+            remember: super::redis_infos::remember_script(),
             replica: uuid::Uuid::new_v4().simple().to_string(),
         })
     }
 
-    fn conn(&self) -> ConnectionManager {
+    pub(super) fn conn(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+
+    pub(super) fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     fn outbox(&self) -> String {
@@ -128,8 +135,8 @@ impl RedisStore {
 
     /// Applies one verified webhook (`digest` of its app and body) unless it was
     /// applied within the window (on any replica; remembered for `mark_ttl_ms`):
-    /// `None` for a repeat, else how many transitions were queued to forward.
-    /// All of it, or nothing.
+    /// `None` for a repeat, else how many transitions were queued to forward and
+    /// the changes of bridged channels' members through `app`. All of it, or nothing.
     pub async fn apply_webhook(
         &self,
         app: &str,
@@ -137,11 +144,14 @@ impl RedisStore {
         events: &[Value],
         time_ms: u64,
         mark_ttl_ms: u64,
-    ) -> RedisResult<Option<usize>> {
+        bridged: super::Bridged<'_>,
+    ) -> RedisResult<Option<(usize, Vec<MemberChange>)>> {
+        let presence = bridged.presence;
         let p = &self.prefix;
         let mut invocation = self.script.prepare_invoke();
         invocation.key(format!("{p}:seen:{}", hex::encode(digest))).key(self.outbox());
-        invocation.arg(mark_ttl_ms.max(1)).arg(app);
+        invocation.arg(mark_ttl_ms.max(1)).arg(app).arg(p).arg(crate::outbound::now_ms());
+        invocation.arg(bridged.apps.join(","));
         for event in events {
             let name = event.get("name").and_then(Value::as_str).unwrap_or_default();
             let channel = event.get("channel").and_then(Value::as_str).unwrap_or_default();
@@ -155,10 +165,12 @@ impl RedisStore {
                 }
                 // The per-app index is the presence bridge's view: who is present through which app.
                 ("member_added", Some(u)) => {
-                    ("add", format!("{p}:mem:{channel}:{u}"), format!("{p}:members:{channel}:{app}"), u)
+                    let mode = if presence.bridged(channel) { "join" } else { "add" };
+                    (mode, format!("{p}:mem:{channel}:{u}"), format!("{p}:members:{channel}:{app}"), u)
                 }
                 ("member_removed", Some(u)) => {
-                    ("remove", format!("{p}:mem:{channel}:{u}"), format!("{p}:members:{channel}:{app}"), u)
+                    let mode = if presence.bridged(channel) { "leave" } else { "remove" };
+                    (mode, format!("{p}:mem:{channel}:{u}"), format!("{p}:members:{channel}:{app}"), u)
                 }
                 _ => {
                     // Not a transition: forwarded as it came, saying which app sent it.
@@ -166,14 +178,28 @@ impl RedisStore {
                     if let Some(o) = e.as_object_mut() {
                         o.insert("source_app".into(), app.into());
                     }
-                    invocation.key("").key("").arg("push").arg("").arg(Self::item(&e, time_ms));
+                    invocation.key("").key("").arg("push").arg("").arg(Self::item(&e, time_ms)).arg("");
                     continue;
                 }
             };
-            invocation.key(set).key(index).arg(mode).arg(member).arg(Self::item(event, time_ms));
+            invocation.key(set).key(index).arg(mode).arg(member).arg(Self::item(event, time_ms)).arg(channel);
         }
-        let queued: i64 = bounded(invocation.invoke_async(&mut self.conn())).await?;
-        Ok((queued >= 0).then_some(queued as usize))
+        let reply: redis::Value = bounded(invocation.invoke_async(&mut self.conn())).await?;
+        let mut reply = match reply {
+            redis::Value::Array(items) => items.into_iter(),
+            _ => Vec::new().into_iter(),
+        };
+        let queued = reply.next().as_ref().map_or(-1, int);
+        if queued < 0 {
+            return Ok(None);
+        }
+        let changes = match reply.next() {
+            Some(redis::Value::Array(changes)) => {
+                changes.into_iter().filter_map(|c| member_change(events, c)).collect()
+            }
+            _ => Vec::new(),
+        };
+        Ok(Some((queued as usize, changes)))
     }
 
     /// Seeds one app's occupied channels and presence members (start-up reconcile).
@@ -195,48 +221,6 @@ impl RedisStore {
             pipe.sadd(format!("{p}:members:{channel}:{app}"), user_id).ignore();
         }
         bounded(pipe.query_async::<()>(&mut self.conn())).await
-    }
-
-    /// Remembers a bridged presence member's `user_info` (as the host answered
-    /// at its authorization) for a day, and reads who is present in `channel`
-    /// through each of `apps` with their info: one round trip each.
-    pub async fn bridge_join(
-        &self,
-        channel: &str,
-        member: Option<(&str, &str)>,
-        apps: &[String],
-    ) -> RedisResult<Vec<(String, Vec<(String, Option<String>)>)>> {
-        let p = &self.prefix;
-        let info_key = format!("{p}:minfo:{channel}");
-        let mut pipe = redis::pipe();
-        if let Some((user, info)) = member {
-            pipe.hset(&info_key, user, info).ignore().pexpire(&info_key, 86_400_000).ignore();
-        }
-        for app in apps {
-            pipe.smembers(format!("{p}:members:{channel}:{app}"));
-        }
-        let per_app: Vec<Vec<String>> = bounded(pipe.query_async(&mut self.conn())).await?;
-        let users: Vec<&String> = per_app.iter().flatten().collect();
-        let infos: Vec<Option<String>> = if users.is_empty() {
-            Vec::new()
-        } else {
-            bounded(redis::cmd("HMGET").arg(&info_key).arg(&users).query_async(&mut self.conn())).await?
-        };
-        let mut infos = infos.into_iter();
-        Ok(apps
-            .iter()
-            .cloned()
-            .zip(per_app)
-            .map(|(app, users)| {
-                let with_info = users.into_iter().map(|u| (u, infos.next().flatten())).collect();
-                (app, with_info)
-            })
-            .collect())
-    }
-
-    /// A member's remembered `user_info`, if any.
-    pub async fn member_info(&self, channel: &str, user: &str) -> RedisResult<Option<String>> {
-        bounded(self.conn().hget(format!("{}:minfo:{channel}", self.prefix), user)).await
     }
 
     /// The channels occupied on `app`.

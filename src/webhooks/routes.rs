@@ -6,7 +6,7 @@ use crate::{
     body::{BodyError, read_body},
     outbound::now_ms,
     state::{AppState, Live},
-    webhooks::{AgeError, Applied, BODY_DEADLINE, check_age, digest},
+    webhooks::{AgeError, Applied, BODY_DEADLINE, Bridged, check_age, digest},
 };
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use secrecy::ExposeSecret;
@@ -75,7 +75,7 @@ pub async fn receive(
     let result = accept(&req, payload, &state, &live).await;
     let label = match &result {
         Ok(Applied::Duplicate) => "duplicate",
-        Ok(Applied::Forwarded(_)) => "accepted",
+        Ok(Applied::Forwarded(..)) => "accepted",
         Err(e) => e.status_and_code().1,
     };
     state.metrics.webhook_request(label);
@@ -119,9 +119,11 @@ async fn accept(
         .inspect_err(
             |e| tracing::warn!(app = %app.name, error = %e, "webhook outside the replay window refused"),
         )?;
+    let apps: Vec<String> = live.settings.apps.keys().cloned().collect();
+    let bridged = Bridged { presence: &live.settings.presence, apps: &apps };
     let applied = state
         .webhooks
-        .apply(&app.name, &digest(&app.name, &body), events, time_ms, now, window_ms)
+        .apply(&app.name, &digest(&app.name, &body), events, time_ms, now, window_ms, bridged)
         .await
         .map_err(|err| {
             // Not acknowledged: Pusher retries, and each script made no partial change.
@@ -131,15 +133,16 @@ async fn accept(
     match applied {
         Applied::Duplicate => {
             tracing::info!(app = %app.name, "webhook repeated within the replay window: acknowledged, not applied again");
+            Ok(Applied::Duplicate)
         }
-        Applied::Forwarded(forwarded) => {
+        Applied::Forwarded(forwarded, changes) => {
             state.webhooks.saw(&app.name, now);
             state.metrics.webhooks(&app.name, events.len() as u64, forwarded as u64);
             tracing::info!(app = %app.name, received = events.len(), forwarded, "webhook");
-            crate::presence_bridge::announce(state.clone().into_inner(), &app.name, events, time_ms);
+            crate::presence_bridge::announce(state, &app.name, changes, time_ms);
+            Ok(Applied::Forwarded(forwarded, Vec::new()))
         }
     }
-    Ok(applied)
 }
 
 #[cfg(test)]
