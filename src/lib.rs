@@ -24,7 +24,7 @@ mod fair_share;
 mod fleet;
 mod metrics;
 mod outbound;
-mod presence_bridge;
+mod presence;
 mod publish;
 mod rate_limit;
 mod redis_client;

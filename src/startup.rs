@@ -81,7 +81,7 @@ impl Application {
 
         if tokio::runtime::Handle::try_current().is_ok() {
             crate::webhooks::sender::spawn(state.clone().into_inner());
-            crate::presence_bridge::spawn_publisher(state.clone().into_inner());
+            crate::presence::publisher::spawn_publisher(state.clone().into_inner());
             crate::webhooks::reconcile::spawn(state.clone().into_inner());
             crate::status::spawn_sampler(state.clone().into_inner());
             crate::fleet::flush::spawn(state.clone().into_inner());

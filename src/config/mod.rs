@@ -7,20 +7,19 @@
 pub(crate) mod apps;
 pub(crate) mod fields;
 mod log;
-mod presence;
 mod publish;
 pub(crate) mod secrets;
 mod server;
 mod session_check;
 mod status;
 
+pub use crate::presence::config::PresenceSettings;
 pub use crate::rollout::config::RolloutSettings;
 pub use crate::webhooks::config::{WebhookSettings, WebhookStore};
 pub use apps::{AppName, AppSettings};
 pub use fields::ConfigError;
 pub(crate) use fields::redact_url;
 pub use log::{LogFormat, LogSettings};
-pub use presence::PresenceSettings;
 pub use publish::{PublishSettings, PublishSuccess};
 pub use server::{RateLimitSettings, ServerSettings};
 pub use session_check::{CachePolicy, SessionCheckSettings};
@@ -50,7 +49,7 @@ struct RawSettings {
     #[serde(default)]
     status: status::RawStatus,
     #[serde(default)]
-    presence: presence::RawPresence,
+    presence: crate::presence::config::RawPresence,
     #[serde(default)]
     log: log::RawLog,
 }

@@ -14,11 +14,11 @@ mod scripts;
 
 pub use replicas::{ReplicaRow, RolloutRow};
 
+use crate::redis_client::bounded;
 use crate::{
     client_stats::GroupCounts,
     status::history::{RestView, Sample},
 };
-use crate::redis_client::bounded;
 use redis::{AsyncCommands, RedisResult, Script, aio::ConnectionManager};
 use serde_json::{Value, json};
 use std::{

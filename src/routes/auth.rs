@@ -55,9 +55,7 @@ struct Ctx<'a> {
     client_group: String,
     /// The presence bridge's member lists.
     webhooks: &'a crate::webhooks::Webhooks,
-    /// Bytes of member lists this answer may still carry (`presence.max_answer_bytes`,
-    /// shared by a batch's channels).
-    list_budget: std::sync::atomic::AtomicUsize,
+    list_budget: crate::presence::answer::Budget,
 }
 
 /// A channel authorization, and (bridged presence channels) the other apps' members.
@@ -136,56 +134,19 @@ impl Ctx<'_> {
         self.signed();
         let presence_bridge = match &member {
             Some(m) if self.live.settings.presence.bridged(channel.as_ref()) => {
-                self.bridge_list(channel.as_ref(), m).await
+                let answering = crate::presence::answer::Answering {
+                    live: self.live,
+                    webhooks: self.webhooks,
+                    metrics: self.metrics,
+                    client: self.client_ip,
+                    via: &self.app.name,
+                    budget: &self.list_budget,
+                };
+                answering.list(channel.as_ref(), m).await
             }
             _ => None,
         };
         Ok(AuthAnswer { auth, presence_bridge })
-    }
-
-    /// The other apps' members of bridged `channel` for its answer, remembering
-    /// `m`'s info. A list with members costs one more `[rate_limit]` token (a
-    /// batch naming many big rooms pays for them), and the answer's lists stay
-    /// within `presence.max_answer_bytes`: once one does not fit, the rest of
-    /// the answer's channels are authorized without theirs (and none is read).
-    async fn bridge_list(&self, channel: &str, m: &crate::pusher::PresenceMember) -> Option<Value> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let info = serde_json::to_string(&m.user_info).unwrap_or_else(|_| "null".into());
-        let settings = &self.live.settings;
-        let via = &*self.app.name;
-        let others: Vec<String> = settings.apps.keys().filter(|a| a.as_str() != via).cloned().collect();
-        let room = self.list_budget.load(Relaxed) > 0;
-        let listed = if room { crate::presence_bridge::MAX_LISTED } else { 0 };
-        let member = (m.user_id.as_ref(), info.as_str());
-        let lists = crate::presence_bridge::members(
-            self.webhooks,
-            self.metrics,
-            channel,
-            member,
-            via,
-            &others,
-            listed,
-            &settings.presence,
-        )
-        .await;
-        if !room {
-            self.webhooks.bridge.omitted(self.metrics, "answer_size");
-        }
-        let lists = lists?;
-        if lists.iter().any(|(_, users)| !users.is_empty())
-            && let Some(limiter) = &self.live.rate_limiter
-            && !limiter.allow(self.client_ip)
-        {
-            self.webhooks.bridge.omitted(self.metrics, "rate_limited");
-            return None;
-        }
-        let size = crate::presence_bridge::list_size(&lists);
-        if self.list_budget.fetch_update(Relaxed, Relaxed, |left| left.checked_sub(size)).is_err() {
-            self.list_budget.store(0, Relaxed);
-            self.webhooks.bridge.omitted(self.metrics, "answer_size");
-            return None;
-        }
-        Some(crate::presence_bridge::to_json(lists))
     }
 
     /// Counts a signed authorization for this client's build.
@@ -248,7 +209,7 @@ impl Prepared<'_> {
             metrics: &state.metrics,
             clients: &state.clients,
             webhooks: &state.webhooks,
-            list_budget: self.live.settings.presence.max_answer_bytes.into(),
+            list_budget: crate::presence::answer::Budget::new(self.live.settings.presence.max_answer_bytes),
             client_group: crate::client_group::group(self.user_agent.as_deref(), version),
             app: self.app,
             socket_id,

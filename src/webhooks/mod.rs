@@ -14,19 +14,14 @@
 //! not a restart (start-up reconciles occupancy and presence members from the
 //! apps' REST APIs); in Redis mode they are shared and durable.
 
-mod bridge_queue;
 pub(crate) mod config;
-mod infos;
 mod merge;
 pub(crate) mod reconcile;
-mod redis_infos;
 mod redis_store;
 mod replay;
 pub(crate) mod routes;
 pub(crate) mod sender;
 
-pub use bridge_queue::{BridgeQueue, Queued};
-pub use infos::Evicted;
 pub use merge::MergeState;
 pub use redis_store::RedisStore;
 pub use replay::{AgeError, Digest, SeenWebhooks, check_age, digest};
@@ -53,8 +48,7 @@ pub const MAX_BODIES_PER_CLIENT: usize = 16;
 /// gives its slot back after this long (or `server.body_timeout_ms`, if shorter).
 pub const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Who is present in a bridged channel through each app: (app, [(user id, info JSON)]).
-pub type BridgeSnapshot = Vec<(String, Vec<(String, Option<String>)>)>;
+pub use crate::presence::infos::BridgeSnapshot;
 
 /// What applying a webhook needs of the live config for the presence bridge.
 #[derive(Clone, Copy)]
@@ -94,11 +88,11 @@ pub struct Webhooks {
     /// Slots to read a body (MAX_CONCURRENT_BODIES, MAX_BODIES_PER_CLIENT).
     readers: crate::fair_share::FairShare,
     /// Memory mode: bridged presence members' `user_info` (bounded, see `infos`).
-    infos: Mutex<infos::Infos>,
+    infos: Mutex<crate::presence::infos::Infos>,
     outbox: mpsc::UnboundedSender<Batch>,
     inbox: Mutex<Option<mpsc::UnboundedReceiver<Batch>>>,
     /// The presence bridge's member changes to publish.
-    pub bridge: BridgeQueue,
+    pub bridge: crate::presence::queue::BridgeQueue,
 }
 
 impl Webhooks {
@@ -119,7 +113,7 @@ impl Webhooks {
             readers: crate::fair_share::FairShare::new(MAX_CONCURRENT_BODIES, MAX_BODIES_PER_CLIENT),
             outbox,
             inbox: Mutex::new(Some(inbox)),
-            bridge: BridgeQueue::default(),
+            bridge: crate::presence::queue::BridgeQueue::default(),
         })
     }
 
@@ -194,7 +188,7 @@ impl Webhooks {
                         } else if merged {
                             infos.left(channel, user);
                         }
-                        let since = now_ms.saturating_sub(infos::RECENT_AUTH_MS);
+                        let since = now_ms.saturating_sub(crate::presence::infos::RECENT_AUTH_MS);
                         let recent: Vec<&str> = infos.authorized_since(channel, since).collect();
                         let occupied: Vec<&str> = merge.occupied_by(channel).collect();
                         let subscribed = bridged
@@ -305,7 +299,7 @@ impl Webhooks {
         apps: &[String],
         listed: usize,
         limits: &crate::config::PresenceSettings,
-    ) -> redis::RedisResult<(Option<BridgeSnapshot>, Evicted)> {
+    ) -> redis::RedisResult<(Option<BridgeSnapshot>, crate::presence::infos::Evicted)> {
         match &self.store {
             Store::Memory(m) => {
                 let m = m.lock().unwrap();
@@ -317,7 +311,11 @@ impl Webhooks {
                 Ok((lists, evicted))
             }
             Store::Redis(r) => {
-                let remember = redis_infos::Remember { conn: r.conn(), prefix: r.prefix(), script: &r.remember };
+                let remember = crate::presence::redis_infos::Remember {
+                    conn: r.conn(),
+                    prefix: r.prefix(),
+                    script: &r.remember,
+                };
                 remember.bridge_join(channel, member, via, apps, listed, limits).await
             }
         }
@@ -327,7 +325,7 @@ impl Webhooks {
     /// each), with the infos known.
     fn present_on(
         m: &MergeState,
-        infos: &infos::Infos,
+        infos: &crate::presence::infos::Infos,
         channel: &str,
         apps: &[String],
         listed: usize,

@@ -94,9 +94,11 @@ impl RedisStore {
             conn: connect(url)?,
             prefix: prefix.to_owned(),
             script: Script::new(
-                &(super::redis_infos::library() + super::redis_infos::ON_MEMBER_CHANGE + APPLY_WEBHOOK),
+                &(crate::presence::redis_infos::library()
+                    + crate::presence::redis_infos::ON_MEMBER_CHANGE
+                    + APPLY_WEBHOOK),
             ),
-            remember: super::redis_infos::remember_script(),
+            remember: crate::presence::redis_infos::remember_script(),
             replica: uuid::Uuid::new_v4().simple().to_string(),
         })
     }

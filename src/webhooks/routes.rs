@@ -139,7 +139,7 @@ async fn accept(
             state.webhooks.saw(&app.name, now);
             state.metrics.webhooks(&app.name, events.len() as u64, forwarded as u64);
             tracing::info!(app = %app.name, received = events.len(), forwarded, "webhook");
-            crate::presence_bridge::announce(state, &app.name, changes, time_ms);
+            crate::presence::publisher::announce(state, &app.name, changes, time_ms);
             Ok(Applied::Forwarded(forwarded, Vec::new()))
         }
     }

@@ -46,7 +46,7 @@ impl Default for BridgeQueue {
 
 impl BridgeQueue {
     /// Counts (and warns of, once per burst) infos forgotten to make room.
-    pub fn evicted(&self, metrics: &Metrics, evicted: super::Evicted) {
+    pub fn evicted(&self, metrics: &Metrics, evicted: super::infos::Evicted) {
         if !evicted.any() {
             return;
         }

@@ -10,6 +10,9 @@
 //! each operation costs O(log n).
 
 use crate::config::PresenceSettings;
+
+/// Who is present in a bridged channel through each app: (app, [(user id, info JSON)]).
+pub type BridgeSnapshot = Vec<(String, Vec<(String, Option<String>)>)>;
 use std::collections::{BTreeSet, HashMap};
 
 /// How long an info is kept after its authorization.

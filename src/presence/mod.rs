@@ -12,12 +12,20 @@
 //! members, as with Pusher's own member list.
 //! Changes carry the source webhook's `time_ms` and their place in it (`seq`):
 //! replicas publish concurrently, and the helper keeps the latest per member.
+//!
+//! The feature's parts: `config` (`[presence]`), `infos` and `redis_infos`
+//! (the remembered member infos, bounded alike in memory and in Redis, kept
+//! by the webhook merge store so a `member_removed` forgets in the same step),
+//! `queue` (the bounded changes to publish) and `publisher` (its task).
 
-mod publisher;
+pub(crate) mod answer;
+pub(crate) mod config;
+pub(crate) mod infos;
+pub(crate) mod publisher;
+pub(crate) mod queue;
+pub(crate) mod redis_infos;
 
-pub use publisher::{announce, spawn_publisher};
-
-use crate::{metrics::Metrics, webhooks::BridgeSnapshot};
+use crate::{metrics::Metrics, presence::infos::BridgeSnapshot};
 use serde_json::Value;
 
 /// The event name: no app publishes it (pusher-js hands it to the helper's merge).

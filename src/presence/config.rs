@@ -2,13 +2,13 @@
 //! member on one app is seen by the members on the other (see `presence_bridge`),
 //! and the bounds on what the bridge keeps, lists and queues.
 
-use super::fields::{ConfigError, in_range, list_or_csv};
+use crate::config::fields::{ConfigError, in_range, list_or_csv};
 use serde::Deserialize;
 use toml::{Table, Value};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
-pub(super) struct RawPresence {
+pub(crate) struct RawPresence {
     #[serde(deserialize_with = "list_or_csv")]
     bridge: Vec<String>,
     max_infos_per_channel: Option<usize>,

@@ -1,13 +1,10 @@
 //! Publishing member changes to the other apps: one queue per process
-//! (`webhooks::BridgeQueue`, bounded by `presence.max_queued_changes`), one
+//! (`queue::BridgeQueue`, bounded by `presence.max_queued_changes`), one
 //! task draining it in rounds. A round keeps each member's latest change only,
 //! and sends each app its changes through `batch_events`, `BATCH` to a call.
 
 use super::EVENT;
-use crate::{
-    state::AppState,
-    webhooks::{MemberChange, Queued},
-};
+use crate::{presence::queue::Queued, state::AppState, webhooks::MemberChange};
 use serde_json::{Value, json};
 use std::{
     collections::{BTreeMap, HashMap},
