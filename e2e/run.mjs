@@ -1,21 +1,26 @@
 // End-to-end suite: real pusher-js (Node and headless Chromium), laravel-echo and
 // pusher-js-auth clients on a real Pusher-protocol server (sockudo) with two apps,
 // authorized by pusher-dual-auth with a real host session check. This file starts
-// the processes and runs the scenarios (scenarios/*.mjs and the three beside it) in
-// order; world.mjs is what they share.
+// the processes and runs the scenarios in order.
+//
+// The convention, for every scenario: one file in scenarios/, whose default export
+// is an async function (no arguments) that runs its cases through `suite.test`.
+// It imports what the suite shares from world.mjs (`import * as w from
+// '../world.mjs'`, destructured inside the function, so `host` is the one run.mjs
+// set): the apps, ports and configs, the processes' addresses, the binaries, the
+// client helpers, `clients` (closed at the end) and the suite; world.mjs re-exports
+// lib.mjs's plumbing (start, stop, freePort, waitForHttp, assert, …). Nothing is
+// passed in. The migration rehearsal (rehearsal.mjs, rehearsal/) is a program of
+// its own with the same shape: rehearsal/world.mjs is what its steps share.
 //
 // Usage: node run.mjs   (SERVICE_BIN and SOCKUDO_BIN name the binaries; E2E_ONLY=<regex> picks cases)
 import fs from 'node:fs';
 import path from 'node:path';
 import { start, stop, sleep, waitForHttp, assert } from './lib.mjs';
 import { startHost } from './host.mjs';
-import { runbook } from './runbook.mjs';
-import { storm } from './storm.mjs';
-import { lossless } from './lossless.mjs';
 import {
-  APPS, ADMIN, HOST_ORIGIN, NGINX, Pusher, PusherServer, SERVICE, SERVICE_BIN, SOCKUDO_BIN, clients, connect, here,
-  hostPort, launchChromium, nginxConfig, procs, retryingAuth, root, serviceConfig, serviceLogPath, servicePort,
-  setHost, sockudoConfig, suite, work, wsPort,
+  APPS, HOST_ORIGIN, NGINX, SERVICE, SERVICE_BIN, SOCKUDO_BIN, clients, here, hostPort, nginxConfig, procs,
+  serviceConfig, serviceLogPath, setHost, sockudoConfig, suite, work, wsPort,
 } from './world.mjs';
 import per_app from './scenarios/per-app.mjs';
 import native from './scenarios/native.mjs';
@@ -27,6 +32,9 @@ import webhooks_status from './scenarios/webhooks-status.mjs';
 import nginx from './scenarios/nginx.mjs';
 import rollout from './scenarios/rollout.mjs';
 import presence_bridge from './scenarios/presence-bridge.mjs';
+import lossless from './scenarios/lossless.mjs';
+import runbook from './scenarios/runbook.mjs';
+import storm from './scenarios/storm.mjs';
 
 // Unhandled rejections inside pusher-js (e.g. a bad channel_data) must fail the run, not hang it.
 process.on('unhandledRejection', (e) => console.log(`unhandled rejection: ${e && e.stack ? e.stack : e}`));
@@ -59,9 +67,9 @@ try {
   await nginx();
   await rollout();
   await presence_bridge();
-  await lossless({ suite, APPS, wsPort, SERVICE, ADMIN, HOST_ORIGIN, servicePort, work, serviceConfig, Pusher, PusherServer, connect, clients, launchChromium });
-  await runbook({ suite, APPS, wsPort, HOST_ORIGIN, SERVICE_BIN, root, work, Pusher, PusherServer, connect, clients });
-  await storm({ suite, APPS, wsPort, HOST_ORIGIN, host, SERVICE_BIN, work, Pusher, connect, retryingAuth, clients });
+  await lossless();
+  await runbook();
+  await storm();
 
   await suite.test('the service log holds no secrets, credentials or signatures', async () => {
     const text = fs.readFileSync(serviceLogPath, 'utf8');

@@ -15,6 +15,89 @@
 // so an event published to both apps arrives once and one sent twice on purpose
 // arrives twice (or once per id, with the eventId option). If anything fails,
 // the client stays where it is and tries again later.
+//
+// One file on purpose (copy it into your sources, or `npm pack`), in parts that
+// read on their own, in this order:
+//   connect       connect(): the instance, its options, the control channel
+//   assignment    reading /client-config, announcements, re-reads, applying a change
+//   handover      one move, make-before-break, in its phases
+//   answer check  what the /client-config answer may set (checkAnswer)
+//   presence      the other apps' members merged into a presence channel (bridgePresence)
+//   merge         several connections' events as one stream (DedupFilter)
+//   retry         authorizations refused for load, retried (retryingAuth)
+//   plumbing      timers, waiting on pusher-js, intercepting a channel's emit
+
+// ---------------------------------------------------------------------------
+// Types (JSDoc; the public ones are in pusher-dual-auth.d.ts)
+// ---------------------------------------------------------------------------
+
+/** @typedef {import('./pusher-dual-auth').ConnectOptions} ConnectOptions */
+/**
+ * ConnectOptions, and the e2e suite's `_trace` (what a move's filter sees, for diagnosis only).
+ * @typedef {ConnectOptions & { _trace?: (channel: string, ...seen: Parameters<Trace>) => void }} ConnectSettings
+ */
+/** @typedef {import('./pusher-dual-auth').RetryLimits} RetryLimits */
+/** @typedef {import('./pusher-dual-auth').RetryingAuthOptions} RetryingAuthOptions */
+/** @typedef {import('./pusher-dual-auth').AuthRequestParams} AuthRequestParams */
+/** @typedef {import('./pusher-dual-auth').AuthCallback} AuthCallback */
+/** @typedef {import('./pusher-dual-auth').ClientConfig} Assignment  a /client-config answer, as checkAnswer passed it */
+/** @typedef {ReturnType<typeof setTimeout>} Timer */
+/** @typedef {(event: string, data?: unknown, meta?: unknown) => unknown} Emit */
+
+/**
+ * What the helper uses of a pusher-js connection (`pusher.connection`).
+ * @typedef {object} Connection
+ * @property {string} state
+ * @property {string} [socket_id]
+ * @property {(event: string, fn: Function) => void} bind
+ * @property {(event: string, fn: Function) => void} unbind
+ */
+
+/**
+ * pusher-js's presence members (`channel.members`).
+ * @typedef {object} Members
+ * @property {Record<string, unknown>} members  user id → info
+ * @property {number} count
+ * @property {(fn: (member: { id: string, info: unknown }) => void) => void} each
+ */
+
+/**
+ * What the helper uses of a pusher-js channel. `__dualBridge` and `__dualBridgeSync`
+ * are the presence bridge's, on presence channels (see bridgePresence).
+ * @typedef {object} Channel
+ * @property {string} name
+ * @property {boolean} subscribed
+ * @property {boolean} subscriptionPending
+ * @property {(event: string, fn: Function) => void} bind
+ * @property {(event: string, fn: Function) => void} unbind
+ * @property {Emit} emit
+ * @property {Members} [members]
+ * @property {Emit} [__dualBridge]
+ * @property {() => void} [__dualBridgeSync]
+ */
+
+/**
+ * What the helper uses of a pusher-js instance.
+ * @typedef {object} PusherLike
+ * @property {string} key
+ * @property {Record<string, unknown>} options
+ * @property {Connection} connection
+ * @property {{ signin_requested: boolean }} user
+ * @property {(name: string) => Channel} subscribe
+ * @property {(name: string) => Channel} channel
+ * @property {() => Channel[]} allChannels
+ * @property {() => void} signin
+ * @property {() => void} disconnect
+ * @property {(to: { appKey: string, cluster: string }) => void} [switchCluster]  pusher-js >= 8.4
+ */
+
+/** @typedef {new (key: string, options: object) => PusherLike} PusherClass  the pusher-js constructor */
+/** @typedef {Record<string, unknown> & { customHandler?: Function }} AuthOptions  pusher-js's channelAuthorization / userAuthentication */
+/** @typedef {Record<string, unknown> & { channelAuthorization?: AuthOptions, userAuthentication?: AuthOptions }} PusherOptions */
+
+// ---------------------------------------------------------------------------
+// connect
+// ---------------------------------------------------------------------------
 
 /** How long a move may take before it is abandoned (the client stays). */
 const HANDOVER_TIMEOUT_MS = 20000;
@@ -38,54 +121,106 @@ const RECHECK_FIRST_MS = 1000;
 const RECHECK_MAX_MS = 8000;
 
 /**
+ * connect()'s settings with their defaults filled in (once, at connect()).
+ * @typedef {object} Settings
+ * @property {PusherOptions} options  the app's own pusher-js options
+ * @property {ConnectOptions['onSwitch']} onSwitch
+ * @property {ConnectOptions['onSwitchFailed']} onSwitchFailed
+ * @property {ConnectOptions['eventId']} eventId
+ * @property {typeof fetch} fetch
+ * @property {() => number} random
+ * @property {number} connectTimeoutMs
+ * @property {number} handoverTimeoutMs
+ * @property {RetryLimits | false} retry
+ */
+
+/**
+ * One connect() call's state: what its parts (assignment, handover) share.
+ * @typedef {object} Client
+ * @property {PusherClass} Pusher
+ * @property {ConnectSettings} settings  as the app passed them
+ * @property {Settings} opts  with defaults
+ * @property {() => Promise<Assignment>} read  reads /client-config and checks the answer
+ * @property {PusherLike} pusher  the app's instance (null until created)
+ * @property {Assignment} current  the assignment the instance authorizes for
+ * @property {number} version  the last version announced (or read at connect)
+ * @property {Timer | null} pending  the next re-read of the assignment
+ * @property {Timer | null} again  the next try of a failed move
+ * @property {boolean} moving  a move is under way
+ * @property {boolean} recheckAfterMove  an assignment changed during the move: re-read when it ends
+ * @property {Map<string, unknown>} bridgeSnapshots  presence channel → the other apps' members, as its authorization answered
+ */
+
+/**
  * The /client-config answer is not trusted (a cache, a misrouted proxy or a
  * compromised config could answer): see checkAnswer for what it may set. An
  * answer it refuses rejects connect() (or, read later, leaves the client where
  * it is and is told to onSwitchFailed), and nothing is sent where it pointed.
  *
- * @param {any} Pusher  the pusher-js constructor
- * @param {import('./pusher-dual-auth').ConnectOptions} settings
- * @returns {Promise<any>} the Pusher instance, once its first connection is established
+ * @template {PusherLike} P
+ * @param {new (key: string, options: object) => P} Pusher  the pusher-js constructor
+ * @param {ConnectSettings} settings
+ * @returns {Promise<P>} the Pusher instance, once its first connection is established
  */
 export async function connect(Pusher, settings) {
+  const opts = settingsOf(settings);
+  const base = typeof location !== 'undefined' ? location.href : undefined;
+  const url = new URL(settings.configUrl, base);
+  if (settings.uid !== undefined && settings.uid !== null) url.searchParams.set('uid', String(settings.uid));
+  const trust = trustOf(settings, url);
+  /** @type {Client} */
+  const client = {
+    Pusher, settings, opts, read: () => readAssignment(url, trust, opts), pusher: null, current: null,
+    version: undefined, pending: null, again: null, moving: false, recheckAfterMove: false, bridgeSnapshots: new Map(),
+  };
+  client.current = await client.read();
+  client.pusher = new Pusher(client.current.key, pusherOptions(client, client.current, () => client.current, () => client.pusher));
+  bridgeOnSubscribe(client);
+  client.version = client.current.version;
+  const control = client.pusher.subscribe(client.current.control_channel);
+  control.bind('rollout-changed', (data) => onAnnouncement(client, data));
+  try {
+    await within(connected(client.pusher), opts.connectTimeoutMs, `connecting to ${client.current.app}`);
+  } catch (e) {
+    client.pusher.disconnect();
+    throw e;
+  }
+  // Clients that missed an announcement (offline, reconnecting) re-read on reconnect. Bound
+  // once the first connection is up, so every 'connected' from here on is a reconnect.
+  client.pusher.connection.bind('connected', () => {
+    if (!client.moving) recheck(client);
+  });
+  return /** @type {P} */ (client.pusher);
+}
+
+/**
+ * @param {ConnectOptions} settings
+ * @returns {Settings}
+ */
+function settingsOf(settings) {
   const {
-    configUrl, uid, options = {}, onSwitch, onSwitchFailed, eventId,
+    options = {}, onSwitch, onSwitchFailed, eventId,
     fetch: fetchImpl = globalThis.fetch, random = Math.random,
     connectTimeoutMs = 20000, handoverTimeoutMs = HANDOVER_TIMEOUT_MS,
   } = settings;
   const retry = settings.retry === undefined ? {} : settings.retry;
-  const base = typeof location !== 'undefined' ? location.href : undefined;
-  const url = new URL(configUrl, base);
-  if (uid !== undefined && uid !== null) url.searchParams.set('uid', String(uid));
-  const trust = trustOf(settings, url);
+  return { options, onSwitch, onSwitchFailed, eventId, fetch: fetchImpl, random, connectTimeoutMs, handoverTimeoutMs, retry };
+}
 
-  const read = async () => {
-    const res = await fetchImpl(url.toString(), { credentials: 'include', cache: 'no-store' });
-    if (!res.ok) throw new Error(`client-config: HTTP ${res.status} from ${url}`);
-    const cfg = await res.json().catch(() => null);
-    const ok = cfg && typeof cfg.app === 'string' && typeof cfg.key === 'string' &&
-      cfg.channelAuthorization && typeof cfg.channelAuthorization.endpoint === 'string' &&
-      cfg.userAuthentication && typeof cfg.userAuthentication.endpoint === 'string';
-    if (!ok) throw new Error(`client-config: not a client-config answer from ${url}`);
-    return checkAnswer(cfg, url, trust, options);
-  };
-
-  let pusher = null;
-  let current = null;
-  // Authorizations go through a retrying handler (unless the app brought its own,
-  // or retry: false): refusals for load are retried at `endpoint()` at each attempt.
-  const retrying = (kind, own, endpoint, isCurrent) => {
-    if (retry === false || (own && own.customHandler)) return {};
-    return { customHandler: retryingAuth({ ...(own || {}), ...retry, kind, endpoint, fetch: fetchImpl, random, isCurrent, _onBridge }) };
-  };
-  // Bridged presence channels: the other apps' members, as the last authorization answered (see bridgePresence).
-  const bridgeSnapshots = new Map();
-  const _onBridge = (channelName, members) => bridgeSnapshots.set(channelName, members);
-  const live = (instance) => (socketId) =>
-    !instance() || !instance().connection.socket_id || instance().connection.socket_id === socketId;
-  // Only these come from the service; everything else is the app's own options and survives switches.
-  // `cfgOf` gives the assignment whose endpoints the instance authorizes at.
-  const optionsFor = (cfg, cfgOf, instance) => ({
+/**
+ * The pusher-js options of an instance on `cfg`. Only the cluster, client_options
+ * and the two endpoints come from the service; everything else is the app's own
+ * options and survives switches.
+ *
+ * @param {Client} client
+ * @param {Assignment} cfg
+ * @param {() => Assignment} cfgOf  the assignment whose endpoints the instance authorizes at (read at each retry)
+ * @param {() => PusherLike | null} instance  the instance (a retry for a socket it no longer has is dropped)
+ * @returns {Record<string, unknown>}
+ */
+function pusherOptions(client, cfg, cfgOf, instance) {
+  const { options } = client.opts;
+  return {
     ...options,
     ...cfg.client_options,
     cluster: cfg.cluster,
@@ -93,223 +228,421 @@ export async function connect(Pusher, settings) {
     channelAuthorization: {
       ...(options.channelAuthorization || {}),
       endpoint: cfg.channelAuthorization.endpoint,
-      ...retrying('channel', options.channelAuthorization, () => cfgOf().channelAuthorization.endpoint, live(instance)),
+      ...retrying(client, 'channel', options.channelAuthorization, () => cfgOf().channelAuthorization.endpoint, instance),
     },
     userAuthentication: {
       ...(options.userAuthentication || {}),
       endpoint: cfg.userAuthentication.endpoint,
-      ...retrying('user', options.userAuthentication, () => cfgOf().userAuthentication.endpoint, live(instance)),
+      ...retrying(client, 'user', options.userAuthentication, () => cfgOf().userAuthentication.endpoint, instance),
     },
-  });
+  };
+}
 
-  current = await read();
-  pusher = new Pusher(current.key, optionsFor(current, () => current, () => pusher));
-  // Presence channels merge the members the service bridges from the other apps (laravel-echo subscribes here too).
+/**
+ * Authorizations go through a retrying handler (unless the app brought its own,
+ * or retry: false): refusals for load are retried at `endpoint()` at each attempt.
+ * The handler also hands the presence bridge's members of an answer to bridgeSnapshots.
+ *
+ * @param {Client} client
+ * @param {'channel' | 'user'} kind
+ * @param {AuthOptions | undefined} own  the app's own options for this kind
+ * @param {() => string} endpoint
+ * @param {() => PusherLike | null} instance
+ * @returns {{ customHandler?: ReturnType<typeof retryingAuth> }}
+ */
+function retrying(client, kind, own, endpoint, instance) {
+  const { retry, fetch: fetchImpl, random } = client.opts;
+  if (retry === false || (own && own.customHandler)) return {};
+  /** @param {string} socketId */
+  const isCurrent = (socketId) =>
+    !instance() || !instance().connection.socket_id || instance().connection.socket_id === socketId;
+  /** @param {string} channelName @param {unknown} members */
+  const _onBridge = (channelName, members) => client.bridgeSnapshots.set(channelName, members);
+  return { customHandler: retryingAuth({ ...(own || {}), ...retry, kind, endpoint, fetch: fetchImpl, random, isCurrent, _onBridge }) };
+}
+
+/**
+ * Presence channels merge the members the service bridges from the other apps
+ * (laravel-echo subscribes through here too).
+ * @param {Client} client
+ */
+function bridgeOnSubscribe(client) {
+  const { pusher } = client;
   const subscribeHere = pusher.subscribe.bind(pusher);
   pusher.subscribe = (name) => {
     const channel = subscribeHere(name);
-    if (String(name).startsWith('presence-') && !channel.__dualBridge) bridgePresence(channel, () => current.app, bridgeSnapshots);
+    if (String(name).startsWith('presence-') && !channel.__dualBridge) {
+      bridgePresence(channel, () => client.current.app, client.bridgeSnapshots);
+    }
     return channel;
   };
-  let version = current.version;
-  let pending = null;
-  let moving = false;
-  let recheckAfterMove = false;
-  let again = null;
-
-  const failed = (from, to, error) => {
-    if (onSwitchFailed) onSwitchFailed(from, to, error);
-    clearTimeout(again);
-    again = later(recheck, RETRY_MOVE_MS + Math.floor(random() * RETRY_MOVE_MS));
-  };
-  const apply = async (next) => {
-    if (next.app === current.app && next.key === current.key) {
-      current = next;
-      return;
-    }
-    if (moving) {
-      recheckAfterMove = true; // the move under way re-checks when it ends
-      return;
-    }
-    const from = current.app;
-    if (typeof pusher.switchCluster !== 'function') {
-      // pusher-js < 8.4: the client stays where it is; the assignment applies at the next page load.
-      if (onSwitchFailed) onSwitchFailed(from, next.app, new Error('pusher-js without switchCluster (< 8.4): applies at the next page load'));
-      return;
-    }
-    moving = true;
-    try {
-      await handover(next);
-      if (onSwitch) onSwitch(from, next.app);
-    } catch (e) {
-      failed(from, next.app, e);
-    } finally {
-      moving = false;
-      if (recheckAfterMove) {
-        recheckAfterMove = false;
-        recheck();
-      }
-    }
-  };
-  // An announcement (or reconnect) whose assignment cannot be read — a replica
-  // restarting, a proxy's 502 — or is read from a replica that has not loaded
-  // the announced change yet (replicas reload a moment apart; `wanted` is the
-  // announced version) is read again a few times, spread: else the client would
-  // stay behind for the rest of the step. A newer announcement replaces the retry.
-  // An answer refused by checkAnswer is read again the same way (a cache or proxy may
-  // recover); if the last read is still refused, the client stays and onSwitchFailed is told why.
-  const recheck = async (attempt = 0, wanted = undefined) => {
-    let next = null;
-    let refusal = null;
-    try {
-      next = await read();
-    } catch (e) {
-      if (e instanceof RefusedAnswer) refusal = e; // else: read again below
-    }
-    const last = attempt + 1 >= RECHECK_ATTEMPTS;
-    if (!next || (wanted !== undefined && next.version !== wanted && !last)) {
-      if (!last) {
-        clearTimeout(pending);
-        const delay = Math.min(RECHECK_MAX_MS, RECHECK_FIRST_MS * 2 ** attempt);
-        pending = later(() => recheck(attempt + 1, wanted), Math.floor(delay * (0.5 + random())));
-      } else if (refusal && onSwitchFailed) {
-        onSwitchFailed(current.app, refusal.app, refusal);
-      }
-      return;
-    }
-    await apply(next);
-  };
-
-  // Make before break: see the top of this file.
-  const handover = async (next) => {
-    const names = pusher.allChannels().filter((c) => c.subscribed || c.subscriptionPending).map((c) => c.name);
-    let shadow = null;
-    shadow = new Pusher(next.key, optionsFor(next, () => next, () => shadow));
-    const overlap = names.map((name) => {
-      const trace = settings._trace && ((...a) => settings._trace(name, ...a)); // for the suite's diagnosis only
-      const o = { name, main: pusher.channel(name), filter: new DedupFilter(eventId && ((e, d) => eventId(name, e, d)), { trace }) };
-      // Settled by the interceptor when the client's own channel is subscribed again after the switch.
-      o.resubscribed = new Promise((resolve, reject) => Object.assign(o, { resolve, reject }));
-      o.resubscribed.catch(() => {});
-      return o;
-    });
-    const undo = []; // the second connection's interceptors
-    const undoMine = []; // the client's own channels' interceptors
-    let switched = false;
-    let oldSocket = null;
-    // Which of the client's own connections an event came on: messages already queued on
-    // the old socket are still dispatched after switchCluster, so it is the socket id that says.
-    const mine = () =>
-      switched && pusher.connection.state === 'connected' && pusher.connection.socket_id !== oldSocket ? 'after' : 'before';
-    try {
-      await within(connected(shadow), handoverTimeoutMs, `connecting to ${next.app}`);
-      const subscribed = overlap.map((o) => {
-        const { name, main, filter } = o;
-        const deliver = originalEmit(main);
-        undoMine.push(intercept(main, (event, data, meta) => {
-          // After the switch the client's own instance is another connection (on the target app):
-          // an event can reach it there again, so it counts as a source of its own.
-          if (!event.startsWith('pusher:')) return filter.offer(mine(), event, data, () => deliver(event, data, meta));
-          if (!switched) return deliver(event, data, meta);
-          if (event === 'pusher:subscription_succeeded') {
-            if (main.__dualBridgeSync) main.__dualBridgeSync(); // the other apps' members, as the new app's authorization said
-            memberChanges(o.membersBefore, membersOf(main), rawEmit(main));
-            return o.resolve();
-          }
-          if (event === 'pusher:subscription_error') o.reject(new Error(`re-subscribing ${name}: ${JSON.stringify(data)}`));
-          return deliver(event, data, meta);
-        }));
-        const copy = shadow.subscribe(name);
-        const own = originalEmit(copy);
-        undo.push(intercept(copy, (event, data, meta) => {
-          if (event.startsWith('pusher:')) return own(event, data, meta); // the copy's own state, not the app's
-          filter.offer('second', event, data, () => deliver(event, data, meta));
-        }));
-        return within(subscription(copy), handoverTimeoutMs, `subscribing to ${name} on ${next.app}`);
-      });
-      if (pusher.user && pusher.user.signin_requested) {
-        shadow.signin();
-        subscribed.push(within(signedIn(shadow), handoverTimeoutMs, `signing in on ${next.app}`));
-      }
-      await Promise.all(subscribed);
-      // Events still in flight to the old connection would be lost with it: wait until the
-      // streams overlap (or the old one is quiet) on every channel.
-      // Quiet since the interception began, not since ever: an event published just
-      // before may still be on its way to the old connection (and not to the new one).
-      const settleFrom = Date.now();
-      const settleBy = settleFrom + SETTLE_MAX_MS;
-      const quiet = (f) => Date.now() - Math.max(f.lastSeen.get('before') || 0, settleFrom) >= SETTLE_QUIET_MS;
-      while (!overlap.every((o) => o.filter.matched || quiet(o.filter)) && Date.now() < settleBy) await sleep(25);
-
-      // Every channel is live on the target: the client's own instance moves now.
-      for (const o of overlap) o.membersBefore = membersOf(o.main);
-      oldSocket = pusher.connection.socket_id;
-      // Once the client's own instance is connected to the new app, its old connection has
-      // delivered all it will: the second connection is the primary from then on.
-      const primaryNow = () => {
-        if (pusher.connection.socket_id === oldSocket) return;
-        pusher.connection.unbind('connected', primaryNow);
-        for (const o of overlap) o.filter.setPrimary('second', ['second', 'after']);
-      };
-      pusher.connection.bind('connected', primaryNow);
-      undoMine.push(() => pusher.connection.unbind('connected', primaryNow));
-      switched = true;
-      current = next;
-      pusher.options = { ...pusher.options, ...optionsFor(next, () => current, () => pusher) };
-      pusher.switchCluster({ appKey: next.key, cluster: next.cluster });
-      await within(Promise.all(overlap.map((o) => o.resubscribed)), handoverTimeoutMs, `re-subscribing on ${next.app}`);
-      await sleep(HANDOVER_GRACE_MS);
-    } finally {
-      for (const u of undo.reverse()) u();
-      shadow.disconnect();
-      const end = () => {
-        for (const u of undoMine.reverse()) u();
-        for (const o of overlap) o.filter.flush();
-      };
-      if (!switched) {
-        end();
-      } else {
-        // The client's own connection may still bring copies of what the second one delivered.
-        for (const o of overlap) o.filter.setPrimary('after', ['after']);
-        later(end, TAIL_MS);
-      }
-    }
-  };
-
-  const control = pusher.subscribe(current.control_channel);
-  control.bind('rollout-changed', (data) => {
-    let event = data;
-    if (typeof data === 'string') {
-      try {
-        event = JSON.parse(data);
-      } catch {
-        return; // not an announcement of ours
-      }
-    }
-    if (!event || typeof event !== 'object' || event.version === version) return; // replicas announce a change once each
-    version = event.version;
-    clearTimeout(pending);
-    const spreadMs = Math.max(0, Number(event.spread_secs) || 0) * 1000;
-    const wanted = event.version;
-    pending = later(() => recheck(0, wanted), Math.floor(random() * spreadMs));
-  });
-
-  try {
-    await within(connected(pusher), connectTimeoutMs, `connecting to ${current.app}`);
-  } catch (e) {
-    pusher.disconnect();
-    throw e;
-  }
-  // Clients that missed an announcement (offline, reconnecting) re-read on reconnect. Bound
-  // once the first connection is up, so every 'connected' from here on is a reconnect.
-  pusher.connection.bind('connected', () => {
-    if (!moving) recheck();
-  });
-  return pusher;
 }
 
 // ---------------------------------------------------------------------------
-// What the /client-config answer may set. The service never sends anything
+// assignment: which app the client belongs on, and when that changes
+// ---------------------------------------------------------------------------
+
+/**
+ * GET /client-config, checked (see checkAnswer).
+ * @param {URL} url  configUrl, with uid
+ * @param {Trust} trust
+ * @param {Settings} opts
+ * @returns {Promise<Assignment>}
+ */
+async function readAssignment(url, trust, opts) {
+  const { fetch: fetchImpl, options } = opts;
+  const res = await fetchImpl(url.toString(), { credentials: 'include', cache: 'no-store' });
+  if (!res.ok) throw new Error(`client-config: HTTP ${res.status} from ${url}`);
+  const cfg = await res.json().catch(() => null);
+  const ok = cfg && typeof cfg.app === 'string' && typeof cfg.key === 'string' &&
+    cfg.channelAuthorization && typeof cfg.channelAuthorization.endpoint === 'string' &&
+    cfg.userAuthentication && typeof cfg.userAuthentication.endpoint === 'string';
+  if (!ok) throw new Error(`client-config: not a client-config answer from ${url}`);
+  return checkAnswer(cfg, url, trust, options);
+}
+
+/**
+ * A `rollout-changed` announcement on the control channel: re-read the
+ * assignment at a random moment within the announced spread. Replicas
+ * announce a change once each: a version already seen is ignored.
+ *
+ * @param {Client} client
+ * @param {unknown} data  `{ version, spread_secs }`, or its JSON
+ */
+function onAnnouncement(client, data) {
+  /** @type {{ version?: number, spread_secs?: number }} */
+  let event = /** @type {object} */ (data);
+  if (typeof data === 'string') {
+    try {
+      event = JSON.parse(data);
+    } catch {
+      return; // not an announcement of ours
+    }
+  }
+  if (!event || typeof event !== 'object' || event.version === client.version) return;
+  client.version = event.version;
+  clearTimeout(client.pending);
+  const spreadMs = Math.max(0, Number(event.spread_secs) || 0) * 1000;
+  const wanted = event.version;
+  const { random } = client.opts;
+  client.pending = later(() => recheck(client, 0, wanted), Math.floor(random() * spreadMs));
+}
+
+/**
+ * Reads the assignment and applies it. An announcement (or reconnect) whose
+ * assignment cannot be read — a replica restarting, a proxy's 502 — or is read
+ * from a replica that has not loaded the announced change yet (replicas reload a
+ * moment apart; `wanted` is the announced version) is read again a few times,
+ * spread: else the client would stay behind for the rest of the step. A newer
+ * announcement replaces the retry. An answer refused by checkAnswer is read again
+ * the same way (a cache or proxy may recover); if the last read is still refused,
+ * the client stays and onSwitchFailed is told why.
+ *
+ * @param {Client} client
+ * @param {number} [attempt]
+ * @param {number} [wanted]
+ */
+async function recheck(client, attempt = 0, wanted = undefined) {
+  let next = null;
+  let refusal = null;
+  try {
+    next = await client.read();
+  } catch (e) {
+    if (e instanceof RefusedAnswer) refusal = e; // else: read again below
+  }
+  const last = attempt + 1 >= RECHECK_ATTEMPTS;
+  if (!next || (wanted !== undefined && next.version !== wanted && !last)) {
+    const { random, onSwitchFailed } = client.opts;
+    if (!last) {
+      clearTimeout(client.pending);
+      const delay = Math.min(RECHECK_MAX_MS, RECHECK_FIRST_MS * 2 ** attempt);
+      client.pending = later(() => recheck(client, attempt + 1, wanted), Math.floor(delay * (0.5 + random())));
+    } else if (refusal && onSwitchFailed) {
+      onSwitchFailed(client.current.app, refusal.app, refusal);
+    }
+    return;
+  }
+  await apply(client, next);
+}
+
+/**
+ * Moves the client to `next` if it names another app (a handover), else takes it
+ * as the current assignment. One move at a time: a change during a move is
+ * re-read when it ends.
+ *
+ * @param {Client} client
+ * @param {Assignment} next
+ */
+async function apply(client, next) {
+  if (next.app === client.current.app && next.key === client.current.key) {
+    client.current = next;
+    return;
+  }
+  if (client.moving) {
+    client.recheckAfterMove = true; // the move under way re-checks when it ends
+    return;
+  }
+  const { onSwitch, onSwitchFailed } = client.opts;
+  const from = client.current.app;
+  if (typeof client.pusher.switchCluster !== 'function') {
+    // pusher-js < 8.4: the client stays where it is; the assignment applies at the next page load.
+    if (onSwitchFailed) onSwitchFailed(from, next.app, new Error('pusher-js without switchCluster (< 8.4): applies at the next page load'));
+    return;
+  }
+  client.moving = true;
+  try {
+    await handover(client, next);
+    if (onSwitch) onSwitch(from, next.app);
+  } catch (e) {
+    moveFailed(client, from, next.app, e);
+  } finally {
+    client.moving = false;
+    if (client.recheckAfterMove) {
+      client.recheckAfterMove = false;
+      recheck(client);
+    }
+  }
+}
+
+/**
+ * A move that failed: the client stays, the app is told, and the move is tried
+ * again after RETRY_MOVE_MS (plus up to as much again, spread).
+ *
+ * @param {Client} client
+ * @param {string} from
+ * @param {string} to
+ * @param {Error} error
+ */
+function moveFailed(client, from, to, error) {
+  const { onSwitchFailed, random } = client.opts;
+  if (onSwitchFailed) onSwitchFailed(from, to, error);
+  clearTimeout(client.again);
+  client.again = later(() => recheck(client), RETRY_MOVE_MS + Math.floor(random() * RETRY_MOVE_MS));
+}
+
+// ---------------------------------------------------------------------------
+// handover: one move, make-before-break (see the top of this file)
+// ---------------------------------------------------------------------------
+
+/**
+ * One channel during a move.
+ * @typedef {object} Overlap
+ * @property {string} name
+ * @property {Channel} main  the client's own channel object (the app's)
+ * @property {DedupFilter} filter  what the connections deliver into `main`, merged
+ * @property {Emit} [deliver]  `main`'s emit when nothing intercepts it
+ * @property {Promise<void>} resubscribed  settled when `main` is subscribed again after the switch
+ * @property {() => void} resolve
+ * @property {(error: Error) => void} reject
+ * @property {Map<string, unknown> | null} [membersBefore]  a presence channel's members at the switch
+ */
+
+/**
+ * One move under way.
+ * @typedef {object} Move
+ * @property {Assignment} next  the target
+ * @property {PusherLike} shadow  the second connection, on the target app
+ * @property {Overlap[]} overlap  one per channel the client holds
+ * @property {Array<() => void>} undo  the second connection's interceptors
+ * @property {Array<() => void>} undoMine  the client's own channels' interceptors
+ * @property {boolean} switched  the client's own instance has switched to the target
+ * @property {string | undefined} oldSocket  its socket id before the switch
+ */
+
+/**
+ * Moves the client's own instance to `next`: a second connection subscribes to
+ * every channel there first; the instance switches only once all of that
+ * succeeded and the old connection has delivered what was on its way. Rejects
+ * (the client stays where it is) if a phase fails or takes longer than
+ * handoverTimeoutMs.
+ *
+ * @param {Client} client
+ * @param {Assignment} next
+ */
+async function handover(client, next) {
+  const timeoutMs = client.opts.handoverTimeoutMs;
+  const move = startMove(client, next);
+  try {
+    await within(connected(move.shadow), timeoutMs, `connecting to ${next.app}`);
+    await Promise.all(overlapChannels(client, move));
+    await settle(move.overlap);
+    switchOver(client, move);
+    await within(Promise.all(move.overlap.map((o) => o.resubscribed)), timeoutMs, `re-subscribing on ${next.app}`);
+    await sleep(HANDOVER_GRACE_MS);
+  } finally {
+    endMove(move);
+  }
+}
+
+/**
+ * The second connection (to the target) and an Overlap per channel the client
+ * holds (subscribed or subscribing).
+ *
+ * @param {Client} client
+ * @param {Assignment} next
+ * @returns {Move}
+ */
+function startMove(client, next) {
+  const { pusher, Pusher, settings } = client;
+  const { eventId } = client.opts;
+  const names = pusher.allChannels().filter((c) => c.subscribed || c.subscriptionPending).map((c) => c.name);
+  /** @type {Move} */
+  const move = { next, shadow: null, overlap: [], undo: [], undoMine: [], switched: false, oldSocket: undefined };
+  move.shadow = new Pusher(next.key, pusherOptions(client, next, () => next, () => move.shadow));
+  move.overlap = names.map((name) => {
+    const trace = settings._trace && /** @type {Trace} */ ((...a) => settings._trace(name, ...a)); // for the suite's diagnosis only
+    const o = /** @type {Overlap} */ ({ name, main: pusher.channel(name), filter: new DedupFilter(eventId && ((e, d) => eventId(name, e, d)), { trace }) });
+    // Settled by the interceptor when the client's own channel is subscribed again after the switch.
+    o.resubscribed = new Promise((resolve, reject) => Object.assign(o, { resolve, reject }));
+    o.resubscribed.catch(() => {});
+    return o;
+  });
+  return move;
+}
+
+/**
+ * Routes every channel's events on both connections through its filter, and
+ * subscribes the second connection to it (signing in too, if the client had).
+ *
+ * @param {Client} client
+ * @param {Move} move
+ * @returns {Promise<void>[]} each subscription (and the signin), within handoverTimeoutMs
+ */
+function overlapChannels(client, move) {
+  const timeoutMs = client.opts.handoverTimeoutMs;
+  const subscribed = move.overlap.map((o) => {
+    interceptOwn(client, move, o);
+    const copy = interceptSecond(move, o);
+    return within(subscription(copy), timeoutMs, `subscribing to ${o.name} on ${move.next.app}`);
+  });
+  if (client.pusher.user && client.pusher.user.signin_requested) {
+    move.shadow.signin();
+    subscribed.push(within(signedIn(move.shadow), timeoutMs, `signing in on ${move.next.app}`));
+  }
+  return subscribed;
+}
+
+/**
+ * The client's own channel during the move: its events go through the filter,
+ * as 'before' (its old connection) or 'after' (its connection on the target,
+ * once switched). After the switch its second subscription_succeeded settles
+ * `o.resubscribed` instead of reaching the app.
+ *
+ * @param {Client} client
+ * @param {Move} move
+ * @param {Overlap} o
+ */
+function interceptOwn(client, move, o) {
+  const { pusher } = client;
+  const { name, main, filter } = o;
+  const deliver = originalEmit(main);
+  o.deliver = deliver;
+  // Which of the client's own connections an event came on: messages already queued on
+  // the old socket are still dispatched after switchCluster, so it is the socket id that says.
+  const mine = () =>
+    move.switched && pusher.connection.state === 'connected' && pusher.connection.socket_id !== move.oldSocket ? 'after' : 'before';
+  move.undoMine.push(intercept(main, (event, data, meta) => {
+    // After the switch the client's own instance is another connection (on the target app):
+    // an event can reach it there again, so it counts as a source of its own.
+    if (!event.startsWith('pusher:')) return filter.offer(mine(), event, data, () => deliver(event, data, meta));
+    if (!move.switched) return deliver(event, data, meta);
+    if (event === 'pusher:subscription_succeeded') {
+      if (main.__dualBridgeSync) main.__dualBridgeSync(); // the other apps' members, as the new app's authorization said
+      memberChanges(o.membersBefore, membersOf(main), rawEmit(main));
+      return o.resolve();
+    }
+    if (event === 'pusher:subscription_error') o.reject(new Error(`re-subscribing ${name}: ${JSON.stringify(data)}`));
+    return deliver(event, data, meta);
+  }));
+}
+
+/**
+ * The second connection's copy of the channel: its events go through the
+ * filter as 'second', into the client's own channel object; its own state
+ * (pusher: events) stays its own.
+ *
+ * @param {Move} move
+ * @param {Overlap} o
+ * @returns {Channel} the copy
+ */
+function interceptSecond(move, o) {
+  const copy = move.shadow.subscribe(o.name);
+  const own = originalEmit(copy);
+  move.undo.push(intercept(copy, (event, data, meta) => {
+    if (event.startsWith('pusher:')) return own(event, data, meta); // the copy's own state, not the app's
+    o.filter.offer('second', event, data, () => o.deliver(event, data, meta));
+  }));
+  return copy;
+}
+
+/**
+ * Events still in flight to the old connection would be lost with it: waits until
+ * the streams overlap (or the old one is quiet) on every channel, at most
+ * SETTLE_MAX_MS. Quiet since the interception began, not since ever: an event
+ * published just before may still be on its way to the old connection (and not
+ * to the new one).
+ *
+ * @param {Overlap[]} overlap
+ */
+async function settle(overlap) {
+  const settleFrom = Date.now();
+  const settleBy = settleFrom + SETTLE_MAX_MS;
+  /** @param {DedupFilter} f */
+  const quiet = (f) => Date.now() - Math.max(f.lastSeen.get('before') || 0, settleFrom) >= SETTLE_QUIET_MS;
+  while (!overlap.every((o) => o.filter.matched || quiet(o.filter)) && Date.now() < settleBy) await sleep(25);
+}
+
+/**
+ * Every channel is live on the target: the client's own instance moves now
+ * (its options first, so it authorizes at the target's endpoints). Once it is
+ * connected to the new app, its old connection has delivered all it will: the
+ * second connection is the primary from then on.
+ *
+ * @param {Client} client
+ * @param {Move} move
+ */
+function switchOver(client, move) {
+  const { pusher } = client;
+  const { next, overlap } = move;
+  for (const o of overlap) o.membersBefore = membersOf(o.main);
+  move.oldSocket = pusher.connection.socket_id;
+  const primaryNow = () => {
+    if (pusher.connection.socket_id === move.oldSocket) return;
+    pusher.connection.unbind('connected', primaryNow);
+    for (const o of overlap) o.filter.setPrimary('second', ['second', 'after']);
+  };
+  pusher.connection.bind('connected', primaryNow);
+  move.undoMine.push(() => pusher.connection.unbind('connected', primaryNow));
+  move.switched = true;
+  client.current = next;
+  pusher.options = { ...pusher.options, ...pusherOptions(client, next, () => client.current, () => pusher) };
+  pusher.switchCluster({ appKey: next.key, cluster: next.cluster });
+}
+
+/**
+ * The move is over (done or failed): the second connection goes; the client's
+ * own channels keep their filter TAIL_MS longer after a switch (its connection
+ * on the new app may still bring copies of what the second one delivered).
+ *
+ * @param {Move} move
+ */
+function endMove(move) {
+  for (const u of move.undo.reverse()) u();
+  move.shadow.disconnect();
+  const end = () => {
+    for (const u of move.undoMine.reverse()) u();
+    for (const o of move.overlap) o.filter.flush();
+  };
+  if (!move.switched) {
+    end();
+  } else {
+    for (const o of move.overlap) o.filter.setPrimary('after', ['after']);
+    later(end, TAIL_MS);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// answer check: what the /client-config answer may set. The service never sends anything
 // else, but the answer crosses a trust boundary (a cache, a misrouted proxy, a
 // compromised config): the auth endpoints receive the app's headers (CSRF token,
 // Authorization) and cookies, and client_options decide where pusher-js's
@@ -332,6 +665,10 @@ export async function connect(Pusher, settings) {
 
 /** An answer checkAnswer refused; `app` is the app it named (for onSwitchFailed). */
 class RefusedAnswer extends Error {
+  /**
+   * @param {string} message
+   * @param {string} app
+   */
   constructor(message, app) {
     super(message);
     this.name = 'RefusedAnswer';
@@ -355,7 +692,11 @@ const HOST_LABEL = '[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?';
 const HOST_NAME = new RegExp(`^${HOST_LABEL}(?:\\.${HOST_LABEL})*$`, 'i');
 const IPV6_HOST = /^\[[0-9a-f:.]+\]$/i;
 
-/** A host name or IP address, nothing else (no scheme, port, path, userinfo or space): its normal form, else null. */
+/**
+ * A host name or IP address, nothing else (no scheme, port, path, userinfo or space): its normal form, else null.
+ * @param {unknown} value
+ * @returns {string | null}
+ */
 function hostName(value) {
   if (typeof value !== 'string' || value.length > 253 || !(HOST_NAME.test(value) || IPV6_HOST.test(value))) return null;
   try {
@@ -366,14 +707,22 @@ function hostName(value) {
   }
 }
 
+/** @param {unknown} v */
 const isPort = (v) => {
   const n = typeof v === 'string' && /^[0-9]{1,5}$/.test(v) ? Number(v) : v;
-  return Number.isInteger(n) && n >= 1 && n <= 65535;
+  return typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= 65535;
 };
-/** A path pusher-js puts right after host:port: empty, or "/…" of URL path characters (no ? # \ or space). */
+/**
+ * A path pusher-js puts right after host:port: empty, or "/…" of URL path characters (no ? # \ or space).
+ * @param {unknown} v
+ */
 const isPath = (v) => typeof v === 'string' && /^(?:\/[A-Za-z0-9\-._~!$&'()*+,;=:@%]*)*$/.test(v);
 
-/** A value for a message: JSON (quotes strings, escapes control characters), cut short. */
+/**
+ * A value for a message: JSON (quotes strings, escapes control characters), cut short.
+ * @param {unknown} value
+ * @returns {string}
+ */
 function show(value) {
   let text;
   try {
@@ -385,8 +734,23 @@ function show(value) {
   return text.length > 200 ? `${text.slice(0, 200)}…` : text;
 }
 
-/** The app's allowances (allowedOrigins, allowedHosts, allowNoTLS), checked: a mistake there is the app's, told at once. */
+/**
+ * What the app allows beyond configUrl's origin.
+ * @typedef {object} Trust
+ * @property {string} configOrigin
+ * @property {Set<string>} origins  where the auth endpoints may be: configUrl's origin and allowedOrigins
+ * @property {Set<string>} hosts  allowedHosts, normalized
+ * @property {boolean} noTLS  allowNoTLS
+ */
+
+/**
+ * The app's allowances (allowedOrigins, allowedHosts, allowNoTLS), checked: a mistake there is the app's, told at once.
+ * @param {ConnectOptions} settings
+ * @param {URL} configUrl
+ * @returns {Trust}
+ */
 function trustOf(settings, configUrl) {
+  /** @param {'allowedOrigins' | 'allowedHosts'} name @returns {unknown[]} */
   const list = (name) => {
     const value = settings[name];
     if (value === undefined || value === null) return [];
@@ -402,7 +766,7 @@ function trustOf(settings, configUrl) {
       // not a URL
     }
     const origin = u && (u.protocol === 'https:' || u.protocol === 'http:') && !u.username && !u.password &&
-      u.pathname === '/' && !u.search && !u.hash && !entry.endsWith('?') && !entry.endsWith('#');
+      u.pathname === '/' && !u.search && !u.hash && !String(entry).endsWith('?') && !String(entry).endsWith('#');
     if (!origin) throw new TypeError(`connect(): allowedOrigins: ${show(entry)} is not an origin (scheme://host[:port], e.g. "https://auth.example.com")`);
     origins.add(u.origin);
   }
@@ -415,8 +779,16 @@ function trustOf(settings, configUrl) {
   return { configOrigin: configUrl.origin, origins, hosts, noTLS: settings.allowNoTLS === true };
 }
 
-/** Why `raw` (an auth endpoint from the answer) is refused, or its absolute URL. */
+/**
+ * Why `raw` (an auth endpoint from the answer) is refused, or its absolute URL.
+ * @param {string} field
+ * @param {string} raw
+ * @param {URL} configUrl
+ * @param {Trust} trust
+ * @returns {{ problem: string, url?: undefined } | { url: string, problem?: undefined }}
+ */
 function checkEndpoint(field, raw, configUrl, trust) {
+  /** @param {string} why */
   const bad = (why) => ({ problem: `${field} ${show(raw)} ${why}` });
   if (raw === '') return bad('is empty');
   // URL parsers drop tabs and newlines, trim spaces and controls, and read "\" as "/": "/\t/evil" is "//evil".
@@ -437,7 +809,14 @@ function checkEndpoint(field, raw, configUrl, trust) {
   return { url: u.href };
 }
 
-/** Why a client_options entry is refused, or null. `own` is the app's own pusher-js options. */
+/**
+ * Why a client_options entry is refused, or null. `own` is the app's own pusher-js options.
+ * @param {string} key
+ * @param {unknown} value
+ * @param {Trust} trust
+ * @param {Record<string, unknown>} own
+ * @returns {string | null}
+ */
 function clientOptionProblem(key, value, trust, own) {
   const mine = Object.prototype.hasOwnProperty.call(own, key) && own[key] === value;
   const field = `client_options.${key}`;
@@ -484,6 +863,13 @@ function clientOptionProblem(key, value, trust, own) {
 /**
  * The answer as connect() uses it (endpoints absolute, client_options only what
  * may pass), or a RefusedAnswer naming every field refused, its value and why.
+ * @param {Record<string, unknown> & { app: string, channelAuthorization: { endpoint: string }, userAuthentication: { endpoint: string } }} cfg
+ *   the answer as read (readAssignment checked app, key and the endpoints' types; nothing else yet)
+ * @param {URL} configUrl
+ * @param {Trust} trust
+ * @param {Record<string, unknown>} own  the app's own pusher-js options
+ * @returns {Assignment}
+ * @throws {RefusedAnswer}
  */
 function checkAnswer(cfg, configUrl, trust, own) {
   const problems = [];
@@ -496,6 +882,7 @@ function checkAnswer(cfg, configUrl, trust, own) {
   const control = typeof cfg.control_channel === 'string' && /^[A-Za-z0-9_\-=@,.;]{1,164}$/.test(cfg.control_channel) &&
     !/^(?:private|presence)-/.test(cfg.control_channel);
   if (!control) problems.push(`control_channel ${show(cfg.control_channel)} is not a public channel name (the helper would authorize and join it as your user)`);
+  /** @type {Record<string, unknown>} */
   const clientOptions = {};
   const given = cfg.client_options;
   if (given !== undefined && given !== null && (typeof given !== 'object' || Array.isArray(given))) {
@@ -508,93 +895,17 @@ function checkAnswer(cfg, configUrl, trust, own) {
     }
   }
   if (problems.length) throw new RefusedAnswer(`client-config: refused the answer from ${configUrl}: ${problems.join('; ')}`, cfg.app);
-  return {
+  return /** @type {Assignment} */ ({
     ...cfg,
     client_options: clientOptions,
     channelAuthorization: { endpoint: channel.url },
     userAuthentication: { endpoint: user.url },
-  };
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** setTimeout that does not keep a Node process alive by itself (a live connection does). */
-function later(fn, ms) {
-  const timer = setTimeout(fn, ms);
-  if (timer && typeof timer.unref === 'function') timer.unref();
-  return timer;
-}
-
-/** `promise`, or a rejection naming `what` after `ms`. */
-function within(promise, ms, what) {
-  let timer;
-  const late = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no success within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
-}
-
-function connected(instance) {
-  return new Promise((resolve, reject) => {
-    if (instance.connection.state === 'connected') return resolve();
-    const ok = () => {
-      instance.connection.unbind('connected', ok);
-      resolve();
-    };
-    instance.connection.bind('connected', ok);
-    instance.connection.bind('failed', () => reject(new Error('pusher: connection failed')));
   });
 }
 
-/** The channel's next subscription_succeeded (or its error). */
-function subscription(channel) {
-  return new Promise((resolve, reject) => {
-    const ok = () => {
-      channel.unbind('pusher:subscription_succeeded', ok);
-      channel.unbind('pusher:subscription_error', bad);
-      resolve();
-    };
-    const bad = (e) => {
-      channel.unbind('pusher:subscription_succeeded', ok);
-      channel.unbind('pusher:subscription_error', bad);
-      reject(new Error(`subscription to ${channel.name} refused: ${JSON.stringify(e)}`));
-    };
-    channel.bind('pusher:subscription_succeeded', ok);
-    channel.bind('pusher:subscription_error', bad);
-  });
-}
-
-function signedIn(instance) {
-  return new Promise((resolve) => {
-    const ok = (message) => {
-      if (!message || message.event !== 'pusher:signin_success') return;
-      instance.connection.unbind('message', ok);
-      resolve();
-    };
-    instance.connection.bind('message', ok);
-  });
-}
-
-/** The channel's emit as pusher-js defines it, bound to it. */
-function rawEmit(channel) {
-  const proto = Object.getPrototypeOf(channel).emit;
-  return (event, data, meta) => proto.call(channel, event, data, meta);
-}
-
-/** What the channel emits through when nothing intercepts it: the presence bridge's merge, or pusher-js's own. */
-function originalEmit(channel) {
-  return channel.__dualBridge || rawEmit(channel);
-}
-
-/** Routes everything the channel emits through `fn`; returns the undo (a no-op once another took over). */
-function intercept(channel, fn) {
-  channel.emit = fn;
-  return () => {
-    if (channel.emit !== fn) return;
-    if (channel.__dualBridge) channel.emit = channel.__dualBridge;
-    else delete channel.emit;
-  };
-}
+// ---------------------------------------------------------------------------
+// presence: the other apps' members, merged into a presence channel
+// ---------------------------------------------------------------------------
 
 /** The event the service publishes for a member of another app (see the service's presence_bridge). */
 const BRIDGE_EVENT = 'dual-auth:presence';
@@ -608,135 +919,258 @@ const LEAVE_GRACE_MS = 3000;
 /**
  * Merges into a presence channel's members the members the service bridges
  * from the other apps: at subscription, those its authorization answer listed
- * (`presence_bridge`); then each change it publishes (BRIDGE_EVENT, ordered per
- * member by the source webhook's time). `channel.members` and the standard
- * `pusher:member_added` / `pusher:member_removed` (and so laravel-echo's
- * here / joining / leaving) then cover every app, once per real change: a
- * user present through two apps is one member, until it leaves the last.
+ * (`presence_bridge`, in `snapshots`); then each change it publishes
+ * (BRIDGE_EVENT, ordered per member by the source webhook's time).
+ * `channel.members` and the standard `pusher:member_added` /
+ * `pusher:member_removed` (and so laravel-echo's here / joining / leaving) then
+ * cover every app, once per real change: a user present through two apps is
+ * one member, until it leaves the last.
+ *
+ * Installs itself as the channel's emit, and as `channel.__dualBridge` (what a
+ * move's interceptors deliver through) and `channel.__dualBridgeSync` (re-read
+ * the snapshot after a move's re-subscription).
+ *
+ * @param {Channel} channel  a pusher-js presence channel
+ * @param {() => string} appNow  the app the client is on now: its own members are pusher-js's
+ * @param {Map<string, unknown>} snapshots  channel name → { app: { user id: info } }, as the last authorization answered
  */
 function bridgePresence(channel, appNow, snapshots) {
-  const emit = rawEmit(channel);
-  const remote = new Map(); // app → Map(user id → info)
-  const native = new Map(); // user id → info, as this app reports them
-  const latest = new Map(); // app + user id → [time_ms, seq] of the last change applied
-  const leaving = new Map(); // user id → timer: left through this app, held for LEAVE_GRACE_MS
-  let bridged = false;
-  const members = () => channel.members;
-  const elsewhere = (u) => {
-    for (const users of remote.values()) if (users.has(u)) return { info: users.get(u) };
-    return null;
-  };
-  const shown = (u) => native.has(u) || leaving.has(u) || elsewhere(u) !== null;
-  const put = (u, info) => {
-    const m = members();
-    if (!Object.prototype.hasOwnProperty.call(m.members, u)) m.count++;
-    m.members[u] = info;
-  };
-  const drop = (u) => {
-    const m = members();
-    if (!Object.prototype.hasOwnProperty.call(m.members, u)) return;
-    delete m.members[u];
-    m.count--;
-  };
-  const sync = () => {
-    const snapshot = snapshots.get(channel.name);
-    if (snapshot && typeof snapshot === 'object') bridged = true;
-    native.clear();
-    members().each((m) => native.set(String(m.id), m.info));
-    for (const t of leaving.values()) clearTimeout(t);
-    leaving.clear();
-    remote.clear();
-    latest.clear();
-    for (const [app, users] of Object.entries(snapshot || {})) {
-      if (app === appNow() || !users || typeof users !== 'object') continue;
-      remote.set(app, new Map(Object.entries(users)));
-    }
-    for (const users of remote.values()) for (const [u, info] of users) if (!native.has(u)) put(u, info);
-  };
-  const change = (raw) => {
-    let d = raw;
-    if (typeof d === 'string') {
-      try {
-        d = JSON.parse(d);
-      } catch {
-        return;
-      }
-    }
-    if (!d || typeof d.app !== 'string' || d.user_id === undefined || d.app === appNow()) return;
-    const u = String(d.user_id);
-    const key = `${d.app}\u0000${u}`;
-    const at = [Number(d.time_ms) || 0, Number(d.seq) || 0];
-    const last = latest.get(key);
-    if (last && (at[0] < last[0] || (at[0] === last[0] && at[1] <= last[1]))) return; // an older change, late
-    latest.set(key, at);
-    bridged = true;
-    const before = shown(u);
-    const had = elsewhere(u);
-    if (!remote.has(d.app)) remote.set(d.app, new Map());
-    const info = d.user_info === undefined ? null : d.user_info;
-    if (d.present) {
-      remote.get(d.app).set(u, info);
-      if (leaving.has(u)) {
-        // Left through this app and present through another: moved, not gone.
-        clearTimeout(leaving.get(u));
-        leaving.delete(u);
-      }
-      if (!before) {
-        put(u, info);
-        emit('pusher:member_added', { id: u, info });
-      } else if (!native.has(u)) {
-        members().members[u] = info;
-      }
-    } else {
-      remote.get(d.app).delete(u);
-      if (before && !shown(u)) {
-        drop(u);
-        emit('pusher:member_removed', { id: u, info: had ? had.info : null });
-      }
-    }
-  };
-  const handler = (event, data, meta) => {
-    if (event === 'pusher:subscription_succeeded') {
-      sync();
-      return emit(event, members(), meta);
-    }
-    if (event === BRIDGE_EVENT) return change(data);
-    if (event === 'pusher:member_added' && data) {
-      const u = String(data.id);
-      const before = shown(u);
-      native.set(u, data.info);
-      if (leaving.has(u)) {
-        clearTimeout(leaving.get(u));
-        leaving.delete(u);
-      }
-      if (before) return; // listed already (through another app); pusher-js refreshed its info
-      return emit(event, data, meta);
-    }
-    if (event === 'pusher:member_removed' && data) {
-      const u = String(data.id);
-      native.delete(u);
-      const there = elsewhere(u);
-      if (there) return put(u, there.info); // still present through another app
-      if (bridged) {
-        put(u, data.info);
-        leaving.set(u, later(() => {
-          leaving.delete(u);
-          if (shown(u)) return;
-          drop(u);
-          emit('pusher:member_removed', data);
-        }, LEAVE_GRACE_MS));
-        return;
-      }
-      return emit(event, data, meta);
-    }
-    return emit(event, data, meta);
-  };
+  const bridge = new PresenceBridge(channel, appNow, snapshots);
+  /** @type {Emit} */
+  const handler = (event, data, meta) => bridge.handle(event, data, meta);
   channel.__dualBridge = handler;
-  channel.__dualBridgeSync = sync;
+  channel.__dualBridgeSync = () => bridge.sync();
   channel.emit = handler;
 }
 
-/** Presence members as id → info (null for other channels). */
+/**
+ * One bridged presence channel's merge (see bridgePresence): who is present
+ * through this app (`native`, as pusher-js reports them), through the others
+ * (`remote`), and who left through this app and is held for LEAVE_GRACE_MS.
+ */
+class PresenceBridge {
+  /**
+   * @param {Channel} channel
+   * @param {() => string} appNow
+   * @param {Map<string, unknown>} snapshots
+   */
+  constructor(channel, appNow, snapshots) {
+    this.channel = channel;
+    this.appNow = appNow;
+    this.snapshots = snapshots;
+    /** pusher-js's own emit: what the app's handlers get. */
+    this.emit = rawEmit(channel);
+    /** @type {Map<string, Map<string, unknown>>} app → user id → info */
+    this.remote = new Map();
+    /** @type {Map<string, unknown>} user id → info, as this app reports them */
+    this.native = new Map();
+    /** @type {Map<string, [number, number]>} app + user id → [time_ms, seq] of the last change applied */
+    this.latest = new Map();
+    /** @type {Map<string, Timer>} user id → timer: left through this app, held for LEAVE_GRACE_MS */
+    this.leaving = new Map();
+    /** Whether the service bridges this channel (a snapshot or a change was seen). */
+    this.bridged = false;
+  }
+
+  /** @returns {Members} */
+  members() {
+    return this.channel.members;
+  }
+
+  /**
+   * Everything the channel emits: the merge's part, or pusher-js's own.
+   * @type {Emit}
+   */
+  handle(event, data, meta) {
+    if (event === 'pusher:subscription_succeeded') {
+      this.sync();
+      return this.emit(event, this.members(), meta);
+    }
+    if (event === BRIDGE_EVENT) return this.change(data);
+    if (event === 'pusher:member_added' && data) return this.memberAdded(/** @type {Member} */ (data), meta);
+    if (event === 'pusher:member_removed' && data) return this.memberRemoved(/** @type {Member} */ (data), meta);
+    return this.emit(event, data, meta);
+  }
+
+  /**
+   * At (re-)subscription: this app's members as pusher-js has them, the other
+   * apps' from the authorization's snapshot, merged into `channel.members`.
+   */
+  sync() {
+    const snapshot = this.snapshots.get(this.channel.name);
+    if (snapshot && typeof snapshot === 'object') this.bridged = true;
+    this.native.clear();
+    this.members().each((m) => this.native.set(String(m.id), m.info));
+    for (const t of this.leaving.values()) clearTimeout(t);
+    this.leaving.clear();
+    this.remote.clear();
+    this.latest.clear();
+    for (const [app, users] of Object.entries(snapshot || {})) {
+      if (app === this.appNow() || !users || typeof users !== 'object') continue;
+      this.remote.set(app, new Map(Object.entries(users)));
+    }
+    for (const users of this.remote.values()) for (const [u, info] of users) if (!this.native.has(u)) this.put(u, info);
+  }
+
+  /**
+   * A member of another app came or went (BRIDGE_EVENT); older changes arriving late are ignored.
+   * @param {unknown} raw  a BridgeChange, or its JSON
+   */
+  change(raw) {
+    const d = bridgeChange(raw, this.appNow());
+    if (!d) return;
+    const u = String(d.user_id);
+    if (!this.newest(`${d.app}\u0000${u}`, [Number(d.time_ms) || 0, Number(d.seq) || 0])) return; // an older change, late
+    this.bridged = true;
+    const before = this.shown(u);
+    const had = this.elsewhere(u);
+    if (!this.remote.has(d.app)) this.remote.set(d.app, new Map());
+    const info = d.user_info === undefined ? null : d.user_info;
+    if (d.present) {
+      this.remote.get(d.app).set(u, info);
+      this.stopLeaving(u); // left through this app and present through another: moved, not gone
+      if (!before) {
+        this.put(u, info);
+        this.emit('pusher:member_added', { id: u, info });
+      } else if (!this.native.has(u)) {
+        this.members().members[u] = info;
+      }
+    } else {
+      this.remote.get(d.app).delete(u);
+      if (before && !this.shown(u)) {
+        this.drop(u);
+        this.emit('pusher:member_removed', { id: u, info: had ? had.info : null });
+      }
+    }
+  }
+
+  /**
+   * Whether a change at `at` ([time_ms, seq]) is newer than the last one applied for `key`; if so, it is the last one now.
+   * @param {string} key
+   * @param {[number, number]} at
+   */
+  newest(key, at) {
+    const last = this.latest.get(key);
+    if (last && (at[0] < last[0] || (at[0] === last[0] && at[1] <= last[1]))) return false;
+    this.latest.set(key, at);
+    return true;
+  }
+
+  /**
+   * pusher-js says a member joined through this app: told only if not listed already (through another app).
+   * @param {Member} data
+   * @param {unknown} meta
+   */
+  memberAdded(data, meta) {
+    const u = String(data.id);
+    const before = this.shown(u);
+    this.native.set(u, data.info);
+    this.stopLeaving(u);
+    if (before) return; // listed already (through another app); pusher-js refreshed its info
+    return this.emit('pusher:member_added', data, meta);
+  }
+
+  /**
+   * pusher-js says a member left through this app (and took it out of
+   * `channel.members`): listed again while present through another app; on a
+   * bridged channel held for LEAVE_GRACE_MS (it may be moving there).
+   * @param {Member} data
+   * @param {unknown} meta
+   */
+  memberRemoved(data, meta) {
+    const u = String(data.id);
+    this.native.delete(u);
+    const there = this.elsewhere(u);
+    if (there) return this.put(u, there.info); // still present through another app
+    if (this.bridged) {
+      this.put(u, data.info);
+      this.leaving.set(u, later(() => {
+        this.leaving.delete(u);
+        if (this.shown(u)) return;
+        this.drop(u);
+        this.emit('pusher:member_removed', data);
+      }, LEAVE_GRACE_MS));
+      return;
+    }
+    return this.emit('pusher:member_removed', data, meta);
+  }
+
+  /**
+   * The member's info through another app, if present through one.
+   * @param {string} u
+   * @returns {{ info: unknown } | null}
+   */
+  elsewhere(u) {
+    for (const users of this.remote.values()) if (users.has(u)) return { info: users.get(u) };
+    return null;
+  }
+
+  /** @param {string} u  whether the member is listed (here, held, or elsewhere) */
+  shown(u) {
+    return this.native.has(u) || this.leaving.has(u) || this.elsewhere(u) !== null;
+  }
+
+  /** @param {string} u */
+  stopLeaving(u) {
+    if (!this.leaving.has(u)) return;
+    clearTimeout(this.leaving.get(u));
+    this.leaving.delete(u);
+  }
+
+  /** @param {string} u @param {unknown} info  listed in `channel.members` */
+  put(u, info) {
+    const m = this.members();
+    if (!Object.prototype.hasOwnProperty.call(m.members, u)) m.count++;
+    m.members[u] = info;
+  }
+
+  /** @param {string} u  no longer listed in `channel.members` */
+  drop(u) {
+    const m = this.members();
+    if (!Object.prototype.hasOwnProperty.call(m.members, u)) return;
+    delete m.members[u];
+    m.count--;
+  }
+}
+
+/** @typedef {{ id: string, info: unknown }} Member  as pusher-js's member events carry it */
+
+/**
+ * One change the service publishes for another app's member (BRIDGE_EVENT).
+ * @typedef {object} BridgeChange
+ * @property {string} app
+ * @property {string | number} user_id
+ * @property {unknown} [user_info]
+ * @property {boolean} [present]
+ * @property {number} [time_ms]  the source webhook's time
+ * @property {number} [seq]  its order within that time
+ */
+
+/**
+ * A BRIDGE_EVENT's data, if it is one about another app than `appNow`, else null.
+ * @param {unknown} raw
+ * @param {string} appNow
+ * @returns {BridgeChange | null}
+ */
+function bridgeChange(raw, appNow) {
+  let d = raw;
+  if (typeof d === 'string') {
+    try {
+      d = JSON.parse(d);
+    } catch {
+      return null;
+    }
+  }
+  const c = /** @type {BridgeChange} */ (d);
+  if (!c || typeof c.app !== 'string' || c.user_id === undefined || c.app === appNow) return null;
+  return c;
+}
+
+/**
+ * Presence members as id → info (null for other channels).
+ * @param {Channel} channel
+ * @returns {Map<string, unknown> | null}
+ */
 function membersOf(channel) {
   if (!channel.members || typeof channel.members.each !== 'function') return null;
   const out = new Map();
@@ -749,12 +1183,27 @@ function membersOf(channel) {
  * stayed subscribed as far as the app can tell: a second subscription_succeeded
  * is not told; on a presence channel the members that differ on the new app
  * are, as member_removed / member_added (nothing for members on both).
+ *
+ * @param {Map<string, unknown> | null | undefined} before
+ * @param {Map<string, unknown> | null} after
+ * @param {Emit} deliver
  */
 function memberChanges(before, after, deliver) {
   if (!before || !after) return;
   for (const [id, info] of before) if (!after.has(id)) deliver('pusher:member_removed', { id, info });
   for (const [id, info] of after) if (!before.has(id)) deliver('pusher:member_added', { id, info });
 }
+
+// ---------------------------------------------------------------------------
+// merge: what several connections receive, as one stream
+// ---------------------------------------------------------------------------
+
+/**
+ * The connections of a move: the client's own before the switch, the second one, the client's own after it.
+ * @typedef {'before' | 'second' | 'after'} Source
+ */
+/** @typedef {{ source: Source, key: string, deliver: () => void, at: number }} Held  a copy waiting for the primary's */
+/** @typedef {(source: Source, event: string, data: unknown, primary: Source, held: number) => void} Trace  what a filter is offered */
 
 /** A copy from a connection that is not the primary waits this long for the primary's. */
 const HOLD_MS = 1000;
@@ -771,22 +1220,37 @@ const HOLD_MS = 1000;
  * place): the primary's order is kept.
  */
 export class DedupFilter {
+  /**
+   * @param {((event: string, data: unknown) => string) | null | undefined} idOf  an id per event (connect's eventId), else matched by event and data
+   * @param {{ holdMs?: number, trace?: Trace | null }} [options]
+   */
   constructor(idOf, { holdMs = HOLD_MS, trace } = {}) {
     this.trace = trace || null;
     this.idOf = idOf || null;
     this.holdMs = holdMs;
+    /** @type {Source} */
     this.primary = 'before';
     // The client's own instance on the new app ('after') may receive anything delivered before the switch too.
+    /** @type {Set<Source>} */
     this.sources = new Set(['before', 'second', 'after']);
-    this.credit = new Map(); // source → key → copies still to come from it, already delivered
-    this.held = []; // { source, key, deliver, at }, oldest first
+    /** @type {Map<Source, Map<string, number>>} source → key → copies still to come from it, already delivered */
+    this.credit = new Map();
+    /** @type {Held[]} oldest first */
+    this.held = [];
+    /** @type {Set<string>} */
     this.ids = new Set();
+    /** @type {Timer | null} */
     this.timer = null;
     this.matched = false; // one event seen on two connections
-    this.lastSeen = new Map(); // source → when it last delivered anything
+    /** @type {Map<Source, number>} source → when it last delivered anything */
+    this.lastSeen = new Map();
   }
 
-  /** The primary connection from now on, and the connections that may still send. */
+  /**
+   * The primary connection from now on, and the connections that may still send.
+   * @param {Source} primary
+   * @param {Source[]} sources
+   */
   setPrimary(primary, sources) {
     this.primary = primary;
     this.sources = new Set(sources);
@@ -804,6 +1268,13 @@ export class DedupFilter {
     for (const h of all) this.deliver(h);
   }
 
+  /**
+   * One event as connection `source` received it; `deliver` hands it to the app (once, if at all).
+   * @param {Source} source
+   * @param {string} event
+   * @param {unknown} data
+   * @param {() => void} deliver
+   */
   offer(source, event, data, deliver) {
     if (this.trace) this.trace(source, event, data, this.primary, this.held.length);
     this.lastSeen.set(source, Date.now());
@@ -843,7 +1314,11 @@ export class DedupFilter {
     this.deliver(item);
   }
 
-  /** Delivers one; every connection that may still send a copy of it is owed that copy. */
+  /**
+   * Delivers one; every connection that may still send a copy of it is owed that copy.
+   * @param {Held} item
+   * @param {Source} [alsoFrom]  a connection whose copy was matched already
+   */
   deliver(item, alsoFrom) {
     for (const s of this.sources) {
       if (s === item.source || s === alsoFrom) continue;
@@ -854,11 +1329,13 @@ export class DedupFilter {
     item.deliver();
   }
 
+  /** @param {Source} source @returns {Map<string, number>} */
   creditOf(source) {
     if (!this.credit.has(source)) this.credit.set(source, new Map());
     return this.credit.get(source);
   }
 
+  /** Delivers held copies HOLD_MS after they came, if the primary has not by then. */
   schedule() {
     if (this.timer || !this.held.length) return;
     const wait = Math.max(0, this.held[0].at + this.holdMs - Date.now());
@@ -871,6 +1348,10 @@ export class DedupFilter {
   }
 }
 
+/**
+ * @param {unknown} data
+ * @returns {string} what tells two copies of an event's data apart from other data
+ */
 function fingerprint(data) {
   if (typeof data === 'string') return `s${data}`;
   try {
@@ -880,12 +1361,26 @@ function fingerprint(data) {
   }
 }
 
+// ---------------------------------------------------------------------------
+// retry: authorizations refused for load, asked again
+// ---------------------------------------------------------------------------
+
 /**
  * Statuses worth another attempt: the service (or a proxy) overloaded or its host too
  * slow (429, 503, 504), or a proxy whose upstream went away mid-request (502: a replica
  * restarting). Signing is pure, so an authorization may always be asked again.
  */
 const LOAD_STATUSES = new Set([429, 502, 503, 504]);
+
+/**
+ * retryingAuth's settings with their defaults filled in. `_onBridge` is
+ * connect()'s: it is handed the presence bridge's members of an authorization answer.
+ * @typedef {Required<Omit<RetryingAuthOptions, 'endpoint' | 'headersProvider' | 'paramsProvider' | 'onRetry'>> &
+ *   Pick<RetryingAuthOptions, 'headersProvider' | 'paramsProvider' | 'onRetry'> & {
+ *   endpointNow: () => string,
+ *   _onBridge?: (channelName: string, members: unknown) => void,
+ * }} RetrySettings
+ */
 
 /**
  * A pusher-js `customHandler` for `channelAuthorization` (kind 'channel') or
@@ -896,9 +1391,45 @@ const LOAD_STATUSES = new Set([429, 502, 503, 504]);
  * channel_name, your params and headers). pusher-js sees one answer: the
  * authorization when it finally works, or one error after giving up.
  *
- * @param {import('./pusher-dual-auth').RetryingAuthOptions} settings
+ * @param {RetryingAuthOptions & { _onBridge?: RetrySettings['_onBridge'] }} settings
+ * @returns {(authParams: AuthRequestParams, callback: AuthCallback) => void}
  */
 export function retryingAuth(settings) {
+  const s = retrySettingsOf(settings);
+  const { maxAttempts, giveUpAfterMs, isCurrent, onRetry, endpointNow, kind } = s;
+  return (authParams, callback) => {
+    const started = Date.now();
+    /** @param {number} n  this attempt's number, from 1 */
+    const attempt = async (n) => {
+      const at = endpointNow();
+      let failure;
+      try {
+        failure = await askOnce(s, authParams, at, callback);
+      } catch (e) {
+        const why = e && e.name === 'AbortError' ? `no answer in ${s.timeoutMs} ms` : `network error (${e && e.message})`;
+        failure = { why, retryAfterMs: null };
+      }
+      if (!failure) return; // answered
+      const delay = retryDelay(s, n, failure.retryAfterMs);
+      if (n >= maxAttempts || Date.now() - started + delay > giveUpAfterMs) {
+        return callback(new Error(`${kind} authorization: gave up after ${n} attempts (${failure.why}) at ${at}`), null);
+      }
+      if (onRetry) onRetry({ attempt: n, delayMs: Math.round(delay), reason: failure.why, endpoint: at });
+      // Retry, unless the connection this was for is gone (pusher-js authorizes again for the new one).
+      setTimeout(() => {
+        if (!isCurrent(authParams.socketId)) return; // stale: answering it would subscribe with a dead socket's auth
+        attempt(n + 1);
+      }, delay);
+    };
+    attempt(1);
+  };
+}
+
+/**
+ * @param {RetryingAuthOptions & { _onBridge?: RetrySettings['_onBridge'] }} settings
+ * @returns {RetrySettings}
+ */
+function retrySettingsOf(settings) {
   const {
     endpoint,
     kind = 'channel',
@@ -918,77 +1449,220 @@ export function retryingAuth(settings) {
     _onBridge, // connect()'s: the presence bridge's members in an authorization answer
   } = settings;
   const endpointNow = typeof endpoint === 'function' ? endpoint : () => endpoint;
+  return {
+    endpointNow, kind, headers, headersProvider, params, paramsProvider, credentials, maxAttempts, maxDelayMs,
+    giveUpAfterMs, timeoutMs, isCurrent, onRetry, fetch: fetchImpl, random, _onBridge,
+  };
+}
 
-  return (authParams, callback) => {
-    const started = Date.now();
-    const body = () => {
-      const form = new URLSearchParams({ socket_id: authParams.socketId });
-      if (kind === 'channel') form.set('channel_name', authParams.channelName);
-      const all = { ...params, ...(paramsProvider ? paramsProvider() : {}) };
-      for (const [k, v] of Object.entries(all)) form.append(k, String(v));
-      return form.toString();
+/**
+ * One attempt: POSTs the authorization to `at`. Answers pusher-js (`callback`)
+ * and resolves null on a 200 or a final refusal; resolves why it is worth
+ * another attempt on a refusal for load; rejects on a network failure or timeout.
+ *
+ * @param {RetrySettings} s
+ * @param {AuthRequestParams} authParams
+ * @param {string} at
+ * @param {AuthCallback} callback
+ * @returns {Promise<{ why: string, retryAfterMs: number | null } | null>}
+ */
+async function askOnce(s, authParams, at, callback) {
+  const { kind, credentials, headers, headersProvider, timeoutMs, fetch: fetchImpl, _onBridge } = s;
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), timeoutMs);
+  let res;
+  try {
+    res = await fetchImpl(at, {
+      method: 'POST',
+      credentials,
+      signal: abort.signal,
+      headers: {
+        'Content-Type': 'application/x-www-form-urlencoded',
+        ...headers,
+        ...(headersProvider ? headersProvider() : {}),
+      },
+      body: authForm(s, authParams),
+    });
+  } finally {
+    clearTimeout(timer);
+  }
+  const status = res.status;
+  if (status === 200) {
+    const text = await res.text();
+    let data;
+    try {
+      data = JSON.parse(text);
+    } catch {
+      callback(new Error(`${kind} authorization: invalid JSON with status 200 from ${at}`), null);
+      return null;
+    }
+    // A bridged presence channel's other-app members: for the helper, not pusher-js.
+    if (data && typeof data === 'object' && 'presence_bridge' in data) {
+      if (_onBridge && kind === 'channel') _onBridge(authParams.channelName, data.presence_bridge);
+      delete data.presence_bridge;
+    }
+    callback(null, data);
+    return null;
+  }
+  if (!LOAD_STATUSES.has(status)) {
+    callback(new Error(`${kind} authorization refused: status ${status} from ${at}`), null);
+    return null;
+  }
+  const header = Number(res.headers.get('retry-after'));
+  return { why: `status ${status}`, retryAfterMs: Number.isFinite(header) && header >= 0 ? header * 1000 : null };
+}
+
+/**
+ * The form pusher-js's ajax transport sends: socket_id, channel_name (channels only), the app's params.
+ * @param {RetrySettings} s
+ * @param {AuthRequestParams} authParams
+ * @returns {string}
+ */
+function authForm(s, authParams) {
+  const { kind, params, paramsProvider } = s;
+  const form = new URLSearchParams({ socket_id: authParams.socketId });
+  if (kind === 'channel') form.set('channel_name', authParams.channelName);
+  const all = { ...params, ...(paramsProvider ? paramsProvider() : {}) };
+  for (const [k, v] of Object.entries(all)) form.append(k, String(v));
+  return form.toString();
+}
+
+/**
+ * How long before attempt `n + 1`: Retry-After plus up to 1 s of jitter, else
+ * 500 ms doubling per attempt (jittered down to half); at most maxDelayMs.
+ * @param {RetrySettings} s
+ * @param {number} n
+ * @param {number | null} retryAfterMs
+ */
+function retryDelay(s, n, retryAfterMs) {
+  const { maxDelayMs, random } = s;
+  const backoff = Math.min(maxDelayMs, 500 * 2 ** (n - 1));
+  return Math.min(maxDelayMs, retryAfterMs === null ? backoff * (0.5 + random() / 2) : retryAfterMs + random() * 1000);
+}
+
+// ---------------------------------------------------------------------------
+// plumbing: timers, waiting on pusher-js, intercepting a channel's emit
+// ---------------------------------------------------------------------------
+
+/** @param {number} ms */
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * setTimeout that does not keep a Node process alive by itself (a live connection does).
+ * @param {() => void} fn
+ * @param {number} ms
+ * @returns {Timer}
+ */
+function later(fn, ms) {
+  const timer = setTimeout(fn, ms);
+  const node = /** @type {{ unref?: () => void }} */ (/** @type {unknown} */ (timer)); // Node's Timeout (a number in browsers)
+  if (node && typeof node.unref === 'function') node.unref();
+  return timer;
+}
+
+/**
+ * `promise`, or a rejection naming `what` after `ms`.
+ * @template T
+ * @param {Promise<T>} promise
+ * @param {number} ms
+ * @param {string} what
+ * @returns {Promise<T>}
+ */
+function within(promise, ms, what) {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no success within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * The instance's connection up (now or next), or its failure.
+ * @param {PusherLike} instance
+ * @returns {Promise<void>}
+ */
+function connected(instance) {
+  return new Promise((resolve, reject) => {
+    if (instance.connection.state === 'connected') return resolve();
+    const ok = () => {
+      instance.connection.unbind('connected', ok);
+      resolve();
     };
-    const attempt = async (n) => {
-      const at = endpointNow();
-      let status = 0;
-      let retryAfterMs = null;
-      let why;
-      try {
-        const abort = new AbortController();
-        const timer = setTimeout(() => abort.abort(), timeoutMs);
-        let res;
-        try {
-          res = await fetchImpl(at, {
-            method: 'POST',
-            credentials,
-            signal: abort.signal,
-            headers: {
-              'Content-Type': 'application/x-www-form-urlencoded',
-              ...headers,
-              ...(headersProvider ? headersProvider() : {}),
-            },
-            body: body(),
-          });
-        } finally {
-          clearTimeout(timer);
-        }
-        status = res.status;
-        if (status === 200) {
-          const text = await res.text();
-          let data;
-          try {
-            data = JSON.parse(text);
-          } catch {
-            return callback(new Error(`${kind} authorization: invalid JSON with status 200 from ${at}`), null);
-          }
-          // A bridged presence channel's other-app members: for the helper, not pusher-js.
-          if (data && typeof data === 'object' && 'presence_bridge' in data) {
-            if (_onBridge && kind === 'channel') _onBridge(authParams.channelName, data.presence_bridge);
-            delete data.presence_bridge;
-          }
-          return callback(null, data);
-        }
-        if (!LOAD_STATUSES.has(status)) {
-          return callback(new Error(`${kind} authorization refused: status ${status} from ${at}`), null);
-        }
-        const header = Number(res.headers.get('retry-after'));
-        if (Number.isFinite(header) && header >= 0) retryAfterMs = header * 1000;
-        why = `status ${status}`;
-      } catch (e) {
-        why = e && e.name === 'AbortError' ? `no answer in ${timeoutMs} ms` : `network error (${e && e.message})`;
-      }
-      // Retry, unless the connection this was for is gone (pusher-js authorizes again for the new one).
-      const backoff = Math.min(maxDelayMs, 500 * 2 ** (n - 1));
-      const delay = Math.min(maxDelayMs, retryAfterMs === null ? backoff * (0.5 + random() / 2) : retryAfterMs + random() * 1000);
-      if (n >= maxAttempts || Date.now() - started + delay > giveUpAfterMs) {
-        return callback(new Error(`${kind} authorization: gave up after ${n} attempts (${why}) at ${at}`), null);
-      }
-      if (onRetry) onRetry({ attempt: n, delayMs: Math.round(delay), reason: why, endpoint: at });
-      setTimeout(() => {
-        if (!isCurrent(authParams.socketId)) return; // stale: answering it would subscribe with a dead socket's auth
-        attempt(n + 1);
-      }, delay);
+    instance.connection.bind('connected', ok);
+    instance.connection.bind('failed', () => reject(new Error('pusher: connection failed')));
+  });
+}
+
+/**
+ * The channel's next subscription_succeeded (or its error).
+ * @param {Channel} channel
+ * @returns {Promise<void>}
+ */
+function subscription(channel) {
+  return new Promise((resolve, reject) => {
+    const ok = () => {
+      channel.unbind('pusher:subscription_succeeded', ok);
+      channel.unbind('pusher:subscription_error', bad);
+      resolve();
     };
-    attempt(1);
+    /** @param {unknown} e */
+    const bad = (e) => {
+      channel.unbind('pusher:subscription_succeeded', ok);
+      channel.unbind('pusher:subscription_error', bad);
+      reject(new Error(`subscription to ${channel.name} refused: ${JSON.stringify(e)}`));
+    };
+    channel.bind('pusher:subscription_succeeded', ok);
+    channel.bind('pusher:subscription_error', bad);
+  });
+}
+
+/**
+ * The instance's next pusher:signin_success.
+ * @param {PusherLike} instance
+ * @returns {Promise<void>}
+ */
+function signedIn(instance) {
+  return new Promise((resolve) => {
+    /** @param {{ event?: string } | undefined} message */
+    const ok = (message) => {
+      if (!message || message.event !== 'pusher:signin_success') return;
+      instance.connection.unbind('message', ok);
+      resolve();
+    };
+    instance.connection.bind('message', ok);
+  });
+}
+
+/**
+ * The channel's emit as pusher-js defines it, bound to it.
+ * @param {Channel} channel
+ * @returns {Emit}
+ */
+function rawEmit(channel) {
+  const proto = Object.getPrototypeOf(channel).emit;
+  return (event, data, meta) => proto.call(channel, event, data, meta);
+}
+
+/**
+ * What the channel emits through when nothing intercepts it: the presence bridge's merge, or pusher-js's own.
+ * @param {Channel} channel
+ * @returns {Emit}
+ */
+function originalEmit(channel) {
+  return channel.__dualBridge || rawEmit(channel);
+}
+
+/**
+ * Routes everything the channel emits through `fn`; returns the undo (a no-op once another took over).
+ * @param {Channel} channel
+ * @param {Emit} fn
+ * @returns {() => void}
+ */
+function intercept(channel, fn) {
+  channel.emit = fn;
+  return () => {
+    if (channel.emit !== fn) return;
+    if (channel.__dualBridge) channel.emit = channel.__dualBridge;
+    else delete channel.emit;
   };
 }

@@ -5,13 +5,11 @@
 // sees no second subscription_succeeded and no presence change for a member
 // that did not leave.
 import net from 'node:net';
-import fs from 'node:fs';
-import path from 'node:path';
-import { assert, assertEqual, freePort, sleep } from './lib.mjs';
+import * as w from '../world.mjs';
 
 /** A TCP proxy to `target` that holds every chunk `delayMs` in each direction (order kept). */
 async function delayProxy(target, delayMs) {
-  const port = await freePort();
+  const port = await w.freePort();
   const sockets = new Set();
   const server = net.createServer((client) => {
     const upstream = net.connect(target, '127.0.0.1');
@@ -40,12 +38,9 @@ function gapsAndRepeats(numbers) {
   return problems;
 }
 
-/**
- * @param {object} ctx  suite, APPS, wsPort, SERVICE, ADMIN, servicePort, work, serviceConfig,
- *   Pusher, PusherServer, connect, clients
- */
-export async function lossless(ctx) {
-  const { suite, APPS, wsPort, SERVICE, ADMIN, HOST_ORIGIN, servicePort, work, serviceConfig, Pusher, PusherServer, connect, clients, launchChromium } = ctx;
+export default async function () {
+  const { ADMIN, APPS, HOST_ORIGIN, Pusher, PusherServer, SERVICE, assert, assertEqual, clients, connect, fs, launchChromium, path,
+    serviceConfig, servicePort, sleep, suite, work, wsPort } = w;
   const N = Number(process.env.LOSSLESS_CLIENTS || 100);
   await suite.test(`lossless switch: ${N} clients 50 ms from the server, an event at 20 Hz to both apps, rollout 0 → 100 → 0 %: every number exactly once, in order, in Node and in a Chromium page`, async () => {
     const t0 = Date.now(); // member events and switches are logged against it when a member event fails the run

@@ -2,17 +2,12 @@
 // reloaded into one running service, with real clients on sockudo at each step.
 // A step whose config does not load, or that does not do what the runbook
 // (docs/migration.md) promises, fails here.
-import fs from 'node:fs';
-import path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { assert, assertEqual, freePort, sleep, start, stop, waitForHttp } from './lib.mjs';
+import * as w from '../world.mjs';
 
-/**
- * @param {object} ctx  what the suite shares: suite, APPS, wsPort, HOST_ORIGIN,
- *   SERVICE_BIN, root, work, Pusher, PusherServer, connect, clients (closed at the end)
- */
-export async function runbook(ctx) {
-  const { suite, APPS, wsPort, HOST_ORIGIN, SERVICE_BIN, root, work, Pusher, PusherServer, connect, clients } = ctx;
+export default async function () {
+  const { APPS, HOST_ORIGIN, Pusher, PusherServer, SERVICE_BIN, assert, assertEqual, clients, connect, freePort, fs, path,
+    root, sleep, start, stop, suite, waitForHttp, work, wsPort } = w;
   await suite.test('runbook: every step\'s config of deploy/runbook, in order, does what the README says, to the one-app end state', async () => {
     const dir = path.join(work, 'runbook');
     const secrets = path.join(dir, 'secrets');

@@ -3,16 +3,11 @@
 // with Retry-After), and the clients retry (the JS helper, and plain pusher-js
 // with the documented retryingAuth handler) until every channel is subscribed.
 // The host never sees more than the cap at once; a denial is never retried.
-import fs from 'node:fs';
-import path from 'node:path';
-import { assert, assertEqual, freePort, sleep, start, stop, waitForHttp } from './lib.mjs';
+import * as w from '../world.mjs';
 
-/**
- * @param {object} ctx  what the suite shares: suite, APPS, wsPort, HOST_ORIGIN, host,
- *   SERVICE_BIN, work, Pusher, connect, retryingAuth, clients (closed at the end)
- */
-export async function storm(ctx) {
-  const { suite, APPS, wsPort, HOST_ORIGIN, host, SERVICE_BIN, work, Pusher, connect, retryingAuth, clients } = ctx;
+export default async function () {
+  const { APPS, HOST_ORIGIN, Pusher, SERVICE_BIN, assert, assertEqual, clients, connect, freePort, fs, host, path,
+    retryingAuth, sleep, start, stop, suite, waitForHttp, work, wsPort } = w;
   const HELPERS = Number(process.env.STORM_HELPERS || 60);
   const PLAIN = Number(process.env.STORM_PLAIN || 20);
   // A bench run sizes it up: STORM_HELPERS=500 STORM_PLAIN=500 STORM_CAP=64 STORM_DEADLINE_S=60 E2E_ONLY=storm.
