@@ -9,22 +9,116 @@ use prometheus::{
 /// The `app` label when no configured app applies (unknown name, or refused before the app mattered).
 pub const NO_APP: &str = "unknown";
 
-pub struct Metrics {
-    registry: Registry,
-    requests: IntCounterVec,
-    check_duration: HistogramVec,
-    reload_success: IntGauge,
-    reload_timestamp: Gauge,
-    reloads: IntCounterVec,
-    shared: IntCounterVec,
-    publish: IntCounterVec,
-    webhooks_in: IntCounterVec,
-    webhook_deliveries: IntCounterVec,
-    webhook_requests: IntCounterVec,
-    checks_in_flight: IntGauge,
-    rollout_announcements: IntCounterVec,
-    presence_bridge: IntCounterVec,
-    presence_dropped: IntCounterVec,
+/// Declares every metric once: its field, type and family (name, help,
+/// labels). The struct, its construction and the registration follow.
+macro_rules! metrics {
+    ($($field:ident: $ty:ty = $make:expr),+ $(,)?) => {
+        pub struct Metrics {
+            registry: Registry,
+            $($field: $ty,)+
+        }
+
+        impl Metrics {
+            pub fn new() -> Self {
+                let registry = Registry::new();
+                $(
+                    let $field: $ty = $make;
+                    registry.register(Box::new($field.clone())).expect("metric names are unique");
+                )+
+                register_build_info(&registry);
+                Self { registry, $($field,)+ }
+            }
+        }
+    };
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("a valid counter family")
+}
+
+fn int_gauge(name: &str, help: &str) -> IntGauge {
+    IntGauge::new(name, help).expect("a valid gauge")
+}
+
+/// The session check's latency buckets: 1 ms to 5 s.
+const CHECK_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+fn register_build_info(registry: &Registry) {
+    let build_info =
+        IntGaugeVec::new(Opts::new("pusher_auth_build_info", "Build information; always 1"), &["version"])
+            .expect("a valid gauge family");
+    build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    registry.register(Box::new(build_info)).expect("metric names are unique");
+}
+
+metrics! {
+    requests: IntCounterVec = counter(
+        "pusher_auth_requests_total",
+        "Auth decisions by app, channel kind and outcome",
+        &["app", "kind", "outcome"],
+    ),
+    check_duration: HistogramVec = HistogramVec::new(
+        HistogramOpts::new("pusher_auth_session_check_duration_seconds", "Session-check latency by app and result")
+            .buckets(CHECK_BUCKETS.to_vec()),
+        &["app", "result"],
+    )
+    .expect("a valid histogram family"),
+    reload_success: IntGauge = int_gauge(
+        "pusher_auth_config_last_reload_successful",
+        "1 if the last config (re)load succeeded, 0 if it was rejected and the previous config kept",
+    ),
+    reload_timestamp: Gauge = Gauge::new(
+        "pusher_auth_config_last_reload_success_timestamp_seconds",
+        "Unix time of the last successful config (re)load",
+    )
+    .expect("a valid gauge"),
+    reloads: IntCounterVec = counter("pusher_auth_config_reloads_total", "Config reload attempts by result", &["result"]),
+    shared: IntCounterVec = counter(
+        "pusher_auth_session_checks_saved_total",
+        "Session checks answered without a host call, by app and how (coalesced, cache)",
+        &["app", "how"],
+    ),
+    publish: IntCounterVec = counter(
+        "pusher_publish_forwards_total",
+        "Publish requests forwarded, by target app and result",
+        &["target", "result"],
+    ),
+    webhooks_in: IntCounterVec = counter(
+        "pusher_webhook_events_total",
+        "Webhook events received per app, and forwarded after merging",
+        &["app", "stage"],
+    ),
+    webhook_deliveries: IntCounterVec = counter(
+        "pusher_webhook_deliveries_total",
+        "Merged webhook deliveries to the host by result",
+        &["result"],
+    ),
+    webhook_requests: IntCounterVec = counter(
+        "pusher_webhook_requests_total",
+        "Incoming webhook requests by result (accepted, duplicate, stale, unknown_key, bad_signature, …)",
+        &["result"],
+    ),
+    checks_in_flight: IntGauge = int_gauge(
+        "pusher_auth_session_checks_in_flight",
+        "Distinct session checks in flight (what identical concurrent checks coalesce onto)",
+    ),
+    rollout_announcements: IntCounterVec = counter(
+        "pusher_rollout_announcements_total",
+        "rollout-changed events sent to an app's REST API, by app and result (sent, failed)",
+        &["app", "result"],
+    ),
+    presence_bridge: IntCounterVec = counter(
+        "pusher_presence_bridge_events_total",
+        "presence changes told to another app's members, by target app and result (sent, failed, dropped)",
+        &["app", "result"],
+    ),
+    presence_dropped: IntCounterVec = counter(
+        "pusher_presence_bridge_dropped_total",
+        "What the presence bridge left out to stay within [presence]'s bounds: changes not queued \
+         (queue_full), infos forgotten (channel_cap, user_cap, total_cap), member lists not in an \
+         answer (answer_size, rate_limited)",
+        &["what", "reason"],
+    ),
 }
 
 impl Default for Metrics {
@@ -34,149 +128,6 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
-        let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new("pusher_auth_requests_total", "Auth decisions by app, channel kind and outcome"),
-            &["app", "kind", "outcome"],
-        )
-        .unwrap();
-        let check_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "pusher_auth_session_check_duration_seconds",
-                "Session-check latency by app and result",
-            )
-            .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
-            &["app", "result"],
-        )
-        .unwrap();
-        let reload_success = IntGauge::new(
-            "pusher_auth_config_last_reload_successful",
-            "1 if the last config (re)load succeeded, 0 if it was rejected and the previous config kept",
-        )
-        .unwrap();
-        let reload_timestamp = Gauge::new(
-            "pusher_auth_config_last_reload_success_timestamp_seconds",
-            "Unix time of the last successful config (re)load",
-        )
-        .unwrap();
-        let reloads = IntCounterVec::new(
-            Opts::new("pusher_auth_config_reloads_total", "Config reload attempts by result"),
-            &["result"],
-        )
-        .unwrap();
-        let shared = IntCounterVec::new(
-            Opts::new(
-                "pusher_auth_session_checks_saved_total",
-                "Session checks answered without a host call, by app and how (coalesced, cache)",
-            ),
-            &["app", "how"],
-        )
-        .unwrap();
-        let publish = IntCounterVec::new(
-            Opts::new(
-                "pusher_publish_forwards_total",
-                "Publish requests forwarded, by target app and result",
-            ),
-            &["target", "result"],
-        )
-        .unwrap();
-        let webhooks_in = IntCounterVec::new(
-            Opts::new(
-                "pusher_webhook_events_total",
-                "Webhook events received per app, and forwarded after merging",
-            ),
-            &["app", "stage"],
-        )
-        .unwrap();
-        let webhook_deliveries = IntCounterVec::new(
-            Opts::new("pusher_webhook_deliveries_total", "Merged webhook deliveries to the host by result"),
-            &["result"],
-        )
-        .unwrap();
-        let webhook_requests = IntCounterVec::new(
-            Opts::new(
-                "pusher_webhook_requests_total",
-                "Incoming webhook requests by result (accepted, duplicate, stale, unknown_key, bad_signature, …)",
-            ),
-            &["result"],
-        )
-        .unwrap();
-        let checks_in_flight = IntGauge::new(
-            "pusher_auth_session_checks_in_flight",
-            "Distinct session checks in flight (what identical concurrent checks coalesce onto)",
-        )
-        .unwrap();
-        let rollout_announcements = IntCounterVec::new(
-            Opts::new(
-                "pusher_rollout_announcements_total",
-                "rollout-changed events sent to an app's REST API, by app and result (sent, failed)",
-            ),
-            &["app", "result"],
-        )
-        .unwrap();
-        let presence_bridge = IntCounterVec::new(
-            Opts::new(
-                "pusher_presence_bridge_events_total",
-                "presence changes told to another app's members, by target app and result (sent, failed, dropped)",
-            ),
-            &["app", "result"],
-        )
-        .unwrap();
-        let presence_dropped = IntCounterVec::new(
-            Opts::new(
-                "pusher_presence_bridge_dropped_total",
-                "What the presence bridge left out to stay within [presence]'s bounds: changes not queued \
-                 (queue_full), infos forgotten (channel_cap, user_cap, total_cap), member lists not in an \
-                 answer (answer_size, rate_limited)",
-            ),
-            &["what", "reason"],
-        )
-        .unwrap();
-        let build_info = IntGaugeVec::new(
-            Opts::new("pusher_auth_build_info", "Build information; always 1"),
-            &["version"],
-        )
-        .unwrap();
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(check_duration.clone()),
-            Box::new(reload_success.clone()),
-            Box::new(reload_timestamp.clone()),
-            Box::new(reloads.clone()),
-            Box::new(shared.clone()),
-            Box::new(publish.clone()),
-            Box::new(webhooks_in.clone()),
-            Box::new(webhook_deliveries.clone()),
-            Box::new(webhook_requests.clone()),
-            Box::new(checks_in_flight.clone()),
-            Box::new(rollout_announcements.clone()),
-            Box::new(presence_bridge.clone()),
-            Box::new(presence_dropped.clone()),
-            Box::new(build_info),
-        ] {
-            registry.register(c).unwrap();
-        }
-        Self {
-            registry,
-            requests,
-            check_duration,
-            reload_success,
-            reload_timestamp,
-            reloads,
-            shared,
-            publish,
-            webhooks_in,
-            webhook_deliveries,
-            webhook_requests,
-            checks_in_flight,
-            rollout_announcements,
-            presence_bridge,
-            presence_dropped,
-        }
-    }
-
     pub fn presence_bridge(&self, app: &str, result: &str) {
         self.presence_bridge_n(app, result, 1);
     }

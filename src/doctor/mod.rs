@@ -290,9 +290,8 @@ async fn round_trip(
         _ => payload.clone(),
     };
     let body = json!({"name": EVENT, "channels": [channel], "data": data}).to_string();
-    let path = format!("/apps/{}/events", app.app_id);
-    let url = crate::outbound::signed_url(app, "POST", &path, body.as_bytes(), &[]);
-    let request = http.post(url).header("content-type", "application/json").body(body);
+    let request =
+        crate::outbound::trigger::request(http, app, crate::outbound::trigger::Endpoint::Events, &body);
     send_rest(app, request, until).await.map_err(|f| {
         Failure::Wrong(format!("{detail}, but publishing through REST failed: {}", f.plain()))
     })?;

@@ -111,23 +111,13 @@ async fn publish_round(state: &AppState, round: Vec<Queued>) {
 /// list that misses a change catches up at the member's next change, or the
 /// client's next subscription).
 async fn publish(state: &AppState, target: &str, body: &str, tries: u32) -> bool {
-    let mut delay = Duration::from_millis(250);
-    for attempt in 1..=tries {
-        let live = state.live();
-        let Some(app) = live.settings.app(target) else { return false };
-        let path = format!("/apps/{}/batch_events", app.app_id);
-        let url = crate::outbound::signed_url(app, "POST", &path, body.as_bytes(), &[]);
-        let sent =
-            http().post(url).header("content-type", "application/json").body(body.to_owned()).send().await;
-        let status = sent.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
-        if (200..300).contains(&status) {
-            return true;
-        }
+    use crate::outbound::trigger::{self, Endpoint, Retry};
+    let retry = Retry { tries, delay: Duration::from_millis(250) };
+    let make = || {
+        state.live().settings.app(target).map(|a| trigger::request(http(), a, Endpoint::BatchEvents, body))
+    };
+    let refused = |status, attempt| {
         tracing::debug!(app = target, status, attempt, "presence bridge: batch not accepted");
-        if attempt < tries {
-            tokio::time::sleep(delay).await;
-            delay *= 2;
-        }
-    }
-    false
+    };
+    trigger::send(retry, make, refused).await
 }

@@ -1,6 +1,7 @@
 //! `rollout-changed` on the control channel of both apps when the rollout
 //! changes, so live clients move without waiting for a reconnect.
 
+use crate::outbound::trigger::{self, Endpoint, Retry};
 use crate::state::AppState;
 use serde_json::json;
 use std::time::Duration;
@@ -27,26 +28,20 @@ pub fn announce(state: std::sync::Arc<AppState>) {
     for name in apps {
         let (state, http, body) = (state.clone(), http.clone(), body.clone());
         tokio::spawn(async move {
-            let mut delay = Duration::from_millis(500);
-            for attempt in 1..=5 {
-                let live = state.live();
-                let Some(app) = live.settings.app(&name) else { return };
-                let path = format!("/apps/{}/events", app.app_id);
-                let url = crate::outbound::signed_url(app, "POST", &path, body.as_bytes(), &[]);
-                let sent =
-                    http.post(url).header("content-type", "application/json").body(body.clone()).send().await;
-                let status = sent.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
-                if (200..300).contains(&status) {
-                    state.metrics.rollout_announcement(&name, "sent");
-                    tracing::info!(app = %name, version = rollout.version, "rollout-changed announced");
-                    return;
-                }
+            let retry = Retry { tries: 5, delay: Duration::from_millis(500) };
+            let make = || {
+                state.live().settings.app(&name).map(|a| trigger::request(&http, a, Endpoint::Events, &body))
+            };
+            let refused = |status, attempt| {
                 state.metrics.rollout_announcement(&name, "failed");
-                tracing::warn!(app = %name, status, attempt, "rollout-changed not accepted; retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
+                tracing::warn!(app = %name, status, attempt, "rollout-changed not accepted");
+            };
+            if trigger::send(retry, make, refused).await {
+                state.metrics.rollout_announcement(&name, "sent");
+                tracing::info!(app = %name, version = rollout.version, "rollout-changed announced");
+            } else {
+                tracing::error!(app = %name, "rollout-changed given up: clients pick the change up when they reconnect");
             }
-            tracing::error!(app = %name, "rollout-changed given up: clients pick the change up when they reconnect");
         });
     }
 }

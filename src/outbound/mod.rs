@@ -2,6 +2,8 @@
 //! builder (timeouts, never a redirect, no proxy from the environment) and one
 //! way to sign a REST URL.
 
+pub(crate) mod trigger;
+
 use crate::config::AppSettings;
 use secrecy::ExposeSecret;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
