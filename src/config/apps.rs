@@ -8,7 +8,6 @@ use crate::pusher::{AppCredentials, AppKey, MasterKey};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::{collections::BTreeMap, path::PathBuf};
-use toml::{Table, Value};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,19 +66,26 @@ impl std::fmt::Display for AppName {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize)]
 pub struct AppSettings {
+    #[serde(skip)]
     pub name: AppName,
     pub app_id: String,
+    #[serde(flatten)]
+    pub credentials: AppCredentials,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
     /// The app's REST API base (publishing, reconciliation): `rest_url`, or from the cluster.
+    #[serde(serialize_with = "super::print::url")]
     pub rest_url: url::Url,
-    pub credentials: AppCredentials,
     /// Handed verbatim to clients by `/client-config` (e.g. wsHost, wsPort, forceTLS).
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
     pub client_options: serde_json::Map<String, serde_json::Value>,
     /// Where clients reach this app's auth routes, as `/client-config` hands them
     /// out: a path or an absolute URL (None: `/auth/NAME`, under the proxy's prefix).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub user_auth_endpoint: Option<String>,
 }
 
@@ -163,34 +169,5 @@ impl RawApp {
             auth_endpoint,
             user_auth_endpoint,
         })
-    }
-}
-
-impl AppSettings {
-    pub fn redacted(&self) -> Table {
-        let mut t = Table::new();
-        t.insert("app_id".into(), Value::String(self.app_id.clone()));
-        t.insert("key".into(), Value::String(self.credentials.key.as_ref().to_owned()));
-        t.insert("secret".into(), Value::String("[redacted]".into()));
-        if let Some(cluster) = &self.cluster {
-            t.insert("cluster".into(), Value::String(cluster.clone()));
-        }
-        t.insert("rest_url".into(), Value::String(super::fields::redact_url(&self.rest_url)));
-        if !self.client_options.is_empty()
-            && let Ok(Value::Table(options)) = Value::try_from(&self.client_options)
-        {
-            t.insert("client_options".into(), Value::Table(options));
-        }
-        for (name, value) in
-            [("auth_endpoint", &self.auth_endpoint), ("user_auth_endpoint", &self.user_auth_endpoint)]
-        {
-            if let Some(v) = value {
-                t.insert(name.into(), Value::String(v.clone()));
-            }
-        }
-        if self.credentials.master_key.is_some() {
-            t.insert("encryption_master_key_base64".into(), Value::String("[redacted]".into()));
-        }
-        t
     }
 }

@@ -55,10 +55,6 @@ pub fn http_url(key: &str, input: &str) -> Result<url::Url, ConfigError> {
         .ok_or_else(|| ConfigError::new(key, "must be an absolute http:// or https:// URL"))
 }
 
-pub fn strings(items: impl Iterator<Item = String>) -> toml::Value {
-    toml::Value::Array(items.map(toml::Value::String).collect())
-}
-
 /// Userinfo in a URL is a credential: never print it.
 pub fn redact_url(url: &url::Url) -> String {
     let mut u = url.clone();

@@ -1,7 +1,6 @@
 //! `[log]`: format and level.
 
 use serde::Deserialize;
-use toml::{Table, Value};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -20,7 +19,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct LogSettings {
     pub format: LogFormat,
     pub level: String,
@@ -29,14 +28,5 @@ pub struct LogSettings {
 impl RawLog {
     pub fn validate(self) -> LogSettings {
         LogSettings { format: self.format, level: self.level.unwrap_or_else(|| "info".into()) }
-    }
-}
-
-impl LogSettings {
-    pub fn redacted(&self) -> Table {
-        let mut t = Table::new();
-        t.insert("format".into(), Value::String(format!("{:?}", self.format).to_lowercase()));
-        t.insert("level".into(), Value::String(self.level.clone()));
-        t
     }
 }

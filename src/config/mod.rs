@@ -7,6 +7,7 @@
 pub(crate) mod apps;
 pub(crate) mod fields;
 mod log;
+pub(crate) mod print;
 mod publish;
 pub(crate) mod secrets;
 mod server;
@@ -54,19 +55,26 @@ struct RawSettings {
     log: log::RawLog,
 }
 
-#[derive(Debug)]
+/// The validated configuration. Printed (`redacted_toml`) through its
+/// `Serialize`, under the config's own key names, secrets redacted by type.
+#[derive(Debug, serde::Serialize)]
 pub struct Settings {
     pub server: ServerSettings,
     pub session_check: SessionCheckSettings,
     pub apps: BTreeMap<String, AppSettings>,
+    #[serde(serialize_with = "server::print_rate_limit")]
     pub rate_limit: Option<RateLimitSettings>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub publish: Option<PublishSettings>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub webhooks: Option<WebhookSettings>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutSettings>,
     pub status: StatusSettings,
     pub presence: PresenceSettings,
     pub log: LogSettings,
     /// Every `*_file` the config reads secrets from (watched for hot reload).
+    #[serde(skip)]
     pub secret_files: Vec<PathBuf>,
 }
 
@@ -151,26 +159,10 @@ impl Settings {
     /// The effective configuration as TOML, secrets redacted: every section,
     /// each printed by its own module.
     pub fn redacted_toml(&self) -> String {
-        use toml::{Table, Value};
-        let mut root = Table::new();
-        root.insert("server".into(), Value::Table(self.server.redacted()));
-        root.insert("session_check".into(), Value::Table(self.session_check.redacted()));
-        let apps = self.apps.iter().map(|(name, app)| (name.clone(), Value::Table(app.redacted()))).collect();
-        root.insert("apps".into(), Value::Table(apps));
-        root.insert("rate_limit".into(), Value::Table(server::redacted_rate_limit(self.rate_limit)));
-        if let Some(p) = &self.publish {
-            root.insert("publish".into(), Value::Table(p.redacted()));
-        }
-        if let Some(w) = &self.webhooks {
-            root.insert("webhooks".into(), Value::Table(w.redacted()));
-        }
-        if let Some(r) = &self.rollout {
-            root.insert("rollout".into(), Value::Table(r.redacted()));
-        }
-        root.insert("status".into(), Value::Table(self.status.redacted()));
-        root.insert("presence".into(), Value::Table(self.presence.redacted()));
-        root.insert("log".into(), Value::Table(self.log.redacted()));
-        toml::to_string_pretty(&root).unwrap_or_default()
+        // Through a toml::Value: its tables keep keys in order, as printed before.
+        toml::Value::try_from(self)
+            .and_then(|v| toml::to_string_pretty(&v).map_err(serde::ser::Error::custom))
+            .unwrap_or_default()
     }
 }
 

@@ -2,14 +2,13 @@
 
 use super::{
     apps::AppSettings,
-    fields::{ConfigError, in_range, list_or_csv, strings},
+    fields::{ConfigError, in_range, list_or_csv},
     secrets::SecretReader,
 };
 use crate::pusher::AppKey;
 use secrecy::SecretString;
 use serde::Deserialize;
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
-use toml::{Table, Value};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,7 +34,7 @@ fn default_retries() -> u32 {
 }
 
 /// When a fanned-out publish counts as delivered.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum PublishSuccess {
     /// Every target app accepted it (the default: no client misses an event).
@@ -45,14 +44,16 @@ pub enum PublishSuccess {
     Any,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize)]
 pub struct PublishSettings {
     pub app_id: String,
     pub key: AppKey,
+    #[serde(serialize_with = "super::print::redacted")]
     pub secret: SecretString,
     /// Names of configured apps (checked at load).
     pub targets: Vec<String>,
     pub success: PublishSuccess,
+    #[serde(rename = "timeout_ms", serialize_with = "super::print::ms")]
     pub timeout: Duration,
     pub retries: u32,
 }
@@ -100,19 +101,5 @@ impl RawPublish {
             timeout: Duration::from_millis(self.timeout_ms),
             retries: self.retries,
         })
-    }
-}
-
-impl PublishSettings {
-    pub fn redacted(&self) -> Table {
-        let mut t = Table::new();
-        t.insert("app_id".into(), Value::String(self.app_id.clone()));
-        t.insert("key".into(), Value::String(self.key.as_ref().to_owned()));
-        t.insert("secret".into(), Value::String("[redacted]".into()));
-        t.insert("targets".into(), strings(self.targets.iter().cloned()));
-        t.insert("success".into(), Value::String(format!("{:?}", self.success).to_lowercase()));
-        t.insert("timeout_ms".into(), Value::Integer(self.timeout.as_millis() as i64));
-        t.insert("retries".into(), Value::Integer(self.retries.into()));
-        t
     }
 }

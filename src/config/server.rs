@@ -1,11 +1,13 @@
 //! `[server]` (listeners, origins, proxies, body and header limits) and
 //! `[rate_limit]`.
 
-use super::fields::{ConfigError, in_range, list_or_csv, strings};
+use super::{
+    fields::{ConfigError, in_range, list_or_csv},
+    print,
+};
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::{net::SocketAddr, num::NonZeroU32, time::Duration};
-use toml::{Table, Value};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -45,7 +47,7 @@ impl Default for RawServer {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
     /// The operators' listener: /metrics, /status, /status.html (and /healthz, /readyz).
@@ -53,16 +55,21 @@ pub struct ServerSettings {
     /// Exact origins (`scheme://host[:port]`, lowercase) allowed cross-origin.
     pub allowed_origins: Vec<String>,
     /// Peers whose `X-Forwarded-For` is believed.
+    #[serde(serialize_with = "print::displayed")]
     pub trusted_proxies: Vec<IpNet>,
     /// Host names the admin listener answers besides IP literals and localhost
     /// (lowercase): any other `Host` is refused, against DNS rebinding.
     pub admin_hosts: Vec<String>,
     pub max_body_bytes: usize,
     pub max_batch_channels: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
+    #[serde(rename = "shutdown_timeout_secs", serialize_with = "print::secs")]
     pub shutdown_timeout: Duration,
+    #[serde(rename = "body_timeout_ms", serialize_with = "print::ms")]
     pub body_timeout: Duration,
     /// Time a client has to send the request headers (slowloris defence).
+    #[serde(rename = "header_timeout_ms", serialize_with = "print::ms")]
     pub header_timeout: Duration,
 }
 
@@ -146,26 +153,6 @@ impl RawServer {
     }
 }
 
-impl ServerSettings {
-    pub fn redacted(&self) -> Table {
-        let mut t = Table::new();
-        t.insert("listen".into(), Value::String(self.listen.to_string()));
-        t.insert("admin_listen".into(), Value::String(self.admin_listen.to_string()));
-        t.insert("allowed_origins".into(), strings(self.allowed_origins.iter().cloned()));
-        t.insert("trusted_proxies".into(), strings(self.trusted_proxies.iter().map(|p| p.to_string())));
-        t.insert("admin_hosts".into(), strings(self.admin_hosts.iter().cloned()));
-        t.insert("max_body_bytes".into(), Value::Integer(self.max_body_bytes as i64));
-        t.insert("max_batch_channels".into(), Value::Integer(self.max_batch_channels as i64));
-        if let Some(w) = self.workers {
-            t.insert("workers".into(), Value::Integer(w as i64));
-        }
-        t.insert("shutdown_timeout_secs".into(), Value::Integer(self.shutdown_timeout.as_secs() as i64));
-        t.insert("body_timeout_ms".into(), Value::Integer(self.body_timeout.as_millis() as i64));
-        t.insert("header_timeout_ms".into(), Value::Integer(self.header_timeout.as_millis() as i64));
-        t
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawRateLimit {
@@ -181,7 +168,7 @@ impl Default for RawRateLimit {
 }
 
 /// Per-client-IP token bucket on the auth routes (off unless configured).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct RateLimitSettings {
     pub per_second: NonZeroU32,
     pub burst: NonZeroU32,
@@ -202,12 +189,16 @@ impl RawRateLimit {
 }
 
 /// `[rate_limit]` as printed: `enabled = false` when off.
-pub(super) fn redacted_rate_limit(settings: Option<RateLimitSettings>) -> Table {
-    let mut t = Table::new();
-    t.insert("enabled".into(), Value::Boolean(settings.is_some()));
-    if let Some(r) = settings {
-        t.insert("per_second".into(), Value::Integer(r.per_second.get().into()));
-        t.insert("burst".into(), Value::Integer(r.burst.get().into()));
+/// `[rate_limit]` as printed: `enabled`, and its settings when it is.
+pub(super) fn print_rate_limit<S: serde::Serializer>(
+    r: &Option<RateLimitSettings>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    #[derive(serde::Serialize)]
+    struct Printed<'a> {
+        enabled: bool,
+        #[serde(flatten)]
+        settings: Option<&'a RateLimitSettings>,
     }
-    t
+    serde::Serialize::serialize(&Printed { enabled: r.is_some(), settings: r.as_ref() }, s)
 }

@@ -1,10 +1,12 @@
 //! `[session_check]`: the host app's check — where it is, how long it may take,
 //! which headers reach it, and how identical checks are shared.
 
-use super::fields::{ConfigError, http_url, in_range, list_or_csv, redact_url, strings};
+use super::{
+    fields::{ConfigError, http_url, in_range, list_or_csv},
+    print,
+};
 use serde::Deserialize;
 use std::time::Duration;
-use toml::{Table, Value};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,29 +57,38 @@ fn default_max_response_bytes() -> usize {
 
 /// How identical checks are shared: coalescing of concurrent ones, and the
 /// optional decision cache.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct CachePolicy {
     pub coalesce: bool,
     /// Leave the client address out of the key (only for hosts that never look at it).
+    #[serde(rename = "coalesce_across_addresses")]
     pub across_addresses: bool,
+    #[serde(rename = "cache_ttl_ms", serialize_with = "print::ms")]
     pub grant_ttl: Duration,
+    #[serde(rename = "cache_deny_ttl_ms", serialize_with = "print::ms")]
     pub deny_ttl: Duration,
     /// Bounds both the decision cache and the in-flight map.
+    #[serde(rename = "cache_max_entries")]
     pub max_entries: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct SessionCheckSettings {
+    #[serde(serialize_with = "print::url")]
     pub url: url::Url,
     /// Every check goes through this Unix domain socket (the sidecar case, as
     /// nginx's `unix:` upstreams); `url` still gives the path and Host header.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub unix_socket: Option<std::path::PathBuf>,
+    #[serde(rename = "timeout_ms", serialize_with = "print::ms")]
     pub timeout: Duration,
+    #[serde(rename = "connect_timeout_ms", serialize_with = "print::ms")]
     pub connect_timeout: Duration,
     pub max_response_bytes: usize,
     /// Extra request headers forwarded besides Cookie and Authorization (lowercase).
     pub forward_headers: Vec<String>,
     /// Coalescing and the optional decision cache.
+    #[serde(flatten)]
     pub cache: CachePolicy,
     /// Host calls in flight at most; past that a request is refused (503) at
     /// once rather than queued, like a proxy's circuit breaker.
@@ -186,28 +197,5 @@ impl RawSessionCheck {
             max_in_flight_per_client: per_client,
             require_check_id: self.require_check_id,
         })
-    }
-}
-
-impl SessionCheckSettings {
-    pub fn redacted(&self) -> Table {
-        let mut t = Table::new();
-        t.insert("url".into(), Value::String(redact_url(&self.url)));
-        if let Some(path) = &self.unix_socket {
-            t.insert("unix_socket".into(), Value::String(path.display().to_string()));
-        }
-        t.insert("timeout_ms".into(), Value::Integer(self.timeout.as_millis() as i64));
-        t.insert("connect_timeout_ms".into(), Value::Integer(self.connect_timeout.as_millis() as i64));
-        t.insert("max_response_bytes".into(), Value::Integer(self.max_response_bytes as i64));
-        t.insert("forward_headers".into(), strings(self.forward_headers.iter().cloned()));
-        t.insert("coalesce".into(), Value::Boolean(self.cache.coalesce));
-        t.insert("coalesce_across_addresses".into(), Value::Boolean(self.cache.across_addresses));
-        t.insert("cache_ttl_ms".into(), Value::Integer(self.cache.grant_ttl.as_millis() as i64));
-        t.insert("cache_deny_ttl_ms".into(), Value::Integer(self.cache.deny_ttl.as_millis() as i64));
-        t.insert("cache_max_entries".into(), Value::Integer(self.cache.max_entries as i64));
-        t.insert("max_in_flight".into(), Value::Integer(self.max_in_flight as i64));
-        t.insert("max_in_flight_per_client".into(), Value::Integer(self.max_in_flight_per_client as i64));
-        t.insert("require_check_id".into(), Value::Boolean(self.require_check_id));
-        t
     }
 }

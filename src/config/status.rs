@@ -3,10 +3,10 @@
 use super::{
     apps::AppSettings,
     fields::{ConfigError, in_range},
+    print,
 };
 use serde::Deserialize;
 use std::{collections::BTreeMap, time::Duration};
-use toml::{Table, Value};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -17,15 +17,19 @@ pub(super) struct RawStatus {
     reconcile_secs: Option<u64>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct StatusSettings {
     /// The app being drained: `old_app` (checked at load), or the app named
     /// "old" when there is one; None otherwise (the page then says so).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub old_app: Option<String>,
+    #[serde(rename = "drain_window_secs", serialize_with = "print::secs")]
     pub drain_window: Duration,
+    #[serde(rename = "sample_secs", serialize_with = "print::secs")]
     pub sample_every: Duration,
     /// How often each app's REST channel list is read to check (and correct)
     /// the occupancy the webhooks built.
+    #[serde(rename = "reconcile_secs", serialize_with = "print::secs")]
     pub reconcile_every: Duration,
 }
 
@@ -48,18 +52,5 @@ impl RawStatus {
             sample_every: Duration::from_secs(sample_secs),
             reconcile_every: Duration::from_secs(reconcile_secs),
         })
-    }
-}
-
-impl StatusSettings {
-    pub fn redacted(&self) -> Table {
-        let mut t = Table::new();
-        if let Some(old) = &self.old_app {
-            t.insert("old_app".into(), Value::String(old.clone()));
-        }
-        t.insert("drain_window_secs".into(), Value::Integer(self.drain_window.as_secs() as i64));
-        t.insert("sample_secs".into(), Value::Integer(self.sample_every.as_secs() as i64));
-        t.insert("reconcile_secs".into(), Value::Integer(self.reconcile_every.as_secs() as i64));
-        t
     }
 }

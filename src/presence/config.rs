@@ -4,7 +4,6 @@
 
 use crate::config::fields::{ConfigError, in_range, list_or_csv};
 use serde::Deserialize;
-use toml::{Table, Value};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -18,7 +17,7 @@ pub(crate) struct RawPresence {
     max_queued_changes: Option<usize>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct PresenceSettings {
     /// Channel names (`presence-room`) or prefixes (`presence-*`, a `*` at the end only).
     pub bridge: Vec<String>,
@@ -126,21 +125,6 @@ impl PresenceSettings {
             Some(prefix) => channel.starts_with(prefix),
             None => channel == p,
         })
-    }
-
-    pub fn redacted(&self) -> Table {
-        let mut t = Table::new();
-        t.insert("bridge".into(), Value::Array(self.bridge.iter().cloned().map(Value::String).collect()));
-        for (name, value) in [
-            ("max_infos_per_channel", self.max_infos_per_channel),
-            ("max_channels_per_user", self.max_channels_per_user),
-            ("max_infos", self.max_infos),
-            ("max_answer_bytes", self.max_answer_bytes),
-            ("max_queued_changes", self.max_queued_changes),
-        ] {
-            t.insert(name.into(), Value::Integer(value as i64));
-        }
-        t
     }
 }
 

@@ -2,7 +2,8 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 
 /// The public app key that prefixes every `auth` string (`key:signature`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
 pub struct AppKey(String);
 
 impl AppKey {
@@ -49,10 +50,17 @@ impl std::fmt::Debug for MasterKey {
 
 /// Everything needed to sign for one Pusher app. Signing functions take this
 /// whole, so a route can only ever sign with the app it was configured for.
-#[derive(Debug)]
+/// Printed (`check-config`) under the config's key names, secrets redacted.
+#[derive(Debug, serde::Serialize)]
 pub struct AppCredentials {
     pub key: AppKey,
+    #[serde(serialize_with = "crate::config::print::redacted")]
     pub secret: SecretString,
+    #[serde(
+        rename = "encryption_master_key_base64",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::config::print::redacted"
+    )]
     pub master_key: Option<MasterKey>,
 }
 

@@ -7,13 +7,12 @@
 
 use crate::config::{
     apps::AppSettings,
-    fields::{ConfigError, list_or_csv, strings},
+    fields::{ConfigError, list_or_csv},
 };
 use crate::pusher::{PublicChannelName, UserId};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::{collections::BTreeMap, time::Duration};
-use toml::{Table, Value};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -146,19 +145,23 @@ impl RolloutSettings {
     pub fn finished(&self) -> bool {
         self.from == self.to
     }
+}
 
-    pub fn redacted(&self) -> Table {
-        let mut t = Table::new();
+/// Printed under its config keys: `from` is left out once the migration is
+/// over, and the derived `version` and `salt` are not config.
+impl serde::Serialize for RolloutSettings {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
         if !self.finished() {
-            t.insert("from".into(), Value::String(self.from.clone()));
+            map.serialize_entry("from", &self.from)?;
         }
-        t.insert("to".into(), Value::String(self.to.clone()));
-        t.insert("percent".into(), Value::Float(self.percent));
-        let ids = |list: &[UserId]| strings(list.iter().map(|u| u.as_ref().to_owned()));
-        t.insert("force_to".into(), ids(&self.force_to));
-        t.insert("force_from".into(), ids(&self.force_from));
-        t.insert("control_channel".into(), Value::String(self.control_channel.as_ref().to_owned()));
-        t.insert("spread_secs".into(), Value::Integer(self.spread.as_secs() as i64));
-        t
+        map.serialize_entry("to", &self.to)?;
+        map.serialize_entry("percent", &self.percent)?;
+        map.serialize_entry("force_to", &self.force_to)?;
+        map.serialize_entry("force_from", &self.force_from)?;
+        map.serialize_entry("control_channel", &self.control_channel)?;
+        map.serialize_entry("spread_secs", &self.spread.as_secs())?;
+        map.end()
     }
 }

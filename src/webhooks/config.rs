@@ -3,13 +3,13 @@
 
 use crate::config::{
     fields::{ConfigError, http_url, in_range, redact_url},
+    print,
     secrets::SecretReader,
 };
 use crate::pusher::AppKey;
 use secrecy::SecretString;
 use serde::Deserialize;
 use std::{path::PathBuf, time::Duration};
-use toml::{Table, Value};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,19 +61,44 @@ pub enum WebhookStore {
     Redis { url: String, prefix: String },
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize)]
 pub struct WebhookSettings {
+    #[serde(serialize_with = "print::url")]
     pub forward_url: url::Url,
     /// Sent as X-Pusher-Key; with `secret` it signs X-Pusher-Signature.
     pub key: AppKey,
+    #[serde(serialize_with = "print::redacted")]
     pub secret: SecretString,
+    #[serde(rename = "retry_max_secs", serialize_with = "print::secs")]
     pub retry_max: Duration,
+    #[serde(flatten)]
     pub store: WebhookStore,
     /// Largest webhook body read (Pusher's batches are small).
     pub max_body_bytes: usize,
     /// Webhooks whose `time_ms` is further than this from now are refused,
     /// and exact repeats within it are acknowledged but not applied again.
+    #[serde(rename = "max_age_secs", serialize_with = "print::secs")]
     pub max_age: Duration,
+}
+
+/// Printed as `state`, and for Redis its URL (without a password) and prefix.
+impl serde::Serialize for WebhookStore {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        match self {
+            Self::Memory => map.serialize_entry("state", "memory")?,
+            Self::Redis { url, prefix } => {
+                map.serialize_entry("state", "redis")?;
+                // A Redis URL may carry a password.
+                let shown =
+                    url::Url::parse(url).map(|u| redact_url(&u)).unwrap_or_else(|_| "[redacted]".into());
+                map.serialize_entry("redis_url", &shown)?;
+                map.serialize_entry("redis_prefix", prefix)?;
+            }
+        }
+        map.end()
+    }
 }
 
 impl RawWebhooks {
@@ -109,31 +134,5 @@ impl RawWebhooks {
             max_body_bytes: self.max_body_bytes,
             max_age: Duration::from_secs(self.max_age_secs),
         })
-    }
-}
-
-impl WebhookSettings {
-    pub fn redacted(&self) -> Table {
-        let mut t = Table::new();
-        t.insert("forward_url".into(), Value::String(redact_url(&self.forward_url)));
-        t.insert("key".into(), Value::String(self.key.as_ref().to_owned()));
-        t.insert("secret".into(), Value::String("[redacted]".into()));
-        t.insert("retry_max_secs".into(), Value::Integer(self.retry_max.as_secs() as i64));
-        match &self.store {
-            WebhookStore::Memory => {
-                t.insert("state".into(), Value::String("memory".into()));
-            }
-            WebhookStore::Redis { url, prefix } => {
-                t.insert("state".into(), Value::String("redis".into()));
-                // A Redis URL may carry a password.
-                let shown =
-                    url::Url::parse(url).map(|u| redact_url(&u)).unwrap_or_else(|_| "[redacted]".into());
-                t.insert("redis_url".into(), Value::String(shown));
-                t.insert("redis_prefix".into(), Value::String(prefix.clone()));
-            }
-        }
-        t.insert("max_body_bytes".into(), Value::Integer(self.max_body_bytes as i64));
-        t.insert("max_age_secs".into(), Value::Integer(self.max_age.as_secs() as i64));
-        t
     }
 }
