@@ -11,15 +11,12 @@
 //! changes: one total timeout and a connect timeout, never a redirect (a 3xx
 //! is an answer), the capped read, the same headers.
 //!
-//! HTTP/1.1 has no request ids: on a kept-alive connection the next bytes the
-//! host writes are taken as the answer to the request in flight, so a host that
-//! writes an answer twice would have the copy signed for the next user. Each
-//! check therefore carries a fresh `X-Check-Id`, and an answer is tied to its
-//! check only by echoing it ([`tie`]): a connection is kept for the next check
-//! only after a tied answer, an answer echoing another id fails closed, and a
-//! 2xx on a reused connection must be tied. A host that does not echo gets a new
-//! connection per check (asked to close it, so TIME_WAIT stays on its side).
+//! A connection is kept for the next check only after an answer tied to its
+//! check by the `X-Check-Id` echo (`tie`); a host that does not echo gets a
+//! new connection per check, asked to close it (TIME_WAIT stays on its side).
 
+use super::tie::{Tie, X_CHECK_ID, check_id, tie};
+use super::tls::Tls;
 use super::{ForwardedHeaders, HostError};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -43,38 +40,10 @@ const MAX_IDLE_PER_THREAD: usize = 256;
 /// 1,024 checks in flight to a broken host would make 400 MiB; an identity's
 /// headers need a few hundred bytes.
 const MAX_HEAD: usize = 64 * 1024;
-/// The per-check nonce the host echoes to tie its answer to the check.
-pub const X_CHECK_ID: &str = "x-check-id";
 
 enum Target {
     Tcp { host: String, port: u16 },
     Unix(PathBuf),
-}
-
-/// TLS for `https://`: the platform's roots and hostname check (as reqwest),
-/// HTTP/1.1 by ALPN.
-struct Tls {
-    connector: tokio_rustls::TlsConnector,
-    name: rustls::pki_types::ServerName<'static>,
-}
-
-impl Tls {
-    fn for_url(url: &url::Url) -> anyhow::Result<Self> {
-        use rustls_platform_verifier::BuilderVerifierExt;
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_platform_verifier()?
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let name = match url.host() {
-            Some(url::Host::Domain(d)) => rustls::pki_types::ServerName::try_from(d.to_owned())?,
-            Some(url::Host::Ipv4(ip)) => std::net::IpAddr::V4(ip).into(),
-            Some(url::Host::Ipv6(ip)) => std::net::IpAddr::V6(ip).into(),
-            None => anyhow::bail!("session_check.url has no host"),
-        };
-        Ok(Self { connector: std::sync::Arc::new(config).into(), name })
-    }
 }
 
 struct Idle {
@@ -100,34 +69,6 @@ pub struct Http1Pool {
     /// The "host does not echo" warning, once per pool (a reload builds a new one).
     warned: AtomicBool,
     idle: thread_local::ThreadLocal<Mutex<Vec<Idle>>>,
-}
-
-/// How an answer relates to the check it arrived for.
-#[derive(Debug, PartialEq)]
-enum Tie {
-    /// It echoed this check's id: the connection can carry the next check.
-    Echoed,
-    /// No `X-Check-Id` in the answer.
-    Absent,
-    /// Another id, or more than one: another check's answer.
-    Other,
-}
-
-/// Whether `headers` echo `id` exactly once.
-fn tie(headers: &hyper::HeaderMap, id: &HeaderValue) -> Tie {
-    let mut echoed = headers.get_all(X_CHECK_ID).iter();
-    match (echoed.next(), echoed.next()) {
-        (None, _) => Tie::Absent,
-        (Some(one), None) if one == id => Tie::Echoed,
-        _ => Tie::Other,
-    }
-}
-
-/// A fresh check id: 128 random bits as a UUID, which frameworks echo verbatim.
-fn check_id() -> HeaderValue {
-    let id = uuid::Uuid::new_v4();
-    HeaderValue::from_str(id.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()))
-        .expect("a UUID is a header value")
 }
 
 /// A status and, for a 2xx, the body (read whole, at most the cap).
@@ -479,36 +420,5 @@ mod tests {
         let post = pool.post(Vec::new(), &forwarded, 1024);
         let connect = pool.connect();
         assert!(std::mem::size_of_val(&post) < std::mem::size_of_val(&connect));
-    }
-}
-
-#[cfg(test)]
-mod tie_tests {
-    use super::*;
-
-    fn headers(values: &[&str]) -> hyper::HeaderMap {
-        let mut h = hyper::HeaderMap::new();
-        for v in values {
-            h.append(X_CHECK_ID, HeaderValue::from_str(v).unwrap());
-        }
-        h
-    }
-
-    #[test]
-    fn an_answer_is_tied_only_by_exactly_one_echo_of_its_own_id() {
-        let id = HeaderValue::from_static("3f2b9c1e-0d5a-4c59-8a43-9d8d2c1f0b7e");
-        assert_eq!(tie(&headers(&["3f2b9c1e-0d5a-4c59-8a43-9d8d2c1f0b7e"]), &id), Tie::Echoed);
-        assert_eq!(tie(&headers(&[]), &id), Tie::Absent);
-        assert_eq!(tie(&headers(&["00000000-0d5a-4c59-8a43-9d8d2c1f0b7e"]), &id), Tie::Other);
-        assert_eq!(tie(&headers(&["3F2B9C1E-0D5A-4C59-8A43-9D8D2C1F0B7E"]), &id), Tie::Other);
-        let twice = "3f2b9c1e-0d5a-4c59-8a43-9d8d2c1f0b7e";
-        assert_eq!(tie(&headers(&[twice, twice]), &id), Tie::Other);
-        assert_eq!(tie(&headers(&[""]), &id), Tie::Other);
-    }
-
-    #[test]
-    fn check_ids_are_fresh() {
-        assert_ne!(check_id(), check_id());
-        assert_eq!(check_id().len(), 36);
     }
 }

@@ -8,6 +8,8 @@ mod headers;
 mod http1_pool;
 mod response;
 mod shared;
+mod tie;
+mod tls;
 
 pub use headers::{ForwardedHeaders, HeaderError, client_ip, forwarded_headers, is_trusted};
 pub use http1_pool::Answer;
