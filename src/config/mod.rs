@@ -1,8 +1,10 @@
 //! Typed settings: a TOML file, overridden by `DUAL_AUTH__SECTION__KEY`
 //! environment variables, with `*_file` alternatives for every secret.
 //! Everything is validated at load; errors name the offending key. One file
-//! per section, each with its raw (deserialized) and validated form,
-//! `validate()` and `redacted()`.
+//! per section (a feature's own section in its folder: `webhooks::config`,
+//! `rollout::config`, `presence::config`), each with its raw (deserialized)
+//! and validated form and `validate()`; the validated form prints through
+//! `Serialize` (`print`).
 
 pub(crate) mod apps;
 pub(crate) mod fields;
