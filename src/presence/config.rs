@@ -3,6 +3,7 @@
 //! and the bounds on what the bridge keeps, lists and queues.
 
 use crate::config::fields::{ConfigError, in_range, list_or_csv};
+use crate::pusher::PresencePattern;
 use serde::Deserialize;
 
 #[derive(Deserialize, Default)]
@@ -20,7 +21,7 @@ pub(crate) struct RawPresence {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PresenceSettings {
     /// Channel names (`presence-room`) or prefixes (`presence-*`, a `*` at the end only).
-    pub bridge: Vec<String>,
+    pub bridge: Vec<PresencePattern>,
     /// Member infos remembered per bridged channel (Pusher admits 100 members
     /// per app; room for those authorized who have not joined yet).
     pub max_infos_per_channel: usize,
@@ -100,31 +101,26 @@ impl RawPresence {
         if self.bridge.len() > MAX_PATTERNS {
             return Err(ConfigError::new(key, format!("at most {MAX_PATTERNS} patterns")));
         }
-        for pattern in &self.bridge {
-            let stem = pattern.strip_suffix('*').unwrap_or(pattern);
-            let valid = stem.starts_with("presence-")
-                && stem.len() <= 164
-                && stem.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_=@,.;".contains(&b));
-            if !valid {
-                return Err(ConfigError::new(
-                    key,
-                    format!(
-                        "{pattern:?} is not a presence channel name or prefix (\"presence-room\", \"presence-*\"; a * at the end only)"
-                    ),
-                ));
-            }
-        }
-        Ok(PresenceSettings { bridge: self.bridge, ..settings })
+        let bridge = self
+            .bridge
+            .iter()
+            .map(|p| {
+                PresencePattern::parse(p).map_err(|e| {
+                    ConfigError::new(
+                        key,
+                        format!("{e} (\"presence-room\", \"presence-*\"; a * at the end only)"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(PresenceSettings { bridge, ..settings })
     }
 }
 
 impl PresenceSettings {
     /// Whether `channel` is bridged.
     pub fn bridged(&self, channel: &str) -> bool {
-        self.bridge.iter().any(|p| match p.strip_suffix('*') {
-            Some(prefix) => channel.starts_with(prefix),
-            None => channel == p,
-        })
+        self.bridge.iter().any(|p| p.matches(channel))
     }
 }
 

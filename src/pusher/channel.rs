@@ -26,8 +26,14 @@ impl ChannelKind {
     }
 }
 
-/// The characters Pusher allows in channel names, as messages name them.
-pub const NAME_CHARS: &str = "A-Z a-z 0-9 _ - = @ , . ;";
+/// The characters Pusher allows in channel names, as messages name them (a
+/// macro, so `concat!` can build the messages from it).
+#[macro_export]
+macro_rules! name_chars {
+    () => {
+        "A-Z a-z 0-9 _ - = @ , . ;"
+    };
+}
 
 /// The one channel-name character rule. Sign-in user ids (which become
 /// `#server-to-user-<id>`), the rollout's user ids and the REST path segments
@@ -50,7 +56,7 @@ fn malformed(input: &str) -> Option<&'static str> {
     } else if input.starts_with('#') {
         Some("names starting with '#' are reserved for Pusher")
     } else if !input.chars().all(is_name_char) {
-        Some("only A-Z a-z 0-9 _ - = @ , . ; are allowed")
+        Some(concat!("only ", name_chars!(), " are allowed"))
     } else {
         None
     }
@@ -97,6 +103,34 @@ impl ChannelName {
 impl AsRef<str> for ChannelName {
     fn as_ref(&self) -> &str {
         &self.name
+    }
+}
+
+/// A presence channel name or prefix (`presence-room`, `presence-room-*`; a
+/// `*` at the end only): which channels a setting such as `[presence] bridge`
+/// applies to. The part before the `*` follows the one name rule.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct PresencePattern(String);
+
+impl PresencePattern {
+    pub fn parse(input: &str) -> Result<Self, ProtocolError> {
+        let stem = input.strip_suffix('*').unwrap_or(input);
+        let invalid = |reason| ProtocolError::InvalidChannelName { name: quote(input), reason };
+        if !stem.starts_with("presence-") {
+            return Err(invalid("a presence channel name or prefix starts with presence-"));
+        }
+        if let Some(reason) = malformed(stem) {
+            return Err(invalid(reason));
+        }
+        Ok(Self(input.to_owned()))
+    }
+
+    pub fn matches(&self, channel: &str) -> bool {
+        match self.0.strip_suffix('*') {
+            Some(prefix) => channel.starts_with(prefix),
+            None => channel == self.0,
+        }
     }
 }
 
@@ -185,6 +219,21 @@ mod tests {
         let long = "a".repeat(MAX_CHANNEL_NAME_LEN + 1);
         for name in ["", "private-x", "presence-x", "private-encrypted-x", "#x", "a b", "ä", long.as_str()] {
             assert!(PublicChannelName::parse(name).is_err(), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn presence_patterns_are_names_or_prefixes() {
+        let p = PresencePattern::parse("presence-chat-*").unwrap();
+        assert!(p.matches("presence-chat-42") && p.matches("presence-chat-") && !p.matches("presence-cha"));
+        let exact = PresencePattern::parse("presence-room").unwrap();
+        assert!(exact.matches("presence-room") && !exact.matches("presence-room-2"));
+        assert!(PresencePattern::parse("presence-*").is_ok());
+        let long = format!("presence-{}*", "a".repeat(MAX_CHANNEL_NAME_LEN));
+        for bad in
+            ["private-x", "presence-a*b", "presence-a**", "*", "presence-a b", "presence-ä", long.as_str()]
+        {
+            assert!(PresencePattern::parse(bad).is_err(), "{bad:?}");
         }
     }
 

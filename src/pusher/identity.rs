@@ -37,7 +37,7 @@ impl UserId {
         if !input.chars().all(super::channel::is_name_char) {
             return Err(ProtocolError::InvalidUserId {
                 id: quote(input),
-                reason: "sign-in ids may only use A-Z a-z 0-9 _ - = @ , . ;",
+                reason: concat!("sign-in ids may only use ", crate::name_chars!()),
             });
         }
         Ok(id)

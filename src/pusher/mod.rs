@@ -11,7 +11,9 @@ pub mod rest;
 mod signature;
 mod socket_id;
 
-pub use channel::{ChannelKind, ChannelName, MAX_CHANNEL_NAME_LEN, NAME_CHARS, PublicChannelName, is_name};
+pub use channel::{
+    ChannelKind, ChannelName, MAX_CHANNEL_NAME_LEN, PresencePattern, PublicChannelName, is_name,
+};
 pub use credentials::{AppCredentials, AppKey, MasterKey};
 pub use error::ProtocolError;
 pub use identity::{MAX_USER_ID_LEN, MAX_USER_INFO_BYTES, MAX_WATCHLIST, UserId, UserInfo, Watchlist};

@@ -27,7 +27,7 @@ pub enum ClientConfigError {
     /// Given twice, a uid is refused rather than guessed (as the auth routes do with their fields).
     #[error("uid is given more than once")]
     DuplicateUid,
-    #[error("uid must be 1-128 of A-Z a-z 0-9 _ - = @ , . ;")]
+    #[error("{}", concat!("uid must be 1-128 of ", crate::name_chars!()))]
     InvalidUid,
 }
 

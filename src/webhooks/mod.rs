@@ -368,7 +368,10 @@ mod bridge_tests {
     use serde_json::json;
 
     fn limits() -> PresenceSettings {
-        PresenceSettings { bridge: vec!["presence-*".into()], ..PresenceSettings::default() }
+        PresenceSettings {
+            bridge: vec![crate::pusher::PresencePattern::parse("presence-*").unwrap()],
+            ..PresenceSettings::default()
+        }
     }
 
     async fn webhook(w: &Webhooks, app: &str, n: u8, events: Value) -> Vec<MemberChange> {
