@@ -5,22 +5,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from '../pusher-dual-auth.mjs';
+import { Emitter, sleep, until } from './support.mjs';
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-async function until(ok, ms = 3000) {
-  const end = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > end) throw new Error('timed out');
-    await sleep(5);
-  }
-}
 
-class Emitter {
-  constructor() { this.handlers = new Map(); }
-  bind(event, fn) { (this.handlers.get(event) || this.handlers.set(event, []).get(event)).push(fn); }
-  unbind(event, fn) { this.handlers.set(event, (this.handlers.get(event) || []).filter((f) => f !== fn)); }
-  emit(event, data) { for (const fn of [...(this.handlers.get(event) || [])]) fn(data); }
-}
 class FakeChannel extends Emitter {
   constructor(name) { super(); this.name = name; this.subscribed = false; this.subscriptionPending = false; }
 }

@@ -3,8 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DedupFilter } from '../pusher-dual-auth.mjs';
+import { sleep } from './support.mjs';
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function harness(opts) {
   const out = [];

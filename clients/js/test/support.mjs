@@ -1,0 +1,20 @@
+// What the helper's tests share: waiting, and the event emitter pusher-js's
+// connection and channels are (bind, unbind, emit). Each test file builds its
+// own fake pusher-js on these.
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Waits until `ok()` holds, failing after `ms`. */
+export async function until(ok, ms = 3000) {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await sleep(5);
+  }
+}
+
+export class Emitter {
+  constructor() { this.handlers = new Map(); }
+  bind(event, fn) { (this.handlers.get(event) || this.handlers.set(event, []).get(event)).push(fn); }
+  unbind(event, fn) { this.handlers.set(event, (this.handlers.get(event) || []).filter((f) => f !== fn)); }
+  emit(event, data) { for (const fn of [...(this.handlers.get(event) || [])]) fn(data); }
+}
