@@ -131,11 +131,12 @@ impl AppState {
         let result = (|| {
             let settings = Settings::load(self.config_path.get().map(PathBuf::as_path))?;
             let current = self.live();
-            if settings.server.listen != current.settings.server.listen
-                || settings.server.admin_listen != current.settings.server.admin_listen
-            {
+            let pending = start_only_changes(&current.settings, &settings);
+            if !pending.is_empty() {
+                let keys = pending.join(", ");
                 tracing::warn!(
-                    "server.listen / server.admin_listen changed: restart to apply; other changes are live"
+                    keys,
+                    "changed settings that apply at the next start only; the other changes are live"
                 );
             }
             self.live.store(Arc::new(Live::new(settings)?));
@@ -190,5 +191,53 @@ impl crate::fleet::flush::Reporter for AppState {
             last_webhook: self.webhooks.last_seen(),
             builds: self.clients.take_pending(),
         }
+    }
+}
+
+/// The settings read once at start (listeners, workers, timeouts, the webhook
+/// store) that differ between `running` and `loaded`: a reload cannot apply
+/// them, and says so rather than looking applied.
+fn start_only_changes(running: &Settings, loaded: &Settings) -> Vec<&'static str> {
+    let (a, b) = (&running.server, &loaded.server);
+    // No [webhooks] keeps its (empty) state in memory: adding a memory one is live.
+    let memory = crate::config::WebhookStore::Memory;
+    let store = |s: &Settings| s.webhooks.as_ref().map_or(memory.clone(), |w| w.store.clone());
+    [
+        ("server.listen", a.listen != b.listen),
+        ("server.admin_listen", a.admin_listen != b.admin_listen),
+        ("server.workers", a.workers != b.workers),
+        ("server.shutdown_timeout_secs", a.shutdown_timeout != b.shutdown_timeout),
+        ("server.header_timeout_ms", a.header_timeout != b.header_timeout),
+        ("webhooks.state / redis_url / redis_prefix", store(running) != store(loaded)),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(extra: &str) -> Settings {
+        let base = "[session_check]\nurl = \"http://127.0.0.1:9/check\"\n\
+                    [apps.old]\napp_id = \"1\"\nkey = \"k\"\nsecret = \"s\"\n";
+        Settings::from_toml(&format!("{extra}\n{base}"), None).unwrap()
+    }
+
+    #[test]
+    fn a_reload_names_the_settings_it_cannot_apply() {
+        let running = settings("[server]\nworkers = 2");
+        assert!(start_only_changes(&running, &settings("[server]\nworkers = 2")).is_empty());
+        let loaded = settings("[server]\nworkers = 4\nheader_timeout_ms = 3000");
+        assert_eq!(start_only_changes(&running, &loaded), ["server.workers", "server.header_timeout_ms"]);
+        let hooks = |state: &str| {
+            settings(&format!(
+                "[server]\nworkers = 2\n[webhooks]\nforward_url = \"http://127.0.0.1:9/h\"\nkey = \"k\"\nsecret = \"s\"\n{state}"
+            ))
+        };
+        assert!(start_only_changes(&running, &hooks("")).is_empty(), "a memory [webhooks] added is live");
+        let redis = hooks("state = \"redis\"\nredis_url = \"redis://127.0.0.1:9/0\"");
+        assert_eq!(start_only_changes(&running, &redis), ["webhooks.state / redis_url / redis_prefix"]);
     }
 }
