@@ -27,6 +27,7 @@ mod outbound;
 mod presence;
 mod publish;
 mod rate_limit;
+mod recovery;
 mod redis_client;
 mod reload;
 mod rollout;

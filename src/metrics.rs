@@ -112,6 +112,17 @@ metrics! {
         "presence changes told to another app's members, by target app and result (sent, failed, dropped)",
         &["app", "result"],
     ),
+    recoveries: IntCounterVec = counter(
+        "pusher_recovery_channels_total",
+        "Channels asked for in recovery requests, by result (recovered, evicted, unknown_position, buffer_outage: \
+         a gap told to the client; refused, unavailable)",
+        &["result"],
+    ),
+    recovered: IntCounterVec = counter(
+        "pusher_recovery_events_total",
+        "Events kept for recovery (kept, not_kept: the buffer could not take them) and handed back (recovered)",
+        &["stage"],
+    ),
     presence_dropped: IntCounterVec = counter(
         "pusher_presence_bridge_dropped_total",
         "What the presence bridge left out to stay within [presence]'s bounds: changes not queued \
@@ -141,6 +152,19 @@ impl Metrics {
         if n > 0 {
             self.presence_dropped.with_label_values(&[what, reason]).inc_by(n);
         }
+    }
+
+    /// One channel of a recovery request, and the events it handed back.
+    pub fn recovery(&self, result: &str, events: u64) {
+        self.recoveries.with_label_values(&[result]).inc();
+        if events > 0 {
+            self.recovered.with_label_values(&["recovered"]).inc_by(events);
+        }
+    }
+
+    /// Events the fan-out kept for recovery (`kept`), or could not (`not_kept`).
+    pub fn recovery_kept(&self, kept: bool, n: u64) {
+        self.recovered.with_label_values(&[if kept { "kept" } else { "not_kept" }]).inc_by(n);
     }
 
     pub fn rollout_announcement(&self, app: &str, result: &str) {

@@ -202,6 +202,12 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(crate::rollout::client_config::client_config)),
     );
     cfg.service(
+        web::resource("/recover/{app}")
+            .guard(configured(|s| s.recovery.is_some()))
+            .wrap(from_fn(routes::cors_middleware))
+            .route(web::post().to(crate::recovery::routes::recover)),
+    );
+    cfg.service(
         web::resource("/webhooks")
             .guard(configured(|s| s.webhooks.is_some()))
             .route(web::post().to(crate::webhooks::routes::receive)),

@@ -58,6 +58,8 @@ pub struct AppState {
     live: ArcSwap<Live>,
     pub metrics: Metrics,
     pub webhooks: crate::webhooks::Webhooks,
+    /// What the publish fan-out kept for clients to recover (in Redis with the webhook state).
+    pub recovery: crate::recovery::Recovery,
     pub status: StatusHistory,
     /// The fleet view in Redis, when the webhook state is there (see `fleet`).
     pub fleet: Option<crate::fleet::Fleet>,
@@ -81,6 +83,10 @@ impl AppState {
             }
             _ => None,
         };
+        let recovery = crate::recovery::Recovery::new(match settings.webhooks.as_ref().map(|w| &w.store) {
+            Some(crate::config::WebhookStore::Redis { url, prefix }) => Some((url.as_str(), prefix.as_str())),
+            _ => None,
+        })?;
         let clients = crate::client_stats::ClientStats::default();
         if fleet.is_some() {
             clients.keep_pending();
@@ -90,6 +96,7 @@ impl AppState {
             live: ArcSwap::from_pointee(Live::new(settings)?),
             metrics,
             webhooks,
+            recovery,
             status: StatusHistory::default(),
             clients,
             config_path: OnceLock::new(),

@@ -53,6 +53,7 @@ struct RawSettings {
     status: status::RawStatus,
     #[serde(default)]
     presence: crate::presence::config::RawPresence,
+    recovery: Option<crate::recovery::config::RawRecovery>,
     #[serde(default)]
     log: log::RawLog,
 }
@@ -74,6 +75,8 @@ pub struct Settings {
     pub rollout: Option<RolloutSettings>,
     pub status: StatusSettings,
     pub presence: PresenceSettings,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<crate::recovery::config::RecoverySettings>,
     pub log: LogSettings,
     /// Every `*_file` the config reads secrets from (watched for hot reload).
     #[serde(skip)]
@@ -95,6 +98,7 @@ impl RawSettings {
         let rollout = self.rollout.map(|r| r.validate(&apps)).transpose()?;
         let status = self.status.validate(&apps)?;
         let presence = self.presence.validate(webhooks.is_some())?;
+        let recovery = self.recovery.map(|r| r.validate(publish.is_some())).transpose()?;
         let log = self.log.validate();
         Ok(Settings {
             server,
@@ -106,6 +110,7 @@ impl RawSettings {
             rollout,
             status,
             presence,
+            recovery,
             log,
             secret_files: secrets.files,
         })

@@ -44,7 +44,9 @@ async fn events(
     };
     check_event(&event)?;
     let out = Outgoing { method: reqwest::Method::POST, suffix: "/events", extra: &extra, body: &body };
-    Ok(write_answer(target.0, &fan_out(&live, target, &state.metrics, out).await))
+    let results = fan_out(&live, target, &state.metrics, out).await;
+    crate::recovery::record::published(&state, &live, &[&event], results.iter().any(Forwarded::ok)).await;
+    Ok(write_answer(target.0, &results))
 }
 
 async fn batch_events(
@@ -72,6 +74,8 @@ async fn batch_events(
     }
     let out = Outgoing { method: reqwest::Method::POST, suffix: "/batch_events", extra: &extra, body: &body };
     let results = fan_out(&live, target, &state.metrics, out).await;
+    let events: Vec<&Value> = batch.iter().collect();
+    crate::recovery::record::published(&state, &live, &events, results.iter().any(Forwarded::ok)).await;
     let answer = write_answer(target.0, &results);
     // batch_events answers {} or, with info, {"batch":[…]}: pass the first target's body on.
     Ok(match results.iter().find_map(Forwarded::parsed) {

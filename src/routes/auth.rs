@@ -65,6 +65,10 @@ struct AuthAnswer {
     auth: ChannelAuth,
     #[serde(skip_serializing_if = "Option::is_none")]
     presence_bridge: Option<Value>,
+    /// With `[recovery]`: `{"token"}`, what `POST /recover/{app}` takes for this
+    /// socket and channel (so recovery costs the host no second check).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovery: Option<Value>,
 }
 
 impl Ctx<'_> {
@@ -146,7 +150,13 @@ impl Ctx<'_> {
             }
             _ => None,
         };
-        Ok(AuthAnswer { auth, presence_bridge })
+        let recovery = self.live.settings.recovery.as_ref().map(|r| {
+            let expires = crate::outbound::now_ms() / 1000 + r.token_ttl.as_secs();
+            let secret = secrecy::ExposeSecret::expose_secret(&self.app.credentials.secret);
+            let socket = self.socket_id.as_ref();
+            serde_json::json!({"token": crate::recovery::token::issue(secret, &self.app.name, socket, channel.as_ref(), expires)})
+        });
+        Ok(AuthAnswer { auth, presence_bridge, recovery })
     }
 
     /// Counts a signed authorization for this client's build.

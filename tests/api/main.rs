@@ -14,6 +14,7 @@ mod host_failures;
 mod keep_alive;
 mod presence_bridge;
 mod publish;
+mod recovery;
 mod refusals;
 mod rollout;
 mod status;

@@ -1,0 +1,101 @@
+//! Recovery of missed events: every event published through the fan-out
+//! (`/apps/{id}/events`, `/batch_events`) is kept per channel for a window,
+//! in memory (one replica) or in a Redis Stream per channel (with `[webhooks]
+//! state = "redis"`: every replica serves the same history). A client whose
+//! connection dropped asks `POST /recover/{app}` for what came after the last
+//! position it had, with the token its channel's authorization answer carried.
+//!
+//! Publishing never waits on the buffer's health: a Redis error is counted,
+//! and the channel is marked so that a read across the outage says "gap"
+//! instead of pretending nothing was missed.
+
+pub(crate) mod buffer;
+pub(crate) mod config;
+pub(crate) mod record;
+mod redis_stream;
+pub(crate) mod routes;
+pub(crate) mod token;
+
+pub use buffer::Event;
+pub use config::RecoverySettings;
+
+use buffer::{Buffer, Read};
+use std::sync::Mutex;
+
+enum Store {
+    Memory(Mutex<Buffer>),
+    Redis(redis_stream::Streams),
+}
+
+/// The buffer, whichever store holds it (chosen at start, as the webhook store).
+pub struct Recovery {
+    store: Store,
+}
+
+/// One channel's answer to a read: its events, where to read from next, and
+/// whether something in between is gone (and why).
+pub struct ChannelRead {
+    pub events: Vec<Event>,
+    pub position: String,
+    pub gap: Option<&'static str>,
+}
+
+impl Recovery {
+    pub fn new(redis: Option<(&str, &str)>) -> anyhow::Result<Self> {
+        let store = match redis {
+            Some((url, prefix)) => Store::Redis(redis_stream::Streams::new(url, prefix)?),
+            None => {
+                let epoch = format!("{:08x}", fastrand::u32(..));
+                Store::Memory(Mutex::new(Buffer::new(epoch)))
+            }
+        };
+        Ok(Self { store })
+    }
+
+    /// Keeps `event` on each of `channels`. Never fails a publish: a store
+    /// error is logged once per burst and becomes a gap for later readers.
+    pub async fn record(&self, channels: &[&str], event: Event, limits: &RecoverySettings) -> bool {
+        let now = crate::outbound::now_ms();
+        match &self.store {
+            Store::Memory(b) => {
+                let mut b = b.lock().unwrap();
+                for c in channels {
+                    b.record(c, event.clone(), now, limits);
+                }
+                true
+            }
+            Store::Redis(r) => r.record(channels, &event, limits).await,
+        }
+    }
+
+    /// The events of `channel` after `since` (None: only the position to start from).
+    pub async fn read(
+        &self,
+        channel: &str,
+        since: Option<&str>,
+        limits: &RecoverySettings,
+    ) -> redis::RedisResult<ChannelRead> {
+        match &self.store {
+            Store::Memory(b) => {
+                let mut b = b.lock().unwrap();
+                b.expire(crate::outbound::now_ms(), limits);
+                let Read { events, head, gap } = b.read(channel, since, limits.max_events_per_channel);
+                Ok(ChannelRead { events, position: b.position(head), gap })
+            }
+            Store::Redis(r) => r.read(channel, since, limits).await,
+        }
+    }
+
+    /// Events and bytes kept, and events dropped before their window ran out
+    /// (memory mode; Redis keeps its own, `None`).
+    pub fn size(&self) -> Option<(usize, usize, u64)> {
+        match &self.store {
+            Store::Memory(b) => {
+                let b = b.lock().unwrap();
+                let (events, bytes) = b.size();
+                Some((events, bytes, b.dropped))
+            }
+            Store::Redis(_) => None,
+        }
+    }
+}

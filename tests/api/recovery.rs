@@ -1,0 +1,272 @@
+//! Recovery: what passed through the publish fan-out, handed back to a socket
+//! the host allowed on the channel (the token of its authorization answer),
+//! in order and exactly as published; gaps said, strangers refused. Memory
+//! mode, and Redis mode across two replicas.
+use crate::common::redis_server::RedisServer;
+use crate::helpers::*;
+use pusher_dual_auth::pusher::rest::signed_query;
+use serde_json::{Value, json};
+use wiremock::{Mock, MockServer, ResponseTemplate, matchers::path};
+
+const PUB_KEY: &str = "publisher-key";
+const PUB_SECRET: &str = "publisher-secret";
+
+/// Both apps' REST APIs at `rest` (answering 200), `[publish]` and `[recovery]`, then `extra`.
+fn config(c: String, rest: &str, extra: &str) -> String {
+    let c = c
+        .edit("[apps.old]", &format!("[apps.old]\nrest_url = \"{rest}\""))
+        .edit("[apps.new]", &format!("[apps.new]\nrest_url = \"{rest}\""))
+        .edit(&format!("encryption_master_key_base64 = \"{MASTER_KEY}\""), "");
+    format!(
+        "{c}\n[publish]\napp_id = \"dual\"\nkey = \"{PUB_KEY}\"\nsecret = \"{PUB_SECRET}\"\ntargets = [\"old\", \"new\"]\n\
+         [recovery]\nwindow_secs = 60\nmax_events_per_channel = 5\nmax_channels_per_request = 3\n{extra}\n"
+    )
+}
+
+async fn rest_ok() -> MockServer {
+    let rest = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .mount(&rest)
+        .await;
+    rest
+}
+
+async fn allow_everyone(app: &TestApp) {
+    Mock::given(path("/check"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"user_id": "u1"})))
+        .mount(&app.host)
+        .await;
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// Publishes through the service as the official SDKs do.
+async fn publish(app: &TestApp, path: &str, body: Value) {
+    let body = body.to_string();
+    let q = signed_query(PUB_KEY, PUB_SECRET, "POST", path, Some(body.as_bytes()), now(), &[]);
+    let res = app
+        .client
+        .post(format!("{}{path}?{q}", app.address))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+}
+
+async fn token(app: &TestApp, socket: &str, channel: &str) -> String {
+    let body = expect_status(
+        app.post_form("/auth/new", &format!("socket_id={socket}&channel_name={channel}")).await,
+        200,
+    )
+    .await;
+    body["recovery"]["token"].as_str().expect("the answer carries a recovery token").to_owned()
+}
+
+async fn recover(app: &TestApp, body: Value) -> (u16, Value) {
+    let res = app
+        .client
+        .post(format!("{}/recover/new", app.address))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+fn datas(channel: &Value) -> Vec<String> {
+    channel["events"].as_array().unwrap().iter().map(|e| e["data"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn a_socket_gets_what_it_missed_in_order_and_exactly_as_published() {
+    let rest = rest_ok().await;
+    let uri = rest.uri();
+    let app = spawn_app_with(|c| config(c, &uri, "")).await;
+    allow_everyone(&app).await;
+    let t = token(&app, "1.1", "private-a").await;
+    let anchor =
+        recover(&app, json!({"socket_id": "1.1", "channels": [{"channel": "private-a", "token": t}]})).await;
+    assert_eq!(anchor.0, 200, "{}", anchor.1);
+    let since = anchor.1["channels"]["private-a"]["position"].as_str().unwrap().to_owned();
+    assert!(anchor.1["channels"]["private-a"]["events"].as_array().unwrap().is_empty());
+
+    publish(&app, "/apps/dual/events", json!({"name": "n", "data": "{\"n\":1}", "channel": "private-a"}))
+        .await;
+    publish(
+        &app,
+        "/apps/dual/events",
+        json!({"name": "n", "data": "{\"n\":2}", "channels": ["private-a", "public-b"], "socket_id": "9.9"}),
+    )
+    .await;
+    publish(
+        &app,
+        "/apps/dual/batch_events",
+        json!({"batch": [
+            {"name": "n", "data": "{\"n\":3}", "channel": "private-a"},
+            {"name": "other", "data": "x", "channel": "private-z"},
+            {"name": "n", "data": "{\"n\":2}", "channel": "private-a"},
+        ]}),
+    )
+    .await;
+
+    let (status, got) = recover(
+        &app,
+        json!({"socket_id": "1.1", "channels": [
+            {"channel": "private-a", "since": since, "token": t},
+            {"channel": "public-b", "since": since},
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{got}");
+    let a = &got["channels"]["private-a"];
+    // A deliberate repeat (the second {"n":2}) comes back twice; another channel's never.
+    assert_eq!(datas(a), ["{\"n\":1}", "{\"n\":2}", "{\"n\":3}", "{\"n\":2}"], "{got}");
+    assert_eq!(a["events"][1], json!({"event": "n", "data": "{\"n\":2}", "socket_id": "9.9"}));
+    assert_eq!(a["gap"], Value::Null);
+    assert_eq!(datas(&got["channels"]["public-b"]), ["{\"n\":2}"], "public channels need no token");
+    // From the position it was given, nothing more.
+    let next = a["position"].as_str().unwrap();
+    let (_, again) = recover(
+        &app,
+        json!({"socket_id": "1.1", "channels": [{"channel": "private-a", "since": next, "token": t}]}),
+    )
+    .await;
+    assert!(again["channels"]["private-a"]["events"].as_array().unwrap().is_empty(), "{again}");
+
+    // More than the channel keeps (5): the oldest go, and the reader is told.
+    for n in 0..6 {
+        publish(
+            &app,
+            "/apps/dual/events",
+            json!({"name": "n", "data": n.to_string(), "channel": "private-a"}),
+        )
+        .await;
+    }
+    let (_, capped) = recover(
+        &app,
+        json!({"socket_id": "1.1", "channels": [{"channel": "private-a", "since": next, "token": t}]}),
+    )
+    .await;
+    assert_eq!(datas(&capped["channels"]["private-a"]), ["1", "2", "3", "4", "5"]);
+    assert_eq!(capped["channels"]["private-a"]["gap"], "evicted");
+    let metrics =
+        app.client.get(format!("{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("pusher_recovery_events_total{stage=\"recovered\"} 10"), "{metrics}");
+}
+
+#[tokio::test]
+async fn history_is_as_private_as_the_channel() {
+    let rest = rest_ok().await;
+    let uri = rest.uri();
+    let app = spawn_app_with(|c| config(c, &uri, "")).await;
+    allow_everyone(&app).await;
+    let mine = token(&app, "1.1", "private-a").await;
+    let other_channel = token(&app, "1.1", "private-b").await;
+    let other_socket = token(&app, "2.2", "private-a").await;
+    let cases = [
+        (json!({"channel": "private-a"}), "missing_token"),
+        (json!({"channel": "private-a", "token": other_channel}), "invalid_token"),
+        (json!({"channel": "private-a", "token": other_socket}), "invalid_token"),
+        (json!({"channel": "private-a", "token": mine.replacen('.', "0.", 1)}), "invalid_token"),
+        (json!({"channel": "private-a", "token": "garbage"}), "invalid_token"),
+        (json!({"channel": "#server-to-user-1", "token": mine}), "invalid_channel_name"),
+    ];
+    for (wanted, code) in cases {
+        let (status, got) = recover(&app, json!({"socket_id": "1.1", "channels": [wanted.clone()]})).await;
+        assert_eq!(status, 200);
+        let answer = got["channels"].as_object().unwrap().values().next().unwrap().clone();
+        assert_eq!(answer["error"]["code"], code, "{wanted} -> {got}");
+        assert!(answer.get("events").is_none(), "{got}");
+    }
+    // A position from elsewhere (another process, a guess) is a gap, never someone else's events.
+    let (_, got) = recover(&app, json!({"socket_id": "1.1", "channels": [{"channel": "private-a", "since": "feedface:1", "token": mine}]})).await;
+    assert_eq!(got["channels"]["private-a"]["gap"], "unknown_position", "{got}");
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_clear_4xx_and_nothing_else() {
+    let rest = rest_ok().await;
+    let uri = rest.uri();
+    let app = spawn_app_with(|c| config(c, &uri, "")).await;
+    let four: Vec<Value> = (0..4).map(|i| json!({"channel": format!("public-{i}")})).collect();
+    let cases = [
+        (json!({"socket_id": "1.1", "channels": four}), 400, "too_many_channels"),
+        (json!({"socket_id": "nope", "channels": []}), 400, "malformed_body"),
+        (json!({"socket_id": "1.1"}), 400, "malformed_body"),
+        (
+            json!({"socket_id": "1.1", "channels": [{"channel": "public-a"}, {"channel": "public-a"}]}),
+            400,
+            "malformed_body",
+        ),
+        (json!({"socket_id": "1.1", "channels": [], "extra": 1}), 400, "malformed_body"),
+    ];
+    for (body, status, code) in cases {
+        let (got_status, got) = recover(&app, body.clone()).await;
+        assert_eq!((got_status, got["error"]["code"].as_str()), (status, Some(code)), "{body} -> {got}");
+    }
+    let unknown = app.client.post(format!("{}/recover/nope", app.address)).body("{}").send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    // Without [recovery] the route is not there at all.
+    let plain = spawn_app().await;
+    allow_everyone(&plain).await;
+    let res = plain.client.post(format!("{}/recover/new", plain.address)).body("{}").send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    let answer =
+        expect_status(plain.post_form("/auth/new", "socket_id=1.1&channel_name=private-a").await, 200).await;
+    assert!(answer.get("recovery").is_none());
+}
+
+#[tokio::test]
+async fn with_redis_events_kept_through_one_replica_are_recovered_through_another() {
+    let Some(redis) = RedisServer::start() else { return };
+    let rest = rest_ok().await;
+    let uri = rest.uri();
+    let port = redis.port;
+    let store = move |c: String| {
+        config(
+            c,
+            &uri,
+            &format!(
+                "[webhooks]\nforward_url = \"{uri}/hook\"\nkey = \"k\"\nsecret = \"s\"\nstate = \"redis\"\nredis_url = \"redis://127.0.0.1:{port}/0\"\n"
+            ),
+        )
+    };
+    let (a, b) = (spawn_app_with(store.clone()).await, spawn_app_with(store).await);
+    allow_everyone(&a).await;
+    allow_everyone(&b).await;
+    let t = token(&b, "1.1", "private-a").await;
+    let (_, anchor) =
+        recover(&b, json!({"socket_id": "1.1", "channels": [{"channel": "private-a", "token": t}]})).await;
+    let since = anchor["channels"]["private-a"]["position"].as_str().unwrap().to_owned();
+    for n in 1..=3 {
+        publish(&a, "/apps/dual/events", json!({"name": "n", "data": n.to_string(), "channel": "private-a"}))
+            .await;
+    }
+    let (status, got) = recover(
+        &b,
+        json!({"socket_id": "1.1", "channels": [{"channel": "private-a", "since": since, "token": t}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(datas(&got["channels"]["private-a"]), ["1", "2", "3"], "{got}");
+    assert_eq!(got["channels"]["private-a"]["gap"], Value::Null);
+    // Past the per-channel cap, Redis says what it trimmed.
+    for n in 4..=10 {
+        publish(&a, "/apps/dual/events", json!({"name": "n", "data": n.to_string(), "channel": "private-a"}))
+            .await;
+    }
+    let (_, capped) = recover(
+        &b,
+        json!({"socket_id": "1.1", "channels": [{"channel": "private-a", "since": since, "token": t}]}),
+    )
+    .await;
+    assert_eq!(datas(&capped["channels"]["private-a"]), ["6", "7", "8", "9", "10"], "{capped}");
+    assert_eq!(capped["channels"]["private-a"]["gap"], "evicted");
+}
