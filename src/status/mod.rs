@@ -187,6 +187,17 @@ pub async fn snapshot(state: &AppState) -> Value {
         })),
         // With Redis: every replica's view of the whole fleet, the replicas and their drift.
         "fleet": fleet,
+        // What the recovery buffer holds (memory mode; Redis keeps its own Streams).
+        "recovery": live.settings.recovery.as_ref().map(|r| {
+            let held = state.recovery.size();
+            json!({
+                "window_secs": r.window.as_secs(),
+                "store": if held.is_some() { "memory" } else { "redis" },
+                "buffered_events": held.map(|h| h.0),
+                "buffered_bytes": held.map(|h| h.1),
+                "dropped_before_window": held.map(|h| h.2),
+            })
+        }),
         "generated_ms": now,
     })
 }

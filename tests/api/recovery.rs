@@ -156,6 +156,15 @@ async fn a_socket_gets_what_it_missed_in_order_and_exactly_as_published() {
     .await;
     assert_eq!(datas(&capped["channels"]["private-a"]), ["1", "2", "3", "4", "5"]);
     assert_eq!(capped["channels"]["private-a"]["gap"], "evicted");
+    let status: Value =
+        app.client.get(format!("{}/status", app.admin)).send().await.unwrap().json().await.unwrap();
+    let held = &status["recovery"];
+    assert_eq!(
+        (held["store"].as_str(), held["window_secs"].as_u64()),
+        (Some("memory"), Some(60)),
+        "{status}"
+    );
+    assert!(held["buffered_events"].as_u64().is_some_and(|n| n >= 5), "{status}");
     let metrics =
         app.client.get(format!("{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("pusher_recovery_events_total{stage=\"recovered\"} 10"), "{metrics}");
