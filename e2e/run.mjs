@@ -35,6 +35,7 @@ import presence_bridge from './scenarios/presence-bridge.mjs';
 import lossless from './scenarios/lossless.mjs';
 import runbook from './scenarios/runbook.mjs';
 import storm from './scenarios/storm.mjs';
+import recovery from './scenarios/recovery.mjs';
 
 // Unhandled rejections inside pusher-js (e.g. a bad channel_data) must fail the run, not hang it.
 process.on('unhandledRejection', (e) => console.log(`unhandled rejection: ${e && e.stack ? e.stack : e}`));
@@ -68,6 +69,7 @@ try {
   await rollout();
   await presence_bridge();
   await lossless();
+  await recovery();
   await runbook();
   await storm();
 

@@ -127,6 +127,8 @@ app_id = "dual"
 key = "publisher-key"
 secret = "publisher-secret"
 targets = ["old", "new"]
+[recovery]
+window_secs = 120
 [rollout]
 from = "old"
 to = "new"

@@ -1,0 +1,120 @@
+// Recovery across a reconnect: helper clients reach sockudo through a proxy
+// that cuts every connection and refuses new ones for a while (a tunnel, a
+// proxy restart), with a numbered event published through the fan-out at
+// 20 Hz all the time. pusher-js reconnects by itself; the helper then fetches
+// what the channel missed. Every client must see every number between its
+// first and last exactly once, in order, with no recovery_gap.
+import net from 'node:net';
+import * as w from '../world.mjs';
+
+/** A TCP proxy to `target` whose `cut(ms)` resets every connection and refuses new ones for `ms`. */
+async function cutProxy(target) {
+  const port = await w.freePort();
+  const sockets = new Set();
+  const accept = (client) => {
+    const upstream = net.connect(target, '127.0.0.1');
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => {});
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  };
+  let server = null;
+  const listen = async () => {
+    server = net.createServer(accept);
+    await new Promise((r) => server.listen(port, '127.0.0.1', r));
+  };
+  await listen();
+  return {
+    port,
+    async cut(ms) {
+      await new Promise((r) => server.close(r));
+      for (const s of sockets) s.resetAndDestroy();
+      await w.sleep(ms);
+      await listen();
+    },
+    close() {
+      for (const s of sockets) s.destroy();
+      server.close();
+    },
+  };
+}
+
+/** What is wrong with one client's numbers (empty when each number between first and last came once, in order). */
+function gapsAndRepeats(numbers) {
+  const problems = [];
+  for (let k = 1; k < numbers.length; k++) {
+    if (numbers[k] !== numbers[k - 1] + 1) problems.push(`${numbers[k - 1]} then ${numbers[k]}`);
+  }
+  return problems;
+}
+
+export default async function () {
+  const { PusherServer, Pusher, SERVICE, assert, assertEqual, clients, connect, servicePort, sleep, suite, wsPort } = w;
+  const N = Number(process.env.RECOVERY_CLIENTS || 100);
+  const outages = (process.env.RECOVERY_OUTAGES || '3,30').split(',').map(Number);
+  await suite.test(`recovery: ${N} clients, every connection cut and new ones refused for ${outages.join(' s, then ')} s, an event at 20 Hz through the fan-out: every number exactly once, in order`, async () => {
+    const proxy = await cutProxy(wsPort);
+    const publisher = new PusherServer({ appId: 'dual', key: 'publisher-key', secret: 'publisher-secret', host: '127.0.0.1', port: servicePort, useTLS: false });
+    const got = [];
+    let n = 0;
+    let publishErrors = 0;
+    let stop = false;
+    try {
+      const options = {
+        wsHost: '127.0.0.1', wsPort: proxy.port, forceTLS: false, enabledTransports: ['ws'], disableStats: true,
+        channelAuthorization: { headers: { Authorization: 'Bearer alice' } },
+      };
+      await Promise.all(Array.from({ length: N }, async (_, i) => {
+        const r = { i, numbers: [], gaps: [], sockets: new Set() };
+        r.pusher = await connect(Pusher, { configUrl: `${SERVICE}/client-config`, uid: `recovery-${i}`, options });
+        clients.push(r.pusher);
+        r.channel = r.pusher.subscribe('private-recovery');
+        r.channel.bind('tick', (d) => r.numbers.push(d.n));
+        r.channel.bind('pusher-dual-auth:recovery_gap', (g) => r.gaps.push(g));
+        r.pusher.connection.bind('connected', () => r.sockets.add(r.pusher.connection.socket_id));
+        got.push(r);
+      }));
+      const subscribed = async (what, ms) => {
+        const until = Date.now() + ms;
+        while (!got.every((r) => r.pusher.connection.state === 'connected' && r.channel.subscribed)) {
+          assert(Date.now() < until, `${what}: ${got.filter((r) => r.channel.subscribed).length} of ${N} subscribed`);
+          await sleep(200);
+        }
+      };
+      await subscribed('first subscription', 30000);
+      (async () => {
+        while (!stop) {
+          const t = Date.now();
+          await publisher.trigger('private-recovery', 'tick', { n: ++n }).catch(() => publishErrors++);
+          await sleep(Math.max(0, 50 - (Date.now() - t)));
+        }
+      })();
+      for (const outage of outages) {
+        await sleep(1500);
+        const cutAt = Date.now();
+        const before = n;
+        await proxy.cut(outage * 1000);
+        // pusher-js waits out an attempt's timeout after a refused one (15 s, 30 s, 60 s).
+        await subscribed(`after a ${outage} s outage`, (outage + 95) * 1000);
+        const back = (Date.now() - cutAt) / 1000;
+        await sleep(2000);
+        console.log(`     recovery: ${outage} s outage, ${n - before} events published meanwhile, every client back within ${back.toFixed(1)} s`);
+      }
+      stop = true;
+      await sleep(1500); // the last events arrive
+    } finally {
+      stop = true;
+      proxy.close();
+    }
+    assertEqual(publishErrors, 0, 'every publish accepted');
+    for (const r of got) {
+      assertEqual(gapsAndRepeats(r.numbers), [], `client ${r.i}: lost or repeated events`);
+      assertEqual(r.numbers[r.numbers.length - 1], n, `client ${r.i} got the last number`);
+      assert(r.sockets.size > outages.length, `client ${r.i} really reconnected (${r.sockets.size} socket ids)`);
+      assertEqual(r.gaps, [], `client ${r.i}: no recovery_gap`);
+    }
+  }, 400000);
+}
