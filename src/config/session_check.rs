@@ -123,6 +123,8 @@ const NEVER_FORWARD: &[&str] = &[
     "proxy-authorization",
     "proxy-authenticate",
     "expect",
+    // Ours per check: a client's value would be a second one.
+    "x-check-id",
 ];
 
 fn forward_headers(listed: &[String]) -> Result<Vec<String>, ConfigError> {

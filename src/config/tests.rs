@@ -119,6 +119,11 @@ fn errors_name_the_key() {
             "session_check.forward_headers",
         ),
         (
+            MINIMAL.replace("[session_check]", "[session_check]\nforward_headers = [\"X-Check-Id\"]"),
+            vec![],
+            "session_check.forward_headers",
+        ),
+        (
             MINIMAL.replace("[session_check]", "[session_check]\ntimeout_ms = 0"),
             vec![],
             "session_check.timeout_ms",

@@ -52,7 +52,9 @@ pub async fn session_check(settings: &Settings, until: Instant) -> Check {
                 let keep_alive = if answer.echoed {
                     "it echoes X-Check-Id, so connections are kept alive"
                 } else {
-                    "it does not echo X-Check-Id, so each check opens a new connection (see docs/session-check.md)"
+                    "it does not echo X-Check-Id, so each check opens a new connection and its answers are tied to \
+                     their checks only while no proxy in between pools connections (echo it from the application, \
+                     then set session_check.require_check_id; see docs/session-check.md)"
                 };
                 return Check::pass(
                     NAME,

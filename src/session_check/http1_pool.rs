@@ -193,18 +193,30 @@ impl Http1Pool {
                     // went out: nothing was sent, so it goes out on a new connection.
                     Some(request) => self.send_on_new(request).await?,
                     // It went out, and the host closed (or reset) that kept-alive
-                    // connection before an answer's head: its idle timeout fired as
-                    // the check arrived (Node's is 5 s, ours 60). A check is a
-                    // question, so it is asked once more on a new connection, as
-                    // curl does; never after an answer's head, never twice, and
+                    // connection before a complete answer head: its idle timeout
+                    // fired as the check arrived (Node's is 5 s, ours 60). A check
+                    // is a question, so it is asked once more on a new connection,
+                    // as curl does; never after a complete head, never twice, and
                     // never when the connection was new.
                     None if closed_unanswered(e.error()) => {
-                        self.send_on_new(self.request(body, forwarded, &id)?).await?
+                        self.send_on_new(self.request(body.clone(), forwarded, &id)?).await?
                     }
                     None => return Err(transport(e.into_error())),
                 },
             },
             None => self.send_on_new(request).await?,
+        };
+        // A 408 without the echo on a kept-alive connection is the host timing it
+        // out before this check (it took none of it): asked once more, as above.
+        let (sender, response) = if reused
+            && response.status() == hyper::StatusCode::REQUEST_TIMEOUT
+            && tie(response.headers(), &id) == Tie::Absent
+        {
+            drop((sender, response));
+            reused = false;
+            self.send_on_new(self.request(body, forwarded, &id)?).await?
+        } else {
+            (sender, response)
         };
 
         let status = response.status().as_u16();
@@ -221,11 +233,13 @@ impl Http1Pool {
                     "it did not echo X-Check-Id (session_check.require_check_id)",
                 ));
             }
-            // On a reused connection the host has echoed before: a 2xx without the
-            // echo may be a stray copy. A denial or error without it is taken (it
-            // signs nothing), but the connection can no longer be trusted.
-            Tie::Absent if reused && success => {
-                return Err(HostError::Unmatched("a 2xx on a kept-alive connection did not echo X-Check-Id"));
+            // On a reused connection the host has echoed before: an answer without
+            // the echo may be a stray copy, a 2xx of another user or a denial
+            // that would refuse (and, cached, keep refusing) this one.
+            Tie::Absent if reused => {
+                return Err(HostError::Unmatched(
+                    "an answer on a kept-alive connection did not echo X-Check-Id",
+                ));
             }
             Tie::Absent => {
                 self.not_echoed();
@@ -255,6 +269,11 @@ impl Http1Pool {
                 read.extend_from_slice(&data);
             }
         }
+        // A body may carry the id too (`"check_id"`): then it must be this check's,
+        // which ties the body as the header ties the head.
+        if body_check_id(&read).is_some_and(|echoed| echoed.as_bytes() != id.as_bytes()) {
+            return Err(HostError::Unmatched("its body carries another check's check_id"));
+        }
         // Read to the end: a tied answer's connection can carry the next check.
         if keep {
             self.checkin(sender);
@@ -268,8 +287,9 @@ impl Http1Pool {
         self.echoes.store(false, Relaxed);
         if !self.warned.swap(true, Relaxed) {
             tracing::warn!(
-                "the session check does not echo X-Check-Id: each check opens a new connection \
-                 (add the header to its answers to keep connections alive; see docs/session-check.md)"
+                "the session check does not echo X-Check-Id: each check opens a new connection, and an answer \
+                 is tied to its check only if no proxy between pools connections (echo it from the application, \
+                 then set session_check.require_check_id; see docs/session-check.md)"
             );
         }
     }
@@ -358,6 +378,21 @@ fn basic_auth(url: &url::Url) -> anyhow::Result<Option<HeaderValue>> {
     let mut value = HeaderValue::from_str(&format!("Basic {encoded}"))?;
     value.set_sensitive(true);
     Ok(Some(value))
+}
+
+/// The `check_id` of a JSON object body, if it has one (looked for only when
+/// the bytes name it, so hosts that do not send it pay nothing).
+fn body_check_id(body: &[u8]) -> Option<String> {
+    let named = body.windows(10).any(|w| w == b"\"check_id\"");
+    if !named {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    match value.get("check_id") {
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(other) => Some(other.to_string()),
+        None => None,
+    }
 }
 
 /// Whether the host closed (or reset) the connection before an answer's head.

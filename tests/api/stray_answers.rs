@@ -11,11 +11,22 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 
+/// What the host writes after each answer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Copy {
+    /// The answer again.
+    Same,
+    /// A 401 without the echo (a stray denial).
+    Denial,
+}
+
 /// How the hostile host answers each check.
 #[derive(Clone, Copy, Debug)]
 struct Hostile {
     /// Echo the check's `X-Check-Id` in the answer.
     echo: bool,
+    /// What the copy is.
+    copy: Copy,
     /// How long each check takes to answer.
     think: Duration,
     /// The answer is written once more this long after it (zero: in the same write).
@@ -73,8 +84,12 @@ async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(conn: S, h: Hostile, 
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{echo}\r\n{body}",
             body.len()
         );
+        let copy = match h.copy {
+            Copy::Same => answer.clone(),
+            Copy::Denial => "HTTP/1.1 401 Unauthorized\r\ncontent-length: 2\r\n\r\n{}".to_owned(),
+        };
         tokio::time::sleep(h.think).await;
-        let first = if h.copy_after.is_zero() { answer.repeat(2) } else { answer.clone() };
+        let first = if h.copy_after.is_zero() { format!("{answer}{copy}") } else { answer.clone() };
         if write.lock().await.write_all(first.as_bytes()).await.is_err() {
             return;
         }
@@ -82,7 +97,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(conn: S, h: Hostile, 
             let write = write.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(h.copy_after).await;
-                let _ = write.lock().await.write_all(answer.as_bytes()).await;
+                let _ = write.lock().await.write_all(copy.as_bytes()).await;
             });
         }
     }
@@ -213,7 +228,12 @@ async fn run(transport: Transport, h: Hostile, cache: bool) -> Outcome {
 }
 
 fn hostile(echo: bool, think_ms: u64, copy_ms: u64) -> Hostile {
-    Hostile { echo, think: Duration::from_millis(think_ms), copy_after: Duration::from_millis(copy_ms) }
+    Hostile {
+        echo,
+        copy: Copy::Same,
+        think: Duration::from_millis(think_ms),
+        copy_after: Duration::from_millis(copy_ms),
+    }
 }
 
 /// The three shapes of the review: the copy in the same write, 5 ms later (after
@@ -303,4 +323,90 @@ async fn require_check_id_refuses_every_answer_without_the_echo() {
         let body = expect_status(app.post_form("/auth/old/user", "socket_id=1234.1234").await, 502).await;
         assert_eq!(body["error"]["code"], "session_check_unmatched", "{status}: {body}");
     }
+}
+
+/// The review's `deny_copy_then_ok`: a stray 401 (no echo) after each answer. On
+/// a kept-alive connection it must not be taken as the next user's denial (nor,
+/// cached, keep refusing them): it fails closed as not this check's.
+#[tokio::test]
+async fn a_stray_denial_never_refuses_the_next_user() {
+    for cache in [false, true] {
+        let h = Hostile { copy: Copy::Denial, ..hostile(true, 30, 5) };
+        let o = run(Transport::Tcp, h, cache).await;
+        // run() asserts every 200 is the requester's and every refusal a 502 (never 403).
+        assert_eq!(o.unmatched_metric + o.transport_metric, o.refused as u64, "{o:?}");
+    }
+}
+
+/// A raw host for one answer shape: each request answered by `answer(check id)`.
+async fn scripted_host(answer: fn(&str, usize) -> String) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut buf, mut chunk, mut nth) = (Vec::new(), [0u8; 4096], 0);
+                loop {
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let len: usize = header(&text[..end], "content-length").map_or(0, |v| v.parse().unwrap());
+                    if buf.len() < end + 4 + len {
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    }
+                    let id = header(&text[..end], "x-check-id").unwrap_or_default().to_owned();
+                    buf.drain(..end + 4 + len);
+                    nth += 1;
+                    if conn.write_all(answer(&id, nth).as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("url = \"http://127.0.0.1:{port}/check\"\n")
+}
+
+fn ok_with(id: &str, body: &str) -> String {
+    format!("HTTP/1.1 200 OK\r\nx-check-id: {id}\r\ncontent-length: {}\r\n\r\n{body}", body.len())
+}
+
+/// The review's `mid_body`: the head is tied by its echo, but the body could be
+/// another's. A body that names a `check_id` must name this check's.
+#[tokio::test]
+async fn a_body_naming_another_checks_id_signs_nothing() {
+    let target =
+        scripted_host(|id, _| ok_with(id, &format!(r#"{{"user_id":"alice","check_id":"{id}"}}"#))).await;
+    let app = app_against(&target, "").await;
+    assert_eq!(sign_in(&app, "alice").await, Ok("alice".to_owned()), "its own id in the body is taken");
+    let target = scripted_host(|id, _| {
+        ok_with(id, r#"{"user_id":"alice","check_id":"0f0e0d0c-0000-4000-8000-000000000000"}"#)
+    })
+    .await;
+    let app = app_against(&target, "").await;
+    assert_eq!(sign_in(&app, "bob").await, Err(502));
+}
+
+/// A host that times an idle kept-alive connection out with an unsolicited 408
+/// took none of the check: it is asked once more on a new connection.
+#[tokio::test]
+async fn a_408_on_a_kept_alive_connection_is_asked_again() {
+    let target = scripted_host(|id, nth| match nth {
+        1 => ok_with(id, r#"{"user_id":"alice"}"#),
+        _ => "HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n".to_owned(),
+    })
+    .await;
+    let app = app_against(&target, "").await;
+    assert_eq!(sign_in(&app, "alice").await, Ok("alice".to_owned()));
+    // The second check meets the 408 on the kept connection, and is signed from a new one.
+    assert_eq!(sign_in(&app, "alice").await, Ok("alice".to_owned()));
 }
