@@ -30,7 +30,7 @@ async function cutProxy(target) {
   return {
     port,
     async cut(ms) {
-      await new Promise((r) => server.close(r));
+      server.close(); // stops accepting at once (its callback would wait for the open connections)
       for (const s of sockets) s.resetAndDestroy();
       await w.sleep(ms);
       await listen();
