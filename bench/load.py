@@ -165,7 +165,8 @@ def measure(name, cmd, env, url, cwd=None, seconds=None):
         proc.wait(timeout=30)
 
 
-def nginx_conf(work, check_port):
+def nginx_http(work, server):
+    """An nginx config running in `work` with one `server` block (its inside)."""
     return f"""worker_processes 1;
 pid {work}/nginx.pid;
 error_log {work}/nginx-error.log;
@@ -176,16 +177,20 @@ http {{
   uwsgi_temp_path {work}/uwsgi; scgi_temp_path {work}/scgi;
   keepalive_requests 1000000;
   server {{
-    listen 127.0.0.1:{check_port};
+{server}
+  }}
+}}
+"""
+
+
+def nginx_conf(work, check_port):
+    return nginx_http(work, f"""    listen 127.0.0.1:{check_port};
     listen unix:{work}/session.sock;
     location = /check {{
       default_type application/json;
       add_header X-Check-Id $http_x_check_id always;
       return 200 '{{"user_id":"u-1","user_info":{{"name":"Bench"}}}}';
-    }}
-  }}
-}}
-"""
+    }}""")
 
 
 def start_nginx(prefix):

@@ -32,21 +32,8 @@ def signed_path(app_id):
 
 
 def nginx_conf(work, port):
-    return f"""worker_processes 1;
-pid {work}/nginx.pid;
-error_log {work}/nginx-error.log;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {work}/body; proxy_temp_path {work}/proxy; fastcgi_temp_path {work}/fcgi;
-  uwsgi_temp_path {work}/uwsgi; scgi_temp_path {work}/scgi;
-  keepalive_requests 1000000;
-  server {{
-    listen 127.0.0.1:{port};
-    location / {{ default_type application/json; return 200 '{{}}'; }}
-  }}
-}}
-"""
+    return load.nginx_http(work, f"""    listen 127.0.0.1:{port};
+    location / {{ default_type application/json; return 200 '{{}}'; }}""")
 
 
 def service_conf(port, rest_port, recovery):

@@ -142,3 +142,12 @@ ${extra}
 }
 `;
 }
+
+/** What is wrong with one client's numbers (empty when each number between first and last came once, in order). */
+export function gapsAndRepeats(numbers) {
+  const problems = [];
+  for (let k = 1; k < numbers.length; k++) {
+    if (numbers[k] !== numbers[k - 1] + 1) problems.push(`${numbers[k - 1]} then ${numbers[k]}`);
+  }
+  return problems;
+}

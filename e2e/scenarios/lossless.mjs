@@ -29,15 +29,6 @@ async function delayProxy(target, delayMs) {
   return { port, close: () => { for (const s of sockets) s.destroy(); server.close(); } };
 }
 
-/** What is wrong with one client's numbers (empty when each number between first and last came once, in order). */
-function gapsAndRepeats(numbers) {
-  const problems = [];
-  for (let k = 1; k < numbers.length; k++) {
-    if (numbers[k] !== numbers[k - 1] + 1) problems.push(`${numbers[k - 1]} then ${numbers[k]}`);
-  }
-  return problems;
-}
-
 export default async function () {
   const { ADMIN, APPS, HOST_ORIGIN, Pusher, PusherServer, SERVICE, assert, assertEqual, clients, connect, fs, launchChromium, path,
     serviceConfig, servicePort, sleep, suite, work, wsPort } = w;
@@ -161,10 +152,10 @@ export default async function () {
       assertEqual(publishErrors, 0, 'every publish accepted');
       const shown = await page.evaluate('({ ticks: window.__roll.ticks, switches: window.__roll.switches })');
       assertEqual(shown.switches, ['old->new', 'new->old'], 'the Chromium page moved and came back');
-      assertEqual(gapsAndRepeats(shown.ticks), [], 'the Chromium page: lost or repeated events');
+      assertEqual(w.gapsAndRepeats(shown.ticks), [], 'the Chromium page: lost or repeated events');
       assert(shown.ticks.length > 60, `the Chromium page received through both moves (${shown.ticks.length})`);
       for (const r of rolled) {
-        const problems = gapsAndRepeats(r.numbers);
+        const problems = w.gapsAndRepeats(r.numbers);
         if (problems.length) console.log(`     client ${r.i} trace: ${r.trace.join(' ')}`);
         assertEqual(problems, [], `client ${r.i}${r.fast ? ' (100 Hz)' : ''}: lost or repeated events`);
         assert(r.numbers.length > (r.fast ? 300 : 60), `client ${r.i} received through both moves (${r.numbers.length})`);

@@ -42,15 +42,6 @@ async function cutProxy(target) {
   };
 }
 
-/** What is wrong with one client's numbers (empty when each number between first and last came once, in order). */
-function gapsAndRepeats(numbers) {
-  const problems = [];
-  for (let k = 1; k < numbers.length; k++) {
-    if (numbers[k] !== numbers[k - 1] + 1) problems.push(`${numbers[k - 1]} then ${numbers[k]}`);
-  }
-  return problems;
-}
-
 export default async function () {
   const { PusherServer, Pusher, SERVICE, assert, assertEqual, clients, connect, servicePort, sleep, suite, wsPort } = w;
   const N = Number(process.env.RECOVERY_CLIENTS || 100);
@@ -111,7 +102,7 @@ export default async function () {
     }
     assertEqual(publishErrors, 0, 'every publish accepted');
     for (const r of got) {
-      assertEqual(gapsAndRepeats(r.numbers), [], `client ${r.i}: lost or repeated events`);
+      assertEqual(w.gapsAndRepeats(r.numbers), [], `client ${r.i}: lost or repeated events`);
       assertEqual(r.numbers[r.numbers.length - 1], n, `client ${r.i} got the last number`);
       assert(r.sockets.size > outages.length, `client ${r.i} really reconnected (${r.sockets.size} socket ids)`);
       assertEqual(r.gaps, [], `client ${r.i}: no recovery_gap`);
