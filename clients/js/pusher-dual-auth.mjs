@@ -62,8 +62,9 @@
  */
 
 /**
- * What the helper uses of a pusher-js channel. `__dualBridge` and `__dualBridgeSync`
- * are the presence bridge's, on presence channels (see bridgePresence).
+ * What the helper uses of a pusher-js channel. `__dualEmit` is what the channel emits
+ * through when no move intercepts it: the helper's layers over pusher-js's own emit
+ * (the presence merge, see bridgePresence). `__dualBridgeSync` is the presence merge's.
  * @typedef {object} Channel
  * @property {string} name
  * @property {boolean} subscribed
@@ -72,7 +73,7 @@
  * @property {(event: string, fn: Function) => void} unbind
  * @property {Emit} emit
  * @property {Members} [members]
- * @property {Emit} [__dualBridge]
+ * @property {Emit} [__dualEmit]
  * @property {() => void} [__dualBridgeSync]
  */
 
@@ -271,7 +272,7 @@ function bridgeOnSubscribe(client) {
   const subscribeHere = pusher.subscribe.bind(pusher);
   pusher.subscribe = (name) => {
     const channel = subscribeHere(name);
-    if (String(name).startsWith('presence-') && !channel.__dualBridge) {
+    if (String(name).startsWith('presence-') && !channel.__dualBridgeSync) {
       bridgePresence(channel, () => client.current.app, client.bridgeSnapshots);
     }
     return channel;
@@ -926,7 +927,7 @@ const LEAVE_GRACE_MS = 3000;
  * cover every app, once per real change: a user present through two apps is
  * one member, until it leaves the last.
  *
- * Installs itself as the channel's emit, and as `channel.__dualBridge` (what a
+ * Installs itself as the channel's emit, and as `channel.__dualEmit` (what a
  * move's interceptors deliver through) and `channel.__dualBridgeSync` (re-read
  * the snapshot after a move's re-subscription).
  *
@@ -938,7 +939,7 @@ function bridgePresence(channel, appNow, snapshots) {
   const bridge = new PresenceBridge(channel, appNow, snapshots);
   /** @type {Emit} */
   const handler = (event, data, meta) => bridge.handle(event, data, meta);
-  channel.__dualBridge = handler;
+  channel.__dualEmit = handler;
   channel.__dualBridgeSync = () => bridge.sync();
   channel.emit = handler;
 }
@@ -1644,12 +1645,12 @@ function rawEmit(channel) {
 }
 
 /**
- * What the channel emits through when nothing intercepts it: the presence bridge's merge, or pusher-js's own.
+ * What the channel emits through when no move intercepts it: the helper's layers (`__dualEmit`), or pusher-js's own.
  * @param {Channel} channel
  * @returns {Emit}
  */
 function originalEmit(channel) {
-  return channel.__dualBridge || rawEmit(channel);
+  return channel.__dualEmit || rawEmit(channel);
 }
 
 /**
@@ -1662,7 +1663,7 @@ function intercept(channel, fn) {
   channel.emit = fn;
   return () => {
     if (channel.emit !== fn) return;
-    if (channel.__dualBridge) channel.emit = channel.__dualBridge;
+    if (channel.__dualEmit) channel.emit = channel.__dualEmit;
     else delete channel.emit;
   };
 }
