@@ -5,8 +5,9 @@
 // copies are dropped; client events and events not in the buffer pass through;
 // gaps, refusals and an unreachable service are told once; a service without
 // [recovery] gets no request; the publisher's own socket is left out; the
-// delivered list is bounded; a move between apps repeats nothing; plain pusher-js
-// with recover().
+// delivered list is bounded; positions move forward while connected; a service
+// taking fewer channels per request; a move between apps repeats nothing; plain
+// pusher-js with recover().
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, recover, retryingAuth, RECOVERY_GAP } from '../pusher-dual-auth.mjs';
@@ -21,7 +22,7 @@ const CONFIG_URL = 'http://svc/client-config';
  * `recovery`), the buffer of what was published through it (at most `cap` per
  * channel), and POST /recover/{app} over it.
  */
-function fakeWorld({ recovery = true, cap = 1000 } = {}) {
+function fakeWorld({ recovery = true, cap = 1000, maxChannels = 100 } = {}) {
   const instances = new Set();
   let sockets = 0;
   let app = 'old';
@@ -182,6 +183,9 @@ function fakeWorld({ recovery = true, cap = 1000 } = {}) {
     state.requests.push(request);
     if (!recovery) return Response.json({ error: { code: 'not_found', message: '' } }, { status: 404 });
     if (state.gate) await state.gate;
+    if (body.channels.length > maxChannels) {
+      return Response.json({ error: { code: 'too_many_channels', message: `at most ${maxChannels}` } }, { status: 400 });
+    }
     if (state.failing.left > 0) {
       state.failing.left--;
       return Response.json({ error: { code: 'unavailable', message: '' } }, { status: state.failing.status });
@@ -538,4 +542,34 @@ test('plain pusher-js with retryingAuth and an explicit endpoint; a channel subs
   world.publish('private-a', 'n', { n: 1 });
   await dropAndReturn(world, pusher, { away: () => world.publish('private-a', 'n', { n: 2 }) });
   assert.deepEqual(got, [1, 2]);
+});
+
+test('while connected, each channel\'s position moves forward every resyncMs, quietly', async () => {
+  const world = fakeWorld();
+  const pusher = await connected(world, { recovery: { resyncMs: 100 } });
+  const { got, gaps } = await subscribed(world, pusher);
+  const anchor = world.state.requests.at(-1).answer.channels['private-a'].position;
+  world.publish('private-a', 'n', { n: 1 });
+  world.publish('private-a', 'n', { n: 2 }, { socket_id: pusher.connection.socket_id }); // not to this client
+  await until(() => world.state.requests.length >= 3 && world.state.requests[2].answer);
+  const [, first, second] = world.state.requests;
+  assert.equal(first.body.channels[0].since, anchor);
+  assert.equal(second.body.channels[0].since, first.answer.channels['private-a'].position, 'each from the last one');
+  assert.deepEqual(got, [1], 'nothing delivered twice, nothing held');
+  assert.deepEqual(gaps, []);
+});
+
+test('a service that takes fewer channels per request than were sent: the helper halves its requests until it does', async () => {
+  const world = fakeWorld({ maxChannels: 1 });
+  const pusher = await connected(world);
+  const names = ['private-a', 'private-b', 'public-c'];
+  const channels = names.map((name) => pusher.subscribe(name));
+  await until(() => channels.every((c) => c.subscribed) &&
+    names.every((name) => world.state.requests.some((r) => r.answer?.channels[name]?.position)));
+  const got = [];
+  channels[2].bind('n', (d) => got.push(d.n));
+  await dropAndReturn(world, pusher, { away: () => world.publish('public-c', 'n', { n: 1 }) });
+  await until(() => got.length === 1);
+  assert.deepEqual(got, [1]);
+  assert.ok(world.state.requests.slice(-3).every((r) => r.body.channels.length === 1), 'one channel per request from then on');
 });
