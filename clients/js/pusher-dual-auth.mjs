@@ -16,6 +16,11 @@
 // arrives twice (or once per id, with the eventId option). If anything fails,
 // the client stays where it is and tries again later.
 //
+// With a service that has [recovery], nothing published through it is lost
+// across a reconnect either: each channel gets what it missed, from the
+// service's buffer, once and in order before newer live events, or is told
+// that it could not (see recovery; recover() does the same for plain pusher-js).
+//
 // One file on purpose (copy it into your sources, or `npm pack`), in parts that
 // read on their own, in this order:
 //   connect       connect(): the instance, its options, the control channel
