@@ -94,7 +94,8 @@ export interface RecoveryOptions {
 export interface RecoverOptions extends RecoveryOptions {
   /**
    * The service's `POST /recover/{app}` for the app this instance is on. Default: beside
-   * `channelAuthorization.endpoint` (or `authEndpoint`), `…/auth/NAME` → `…/recover/NAME`.
+   * `channelAuthorization.endpoint` (or `authEndpoint`), `…/auth/NAME` → `…/recover/NAME`;
+   * pusher-js < 8.5 keeps no options to read it from: pass it.
    */
   endpoint?: string;
   /** Sent with each recover request. */

@@ -2049,10 +2049,11 @@ function recoverySettingsOf(o, fixed) {
  */
 export function recover(pusher, options = {}) {
   const base = typeof location !== 'undefined' ? location.href : undefined;
-  const auth = /** @type {{ endpoint?: string } | undefined} */ (pusher.options.channelAuthorization);
+  const own = pusher.options || {}; // pusher-js < 8.5 keeps no options: pass `endpoint`
+  const auth = /** @type {{ endpoint?: string } | undefined} */ (own.channelAuthorization);
   const url = options.endpoint
     ? new URL(options.endpoint, base).href
-    : recoverUrlOf((auth && auth.endpoint) || /** @type {string | undefined} */ (pusher.options.authEndpoint));
+    : recoverUrlOf((auth && auth.endpoint) || /** @type {string | undefined} */ (own.authEndpoint));
   const endpoint = () => url;
   if (!url) {
     throw new TypeError('recover(): pass { endpoint: "https://…/recover/APP" }: it is not …/auth/APP with /recover/APP beside it');
