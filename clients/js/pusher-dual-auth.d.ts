@@ -55,7 +55,86 @@ export interface ConnectOptions {
    * whose options bring their own `customHandler`.
    */
   retry?: RetryLimits | false;
+  /**
+   * Recovery after a reconnect (and after a move): every channel gets, once and in order,
+   * what was published through the service while it was away, or a `RECOVERY_GAP` event
+   * saying what could not be had. On once a channel authorization answer carries a
+   * recovery token (a service with `[recovery]`); until then, and with a service without
+   * it, no request is made. `false` turns it off.
+   */
+  recovery?: RecoveryOptions | false;
+  /**
+   * Where `POST /recover/{app}` is, when it is not beside the channel authorization
+   * endpoint (`…/auth/NAME` → `…/recover/NAME`): a URL (resolved against configUrl), or a
+   * function of the app the client is on.
+   */
+  recoverEndpoint?: string | ((app: string) => string);
 }
+
+export interface RecoveryOptions {
+  /**
+   * While connected, each channel's position is moved forward this often (default 60000;
+   * batched, one request for up to 100 channels), so it stays inside the service's
+   * `recovery.window_secs` (default 120): keep it below that window.
+   */
+  resyncMs?: number;
+  /**
+   * How long a reconnected channel's live events may wait for its recovery, retries
+   * included (default 5000); then they are delivered and the gap is told (`unavailable`).
+   */
+  maxHoldMs?: number;
+  /**
+   * Recover before any authorization answer carried a token (an app whose channels are
+   * all public). Default false for `connect`, true for `recover`. A 404 from the service
+   * turns recovery off.
+   */
+  always?: boolean;
+}
+
+export interface RecoverOptions extends RecoveryOptions {
+  /**
+   * The service's `POST /recover/{app}` for the app this instance is on. Default: beside
+   * `channelAuthorization.endpoint` (or `authEndpoint`), `…/auth/NAME` → `…/recover/NAME`;
+   * pusher-js < 8.5 keeps no options to read it from: pass it.
+   */
+  endpoint?: string;
+  /** Sent with each recover request. */
+  headers?: Record<string, string>;
+  /** Defaults to globalThis.fetch. */
+  fetch?: typeof fetch;
+  /** Defaults to Math.random (retries are jittered). */
+  random?: () => number;
+}
+
+/** What `RECOVERY_GAP` carries: the channel, why, and how many events were recovered before it was told. */
+export interface RecoveryGap {
+  channel: string;
+  /**
+   * `evicted`: the buffer no longer holds all of it (older than the window, or past its caps);
+   * `unknown_position`: the service does not know where the client was (it restarted, memory mode);
+   * `buffer_outage`: the buffer could not keep some events (Redis down);
+   * `unavailable`: the service did not answer within maxHoldMs (or has no recovery);
+   * `missing_token`, `invalid_token`, `expired_token`, `invalid_channel_name`: the service refused the channel.
+   */
+  reason: 'evicted' | 'unknown_position' | 'buffer_outage' | 'unavailable' | 'missing_token' | 'invalid_token' | 'expired_token' | 'invalid_channel_name' | (string & {});
+  recovered: number;
+}
+
+/**
+ * The event a channel emits when a recovery could not get everything, once per
+ * recovery, after what it did recover: `channel.bind(RECOVERY_GAP, (gap: RecoveryGap) => reload())`.
+ */
+export const RECOVERY_GAP: 'pusher-dual-auth:recovery_gap';
+
+/**
+ * Recovery for plain pusher-js (>= 8) without `connect`: call it right after
+ * `new Pusher(…)`, before subscribing. It takes each channel's recovery token from its
+ * authorization answer (whatever authorizes it; pusher-js never sees the token), and
+ * after each reconnect delivers what each channel missed through the channel's own
+ * callbacks, or emits `RECOVERY_GAP`. A channel subscribed before the call is authorized
+ * once more for its token. Throws if no endpoint is given and none can be derived.
+ */
+export function recover(pusher: object, options?: RecoverOptions): { stop(): void };
 
 export interface RetryLimits {
   /** Attempts in all, the first included (default 20; a refusal for load costs your host nothing). */

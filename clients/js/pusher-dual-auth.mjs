@@ -16,6 +16,11 @@
 // arrives twice (or once per id, with the eventId option). If anything fails,
 // the client stays where it is and tries again later.
 //
+// With a service that has [recovery], nothing published through it is lost
+// across a reconnect either: each channel gets what it missed, from the
+// service's buffer, once and in order before newer live events, or is told
+// that it could not (see recovery; recover() does the same for plain pusher-js).
+//
 // One file on purpose (copy it into your sources, or `npm pack`), in parts that
 // read on their own, in this order:
 //   connect       connect(): the instance, its options, the control channel
@@ -24,6 +29,7 @@
 //   answer check  what the /client-config answer may set (checkAnswer)
 //   presence      the other apps' members merged into a presence channel (bridgePresence)
 //   merge         several connections' events as one stream (DedupFilter)
+//   recovery      what a channel missed while away, from the service's buffer (Recovery, recover())
 //   retry         authorizations refused for load, retried (retryingAuth)
 //   plumbing      timers, waiting on pusher-js, intercepting a channel's emit
 
@@ -62,8 +68,9 @@
  */
 
 /**
- * What the helper uses of a pusher-js channel. `__dualBridge` and `__dualBridgeSync`
- * are the presence bridge's, on presence channels (see bridgePresence).
+ * What the helper uses of a pusher-js channel. `__dualEmit` is what the channel emits
+ * through when no move intercepts it: the helper's layers over pusher-js's own emit
+ * (the presence merge, see bridgePresence). `__dualBridgeSync` is the presence merge's.
  * @typedef {object} Channel
  * @property {string} name
  * @property {boolean} subscribed
@@ -72,7 +79,11 @@
  * @property {(event: string, fn: Function) => void} unbind
  * @property {Emit} emit
  * @property {Members} [members]
- * @property {Emit} [__dualBridge]
+ * @property {Emit} [__dualEmit]
+ * @property {(socketId: string, callback: AuthCallback) => void} [authorize]  pusher-js's (private channels call config.channelAuthorizer)
+ * @property {(event: { event: string, channel: string, data: unknown }) => void} [handleEvent]  pusher-js's (decrypts, then emits)
+ * @property {Track} [__dualRecovery]  recovery's state of the channel
+ * @property {() => void} [__dualResync]  recovery's re-sync after a move
  * @property {() => void} [__dualBridgeSync]
  */
 
@@ -89,8 +100,13 @@
  * @property {() => void} signin
  * @property {() => void} disconnect
  * @property {(to: { appKey: string, cluster: string }) => void} [switchCluster]  pusher-js >= 8.4
+ * @property {PusherConfig} [config]  pusher-js >= 8
  */
 
+/**
+ * pusher-js's `pusher.config` (>= 8), as far as recovery uses it: every channel authorizes through it.
+ * @typedef {{ channelAuthorizer?: ((params: AuthRequestParams, callback: AuthCallback) => void) & { __dualTokens?: boolean } }} PusherConfig
+ */
 /** @typedef {new (key: string, options: object) => PusherLike} PusherClass  the pusher-js constructor */
 /** @typedef {Record<string, unknown> & { customHandler?: Function }} AuthOptions  pusher-js's channelAuthorization / userAuthentication */
 /** @typedef {Record<string, unknown> & { channelAuthorization?: AuthOptions, userAuthentication?: AuthOptions }} PusherOptions */
@@ -149,6 +165,7 @@ const RECHECK_MAX_MS = 8000;
  * @property {boolean} moving  a move is under way
  * @property {boolean} recheckAfterMove  an assignment changed during the move: re-read when it ends
  * @property {Map<string, unknown>} bridgeSnapshots  presence channel → the other apps' members, as its authorization answered
+ * @property {Recovery | null} recovery  null with `recovery: false`
  */
 
 /**
@@ -172,10 +189,12 @@ export async function connect(Pusher, settings) {
   const client = {
     Pusher, settings, opts, read: () => readAssignment(url, trust, opts), pusher: null, current: null,
     version: undefined, pending: null, again: null, moving: false, recheckAfterMove: false, bridgeSnapshots: new Map(),
+    recovery: null,
   };
   client.current = await client.read();
   client.pusher = new Pusher(client.current.key, pusherOptions(client, client.current, () => client.current, () => client.pusher));
-  bridgeOnSubscribe(client);
+  client.recovery = recoveryOf(client, url);
+  layerOnSubscribe(client);
   client.version = client.current.version;
   const control = client.pusher.subscribe(client.current.control_channel);
   control.bind('rollout-changed', (data) => onAnnouncement(client, data));
@@ -262,20 +281,57 @@ function retrying(client, kind, own, endpoint, instance) {
 }
 
 /**
- * Presence channels merge the members the service bridges from the other apps
- * (laravel-echo subscribes through here too).
+ * What the helper layers over each channel the app subscribes to (laravel-echo
+ * subscribes through here too): presence channels merge the members the service
+ * bridges from the other apps; every channel but the control channel is recovered
+ * after a reconnect (see recovery), over the presence merge.
  * @param {Client} client
  */
-function bridgeOnSubscribe(client) {
+function layerOnSubscribe(client) {
   const { pusher } = client;
   const subscribeHere = pusher.subscribe.bind(pusher);
   pusher.subscribe = (name) => {
     const channel = subscribeHere(name);
-    if (String(name).startsWith('presence-') && !channel.__dualBridge) {
+    if (String(name).startsWith('presence-') && !channel.__dualBridgeSync) {
       bridgePresence(channel, () => client.current.app, client.bridgeSnapshots);
     }
+    if (client.recovery) client.recovery.attach(channel);
     return channel;
   };
+}
+
+/**
+ * Recovery for the client's instance (null with `recovery: false`): on once an
+ * authorization answer carries a token (a service with [recovery]), at
+ * POST /recover/{app} beside the channel authorization endpoint of the app the
+ * client is on (or recoverEndpoint, resolved against configUrl).
+ * @param {Client} client
+ * @param {URL} configUrl
+ * @returns {Recovery | null}
+ */
+function recoveryOf(client, configUrl) {
+  const { settings, opts } = client;
+  if (settings.recovery === false) return null;
+  const own = settings.recoverEndpoint;
+  /** @type {[string | null, string | null]} */
+  let memo = [null, null]; // asked for once per endpoint, not once per event
+  const endpoint = () => {
+    const app = client.current.app;
+    const given = typeof own === 'function' ? own(app) : own;
+    const from = typeof given === 'string' ? given : client.current.channelAuthorization.endpoint;
+    if (memo[0] !== from) {
+      let to = null;
+      try {
+        to = typeof given === 'string' ? new URL(given, configUrl).href : recoverUrlOf(from);
+      } catch {
+        // not a URL: no recovery
+      }
+      memo = [from, to];
+    }
+    return memo[1];
+  };
+  const skip = (/** @type {string} */ name) => name === client.current.control_channel;
+  return new Recovery(client.pusher, recoverySettingsOf({ ...(settings.recovery || {}), fetch: opts.fetch, random: opts.random }, { endpoint, skip, always: false }));
 }
 
 // ---------------------------------------------------------------------------
@@ -632,6 +688,8 @@ function endMove(move) {
   const end = () => {
     for (const u of move.undoMine.reverse()) u();
     for (const o of move.overlap) o.filter.flush();
+    // Recovery re-syncs on the new socket (the channel stayed live: no hold, no gap told).
+    for (const o of move.overlap) if (o.main.__dualResync) o.main.__dualResync();
   };
   if (!move.switched) {
     end();
@@ -926,7 +984,7 @@ const LEAVE_GRACE_MS = 3000;
  * cover every app, once per real change: a user present through two apps is
  * one member, until it leaves the last.
  *
- * Installs itself as the channel's emit, and as `channel.__dualBridge` (what a
+ * Installs itself as the channel's emit, and as `channel.__dualEmit` (what a
  * move's interceptors deliver through) and `channel.__dualBridgeSync` (re-read
  * the snapshot after a move's re-subscription).
  *
@@ -938,7 +996,7 @@ function bridgePresence(channel, appNow, snapshots) {
   const bridge = new PresenceBridge(channel, appNow, snapshots);
   /** @type {Emit} */
   const handler = (event, data, meta) => bridge.handle(event, data, meta);
-  channel.__dualBridge = handler;
+  channel.__dualEmit = handler;
   channel.__dualBridgeSync = () => bridge.sync();
   channel.emit = handler;
 }
@@ -1362,6 +1420,656 @@ function fingerprint(data) {
 }
 
 // ---------------------------------------------------------------------------
+// recovery: what a channel missed while its connection was away, from the service's buffer
+//
+// With [recovery], the service keeps every event published through its fan-out, per
+// channel, for a window, and each channel authorization answer carries a token
+// (`recovery.token`, bound to the app, the socket and the channel) for
+// POST /recover/{app}. Live events carry no id, so what was delivered is matched by
+// content (event name and data):
+//
+// - At a channel's first subscription the helper asks for a position only (an anchor)
+//   and from then on lists what it delivers.
+// - When the channel is subscribed again on another socket (a reconnect), it holds the
+//   channel's live events and asks for what was published since the position. The
+//   returned events are walked in order, each matched one-to-one with the next equal
+//   delivered one at or after a cursor (which then moves past it: a greedy subsequence
+//   match; delivered events that are not in the buffer are passed over). Matched ones
+//   were delivered; the others are delivered now, in the buffer's order. Where content
+//   alone cannot tell (an equal event delivered only before the cursor: reordered, or
+//   one that never went through the buffer), it delivers: a rare repeat, never a loss.
+//   Then the held live events follow, less the live copies of what was just recovered
+//   (such a copy is also dropped when it comes within LATE_COPY_MS). The position moves
+//   to the answer's and the list starts again.
+// - Events whose publisher left out one of this client's own sockets are not delivered.
+// - Every resyncMs, and when the list reaches MAX_DELIVERED, the same is done without
+//   holding (a re-sync): the position stays inside the buffer's window.
+// - What cannot be recovered (the buffer lost it, or the service cannot answer in
+//   maxHoldMs) is told once, as RECOVERY_GAP on the channel: the app reloads its state.
+//
+// Only what passes through the service's fan-out is in the buffer: client events,
+// events published straight to Pusher and presence member events are never matched
+// or recovered (they pass through; members re-sync on subscription anyway).
+// ---------------------------------------------------------------------------
+
+/** Emitted on a channel, once per recovery that could not get everything: `{ channel, reason, recovered }`. */
+export const RECOVERY_GAP = 'pusher-dual-auth:recovery_gap';
+/** The delivered list asks for a re-sync at this length, and forgets its oldest beyond MAX_DELIVERED_HARD. */
+const MAX_DELIVERED = 500;
+const MAX_DELIVERED_HARD = 2000;
+/** A live copy of a recovered event may still come this long after it was recovered. */
+const LATE_COPY_MS = 3000;
+/**
+ * The service records an event once Pusher took it, so a client can get it live before
+ * a read that does not hold it yet: delivered events this recent stay listed past a
+ * position (the next answer has them).
+ */
+const KEEP_RECENT_MS = 10000;
+/** Channels asking within this long go in one request (a reconnect re-subscribes them all). */
+const BATCH_MS = 10;
+const MAX_CHANNELS_PER_REQUEST = 100;
+/** A failed request is asked again after this, doubling (jittered down to half), within maxHoldMs. */
+const RECOVER_RETRY_MS = 250;
+
+/**
+ * recovery's settings, defaults filled in.
+ * @typedef {object} RecoverySettings
+ * @property {() => string | null} endpoint  POST /recover/{app} of the app the client is on (null: none known)
+ * @property {typeof fetch} fetch
+ * @property {() => number} random
+ * @property {Record<string, string>} headers
+ * @property {boolean} always  on before any authorization answer carried a token (else: once one did)
+ * @property {number} resyncMs
+ * @property {number} maxHoldMs
+ * @property {(name: string) => boolean} skip  channels left alone (connect's control channel)
+ */
+
+/**
+ * One channel's recovery.
+ * @typedef {object} Track
+ * @property {Channel} channel
+ * @property {Emit} next  what the channel emits through below recovery (the presence merge, or pusher-js's own)
+ * @property {string | null} socket  the socket it was last subscribed on
+ * @property {string | null} position  the service's, opaque: ask from here next time
+ * @property {boolean} lost  a position was wanted and not had: a reconnect cannot be recovered, and says so
+ * @property {{ key: string, at: number }[]} delivered  what was delivered since the position (not client events)
+ * @property {{ key: string, until: number }[]} recovered  recovered events whose live copy may still come
+ * @property {{ key: string, event: string, deliver: () => void }[] | null} held  live events held during a recovery
+ * @property {number} gen  the operation under way (a newer one supersedes it)
+ * @property {Promise<void> | null} running
+ * @property {Promise<void> | null} anchoring
+ */
+
+/**
+ * One channel's part of a request, and where its answer goes.
+ * @typedef {{ name: string, socket: string, since?: string, token?: string, deadline: number, resolve: (r: Asked) => void }} Ask
+ */
+/**
+ * One channel's answer: its events and position, a refusal (a code: no use asking again), or a failure (ask again).
+ * @typedef {{ answer?: { events: unknown[], position?: unknown, gap?: unknown }, refused?: string, failed?: string, retryAfterMs?: number | null }} Asked
+ */
+
+/**
+ * Recovery for one pusher-js instance (see above). Channels join through attach().
+ */
+class Recovery {
+  /**
+   * @param {PusherLike} pusher
+   * @param {RecoverySettings} s
+   */
+  constructor(pusher, s) {
+    this.pusher = pusher;
+    this.s = s;
+    /** The service has [recovery]: an authorization answer carried a token (or `always`). */
+    this.on = s.always;
+    /** The service said it has none (404), or stop(): no more requests. */
+    this.off = false;
+    /**
+     * socket id → the recover endpoint of the app that issued its tokens, and channel → token.
+     * @type {Map<string, { url: string | null, channels: Map<string, string> }>}
+     */
+    this.tokens = new Map();
+    /** @type {string[]} this client's socket ids, newest last */
+    this.sockets = [];
+    /** @type {Set<Track>} */
+    this.tracks = new Set();
+    /** @type {Ask[]} */
+    this.asks = [];
+    /** @type {Timer | null} */
+    this.batch = null;
+    /** @type {Timer | null} */
+    this.ticker = null;
+    this.perRequest = MAX_CHANNELS_PER_REQUEST;
+    pusher.connection.bind('connected', () => this.own(pusher.connection.socket_id));
+    this.takeTokens(pusher);
+  }
+
+  active() {
+    return this.on && !this.off && !!this.s.endpoint();
+  }
+
+  stop() {
+    this.off = true;
+    clearTimeout(this.ticker);
+  }
+
+  /**
+   * Recovers `channel` from now on: its emit and its authorization go through here.
+   * @param {Channel} channel
+   */
+  attach(channel) {
+    if (channel.__dualRecovery || String(channel.name).startsWith('#') || this.s.skip(channel.name)) return;
+    /** @type {Track} */
+    const t = {
+      channel, next: originalEmit(channel), socket: null, position: null, lost: false, delivered: [],
+      recovered: [], held: null, gen: 0, running: null, anchoring: null,
+    };
+    channel.__dualRecovery = t;
+    /** @type {Emit} */
+    const handler = (event, data, meta) => this.emitted(t, event, data, meta);
+    channel.__dualEmit = handler;
+    channel.emit = handler;
+    channel.__dualResync = () => this.resubscribed(t);
+    this.tracks.add(t);
+    this.tick();
+    if (channel.subscribed) this.subscribed(t); // recover() on an instance already subscribed
+  }
+
+  /**
+   * The instance's channel authorization answers, whatever makes them (pusher-js's own
+   * transport, a customHandler, the helper's retry): the token is taken out (pusher-js
+   * never sees it) and kept for that socket; the first one turns recovery on. pusher-js
+   * (>= 8) authorizes every channel through `config.channelAuthorizer`, and builds a
+   * new `config` at switchCluster: each one is wrapped as it is set.
+   * @param {PusherLike} pusher
+   */
+  takeTokens(pusher) {
+    /** @param {PusherConfig | undefined} config */
+    const wrap = (config) => {
+      const authorizer = config && config.channelAuthorizer;
+      if (typeof authorizer !== 'function' || authorizer.__dualTokens) return config;
+      /** @type {PusherConfig['channelAuthorizer']} */
+      const wrapped = (params, callback) => authorizer(params, (error, data) => {
+        if (!error && data && typeof data === 'object' && 'recovery' in data) {
+          const r = /** @type {{ token?: unknown } | null} */ (data.recovery);
+          delete data.recovery;
+          if (r && typeof r.token === 'string') this.token(params.socketId, params.channelName, r.token);
+        }
+        callback(error, data);
+      });
+      wrapped.__dualTokens = true;
+      config.channelAuthorizer = wrapped;
+      return config;
+    };
+    let config = wrap(pusher.config);
+    Object.defineProperty(pusher, 'config', {
+      configurable: true,
+      enumerable: true,
+      get: () => config,
+      set: (c) => {
+        config = wrap(c);
+      },
+    });
+  }
+
+  /**
+   * A token, kept with the endpoint of the app it came from (a move changes apps; its tokens are for one).
+   * @param {string} socket @param {string} name @param {string} token
+   */
+  token(socket, name, token) {
+    if (!this.tokens.has(socket)) this.tokens.set(socket, { url: this.s.endpoint(), channels: new Map() });
+    this.tokens.get(socket).channels.set(name, token);
+    if (this.on) return;
+    this.on = true;
+    // Channels subscribed before recovery was known to be on (public ones) anchor now.
+    for (const t of this.tracks) if (t.socket && t.position === null && !t.running) this.start(t, 'anchor');
+  }
+
+  /** @param {string | undefined} socket  one of this client's socket ids (the newest) */
+  own(socket) {
+    if (!socket || this.sockets[this.sockets.length - 1] === socket) return;
+    this.sockets = [...this.sockets.filter((s) => s !== socket), socket].slice(-20);
+    const recent = new Set(this.sockets.slice(-3));
+    for (const s of this.tokens.keys()) if (!recent.has(s)) this.tokens.delete(s);
+  }
+
+  /**
+   * Everything the channel emits (or a move delivers into it).
+   * @param {Track} t
+   * @param {string} event
+   * @param {unknown} data
+   * @param {unknown} meta
+   */
+  emitted(t, event, data, meta) {
+    if (event === 'pusher:subscription_succeeded') {
+      this.subscribed(t);
+    } else if (!/^pusher[:_]|^pusher-dual-auth:/.test(event) && event !== BRIDGE_EVENT) {
+      const key = eventKey(event, data);
+      const deliver = () => t.next(event, data, meta);
+      if (t.held) return void t.held.push({ key, event, deliver });
+      return this.live(t, key, event, deliver);
+    }
+    return t.next(event, data, meta);
+  }
+
+  /**
+   * A live event: dropped if it is the late copy of one just recovered, else listed and delivered.
+   * @param {Track} t @param {string} key @param {string} event @param {() => void} deliver
+   */
+  live(t, key, event, deliver) {
+    const now = Date.now();
+    t.recovered = t.recovered.filter((r) => r.until > now);
+    const copy = t.recovered.findIndex((r) => r.key === key);
+    if (copy >= 0) return void t.recovered.splice(copy, 1);
+    if (this.active() && !event.startsWith('client-')) {
+      t.delivered.push({ key, at: now });
+      if (t.delivered.length >= MAX_DELIVERED && t.position !== null && !t.running && t.socket === this.pusher.connection.socket_id) {
+        this.start(t, 'resync');
+      }
+      if (t.delivered.length > MAX_DELIVERED_HARD) t.delivered.splice(0, t.delivered.length - MAX_DELIVERED_HARD);
+    }
+    deliver();
+  }
+
+  /**
+   * pusher:subscription_succeeded: the first one anchors; one on another socket recovers, holding live events.
+   * @param {Track} t
+   */
+  subscribed(t) {
+    const socket = this.pusher.connection.socket_id || null;
+    this.own(socket);
+    const again = t.socket !== null;
+    if (again && t.socket === socket) return; // the same connection: nothing was missed
+    t.socket = socket;
+    if (!again) t.delivered = [];
+    if (!this.active()) return;
+    if (!again) return this.start(t, 'anchor');
+    t.held = t.held || [];
+    this.start(t, 'recover');
+  }
+
+  /**
+   * After a move (connect's handover), which kept the channel live throughout: a re-sync on the new socket.
+   * @param {Track} t
+   */
+  resubscribed(t) {
+    const socket = this.pusher.connection.socket_id || null;
+    if (!t.socket || t.socket === socket) return;
+    this.own(socket);
+    t.socket = socket;
+    if (this.active()) this.start(t, 'resync');
+  }
+
+  /** Every resyncMs: a re-sync of each channel (or an anchor, for one without a position). */
+  tick() {
+    if (this.ticker) return;
+    const loop = () => {
+      this.ticker = later(loop, this.s.resyncMs);
+      const { connection } = this.pusher;
+      for (const t of this.tracks) {
+        if (this.pusher.channel(t.channel.name) !== t.channel) this.tracks.delete(t); // unsubscribed
+        else if (this.active() && !t.running && t.channel.subscribed && connection.state === 'connected' && t.socket === connection.socket_id) {
+          this.start(t, t.position === null ? 'anchor' : 'resync');
+        }
+      }
+    };
+    this.ticker = later(loop, this.s.resyncMs);
+  }
+
+  /**
+   * Starts an operation on the channel. One at a time: a reconnect's recovery
+   * supersedes one under way (whose answer is then ignored), anything else waits
+   * for the next tick.
+   * @param {Track} t
+   * @param {'anchor' | 'recover' | 'resync'} kind
+   */
+  start(t, kind) {
+    if (kind !== 'recover' && t.running) return;
+    const gen = ++t.gen;
+    const current = () => t.gen === gen;
+    const op = (async () => {
+      if (kind === 'anchor') return this.anchor(t);
+      if (t.anchoring) await t.anchoring; // its position is the one to recover from
+      if (current()) await this.recover(t, current, kind === 'resync');
+    })().catch(() => {}).finally(() => {
+      if (!current()) return;
+      t.running = null;
+      this.release(t);
+    });
+    t.running = op;
+  }
+
+  /**
+   * Asks for the position to start from. It stands even if a recovery superseded the
+   * anchor (that recovery waits for it).
+   * @param {Track} t
+   */
+  async anchor(t) {
+    const sentAt = Date.now();
+    const p = this.ask(t, undefined, sentAt + this.s.maxHoldMs, () => true).then((r) => {
+      const position = r && r.answer && r.answer.position;
+      if (typeof position === 'string' && position) {
+        t.position = position;
+        t.lost = false;
+        t.delivered = t.delivered.filter((d) => d.at >= sentAt - KEEP_RECENT_MS);
+      } else {
+        t.lost = true;
+      }
+    });
+    t.anchoring = p;
+    try {
+      await p;
+    } finally {
+      if (t.anchoring === p) t.anchoring = null;
+    }
+  }
+
+  /**
+   * What was published since the position, delivered if it was not already. `quiet`
+   * (a re-sync: the connection stayed up) tells no gap and keeps the position on failure.
+   * @param {Track} t
+   * @param {() => boolean} current
+   * @param {boolean} quiet
+   */
+  async recover(t, current, quiet) {
+    if (t.position === null) {
+      if (!quiet && t.lost) this.gap(t, 'unavailable', 0); // nothing to recover from
+      this.release(t);
+      return this.anchor(t);
+    }
+    const sentAt = Date.now();
+    const r = await this.ask(t, t.position, sentAt + this.s.maxHoldMs, current);
+    if (!r || !current()) return;
+    if (r.answer) {
+      this.apply(t, r.answer, sentAt, quiet);
+    } else if (!quiet) {
+      t.position = null;
+      this.gap(t, r.refused || 'unavailable', 0);
+    }
+    if (t.position === null && !quiet) {
+      this.release(t);
+      await this.anchor(t); // a position again, for the next reconnect
+    }
+  }
+
+  /**
+   * One channel's answer: its events matched against what was delivered, the rest delivered.
+   * @param {Track} t
+   * @param {{ events: unknown[], position?: unknown, gap?: unknown }} answer
+   * @param {number} sentAt
+   * @param {boolean} quiet
+   */
+  apply(t, answer, sentAt, quiet) {
+    const now = Date.now();
+    /** @type {Map<string, number[]>} key → its indexes in t.delivered, ascending */
+    const where = new Map();
+    t.delivered.forEach((d, i) => (where.get(d.key) || where.set(d.key, []).get(d.key)).push(i));
+    const matched = new Set();
+    let cursor = 0; // delivered entries before it are passed: matched, or not in the buffer
+    let recovered = 0;
+    for (const raw of answer.events) {
+      const e = /** @type {{ event?: unknown, data?: unknown, socket_id?: unknown }} */ (raw);
+      if (!e || typeof e.event !== 'string' || typeof e.data !== 'string' || /^pusher[:_]/.test(e.event)) continue;
+      if (typeof e.socket_id === 'string' && this.sockets.includes(e.socket_id)) continue; // its publisher left this client out
+      const got = decodeRecovered(t.channel, e.event, e.data);
+      if (!got) continue;
+      const key = eventKey(got.event, got.data);
+      const same = where.get(key) || [];
+      while (same.length && same[0] < cursor) same.shift();
+      if (same.length) {
+        const i = same.shift(); // the next equal one delivered at or after the cursor: this one, delivered live
+        matched.add(i);
+        cursor = i + 1;
+        continue;
+      }
+      t.recovered.push({ key, until: now + LATE_COPY_MS });
+      recovered++;
+      t.next(got.event, got.data, {});
+    }
+    t.delivered = t.delivered.filter((d, i) => !matched.has(i) && d.at >= sentAt - KEEP_RECENT_MS);
+    t.position = typeof answer.position === 'string' && answer.position ? answer.position : null;
+    if (answer.gap && !quiet) this.gap(t, String(answer.gap), recovered);
+  }
+
+  /**
+   * Tells the app what could not be recovered.
+   * @param {Track} t @param {string} reason @param {number} recovered
+   */
+  gap(t, reason, recovered) {
+    t.next(RECOVERY_GAP, { channel: t.channel.name, reason, recovered });
+  }
+
+  /**
+   * The held live events, delivered (less the copies of what was just recovered).
+   * @param {Track} t
+   */
+  release(t) {
+    const held = t.held;
+    t.held = null;
+    if (held) for (const h of held) this.live(t, h.key, h.event, h.deliver);
+  }
+
+  /**
+   * The channel's answer, asked again while it fails and time remains; a token refused
+   * as missing or expired is renewed once (by authorizing the channel again). Null if
+   * superseded.
+   * @param {Track} t
+   * @param {string | undefined} since  undefined: an anchor
+   * @param {number} deadline
+   * @param {() => boolean} current
+   * @returns {Promise<Asked | null>}
+   */
+  async ask(t, since, deadline, current) {
+    let renewed = false;
+    for (let n = 0; ; n++) {
+      const name = t.channel.name;
+      const tokens = this.tokens.get(t.socket);
+      const token = tokens && tokens.channels.get(name);
+      /** @type {Asked} */
+      const r = await new Promise((resolve) => this.queue({ name, socket: t.socket, since, token, deadline, resolve }));
+      if (!current()) return null;
+      if (r.answer) return r;
+      if (r.refused) {
+        if (renewed || !/^(missing|expired)_token$/.test(r.refused) || !(await this.reauthorize(t, deadline))) return r;
+        renewed = true;
+        continue;
+      }
+      const wait = typeof r.retryAfterMs === 'number' ? r.retryAfterMs : RECOVER_RETRY_MS * 2 ** n * (0.5 + this.s.random() / 2);
+      if (this.off || Date.now() + wait >= deadline) return r;
+      await sleep(wait);
+      if (!current()) return null;
+    }
+  }
+
+  /**
+   * A fresh token: the channel authorized again on its socket (a host call; pusher-js is not told).
+   * @param {Track} t @param {number} deadline
+   * @returns {Promise<boolean>}
+   */
+  reauthorize(t, deadline) {
+    const { channel } = t;
+    if (!/^(private|presence)-/.test(channel.name) || typeof channel.authorize !== 'function' || !t.socket) return Promise.resolve(false);
+    const done = new Promise((resolve) => channel.authorize(t.socket, (error) => resolve(!error)));
+    return within(done, Math.max(0, deadline - Date.now()), 'authorizing again').catch(() => false);
+  }
+
+  /** @param {Ask} a  sent with the others asked within BATCH_MS */
+  queue(a) {
+    this.asks.push(a);
+    if (!this.batch) this.batch = later(() => this.flush(), BATCH_MS);
+  }
+
+  /** One request per socket id, at most perRequest channels each. */
+  flush() {
+    this.batch = null;
+    /** @type {Map<string, Ask[]>} */
+    const bySocket = new Map();
+    for (const a of this.asks) (bySocket.get(a.socket) || bySocket.set(a.socket, []).get(a.socket)).push(a);
+    this.asks = [];
+    for (const [socket, list] of bySocket) {
+      for (let i = 0; i < list.length; i += this.perRequest) this.post(socket, list.slice(i, i + this.perRequest));
+    }
+  }
+
+  /**
+   * POST /recover/{app}; each channel's answer to its Ask.
+   * @param {string} socket @param {Ask[]} list
+   */
+  async post(socket, list) {
+    /** @param {Asked} r */
+    const all = (r) => list.forEach((a) => a.resolve(r));
+    const issuer = this.tokens.get(socket);
+    const url = issuer ? issuer.url : this.s.endpoint();
+    if (!url || this.off) return all({ refused: 'unavailable' });
+    const channels = list.map(({ name, since, token }) => ({ channel: name, ...(since === undefined ? {} : { since }), ...(token ? { token } : {}) }));
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), Math.max(250, Math.min(...list.map((a) => a.deadline)) - Date.now()));
+    let res;
+    let body = null;
+    try {
+      res = await this.s.fetch(url, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', ...this.s.headers },
+        body: JSON.stringify({ socket_id: socket, channels }),
+        signal: abort.signal,
+      });
+      body = await res.json().catch(() => null);
+    } catch (e) {
+      return all({ failed: e && e.name === 'AbortError' ? 'no answer in time' : `network error (${e && e.message})`, retryAfterMs: null });
+    } finally {
+      clearTimeout(timer);
+    }
+    const code = body && body.error && typeof body.error.code === 'string' ? body.error.code : `status ${res.status}`;
+    if (res.status === 400 && code === 'too_many_channels' && list.length > 1) {
+      // The service takes fewer per request than we sent: halve until it takes them.
+      this.perRequest = Math.max(1, Math.floor(list.length / 2));
+      for (let i = 0; i < list.length; i += this.perRequest) this.post(socket, list.slice(i, i + this.perRequest));
+      return;
+    }
+    if (res.status === 404) this.off = true; // no [recovery] there (or no such app): no more requests
+    if (res.status === 429 || res.status >= 500) {
+      const after = Number(res.headers.get('retry-after'));
+      return all({ failed: code, retryAfterMs: res.headers.get('retry-after') !== null && Number.isFinite(after) ? after * 1000 : null });
+    }
+    if (res.status !== 200 || !body || !body.channels || typeof body.channels !== 'object') {
+      return all({ refused: res.status === 404 ? 'unavailable' : code });
+    }
+    for (const a of list) {
+      const one = Object.prototype.hasOwnProperty.call(body.channels, a.name) ? body.channels[a.name] : null;
+      if (one && one.error) {
+        const why = String(one.error.code);
+        a.resolve(why === 'buffer_unavailable' ? { failed: why, retryAfterMs: null } : { refused: why });
+      } else if (one && Array.isArray(one.events)) {
+        a.resolve({ answer: one });
+      } else {
+        a.resolve({ failed: 'no answer for the channel', retryAfterMs: null });
+      }
+    }
+  }
+}
+
+/**
+ * What a recovered event is as pusher-js would deliver it: its data parsed as pusher-js
+ * parses a message's, then through the channel's own handleEvent (a private-encrypted
+ * channel decrypts there), caught before it reaches anyone. Null if nothing came out.
+ * @param {Channel} channel
+ * @param {string} event
+ * @param {string} text  the data, exactly as published
+ * @returns {{ event: string, data: unknown } | null}
+ */
+function decodeRecovered(channel, event, text) {
+  let data = text;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    // not JSON: a string, as pusher-js leaves it
+  }
+  const handle = channel.handleEvent;
+  if (typeof handle !== 'function') return { event, data };
+  /** @type {{ event: string, data: unknown } | null} */
+  let out = null;
+  /** @param {string} e @param {unknown} d */
+  const caught = (e, d) => {
+    if (!out) out = { event: e, data: d };
+  };
+  try {
+    handle.call(Object.create(channel, { emit: { value: caught } }), { event, channel: channel.name, data });
+  } catch {
+    return null;
+  }
+  return out;
+}
+
+/** @param {string} event @param {unknown} data  what tells an event from others: its name and data */
+const eventKey = (event, data) => `${event}\u0000${fingerprint(data)}`;
+
+/**
+ * POST /recover/{app} beside a channel authorization endpoint `…/auth/{app}`, or null.
+ * @param {string | undefined} authEndpoint
+ * @returns {string | null}
+ */
+function recoverUrlOf(authEndpoint) {
+  if (typeof authEndpoint !== 'string') return null;
+  let u;
+  try {
+    u = new URL(authEndpoint, typeof location !== 'undefined' ? location.href : undefined);
+  } catch {
+    return null;
+  }
+  const m = /^(.*)\/auth\/([^/]+)\/?$/.exec(u.pathname);
+  if (!m) return null;
+  u.pathname = `${m[1]}/recover/${m[2]}`;
+  u.search = '';
+  u.hash = '';
+  return u.href;
+}
+
+/**
+ * @param {import('./pusher-dual-auth').RecoveryOptions & { fetch?: typeof fetch, random?: () => number, headers?: Record<string, string> }} o
+ * @param {Pick<RecoverySettings, 'endpoint' | 'skip'> & { always: boolean }} fixed
+ * @returns {RecoverySettings}
+ */
+function recoverySettingsOf(o, fixed) {
+  const { resyncMs = 60000, maxHoldMs = 5000, headers = {}, fetch: fetchImpl = globalThis.fetch, random = Math.random } = o;
+  const always = o.always === undefined ? fixed.always : o.always === true;
+  return { ...fixed, always, resyncMs, maxHoldMs, headers, fetch: fetchImpl, random };
+}
+
+/**
+ * Recovery for plain pusher-js (without connect): after each reconnect, every channel
+ * gets what was published through the service while it was away (see above).
+ * Call it right after `new Pusher(…)`, before subscribing: it takes the tokens from the
+ * channels' authorization answers (whatever authorizes them: pusher-js's own
+ * transport, a customHandler, retryingAuth). A channel subscribed before is authorized
+ * again once to get one.
+ *
+ * @param {PusherLike} pusher
+ * @param {import('./pusher-dual-auth').RecoverOptions} [options]
+ * @returns {{ stop: () => void }}
+ */
+export function recover(pusher, options = {}) {
+  const base = typeof location !== 'undefined' ? location.href : undefined;
+  const own = pusher.options || {}; // pusher-js < 8.5 keeps no options: pass `endpoint`
+  const auth = /** @type {{ endpoint?: string } | undefined} */ (own.channelAuthorization);
+  const url = options.endpoint
+    ? new URL(options.endpoint, base).href
+    : recoverUrlOf((auth && auth.endpoint) || /** @type {string | undefined} */ (own.authEndpoint));
+  const endpoint = () => url;
+  if (!url) {
+    throw new TypeError('recover(): pass { endpoint: "https://…/recover/APP" }: it is not …/auth/APP with /recover/APP beside it');
+  }
+  const r = new Recovery(pusher, recoverySettingsOf(options, { endpoint, skip: () => false, always: true }));
+  const subscribeHere = pusher.subscribe.bind(pusher);
+  pusher.subscribe = (name) => {
+    const channel = subscribeHere(name);
+    r.attach(channel);
+    return channel;
+  };
+  for (const channel of pusher.allChannels()) r.attach(channel);
+  return { stop: () => r.stop() };
+}
+
+// ---------------------------------------------------------------------------
 // retry: authorizations refused for load, asked again
 // ---------------------------------------------------------------------------
 
@@ -1644,12 +2352,12 @@ function rawEmit(channel) {
 }
 
 /**
- * What the channel emits through when nothing intercepts it: the presence bridge's merge, or pusher-js's own.
+ * What the channel emits through when no move intercepts it: the helper's layers (`__dualEmit`), or pusher-js's own.
  * @param {Channel} channel
  * @returns {Emit}
  */
 function originalEmit(channel) {
-  return channel.__dualBridge || rawEmit(channel);
+  return channel.__dualEmit || rawEmit(channel);
 }
 
 /**
@@ -1662,7 +2370,7 @@ function intercept(channel, fn) {
   channel.emit = fn;
   return () => {
     if (channel.emit !== fn) return;
-    if (channel.__dualBridge) channel.emit = channel.__dualBridge;
+    if (channel.__dualEmit) channel.emit = channel.__dualEmit;
     else delete channel.emit;
   };
 }
