@@ -43,11 +43,16 @@ async function cutProxy(target) {
 }
 
 export default async function () {
-  const { PusherServer, Pusher, SERVICE, assert, assertEqual, clients, connect, servicePort, sleep, suite, wsPort } = w;
+  const { HOST_ORIGIN, PusherServer, Pusher, SERVICE, assert, assertEqual, clients, connect, launchChromium, path, servicePort,
+    sleep, suite, work, wsPort } = w;
   const N = Number(process.env.RECOVERY_CLIENTS || 100);
   const outages = (process.env.RECOVERY_OUTAGES || '3,30').split(',').map(Number);
   await suite.test(`recovery: ${N} clients, every connection cut and new ones refused for ${outages.join(' s, then ')} s, an event at 20 Hz through the fan-out: every number exactly once, in order`, async () => {
     const proxy = await cutProxy(wsPort);
+    // One client is a Chromium page (the helper as a browser runs it), through the same proxy.
+    const browser = await launchChromium(path.join(work, 'chromium-recovery'));
+    const page = await browser.newPage();
+    let pageLoaded = false;
     const publisher = new PusherServer({ appId: 'dual', key: 'publisher-key', secret: 'publisher-secret', host: '127.0.0.1', port: servicePort, useTLS: false });
     const got = [];
     let n = 0;
@@ -65,17 +70,22 @@ export default async function () {
         r.channel = r.pusher.subscribe('private-recovery');
         r.channel.bind('tick', (d) => r.numbers.push(d.n));
         r.channel.bind('pusher-dual-auth:recovery_gap', (g) => r.gaps.push(g));
+        r.sockets.add(r.pusher.connection.socket_id);
         r.pusher.connection.bind('connected', () => r.sockets.add(r.pusher.connection.socket_id));
         got.push(r);
       }));
       const subscribed = async (what, ms) => {
         const until = Date.now() + ms;
-        while (!got.every((r) => r.pusher.connection.state === 'connected' && r.channel.subscribed)) {
+        const pageBack = async () => !pageLoaded || (await page.evaluate('window.__roll.subscribed'));
+        while (!got.every((r) => r.pusher.connection.state === 'connected' && r.channel.subscribed) || !(await pageBack())) {
           assert(Date.now() < until, `${what}: ${got.filter((r) => r.channel.subscribed).length} of ${N} subscribed`);
           await sleep(200);
         }
       };
       await subscribed('first subscription', 30000);
+      await page.goto(`${HOST_ORIGIN}/rollout.html?service=${encodeURIComponent(SERVICE)}&ws=${proxy.port}&uid=recovery-browser&ticks=private-recovery`);
+      await page.waitForFunction('window.__roll && window.__roll.ready && window.__roll.subscribed', { timeout: 20000 });
+      pageLoaded = true;
       (async () => {
         while (!stop) {
           const t = Date.now();
@@ -100,6 +110,10 @@ export default async function () {
       stop = true;
       proxy.close();
     }
+    const ticks = await page.evaluate('window.__roll.ticks');
+    await browser.close();
+    assertEqual(w.gapsAndRepeats(ticks), [], 'the Chromium page: lost or repeated events');
+    assertEqual(ticks[ticks.length - 1], n, 'the Chromium page got the last number');
     assertEqual(publishErrors, 0, 'every publish accepted');
     for (const r of got) {
       assertEqual(w.gapsAndRepeats(r.numbers), [], `client ${r.i}: lost or repeated events`);

@@ -22,8 +22,10 @@ pub(crate) struct RawRecovery {
 fn default_window_secs() -> u64 {
     120
 }
+/// 120 s of a channel publishing at 80 Hz: the cap should outlast the window on
+/// busy channels, or a client that saw everything live is told of a gap.
 fn default_max_events_per_channel() -> usize {
-    1_000
+    10_000
 }
 fn default_max_bytes() -> usize {
     64 * 1024 * 1024

@@ -171,12 +171,10 @@ impl Streams {
             None => None,
             Some(s) => match s.strip_prefix("r:").filter(|s| id(s).is_some()) {
                 Some(s) => Some(s),
+                // Not one of ours: a gap, and a position to go on from (an anchor's).
                 None => {
-                    return Ok(ChannelRead {
-                        events: Vec::new(),
-                        position: String::new(),
-                        gap: Some(GAP_UNKNOWN),
-                    });
+                    let anchor = Box::pin(self.read(channel, None, limits)).await?;
+                    return Ok(ChannelRead { gap: Some(GAP_UNKNOWN), ..anchor });
                 }
             },
         };
@@ -196,10 +194,12 @@ impl Streams {
         };
         let s = id(since).expect("checked above");
         if last.is_empty() {
-            // Nothing kept: either nothing came since, or all of it is gone.
+            // Nothing kept: either nothing came since, or all of it is gone. Either
+            // way the reader goes on from now (a later event's id is at least now).
             let trimmed = id(&deleted).is_some_and(|d| s < d);
             let gap = (trimmed || s.0 + window < now).then_some(GAP_EVICTED);
-            return Ok(ChannelRead { events: Vec::new(), position: format!("r:{since}"), gap });
+            let position = format!("r:{}-0", now.saturating_sub(1).max(s.0));
+            return Ok(ChannelRead { events: Vec::new(), position, gap });
         }
         if id(&last).is_some_and(|l| s > l) {
             return Ok(ChannelRead {

@@ -150,5 +150,10 @@ pub async fn recover(
     }
     Ok(HttpResponse::Ok()
         .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
-        .json(json!({"channels": answer})))
+        // The limits a client paces itself by: re-sync within the window, batch within the cap.
+        .json(json!({
+            "channels": answer,
+            "window_secs": limits.window.as_secs(),
+            "max_channels_per_request": limits.max_channels_per_request,
+        })))
 }

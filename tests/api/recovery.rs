@@ -125,6 +125,11 @@ async fn a_socket_gets_what_it_missed_in_order_and_exactly_as_published() {
     )
     .await;
     assert_eq!(status, 200, "{got}");
+    assert_eq!(
+        (got["window_secs"].as_u64(), got["max_channels_per_request"].as_u64()),
+        (Some(60), Some(3)),
+        "{got}"
+    );
     let a = &got["channels"]["private-a"];
     // A deliberate repeat (the second {"n":2}) comes back twice; another channel's never.
     assert_eq!(datas(a), ["{\"n\":1}", "{\"n\":2}", "{\"n\":3}", "{\"n\":2}"], "{got}");
@@ -278,4 +283,13 @@ async fn with_redis_events_kept_through_one_replica_are_recovered_through_anothe
     .await;
     assert_eq!(datas(&capped["channels"]["private-a"]), ["6", "7", "8", "9", "10"], "{capped}");
     assert_eq!(capped["channels"]["private-a"]["gap"], "evicted");
+    // A position not of ours: a gap, and a position to go on from.
+    let (_, odd) = recover(
+        &b,
+        json!({"socket_id": "1.1", "channels": [{"channel": "private-a", "since": "r:nope", "token": t}]}),
+    )
+    .await;
+    let odd = &odd["channels"]["private-a"];
+    assert_eq!(odd["gap"], "unknown_position", "{odd}");
+    assert!(odd["position"].as_str().is_some_and(|p| p.starts_with("r:") && p.len() > 4), "{odd}");
 }
