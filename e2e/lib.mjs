@@ -151,3 +151,38 @@ export function gapsAndRepeats(numbers) {
   }
   return problems;
 }
+
+/** A TCP proxy to `target` whose `cut(ms)` resets every connection and refuses new ones for `ms`. */
+export async function cutProxy(target) {
+  const port = await freePort();
+  const sockets = new Set();
+  const accept = (client) => {
+    const upstream = net.connect(target, '127.0.0.1');
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => {});
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  };
+  let server = null;
+  const listen = async () => {
+    server = net.createServer(accept);
+    await new Promise((r) => server.listen(port, '127.0.0.1', r));
+  };
+  await listen();
+  return {
+    port,
+    async cut(ms) {
+      server.close(); // stops accepting at once (its callback would wait for the open connections)
+      for (const s of sockets) s.resetAndDestroy();
+      await sleep(ms);
+      await listen();
+    },
+    close() {
+      for (const s of sockets) s.destroy();
+      server.close();
+    },
+  };
+}

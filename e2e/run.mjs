@@ -36,6 +36,7 @@ import lossless from './scenarios/lossless.mjs';
 import runbook from './scenarios/runbook.mjs';
 import storm from './scenarios/storm.mjs';
 import recovery from './scenarios/recovery.mjs';
+import recovery_redis from './scenarios/recovery-redis.mjs';
 
 // Unhandled rejections inside pusher-js (e.g. a bad channel_data) must fail the run, not hang it.
 process.on('unhandledRejection', (e) => console.log(`unhandled rejection: ${e && e.stack ? e.stack : e}`));
@@ -70,6 +71,7 @@ try {
   await presence_bridge();
   await lossless();
   await recovery();
+  await recovery_redis();
   await runbook();
   await storm();
 

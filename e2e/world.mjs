@@ -6,10 +6,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { createHash, createHmac } from 'node:crypto';
-import { Suite, assert, assertEqual, freePort, gapsAndRepeats, nginxWithRecipe, sleep, start, stop, waitForHttp } from './lib.mjs';
+import { Suite, assert, assertEqual, cutProxy, freePort, gapsAndRepeats, nginxWithRecipe, sleep, start, stop, waitForHttp } from './lib.mjs';
 import { connect, retryingAuth } from '../clients/js/pusher-dual-auth.mjs';
 
-export { fs, os, path, createHash, createHmac, assert, assertEqual, freePort, gapsAndRepeats, sleep, start, stop, waitForHttp, connect, retryingAuth };
+export { fs, os, path, createHash, createHmac, assert, assertEqual, cutProxy, freePort, gapsAndRepeats, nginxWithRecipe, sleep, start, stop, waitForHttp, connect, retryingAuth };
 
 export const require = createRequire(import.meta.url);
 export const Pusher = require('pusher-js'); // the Node build, encryption-capable

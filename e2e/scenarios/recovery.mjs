@@ -4,43 +4,7 @@
 // 20 Hz all the time. pusher-js reconnects by itself; the helper then fetches
 // what the channel missed. Every client must see every number between its
 // first and last exactly once, in order, with no recovery_gap.
-import net from 'node:net';
 import * as w from '../world.mjs';
-
-/** A TCP proxy to `target` whose `cut(ms)` resets every connection and refuses new ones for `ms`. */
-async function cutProxy(target) {
-  const port = await w.freePort();
-  const sockets = new Set();
-  const accept = (client) => {
-    const upstream = net.connect(target, '127.0.0.1');
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('close', () => sockets.delete(s));
-      s.on('error', () => {});
-    }
-    client.pipe(upstream);
-    upstream.pipe(client);
-  };
-  let server = null;
-  const listen = async () => {
-    server = net.createServer(accept);
-    await new Promise((r) => server.listen(port, '127.0.0.1', r));
-  };
-  await listen();
-  return {
-    port,
-    async cut(ms) {
-      server.close(); // stops accepting at once (its callback would wait for the open connections)
-      for (const s of sockets) s.resetAndDestroy();
-      await w.sleep(ms);
-      await listen();
-    },
-    close() {
-      for (const s of sockets) s.destroy();
-      server.close();
-    },
-  };
-}
 
 export default async function () {
   const { HOST_ORIGIN, PusherServer, Pusher, SERVICE, assert, assertEqual, clients, connect, launchChromium, path, servicePort,
@@ -48,11 +12,16 @@ export default async function () {
   const N = Number(process.env.RECOVERY_CLIENTS || 100);
   const outages = (process.env.RECOVERY_OUTAGES || '3,30').split(',').map(Number);
   await suite.test(`recovery: ${N} clients, every connection cut and new ones refused for ${outages.join(' s, then ')} s, an event at 20 Hz through the fan-out: every number exactly once, in order`, async () => {
-    const proxy = await cutProxy(wsPort);
+    const proxy = await w.cutProxy(wsPort);
     // One client is a Chromium page (the helper as a browser runs it), through the same proxy.
     const browser = await launchChromium(path.join(work, 'chromium-recovery'));
     const page = await browser.newPage();
     let pageLoaded = false;
+    // What the page saw of the service, shown when the page's numbers fail.
+    const pageLog = [];
+    page.on('console', (m) => pageLog.push(`console: ${m.text()}`));
+    page.on('requestfailed', (r) => pageLog.push(`failed: ${r.method()} ${r.url()} ${r.failure() && r.failure().errorText}`));
+    page.on('response', (r) => { if (r.url().includes('/recover/')) pageLog.push(`${r.request().method()} ${r.url()} ${r.status()}`); });
     const publisher = new PusherServer({ appId: 'dual', key: 'publisher-key', secret: 'publisher-secret', host: '127.0.0.1', port: servicePort, useTLS: false });
     const got = [];
     let n = 0;
@@ -112,6 +81,7 @@ export default async function () {
     }
     const ticks = await page.evaluate('window.__roll.ticks');
     await browser.close();
+    if (w.gapsAndRepeats(ticks).length) console.log(`     the Chromium page saw: ${pageLog.slice(-30).join(' | ')}`);
     assertEqual(w.gapsAndRepeats(ticks), [], 'the Chromium page: lost or repeated events');
     assertEqual(ticks[ticks.length - 1], n, 'the Chromium page got the last number');
     assertEqual(publishErrors, 0, 'every publish accepted');
