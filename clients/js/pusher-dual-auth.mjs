@@ -322,7 +322,10 @@ function recoveryOf(client, configUrl) {
     if (memo[0] !== from) {
       let to = null;
       try {
-        to = typeof given === 'string' ? new URL(given, configUrl).href : recoverUrlOf(from);
+        // Both against configUrl, as the authorization endpoints are: in a page, a
+        // relative one must not resolve against the page's own origin.
+        if (typeof given === 'string') to = new URL(given, configUrl).href;
+        else if (typeof from === 'string') to = recoverUrlOf(new URL(from, configUrl).href);
       } catch {
         // not a URL: no recovery
       }
@@ -2032,7 +2035,10 @@ function recoverUrlOf(authEndpoint) {
 function recoverySettingsOf(o, fixed) {
   const { resyncMs = 60000, maxHoldMs = 5000, headers = {}, fetch: fetchImpl = globalThis.fetch, random = Math.random } = o;
   const always = o.always === undefined ? fixed.always : o.always === true;
-  return { ...fixed, always, resyncMs, maxHoldMs, headers, fetch: fetchImpl, random };
+  // Called as a plain function: a browser's fetch called as a method of another
+  // object throws "Illegal invocation" (Node's does not).
+  const fetch = (/** @type {Parameters<typeof globalThis.fetch>} */ ...a) => fetchImpl(...a);
+  return { ...fixed, always, resyncMs, maxHoldMs, headers, fetch, random };
 }
 
 /**

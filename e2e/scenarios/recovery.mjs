@@ -20,8 +20,9 @@ export default async function () {
     // What the page saw of the service, shown when the page's numbers fail.
     const pageLog = [];
     page.on('console', (m) => pageLog.push(`console: ${m.text()}`));
+    page.on('pageerror', (e) => pageLog.push(`page error: ${e && e.message}`));
     page.on('requestfailed', (r) => pageLog.push(`failed: ${r.method()} ${r.url()} ${r.failure() && r.failure().errorText}`));
-    page.on('response', (r) => { if (r.url().includes('/recover/')) pageLog.push(`${r.request().method()} ${r.url()} ${r.status()}`); });
+    page.on('response', (r) => { if (!r.url().includes('/pusher')) pageLog.push(`${r.request().method()} ${r.url()} ${r.status()}`); });
     const publisher = new PusherServer({ appId: 'dual', key: 'publisher-key', secret: 'publisher-secret', host: '127.0.0.1', port: servicePort, useTLS: false });
     const got = [];
     let n = 0;
@@ -81,7 +82,7 @@ export default async function () {
     }
     const ticks = await page.evaluate('window.__roll.ticks');
     await browser.close();
-    if (w.gapsAndRepeats(ticks).length) console.log(`     the Chromium page saw: ${pageLog.slice(-30).join(' | ')}`);
+    if (w.gapsAndRepeats(ticks).length) console.log(`     the Chromium page saw: ${pageLog.filter((l) => !l.includes('WebSocket')).slice(-30).join(' | ')}`);
     assertEqual(w.gapsAndRepeats(ticks), [], 'the Chromium page: lost or repeated events');
     assertEqual(ticks[ticks.length - 1], n, 'the Chromium page got the last number');
     assertEqual(publishErrors, 0, 'every publish accepted');

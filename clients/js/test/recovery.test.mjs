@@ -179,7 +179,7 @@ function fakeWorld({ recovery = true, cap = 1000, maxChannels = 100 } = {}) {
     const rec = /\/recover\/(\w+)$/.exec(url);
     if (!rec) return new Response('not found', { status: 404 });
     const body = JSON.parse(init.body);
-    const request = { app: rec[1], body, answer: null };
+    const request = { app: rec[1], url, body, answer: null };
     state.requests.push(request);
     if (!recovery) return Response.json({ error: { code: 'not_found', message: '' } }, { status: 404 });
     if (state.gate) await state.gate;
@@ -572,4 +572,33 @@ test('a service that takes fewer channels per request than were sent: the helper
   await until(() => got.length === 1);
   assert.deepEqual(got, [1]);
   assert.ok(world.state.requests.slice(-3).every((r) => r.body.channels.length === 1), 'one channel per request from then on');
+});
+
+test('in a page, the recover URL is beside the authorization endpoint as configUrl resolves it, not on the page\'s origin', async () => {
+  // The service hands out a relative endpoint (/auth/old); a page is on another origin.
+  globalThis.location = { href: 'http://page.example/app/' };
+  try {
+    const world = fakeWorld();
+    const pusher = await connected(world);
+    await subscribed(world, pusher);
+    const anchor = world.state.requests.at(-1);
+    assert.equal(anchor.url, 'http://svc/recover/old');
+  } finally {
+    delete globalThis.location;
+  }
+});
+
+test("a browser's fetch is called as a plain function (as a method of another object it throws Illegal invocation)", async () => {
+  const world = fakeWorld();
+  // As window.fetch behaves: any `this` but the global object (or none) is refused.
+  const strictFetch = function (...args) {
+    if (this !== undefined && this !== globalThis) throw new TypeError("Failed to execute 'fetch' on 'Window': Illegal invocation");
+    return world.fetch(...args);
+  };
+  const pusher = await connected(world, { fetch: strictFetch });
+  const { got, gaps } = await subscribed(world, pusher);
+  world.publish('private-a', 'n', { n: 1 });
+  await dropAndReturn(world, pusher, { away: () => world.publish('private-a', 'n', { n: 2 }) });
+  assert.deepEqual(got, [1, 2]);
+  assert.deepEqual(gaps, []);
 });
