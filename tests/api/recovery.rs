@@ -295,3 +295,43 @@ async fn with_redis_events_kept_through_one_replica_are_recovered_through_anothe
     assert_eq!(odd["gap"], "unknown_position", "{odd}");
     assert!(odd["position"].as_str().is_some_and(|p| p.starts_with("r:") && p.len() > 4), "{odd}");
 }
+
+/// A Redis outage never blocks a publish: the event still goes out to the apps,
+/// is counted as not kept, and a reader whose range covers the outage is told
+/// `buffer_outage` (the marker is written once Redis is back) rather than
+/// handed a history with a hole in it.
+#[tokio::test]
+async fn a_redis_outage_is_a_gap_for_readers_never_a_failed_publish() {
+    let Some(mut redis) = RedisServer::start_persistent() else { return };
+    let rest = rest_ok().await;
+    let uri = rest.uri();
+    let port = redis.port;
+    let app = spawn_app_with(move |c| {
+        config(
+            c,
+            &uri,
+            &format!("[webhooks]\nforward_url = \"{uri}/hook\"\nkey = \"k\"\nsecret = \"s\"\nstate = \"redis\"\nredis_url = \"redis://127.0.0.1:{port}/0\"\n"),
+        )
+    })
+    .await;
+    let (_, anchor) = recover(&app, json!({"socket_id": "1.1", "channels": [{"channel": "public-r"}]})).await;
+    let since = anchor["channels"]["public-r"]["position"].as_str().unwrap().to_owned();
+    publish(&app, "/apps/dual/events", json!({"name": "n", "data": "1", "channel": "public-r"})).await;
+    redis.kill();
+    // Still 200: the apps got it (publish() asserts the status).
+    publish(&app, "/apps/dual/events", json!({"name": "n", "data": "2", "channel": "public-r"})).await;
+    let forwarded =
+        rest.received_requests().await.unwrap().iter().filter(|r| r.url.path().ends_with("/events")).count();
+    assert_eq!(forwarded, 4, "both events reached both apps");
+    redis.restart();
+    publish(&app, "/apps/dual/events", json!({"name": "n", "data": "3", "channel": "public-r"})).await;
+    let (status, got) =
+        recover(&app, json!({"socket_id": "1.1", "channels": [{"channel": "public-r", "since": since}]}))
+            .await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(datas(&got["channels"]["public-r"]), ["1", "3"], "{got}");
+    assert_eq!(got["channels"]["public-r"]["gap"], "buffer_outage", "{got}");
+    let metrics =
+        app.client.get(format!("{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("pusher_recovery_events_total{stage=\"not_kept\"} 1"), "{metrics}");
+}
