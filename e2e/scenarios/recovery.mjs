@@ -71,8 +71,17 @@ export default async function () {
         // pusher-js waits out an attempt's timeout after a refused one (15 s, 30 s, 60 s).
         await subscribed(`after a ${outage} s outage`, (outage + 95) * 1000);
         const back = (Date.now() - cutAt) / 1000;
+        // Caught up: every client has every number published up to the moment all were back.
+        const target = n;
+        const allBack = Date.now();
+        while (!got.every((r) => r.numbers[r.numbers.length - 1] >= target)) {
+          assert(Date.now() - allBack < 20000, `caught up after a ${outage} s outage`);
+          await sleep(20);
+        }
+        const caughtUp = Date.now() - allBack;
         await sleep(2000);
-        console.log(`     recovery: ${outage} s outage, ${n - before} events published meanwhile, every client back within ${back.toFixed(1)} s`);
+        console.log(`     recovery: ${outage} s outage, ${n - before} events published meanwhile, every client back within ` +
+          `${back.toFixed(1)} s, and all ${N} caught up ${caughtUp} ms after the last was back`);
       }
       stop = true;
       await sleep(1500); // the last events arrive
