@@ -4,6 +4,7 @@
 //! and capped, and the request line and Host come from `url`. The host echoes
 //! each check's `X-Check-Id`, as it must for its connections to be kept.
 use crate::helpers::*;
+use crate::raw_http::{header, next_request};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -56,33 +57,10 @@ async fn raw_host(answer: String, after: Ending) -> (u16, Arc<Mutex<Seen>>) {
             let (log, answer) = (log.clone(), answer.clone());
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let text = String::from_utf8_lossy(&buf).to_string();
-                    let Some(end) = text.find("\r\n\r\n") else {
-                        match conn.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                        continue;
-                    };
-                    let header = |name: &str| {
-                        text[..end].lines().find_map(|l| {
-                            let (n, v) = l.split_once(':')?;
-                            n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
-                        })
-                    };
-                    let len: usize = header("content-length").map_or(0, |v| v.parse().unwrap());
-                    if buf.len() < end + 4 + len {
-                        match conn.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                        continue;
-                    }
-                    let line = text.lines().next().unwrap_or_default().to_owned();
-                    log.lock().unwrap().requests.push((id, line, header("host").unwrap_or_default()));
-                    buf.drain(..end + 4 + len);
+                while let Some(head) = next_request(&mut conn, &mut buf).await {
+                    let line = head.lines().next().unwrap_or_default().to_owned();
+                    let host = header(&head, "host").unwrap_or_default().to_owned();
+                    log.lock().unwrap().requests.push((id, line, host));
                     let nth = log.lock().unwrap().requests.iter().filter(|r| r.0 == id).count();
                     match after {
                         Ending::Silent => return,
@@ -94,8 +72,10 @@ async fn raw_host(answer: String, after: Ending) -> (u16, Arc<Mutex<Seen>>) {
                         _ => {}
                     }
                     // Echo the check's id, as a host that wants kept-alive connections does.
-                    let echo =
-                        format!("x-check-id: {}\r\n", header("x-check-id").expect("every check has an id"));
+                    let echo = format!(
+                        "x-check-id: {}\r\n",
+                        header(&head, "x-check-id").expect("every check has an id")
+                    );
                     let (status_line, rest) = answer.split_once("\r\n").expect("an answer has a status line");
                     let answer = format!("{status_line}\r\n{echo}{rest}");
                     if conn.write_all(answer.as_bytes()).await.is_err() {

@@ -14,6 +14,7 @@ mod host_failures;
 mod keep_alive;
 mod presence_bridge;
 mod publish;
+mod raw_http;
 mod recovery;
 mod refusals;
 mod rollout;

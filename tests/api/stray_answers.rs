@@ -6,9 +6,10 @@
 //! ever carries another user's identity — over TCP and a Unix socket, with the
 //! decision cache on and off, with the echo and without.
 use crate::helpers::*;
+use crate::raw_http::{header, next_request};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 
 /// What the host writes after each answer.
@@ -41,39 +42,13 @@ fn user_of(head: &str) -> String {
         .expect("every check carries the user cookie")
 }
 
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
 /// Serves one connection: each request answered with its user's identity after
 /// `think`, and the same bytes again `copy_after` later.
 async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(conn: S, h: Hostile, n: usize, seen: Seen) {
     let (mut read, write) = tokio::io::split(conn);
     let write = Arc::new(Mutex::new(write));
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let text = String::from_utf8_lossy(&buf).to_string();
-        let Some(end) = text.find("\r\n\r\n") else {
-            match read.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-            continue;
-        };
-        let len: usize = header(&text[..end], "content-length").map_or(0, |v| v.parse().unwrap());
-        if buf.len() < end + 4 + len {
-            match read.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-            continue;
-        }
-        let head = text[..end].to_owned();
-        buf.drain(..end + 4 + len);
+    while let Some(head) = next_request(&mut read, &mut buf).await {
         seen.lock().await.push((n, head.clone()));
         let body = format!(r#"{{"user_id":"{}"}}"#, user_of(&head));
         let echo = match (h.echo, header(&head, "x-check-id")) {
@@ -345,26 +320,9 @@ async fn scripted_host(answer: fn(&str, usize) -> String) -> String {
     tokio::spawn(async move {
         while let Ok((mut conn, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let (mut buf, mut chunk, mut nth) = (Vec::new(), [0u8; 4096], 0);
-                loop {
-                    let text = String::from_utf8_lossy(&buf).to_string();
-                    let Some(end) = text.find("\r\n\r\n") else {
-                        match conn.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                        continue;
-                    };
-                    let len: usize = header(&text[..end], "content-length").map_or(0, |v| v.parse().unwrap());
-                    if buf.len() < end + 4 + len {
-                        match conn.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                        continue;
-                    }
-                    let id = header(&text[..end], "x-check-id").unwrap_or_default().to_owned();
-                    buf.drain(..end + 4 + len);
+                let (mut buf, mut nth) = (Vec::new(), 0);
+                while let Some(head) = next_request(&mut conn, &mut buf).await {
+                    let id = header(&head, "x-check-id").unwrap_or_default().to_owned();
                     nth += 1;
                     if conn.write_all(answer(&id, nth).as_bytes()).await.is_err() {
                         return;
