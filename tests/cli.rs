@@ -256,3 +256,17 @@ fn verify_answers_with_one_consistent_verdict() {
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     assert!(stdout.starts_with("mismatch:") && stdout.contains("swapped in the config"), "{stdout}");
 }
+
+/// The README's first real set-up is pasted as it is: its config must load.
+#[test]
+fn the_readmes_first_set_up_config_is_valid() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("## A first real set-up").nth(1).expect("the README has its first set-up");
+    let toml =
+        section.split("```toml\n").nth(1).and_then(|b| b.split("```").next()).expect("a toml block in it");
+    let file = config_file(toml);
+    let out = clean_env(Command::new(common::bin()).args(["check-config", "--config"]).arg(&file.0))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
