@@ -25,6 +25,10 @@ code; a target the floor misses is out of reach of that code.
     python3 bench/load.py --instructions  # user-space instructions per authorization
                                      # (callgrind): repeatable where CPU time is not
     SERVICE_BIN=/path/to/other/build python3 bench/load.py [--instructions]  # before/after
+    python3 bench/load.py --tracing  # CPU per authorization with [telemetry] absent, on at
+                                     # sample_ratio 0, on at 1 (exported to an OTLP stub);
+                                     # BEFORE_BIN=/path/to/build adds the build before tracing
+    python3 bench/load.py --tracing --instructions  # the same four as instructions (callgrind)
 """
 import json, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
@@ -186,6 +190,9 @@ http {{
 def nginx_conf(work, check_port):
     return nginx_http(work, f"""    listen 127.0.0.1:{check_port};
     listen unix:{work}/session.sock;
+    location = /v1/traces {{
+      return 200;
+    }}
     location = /check {{
       default_type application/json;
       add_header X-Check-Id $http_x_check_id always;
@@ -352,7 +359,82 @@ def instructions():
     print("json: " + json.dumps([{"name": n, "requests": r, "instructions_per_request": p} for n, r, p in rows]))
 
 
+def tracing_variants(work, svc_port, check_port):
+    """(name, binary, config file) for --tracing: the build before tracing (BEFORE_BIN, if
+    given), [telemetry] absent, on at sample_ratio 0 and at 1 (exported to nginx's OTLP stub)."""
+    binary = os.environ.get("SERVICE_BIN", os.path.join(ROOT, "target/release/pusher-dual-auth"))
+    base = service_conf(work, svc_port, check_port)
+    telemetry = f'[telemetry]\notlp_endpoint = "http://127.0.0.1:{check_port}/v1/traces"\nsample_ratio = '
+    variants = []
+    if os.environ.get("BEFORE_BIN"):
+        variants.append(("before tracing (BEFORE_BIN)", os.environ["BEFORE_BIN"], base))
+    variants += [("tracing off (no [telemetry])", binary, base),
+                 ("tracing on, sample_ratio 0", binary, base + telemetry + "0.0\n"),
+                 ("tracing on, sample_ratio 1", binary, base + telemetry + "1.0\n")]
+    out = []
+    for i, (name, path, conf) in enumerate(variants):
+        with open(f"{work}/tracing-{i}.toml", "w") as f:
+            f.write(conf)
+        out.append((name, path, f"{work}/tracing-{i}.toml"))
+    return out
+
+
+def tracing_cost():
+    """What [telemetry] costs per authorization: CPU time (ROUNDS rounds, the variants in a
+    rotated order each round, each round's ratio to 'off' in the same round; medians), or
+    with --instructions user-space instructions (callgrind, 1 worker), which no neighbour
+    on the machine moves. The service's CPU includes its export thread."""
+    need("nginx", "nginx-light")
+    need("wrk", "wrk")
+    counting = "--instructions" in sys.argv
+    if counting:
+        need("valgrind", "valgrind")
+    subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "pusher-dual-auth"], cwd=ROOT, check=True)
+    work, check_port, nginx = start_nginx("dual-auth-tracing-")
+    svc_port = free_port()
+    url = f"http://127.0.0.1:{svc_port}/auth/new"
+    variants = tracing_variants(work, svc_port, check_port)
+    results = {name: [] for name, _, _ in variants}
+    try:
+        if counting:
+            for name, binary, conf in variants:
+                with open(conf) as f:
+                    text = f.read()
+                with open(conf, "w") as f:
+                    f.write(text.replace("[server]\n", "[server]\nworkers = 1\n", 1))
+                r0, i0 = callgrind_total(binary, conf, url, 0, f"{work}/cg.out")
+                r1, i1 = callgrind_total(binary, conf, url, DURATION * 2, f"{work}/cg.out")
+                results[name].append({"requests": r1 - r0, "per_request": (i1 - i0) / (r1 - r0)})
+        else:
+            for round_ in range(ROUNDS):
+                order = variants[round_ % len(variants):] + variants[:round_ % len(variants)]
+                for name, binary, conf in order:
+                    r = measure(name, [binary, "serve", "--config", conf], {"RUST_LOG": ""}, url)
+                    results[name].append({"per_request": r["cpu_us_per_req"], "rps": r["rps"],
+                                          "non2xx": r["non2xx"], "round": round_})
+    finally:
+        stop_nginx(work, nginx)
+    off = "tracing off (no [telemetry])"
+    unit = "instructions/auth" if counting else "CPU µs/auth"
+    print(f"\n[telemetry] cost per authorization ({unit}; "
+          + ("callgrind, 1 worker)" if counting else f"wrk -t{THREADS} -c{CONNECTIONS} -d{DURATION}s, medians of {ROUNDS} rounds)"))
+    print(f"{'variant':<34}{unit:>20}{'vs off':>10}")
+    summary = []
+    for name, rs in results.items():
+        per = statistics.median(r["per_request"] for r in rs)
+        ratios = [r["per_request"] / results[off][i]["per_request"] for i, r in enumerate(rs)]
+        ratio = statistics.median(ratios)
+        print(f"{name:<34}{per:>20,.1f}{ratio:>10.3f}   per round: " + ", ".join(f"{x:.3f}" for x in ratios))
+        summary.append({"name": name, "per_request": per, "vs_off": ratio, "vs_off_per_round": ratios})
+    bad = [name for name, rs in results.items() if any(r.get("non2xx") for r in rs)]
+    if bad:
+        print(f"\nnon-2xx answers from {bad}")
+    print("json: " + json.dumps({"unit": unit, "summary": summary, "runs": results}))
+
+
 def main():
+    if "--tracing" in sys.argv:
+        return tracing_cost()
     if "--syscalls" in sys.argv:
         return syscalls()
     if "--instructions" in sys.argv:

@@ -59,7 +59,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let settings = load(cli.config.as_deref())?;
-            telemetry::init(&settings.log);
+            // Held to the end: dropped, it exports the spans not yet sent.
+            let _traces = telemetry::init(&settings.log, settings.telemetry.as_ref());
             let apps: Vec<String> = settings.apps.keys().map(|a| format!("/auth/{a}")).collect();
             for warning in settings.warnings() {
                 tracing::warn!("{warning}");

@@ -94,7 +94,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .listen(host_listener)?
             .run();
     let settings = Settings::from_toml(&demo_config(args.listen, &host_url), None)?;
-    telemetry::init(&settings.log);
+    let _traces = telemetry::init(&settings.log, settings.telemetry.as_ref());
     let app = Application::build(settings)?;
     let base = format!("http://{}:{}", args.listen.ip(), app.port());
     let admin = format!("http://{}:{}", args.listen.ip(), app.admin_port());

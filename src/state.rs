@@ -225,6 +225,7 @@ fn start_only_changes(running: &Settings, loaded: &Settings) -> Vec<&'static str
         ("server.shutdown_timeout_secs", a.shutdown_timeout != b.shutdown_timeout),
         ("server.header_timeout_ms", a.header_timeout != b.header_timeout),
         ("webhooks.state / redis_url / redis_prefix", store(running) != store(loaded)),
+        ("telemetry", running.telemetry != loaded.telemetry),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))
@@ -255,5 +256,7 @@ mod tests {
         assert!(start_only_changes(&running, &hooks("")).is_empty(), "a memory [webhooks] added is live");
         let redis = hooks("state = \"redis\"\nredis_url = \"redis://127.0.0.1:9/0\"");
         assert_eq!(start_only_changes(&running, &redis), ["webhooks.state / redis_url / redis_prefix"]);
+        let traced = settings("[server]\nworkers = 2\n[telemetry]\nsample_ratio = 0.5");
+        assert_eq!(start_only_changes(&running, &traced), ["telemetry"], "[telemetry] applies at start");
     }
 }

@@ -74,7 +74,7 @@ level = "debug"
     let capture = Capture::default();
     // SAFETY of the test: this binary has one test, so nothing races on the environment.
     unsafe { std::env::remove_var("RUST_LOG") };
-    telemetry::init_with_writer(&settings.log, capture.clone(), false);
+    let _traces = telemetry::init_with_writer(&settings.log, None, capture.clone(), false);
     let app = Application::build_with_listener(settings, TcpListener::bind("127.0.0.1:0").unwrap()).unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());

@@ -15,6 +15,7 @@ pub(crate) mod secrets;
 mod server;
 mod session_check;
 mod status;
+mod telemetry;
 
 pub use crate::presence::config::PresenceSettings;
 pub use crate::rollout::config::RolloutSettings;
@@ -27,6 +28,7 @@ pub use publish::{PublishSettings, PublishSuccess};
 pub use server::{RateLimitSettings, ServerSettings};
 pub use session_check::{CachePolicy, SessionCheckSettings};
 pub use status::StatusSettings;
+pub use telemetry::TelemetrySettings;
 
 use serde::Deserialize;
 use std::{
@@ -57,6 +59,7 @@ struct RawSettings {
     failover: Option<crate::failover::config::RawFailover>,
     #[serde(default)]
     log: log::RawLog,
+    telemetry: Option<telemetry::RawTelemetry>,
 }
 
 /// The validated configuration. Printed (`redacted_toml`) through its
@@ -82,6 +85,9 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failover: Option<crate::failover::config::FailoverSettings>,
     pub log: LogSettings,
+    /// `[telemetry]` when set: OpenTelemetry traces (read at start only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<TelemetrySettings>,
     /// Every `*_file` the config reads secrets from (watched for hot reload).
     #[serde(skip)]
     pub secret_files: Vec<PathBuf>,
@@ -105,6 +111,7 @@ impl RawSettings {
         let recovery = self.recovery.map(|r| r.validate(publish.is_some())).transpose()?;
         let failover = self.failover.map(|f| f.validate(rollout.as_ref())).transpose()?.flatten();
         let log = self.log.validate();
+        let telemetry = self.telemetry.map(telemetry::RawTelemetry::validate).transpose()?;
         Ok(Settings {
             server,
             session_check,
@@ -118,6 +125,7 @@ impl RawSettings {
             recovery,
             failover,
             log,
+            telemetry,
             secret_files: secrets.files,
         })
     }

@@ -125,6 +125,10 @@ const NEVER_FORWARD: &[&str] = &[
     "expect",
     // Ours per check: a client's value would be a second one.
     "x-check-id",
+    // With [telemetry], the check's own span's context goes to the host; a
+    // browser's would hand the host a trace the service did not continue.
+    "traceparent",
+    "tracestate",
 ];
 
 fn forward_headers(listed: &[String]) -> Result<Vec<String>, ConfigError> {

@@ -124,6 +124,14 @@ fn errors_name_the_key() {
             "session_check.forward_headers",
         ),
         (
+            MINIMAL.replace("[session_check]", "[session_check]\nforward_headers = [\"Traceparent\"]"),
+            vec![],
+            "session_check.forward_headers",
+        ),
+        (format!("{MINIMAL}\n[telemetry]\nsample_ratio = 1.5\n"), vec![], "telemetry.sample_ratio"),
+        (format!("{MINIMAL}\n[telemetry]\nprotocol = \"grpc\"\n"), vec![], "telemetry.protocol"),
+        (format!("{MINIMAL}\n[telemetry]\notlp_endpoint = \"udp://x\"\n"), vec![], "telemetry.otlp_endpoint"),
+        (
             MINIMAL.replace("[session_check]", "[session_check]\ntimeout_ms = 0"),
             vec![],
             "session_check.timeout_ms",
@@ -209,16 +217,19 @@ fn every_section_is_printed_and_the_printout_loads_back_the_same() {
          [webhooks]\nforward_url = \"http://127.0.0.1:3000/hook\"\nkey = \"wk\"\nsecret = \"ws\"\nmax_age_secs = 60\n\
          [status]\nold_app = \"old\"\ndrain_window_secs = 60\n\
          [rate_limit]\nenabled = true\nper_second = 5\nburst = 9\n\
-         [log]\nlevel = \"debug\"\n"
+         [log]\nlevel = \"debug\"\n\
+         [telemetry]\notlp_endpoint = \"http://collector:4318\"\nsample_ratio = 0.25\n"
     );
     let printed = Settings::from_toml(&full, None).unwrap().redacted_toml();
     let table: toml::Table = printed.parse().unwrap();
-    for section in ["server", "session_check", "apps", "rate_limit", "publish", "webhooks", "status", "log"] {
+    let sections = ["server", "session_check", "apps", "rate_limit", "publish", "webhooks", "status", "log", "telemetry"];
+    for section in sections {
         assert!(table.contains_key(section), "[{section}] missing from:\n{printed}");
     }
     for secret in ["\"ps\"", "\"ws\"", "oldsecret"] {
         assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
     }
+    assert!(printed.contains("\"http://collector:4318/v1/traces\""), "the base address means its traces path");
     // Every value survives: the printout (secrets read "[redacted]") loads and prints the same.
     let again = Settings::from_toml(&printed, None).unwrap().redacted_toml();
     assert_eq!(printed, again);

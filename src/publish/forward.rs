@@ -103,6 +103,11 @@ async fn forward_one(
             tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
             continue;
         }
+        if crate::telemetry::traces::on() {
+            let span = tracing::Span::current();
+            span.record("result", label.as_str());
+            span.record("attempts", attempt + 1);
+        }
         return Forwarded { app: target.name.to_string(), result };
     }
 }
@@ -121,7 +126,25 @@ pub async fn fan_out(
         .targets
         .iter()
         .filter_map(|t| live.settings.app(t))
-        .map(|target| forward_one(http, publish, &state.metrics, (target, down(&target.name)), &out));
+        .map(|target| {
+            use tracing::Instrument;
+            // A span per target (with [telemetry]): which app, how many tries, what came back.
+            let span = if crate::telemetry::traces::on() {
+                tracing::info_span!(
+                    target: "otel",
+                    "publish",
+                    otel.kind = "client",
+                    target_app = %target.name,
+                    path = out.suffix,
+                    failed_over = down(&target.name),
+                    attempts = tracing::field::Empty,
+                    result = tracing::field::Empty,
+                )
+            } else {
+                tracing::Span::none()
+            };
+            forward_one(http, publish, &state.metrics, (target, down(&target.name)), &out).instrument(span)
+        });
     let results = futures_util::future::join_all(calls).await;
     for r in &results {
         tracing::info!(target_app = %r.app, result = %r.summary(), path = out.suffix, "publish");

@@ -97,6 +97,38 @@ fn allowed(w: &Wanted, app: &crate::config::AppSettings, socket_id: &str, now: u
     })
 }
 
+/// One channel's history, in a span of its own with `[telemetry]` (the app,
+/// what was found, how many events; not the channel's name).
+async fn read_traced(
+    state: &AppState,
+    app: &str,
+    wanted: &Wanted,
+    limits: &super::RecoverySettings,
+) -> redis::RedisResult<super::ChannelRead> {
+    let read = state.recovery.read(&wanted.channel, wanted.since.as_deref(), limits);
+    if !crate::telemetry::traces::on() {
+        return read.await;
+    }
+    let span = tracing::info_span!(
+        target: "otel",
+        "recovery.read",
+        app,
+        result = tracing::field::Empty,
+        events = tracing::field::Empty,
+    );
+    let result = tracing::Instrument::instrument(read, span.clone()).await;
+    match &result {
+        Ok(r) => {
+            span.record("result", r.gap.unwrap_or("recovered"));
+            span.record("events", r.events.len());
+        }
+        Err(_) => {
+            span.record("result", "unavailable");
+        }
+    }
+    result
+}
+
 pub async fn recover(
     req: HttpRequest,
     app: web::Path<String>,
@@ -134,7 +166,7 @@ pub async fn recover(
                 state.metrics.recovery("refused", 0);
                 refusal
             }
-            Ok(()) => match state.recovery.read(&wanted.channel, wanted.since.as_deref(), limits).await {
+            Ok(()) => match read_traced(&state, &app.name, wanted, limits).await {
                 Ok(read) => {
                     state.metrics.recovery(read.gap.unwrap_or("recovered"), read.events.len() as u64);
                     json!({"events": read.events, "position": read.position, "gap": read.gap})

@@ -178,6 +178,23 @@ fn log_outcome<T>(metrics: &Metrics, app: &str, kind: &str, result: &Result<T, A
     }
 }
 
+/// The request span's app, kind and outcome (with `[telemetry]`): the labels the
+/// metrics use, a configured app name or `unknown`.
+fn traced<T>(app: &str, kind: &str, result: &Result<T, AuthError>) {
+    if !crate::telemetry::traces::on() {
+        return;
+    }
+    match result {
+        Ok(_) => super::record(app, kind, "signed"),
+        Err(e) => traced_error(app, kind, e),
+    }
+}
+
+fn traced_error(app: &str, kind: &str, e: &AuthError) {
+    let app = if matches!(e, AuthError::UnknownApp(_)) { crate::metrics::NO_APP } else { app };
+    super::record(app, kind, e.status_and_code().1);
+}
+
 fn log_error(metrics: &Metrics, app: &str, kind: &str, e: &AuthError) {
     let (status, code) = e.status_and_code();
     // Only configured names become label values, and an unknown one is logged cut
@@ -312,12 +329,18 @@ async fn channel_auth(
         Ok((prepared, request))
     }
     .await;
-    let (prepared, request) = prepared.inspect_err(|e| log_error(metrics, &app_name, "request", e))?;
+    let (prepared, request) = prepared.inspect_err(|e| {
+        log_error(metrics, &app_name, "request", e);
+        if crate::telemetry::traces::on() {
+            traced_error(&app_name, "request", e);
+        }
+    })?;
     let ctx = prepared.ctx(&state, &request.socket_id, &request.params);
     match &request.channels {
         Channels::Single(channel) => {
             let result = ctx.authorize(channel).await;
             log_outcome(metrics, &app_name, channel.kind().as_str(), &result);
+            traced(&app_name, channel.kind().as_str(), &result);
             Ok(ok_json(&result?))
         }
         Channels::Batch(items) => {
@@ -347,6 +370,15 @@ async fn channel_auth(
                 .buffered(BATCH_CONCURRENCY)
                 .collect()
                 .await;
+            if crate::telemetry::traces::on() {
+                let signed = entries.values().filter(|e| e["status"] == 200).count();
+                let outcome = match signed {
+                    n if n == entries.len() => "signed",
+                    0 => "refused",
+                    _ => "partly_signed",
+                };
+                super::record(&app_name, "batch", outcome);
+            }
             Ok(ok_json(&entries))
         }
     }
@@ -372,6 +404,7 @@ async fn user_auth(
     }
     .await;
     log_outcome(metrics, &app_name, "user", &result);
+    traced(&app_name, "user", &result);
     result
 }
 

@@ -8,7 +8,7 @@ mod request_id;
 pub use admin::{admin_host_middleware, healthz, metrics, readyz};
 pub use auth::route as auth;
 pub use cors::cors_middleware;
-pub use request_id::{RequestId, request_id_middleware};
+pub use request_id::{RequestId, record, request_id_middleware};
 
 /// The client a request is charged to (rate limit, in-flight and webhook-reader
 /// shares): the peer, or the right-most untrusted hop when the peer is a

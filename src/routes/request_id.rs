@@ -1,7 +1,10 @@
 //! Request ids: accept a well-formed inbound `X-Request-Id` (so one id follows
 //! a request through the proxy, this service and the host), otherwise make one;
 //! echo it in the response. The request's span (method, path, id) is opened
-//! here too: one middleware rather than two on every request.
+//! here too: one middleware rather than two on every request. With
+//! `[telemetry]` it is the request's OpenTelemetry span, continuing the
+//! caller's `traceparent` (`telemetry::traces`); the handlers add the app,
+//! kind and outcome to it (`record`).
 
 use actix_web::{
     HttpMessage,
@@ -37,13 +40,52 @@ pub async fn request_id_middleware(
         uuid::Uuid::new_v4().hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).to_owned()
     });
     // Nothing from headers or body: the id is well formed or ours.
-    let span = tracing::debug_span!("request", method = %req.method(), path = %req.path(), request_id = %id);
+    let traced = crate::telemetry::traces::on();
+    let span = if traced {
+        // The route's pattern, not the path: a client's path segment is not an attribute.
+        let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+        let span = tracing::info_span!(
+            target: "otel",
+            "request",
+            otel.name = %format_args!("{} {route}", req.method()),
+            otel.kind = "server",
+            http.request.method = %req.method(),
+            http.route = %route,
+            request_id = %id,
+            trace_id = tracing::field::Empty,
+            app = tracing::field::Empty,
+            kind = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+        );
+        crate::telemetry::traces::continue_trace(&span, req.headers());
+        span
+    } else {
+        tracing::debug_span!("request", method = %req.method(), path = %req.path(), request_id = %id)
+    };
     req.extensions_mut().insert(RequestId(id.clone()));
-    let mut res = next.call(req).instrument(span).await?;
+    let mut res = if traced {
+        let res = next.call(req).instrument(span.clone()).await?;
+        span.record("http.response.status_code", res.status().as_u16());
+        res
+    } else {
+        next.call(req).instrument(span).await?
+    };
     if let Ok(value) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(HeaderName::from_static(X_REQUEST_ID), value);
     }
     Ok(res)
+}
+
+/// Names the app, kind and outcome on the request's span (with `[telemetry]`;
+/// nothing otherwise). Only configured app names and fixed labels arrive here.
+pub fn record(app: &str, kind: &str, outcome: &str) {
+    if crate::telemetry::traces::on() {
+        let span = tracing::Span::current();
+        span.record("app", app);
+        span.record("kind", kind);
+        span.record("outcome", outcome);
+    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 use super::tie::{Tie, X_CHECK_ID, check_id, tie};
 use super::tls::Tls;
 use super::{ForwardedHeaders, HostError};
+use crate::telemetry::traces::Outgoing;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
@@ -137,12 +138,14 @@ impl Http1Pool {
 
     /// The check request: `body` with the forwarded headers, plus Host,
     /// Content-Type, Accept, User-Agent and `X-Check-Id` (and `Connection: close`
-    /// while the host does not echo it).
+    /// while the host does not echo it), and with `[telemetry]` the check's own
+    /// span as `traceparent` (never the browser's: `forward_headers` refuses it).
     fn request(
         &self,
         body: Bytes,
         forwarded: &ForwardedHeaders,
         id: &HeaderValue,
+        trace: Option<&Outgoing>,
     ) -> Result<hyper::Request<Full<Bytes>>, HostError> {
         let mut request = hyper::Request::new(Full::new(body));
         *request.method_mut() = hyper::Method::POST;
@@ -158,6 +161,13 @@ impl Http1Pool {
         }
         if let Some(basic) = &self.basic {
             headers.insert(AUTHORIZATION, basic.clone());
+        }
+        if let Some(trace) = trace {
+            let value = |v: &str| HeaderValue::from_str(v).map_err(|_| HostError::Transport("trace context".into()));
+            headers.insert(HeaderName::from_static("traceparent"), value(&trace.traceparent)?);
+            if let Some(state) = &trace.tracestate {
+                headers.insert(HeaderName::from_static("tracestate"), value(state)?);
+            }
         }
         for (name, value) in forwarded.iter() {
             let name = HeaderName::from_bytes(name.as_bytes())
@@ -177,10 +187,11 @@ impl Http1Pool {
         body: Vec<u8>,
         forwarded: &ForwardedHeaders,
         max_body: usize,
+        trace: Option<&Outgoing>,
     ) -> Result<Answer, HostError> {
         let body = Bytes::from(body);
         let id = check_id();
-        let request = self.request(body.clone(), forwarded, &id)?;
+        let request = self.request(body.clone(), forwarded, &id, trace)?;
         let mut reused = false;
         let (sender, response) = match self.checkout().await {
             Some(mut sender) => match sender.try_send_request(request).await {
@@ -199,7 +210,7 @@ impl Http1Pool {
                     // as curl does; never after a complete head, never twice, and
                     // never when the connection was new.
                     None if closed_unanswered(e.error()) => {
-                        self.send_on_new(self.request(body.clone(), forwarded, &id)?).await?
+                        self.send_on_new(self.request(body.clone(), forwarded, &id, trace)?).await?
                     }
                     None => return Err(transport(e.into_error())),
                 },
@@ -214,7 +225,7 @@ impl Http1Pool {
         {
             drop((sender, response));
             reused = false;
-            self.send_on_new(self.request(body, forwarded, &id)?).await?
+            self.send_on_new(self.request(body, forwarded, &id, trace)?).await?
         } else {
             (sender, response)
         };
@@ -452,7 +463,7 @@ mod tests {
         let url = url::Url::parse("https://host.example/check").unwrap();
         let pool = Http1Pool::new(&url, None, Duration::from_secs(1), false).unwrap();
         let forwarded = ForwardedHeaders::default();
-        let post = pool.post(Vec::new(), &forwarded, 1024);
+        let post = pool.post(Vec::new(), &forwarded, 1024, None);
         let connect = pool.connect();
         assert!(std::mem::size_of_val(&post) < std::mem::size_of_val(&connect));
     }

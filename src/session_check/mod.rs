@@ -107,15 +107,67 @@ impl SessionCheckClient {
             Refused::ClientShare => HostError::ClientBusy(self.permits.per_client()),
         })?;
         let body = serde_json::to_vec(request).expect("check request serializes");
+        if crate::telemetry::traces::on() {
+            // Boxed: an untraced check's future carries none of it.
+            return Box::pin(self.check_traced(request, body, headers)).await;
+        }
         let answer = self.exchange(body, headers).await?;
         interpret(answer.status, &answer.body)
+    }
+
+    /// A check in a child span of the request's, whose context goes to the host
+    /// as `traceparent`: the host's own spans join the trace under this one.
+    async fn check_traced(
+        &self,
+        request: &CheckRequest<'_>,
+        body: Vec<u8>,
+        headers: &ForwardedHeaders,
+    ) -> Result<HostAnswer, HostError> {
+        use tracing::Instrument;
+        let span = tracing::info_span!(
+            target: "otel",
+            "session_check",
+            otel.kind = "client",
+            app = request.app,
+            kind = ?request.kind,
+            outcome = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+        );
+        let trace = crate::telemetry::traces::outgoing(&span);
+        let result = async {
+            let answer = self.exchange_with(body, headers, trace.as_ref()).await?;
+            tracing::Span::current().record("http.response.status_code", answer.status);
+            interpret(answer.status, &answer.body)
+        }
+        .instrument(span.clone())
+        .await;
+        let outcome = match &result {
+            Ok(HostAnswer::Allowed(_)) => "allowed",
+            Ok(HostAnswer::Denied) => "denied",
+            Err(HostError::Timeout) => "timeout",
+            Err(HostError::Connect(_)) => "connect_error",
+            Err(HostError::Status(_)) => "status",
+            Err(_) => "error",
+        };
+        span.record("outcome", outcome);
+        result
     }
 
     /// POSTs `body` to the host as a check does (same transport, timeouts, cap and
     /// headers) and returns its status, with the body of a 2xx. doctor's probe uses
     /// it directly, so it reaches the host exactly as the service does.
     pub async fn exchange(&self, body: Vec<u8>, headers: &ForwardedHeaders) -> Result<Answer, HostError> {
-        let exchange = self.http.post(body, headers, self.settings.max_response_bytes);
+        self.exchange_with(body, headers, None).await
+    }
+
+    /// `exchange`, with the `traceparent` (and `tracestate`) of the check's span.
+    async fn exchange_with(
+        &self,
+        body: Vec<u8>,
+        headers: &ForwardedHeaders,
+        trace: Option<&crate::telemetry::traces::Outgoing>,
+    ) -> Result<Answer, HostError> {
+        let exchange = self.http.post(body, headers, self.settings.max_response_bytes, trace);
         tokio::time::timeout(self.settings.timeout, exchange).await.map_err(|_| HostError::Timeout)?
     }
 }

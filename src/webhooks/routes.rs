@@ -121,10 +121,19 @@ async fn accept(
         )?;
     let apps: Vec<String> = live.settings.apps.keys().cloned().collect();
     let bridged = Bridged { presence: &live.settings.presence, apps: &apps };
-    let applied = state
-        .webhooks
-        .apply(&app.name, &digest(&app.name, &body), events, time_ms, now, window_ms, bridged)
-        .await
+    let span = if crate::telemetry::traces::on() {
+        tracing::info_span!(target: "otel", "webhook.apply", app = %app.name, events = events.len(), result = tracing::field::Empty)
+    } else {
+        tracing::Span::none()
+    };
+    let applied = tracing::Instrument::instrument(
+        state.webhooks.apply(&app.name, &digest(&app.name, &body), events, time_ms, now, window_ms, bridged),
+        span.clone(),
+    )
+    .await
+    .inspect(|a| {
+        span.record("result", if matches!(a, Applied::Duplicate) { "duplicate" } else { "applied" });
+    })
         .map_err(|err| {
             // Not acknowledged: Pusher retries, and each script made no partial change.
             tracing::error!(error = %err, "redis: cannot record a webhook event");

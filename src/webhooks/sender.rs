@@ -86,27 +86,57 @@ async fn sweep(redis: &RedisStore) -> redis::RedisResult<()> {
     Ok(())
 }
 
-/// Delivers with the source webhook's `time_ms`, so the host can order events.
+/// Delivers with the source webhook's `time_ms`, so the host can order events;
+/// with `[telemetry]` in a span of its own (a trace of its own: it outlives the
+/// webhook request), whose `traceparent` the host receives.
 async fn deliver(state: &AppState, http: &reqwest::Client, time_ms: u64, events: Vec<Value>) {
+    if !crate::telemetry::traces::on() {
+        deliver_untraced(state, http, time_ms, events, None).await;
+        return;
+    }
+    let span = tracing::info_span!(
+        target: "otel",
+        parent: None,
+        "webhook.forward",
+        otel.kind = "client",
+        events = events.len(),
+        result = tracing::field::Empty,
+    );
+    let trace = crate::telemetry::traces::outgoing(&span);
+    let result = tracing::Instrument::instrument(deliver_untraced(state, http, time_ms, events, trace), span.clone());
+    span.record("result", result.await);
+}
+
+async fn deliver_untraced(
+    state: &AppState,
+    http: &reqwest::Client,
+    time_ms: u64,
+    events: Vec<Value>,
+    trace: Option<crate::telemetry::traces::Outgoing>,
+) -> &'static str {
     let body = serde_json::to_vec(&json!({"time_ms": time_ms, "events": events})).expect("serializes");
     let started = Instant::now();
     let mut delay = Duration::from_millis(500);
     loop {
         let live = state.live();
-        let Some(settings) = live.settings.webhooks.as_ref() else { return };
+        let Some(settings) = live.settings.webhooks.as_ref() else { return "unconfigured" };
         let signature = crate::pusher::hmac_sha256_hex(settings.secret.expose_secret().as_bytes(), &body);
-        let result = http
+        let mut request = http
             .post(settings.forward_url.clone())
             .header("content-type", "application/json")
             .header("x-pusher-key", settings.key.as_ref())
-            .header("x-pusher-signature", signature)
-            .body(body.clone())
-            .send()
-            .await;
+            .header("x-pusher-signature", signature);
+        if let Some(trace) = &trace {
+            request = request.header("traceparent", &trace.traceparent);
+            if let Some(state) = &trace.tracestate {
+                request = request.header("tracestate", state);
+            }
+        }
+        let result = request.body(body.clone()).send().await;
         let status = result.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
         if (200..300).contains(&status) {
             state.metrics.webhook_delivery("delivered");
-            return;
+            return "delivered";
         }
         if started.elapsed() >= settings.retry_max {
             state.metrics.webhook_delivery("dropped");
@@ -115,7 +145,7 @@ async fn deliver(state: &AppState, http: &reqwest::Client, time_ms: u64, events:
                 events = events_len(&body),
                 "webhook delivery given up after retry_max_secs"
             );
-            return;
+            return "dropped";
         }
         state.metrics.webhook_delivery("retried");
         tracing::warn!(status, retry_in_ms = delay.as_millis() as u64, "webhook delivery failed; retrying");

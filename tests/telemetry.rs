@@ -1,0 +1,268 @@
+//! `[telemetry]` with the real binary: an OTLP/HTTP receiver decodes what the
+//! service exports (`ExportTraceServiceRequest`, the OpenTelemetry protobuf
+//! definitions), and a session-check host records the `traceparent` it gets.
+//! A browser's `traceparent` is continued: the request span's parent is the
+//! browser's span, the host's `traceparent` names the session check's span,
+//! whose parent is the request span; nothing secret is exported; the JSON log
+//! lines of a traced request carry its `trace_id`. A trace started here at
+//! `sample_ratio = 0` exports nothing, and the host still gets a (not
+//! sampled) `traceparent`, so it can log the trace id.
+mod common;
+use common::{Service, TempDir};
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::ExportTraceServiceRequest, common::v1::any_value::Value, trace::v1::Span,
+};
+use prost::Message;
+use std::time::{Duration, Instant};
+use wiremock::{
+    Mock, MockServer, ResponseTemplate,
+    matchers::{body_string_contains, method, path},
+};
+
+const SECRET: &str = "tel-s3cr3t-app-secret";
+const COOKIE: &str = "session=C00KIE-TRACE-4242";
+const TOKEN: &str = "Bearer T0KEN-TRACE-9191";
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const BROWSER_SPAN: &str = "00f067aa0ba902b7";
+
+fn config(host: &str, otlp: &str, ratio: f64) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:{{port}}"
+admin_listen = "127.0.0.1:{{admin}}"
+workers = 1
+[session_check]
+url = "{host}/check"
+[apps.old]
+app_id = "1"
+key = "old-key"
+secret = "old-{SECRET}"
+[apps.new]
+app_id = "2"
+key = "new-key"
+secret = "{SECRET}"
+[log]
+format = "json"
+level = "info"
+[telemetry]
+otlp_endpoint = "{otlp}"
+sample_ratio = {ratio}
+replica_id = "replica-under-test"
+"#
+    )
+}
+
+/// A session-check host: 403 for `private-denied`, 200 otherwise.
+async fn host() -> MockServer {
+    let host = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/check"))
+        .and(body_string_contains("private-denied"))
+        .respond_with(ResponseTemplate::new(403))
+        .with_priority(1)
+        .mount(&host)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/check"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"user_id": "u-1"})))
+        .with_priority(2)
+        .mount(&host)
+        .await;
+    host
+}
+
+/// The OTLP/HTTP receiver: takes every export (an empty
+/// `ExportTraceServiceResponse` is zero bytes); the test decodes the bodies.
+async fn receiver() -> MockServer {
+    let otlp = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/traces"))
+        .respond_with(ResponseTemplate::new(200).insert_header("content-type", "application/x-protobuf"))
+        .mount(&otlp)
+        .await;
+    otlp
+}
+
+/// Every export received so far: (raw bodies, decoded requests).
+async fn exports(otlp: &MockServer) -> (Vec<Vec<u8>>, Vec<ExportTraceServiceRequest>) {
+    let bodies: Vec<Vec<u8>> = otlp.received_requests().await.unwrap_or_default().into_iter().map(|r| r.body).collect();
+    let decoded = bodies.iter().map(|b| ExportTraceServiceRequest::decode(b.as_slice()).expect("OTLP protobuf")).collect();
+    (bodies, decoded)
+}
+
+fn spans(requests: &[ExportTraceServiceRequest]) -> Vec<Span> {
+    requests
+        .iter()
+        .flat_map(|r| &r.resource_spans)
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| s.spans.clone())
+        .collect()
+}
+
+fn attribute(span: &Span, key: &str) -> Option<String> {
+    span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+        Value::StringValue(s) => Some(s.clone()),
+        Value::IntValue(i) => Some(i.to_string()),
+        Value::BoolValue(b) => Some(b.to_string()),
+        other => Some(format!("{other:?}")),
+    })
+}
+
+async fn auth(port: u16, channel: &str, traceparent: Option<&str>) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/auth/new"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", COOKIE)
+        .header("authorization", TOKEN)
+        .body(format!("socket_id=1234.5678&channel_name={channel}"));
+    if let Some(parent) = traceparent {
+        request = request.header("traceparent", parent).header("tracestate", "vendor=opaque");
+    }
+    request.send().await.unwrap()
+}
+
+/// The `traceparent` of each check the host received, in order.
+async fn host_traceparents(host: &MockServer) -> Vec<String> {
+    host.received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|r| r.headers.get("traceparent").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browsers_trace_is_continued_to_the_host_and_exported() {
+    let (host, otlp) = (host().await, receiver().await);
+    let dir = TempDir::new("telemetry");
+    let otlp_url = format!("{}/v1/traces", otlp.uri());
+    let service = Service::start(&dir, &config(&host.uri(), &otlp_url, 1.0));
+
+    let incoming = format!("00-{TRACE}-{BROWSER_SPAN}-01");
+    let res = auth(service.port, "private-a", Some(&incoming)).await;
+    assert_eq!(res.status(), 200);
+    let answer: serde_json::Value = res.json().await.unwrap();
+    let signature = answer["auth"].as_str().unwrap().split_once(':').unwrap().1.to_owned();
+    assert_eq!(auth(service.port, "private-denied", Some(&incoming)).await.status(), 403);
+
+    // The host got the check's own span as its parent, in the browser's trace.
+    let sent = host_traceparents(&host).await;
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    let parts: Vec<&str> = sent[0].split('-').collect();
+    assert_eq!(parts.len(), 4, "{}", sent[0]);
+    assert_eq!((parts[0], parts[1], parts[3]), ("00", TRACE, "01"), "same trace, sampled: {}", sent[0]);
+    let check_span = parts[2].to_owned();
+    assert_ne!(check_span, BROWSER_SPAN, "the host's parent is the service's span, not the browser's");
+    let tracestates: Vec<String> = host
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.headers.get("tracestate").and_then(|v| v.to_str().ok()).map(str::to_owned))
+        .collect();
+    assert_eq!(tracestates[0], "vendor=opaque", "tracestate goes on with the trace");
+
+    // Exported within the batch delay (1 s), over OTLP/HTTP protobuf.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (bodies, requests) = loop {
+        let (bodies, requests) = exports(&otlp).await;
+        let all = spans(&requests);
+        let checks = all.iter().filter(|s| s.name == "session_check").count();
+        let servers = all.iter().filter(|s| s.parent_span_id == hex::decode(BROWSER_SPAN).unwrap()).count();
+        if checks >= 2 && servers >= 2 {
+            break (bodies, requests);
+        }
+        assert!(Instant::now() < deadline, "not exported in time: {all:#?}\n{}", service.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let all = spans(&requests);
+    let hex_of = |b: &[u8]| hex::encode(b);
+
+    // The request span: a child of the browser's span, with app, kind and outcome.
+    let request = all
+        .iter()
+        .find(|s| hex_of(&s.parent_span_id) == BROWSER_SPAN && attribute(s, "outcome").as_deref() == Some("signed"))
+        .unwrap_or_else(|| panic!("no signed request span: {all:#?}"));
+    assert_eq!(hex_of(&request.trace_id), TRACE);
+    assert_eq!(request.kind, 2, "SPAN_KIND_SERVER");
+    assert_eq!(attribute(request, "app").as_deref(), Some("new"));
+    assert_eq!(attribute(request, "kind").as_deref(), Some("private"));
+    assert_eq!(attribute(request, "http.response.status_code").as_deref(), Some("200"));
+    let denied = all
+        .iter()
+        .find(|s| hex_of(&s.parent_span_id) == BROWSER_SPAN && attribute(s, "outcome").as_deref() == Some("denied"))
+        .unwrap_or_else(|| panic!("no denied request span: {all:#?}"));
+    assert_eq!(attribute(denied, "http.response.status_code").as_deref(), Some("403"));
+
+    // The session check's span: the request span's child, and the host's parent.
+    let check = all
+        .iter()
+        .find(|s| hex_of(&s.span_id) == check_span)
+        .unwrap_or_else(|| panic!("the host's parent span {check_span} was not exported: {all:#?}"));
+    assert_eq!(check.name, "session_check");
+    assert_eq!(check.parent_span_id, request.span_id, "the check is the request's child");
+    assert_eq!(hex_of(&check.trace_id), TRACE);
+    assert_eq!(check.kind, 3, "SPAN_KIND_CLIENT");
+    assert_eq!(attribute(check, "outcome").as_deref(), Some("allowed"));
+
+    // Who exported it.
+    let resource = requests[0].resource_spans[0].resource.as_ref().unwrap();
+    let res_attr = |key: &str| {
+        resource.attributes.iter().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            Value::StringValue(s) => Some(s.clone()),
+            _ => None,
+        })
+    };
+    assert_eq!(res_attr("service.name").as_deref(), Some("pusher-dual-auth"));
+    assert_eq!(res_attr("service.version").as_deref(), Some(env!("CARGO_PKG_VERSION")));
+    assert_eq!(res_attr("service.instance.id").as_deref(), Some("replica-under-test"));
+
+    // Nothing secret in any byte exported.
+    let raw: Vec<u8> = bodies.concat();
+    let text = String::from_utf8_lossy(&raw);
+    for secret in [SECRET, "C00KIE-TRACE", "T0KEN-TRACE", signature.as_str(), "1234.5678"] {
+        assert!(!text.contains(secret), "{secret:?} was exported");
+    }
+
+    // The JSON log line of the refusal carries the trace id.
+    let log = service.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("\"outcome\":\"denied\""))
+        .unwrap_or_else(|| panic!("no refusal line in:\n{log}"));
+    let parsed: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+    assert_eq!(parsed["trace_id"], TRACE, "{line}");
+    assert!(service.stop(), "stops cleanly, flushing its spans");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_ratio_0_a_trace_started_here_exports_nothing_but_a_callers_sampled_one_is_kept() {
+    let (host, otlp) = (host().await, receiver().await);
+    let dir = TempDir::new("telemetry-ratio0");
+    // The collector's base address: the service adds /v1/traces.
+    let service = Service::start(&dir, &config(&host.uri(), &otlp.uri(), 0.0));
+
+    assert_eq!(auth(service.port, "private-a", None).await.status(), 200);
+    let sent = host_traceparents(&host).await;
+    let parts: Vec<&str> = sent[0].split('-').collect();
+    assert_eq!(parts.len(), 4, "the host still gets a traceparent: {sent:?}");
+    assert_eq!(parts[3], "00", "not sampled: {}", sent[0]);
+    let unsampled = parts[1].to_owned();
+    assert!(unsampled.len() == 32 && unsampled != "0".repeat(32), "a real trace id: {unsampled}");
+
+    // A caller that sampled its trace decides for it (parent-based sampling).
+    let incoming = format!("00-{TRACE}-{BROWSER_SPAN}-01");
+    assert_eq!(auth(service.port, "private-b", Some(&incoming)).await.status(), 200);
+    assert!(service.stop(), "stops cleanly, flushing its spans");
+
+    let (_, requests) = exports(&otlp).await;
+    let all = spans(&requests);
+    assert!(
+        all.iter().all(|s| hex::encode(&s.trace_id) != unsampled),
+        "a trace sampled out was exported: {all:#?}"
+    );
+    assert!(
+        all.iter().any(|s| hex::encode(&s.trace_id) == TRACE && s.name == "session_check"),
+        "the caller's sampled trace was not exported: {all:#?}"
+    );
+}
