@@ -85,8 +85,12 @@ async fn receiver() -> MockServer {
 
 /// Every export received so far: (raw bodies, decoded requests).
 async fn exports(otlp: &MockServer) -> (Vec<Vec<u8>>, Vec<ExportTraceServiceRequest>) {
-    let bodies: Vec<Vec<u8>> = otlp.received_requests().await.unwrap_or_default().into_iter().map(|r| r.body).collect();
-    let decoded = bodies.iter().map(|b| ExportTraceServiceRequest::decode(b.as_slice()).expect("OTLP protobuf")).collect();
+    let bodies: Vec<Vec<u8>> =
+        otlp.received_requests().await.unwrap_or_default().into_iter().map(|r| r.body).collect();
+    let decoded = bodies
+        .iter()
+        .map(|b| ExportTraceServiceRequest::decode(b.as_slice()).expect("OTLP protobuf"))
+        .collect();
     (bodies, decoded)
 }
 
@@ -100,15 +104,18 @@ fn spans(requests: &[ExportTraceServiceRequest]) -> Vec<Span> {
 }
 
 fn attribute(span: &Span, key: &str) -> Option<String> {
-    span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-        Value::StringValue(s) => Some(s.clone()),
-        Value::IntValue(i) => Some(i.to_string()),
-        Value::BoolValue(b) => Some(b.to_string()),
-        other => Some(format!("{other:?}")),
+    span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
+            Value::StringValue(s) => Some(s.clone()),
+            Value::IntValue(i) => Some(i.to_string()),
+            Value::BoolValue(b) => Some(b.to_string()),
+            other => Some(format!("{other:?}")),
+        }
     })
 }
 
 async fn auth(port: u16, channel: &str, traceparent: Option<&str>) -> reqwest::Response {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut request = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}/auth/new"))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -181,16 +188,23 @@ async fn a_browsers_trace_is_continued_to_the_host_and_exported() {
     // The request span: a child of the browser's span, with app, kind and outcome.
     let request = all
         .iter()
-        .find(|s| hex_of(&s.parent_span_id) == BROWSER_SPAN && attribute(s, "outcome").as_deref() == Some("signed"))
+        .find(|s| {
+            hex_of(&s.parent_span_id) == BROWSER_SPAN && attribute(s, "outcome").as_deref() == Some("signed")
+        })
         .unwrap_or_else(|| panic!("no signed request span: {all:#?}"));
     assert_eq!(hex_of(&request.trace_id), TRACE);
     assert_eq!(request.kind, 2, "SPAN_KIND_SERVER");
+    assert_eq!(request.name, "POST /auth/{app}");
+    assert_eq!(attribute(request, "http.route").as_deref(), Some("/auth/{app}"));
     assert_eq!(attribute(request, "app").as_deref(), Some("new"));
     assert_eq!(attribute(request, "kind").as_deref(), Some("private"));
     assert_eq!(attribute(request, "http.response.status_code").as_deref(), Some("200"));
     let denied = all
         .iter()
-        .find(|s| hex_of(&s.parent_span_id) == BROWSER_SPAN && attribute(s, "outcome").as_deref() == Some("denied"))
+        .find(|s| {
+            hex_of(&s.parent_span_id) == BROWSER_SPAN
+                && attribute(s, "outcome").as_deref() == Some("forbidden")
+        })
         .unwrap_or_else(|| panic!("no denied request span: {all:#?}"));
     assert_eq!(attribute(denied, "http.response.status_code").as_deref(), Some("403"));
 
@@ -208,9 +222,11 @@ async fn a_browsers_trace_is_continued_to_the_host_and_exported() {
     // Who exported it.
     let resource = requests[0].resource_spans[0].resource.as_ref().unwrap();
     let res_attr = |key: &str| {
-        resource.attributes.iter().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-            Value::StringValue(s) => Some(s.clone()),
-            _ => None,
+        resource.attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
+            match kv.value.as_ref()?.value.as_ref()? {
+                Value::StringValue(s) => Some(s.clone()),
+                _ => None,
+            }
         })
     };
     assert_eq!(res_attr("service.name").as_deref(), Some("pusher-dual-auth"));
@@ -228,7 +244,7 @@ async fn a_browsers_trace_is_continued_to_the_host_and_exported() {
     let log = service.log_text();
     let line = log
         .lines()
-        .find(|l| l.contains("\"outcome\":\"denied\""))
+        .find(|l| l.contains("\"outcome\":\"forbidden\""))
         .unwrap_or_else(|| panic!("no refusal line in:\n{log}"));
     let parsed: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
     assert_eq!(parsed["trace_id"], TRACE, "{line}");

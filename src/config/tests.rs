@@ -222,14 +222,27 @@ fn every_section_is_printed_and_the_printout_loads_back_the_same() {
     );
     let printed = Settings::from_toml(&full, None).unwrap().redacted_toml();
     let table: toml::Table = printed.parse().unwrap();
-    let sections = ["server", "session_check", "apps", "rate_limit", "publish", "webhooks", "status", "log", "telemetry"];
+    let sections = [
+        "server",
+        "session_check",
+        "apps",
+        "rate_limit",
+        "publish",
+        "webhooks",
+        "status",
+        "log",
+        "telemetry",
+    ];
     for section in sections {
         assert!(table.contains_key(section), "[{section}] missing from:\n{printed}");
     }
     for secret in ["\"ps\"", "\"ws\"", "oldsecret"] {
         assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
     }
-    assert!(printed.contains("\"http://collector:4318/v1/traces\""), "the base address means its traces path");
+    assert!(
+        printed.contains("\"http://collector:4318/v1/traces\""),
+        "the base address means its traces path"
+    );
     // Every value survives: the printout (secrets read "[redacted]") loads and prints the same.
     let again = Settings::from_toml(&printed, None).unwrap().redacted_toml();
     assert_eq!(printed, again);

@@ -122,29 +122,25 @@ pub async fn fan_out(
     let failed = live.settings.failover.as_ref().and(state.failover.decision());
     let down = |name: &str| failed.as_ref().is_some_and(|f| f.from == name);
     // Targets are checked against the apps at load, in the same config.
-    let calls = publish
-        .targets
-        .iter()
-        .filter_map(|t| live.settings.app(t))
-        .map(|target| {
-            use tracing::Instrument;
-            // A span per target (with [telemetry]): which app, how many tries, what came back.
-            let span = if crate::telemetry::traces::on() {
-                tracing::info_span!(
-                    target: "otel",
-                    "publish",
-                    otel.kind = "client",
-                    target_app = %target.name,
-                    path = out.suffix,
-                    failed_over = down(&target.name),
-                    attempts = tracing::field::Empty,
-                    result = tracing::field::Empty,
-                )
-            } else {
-                tracing::Span::none()
-            };
-            forward_one(http, publish, &state.metrics, (target, down(&target.name)), &out).instrument(span)
-        });
+    let calls = publish.targets.iter().filter_map(|t| live.settings.app(t)).map(|target| {
+        use tracing::Instrument;
+        // A span per target (with [telemetry]): which app, how many tries, what came back.
+        let span = if crate::telemetry::traces::on() {
+            tracing::info_span!(
+                target: "otel",
+                "publish",
+                otel.kind = "client",
+                target_app = %target.name,
+                path = out.suffix,
+                failed_over = down(&target.name),
+                attempts = tracing::field::Empty,
+                result = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
+        forward_one(http, publish, &state.metrics, (target, down(&target.name)), &out).instrument(span)
+    });
     let results = futures_util::future::join_all(calls).await;
     for r in &results {
         tracing::info!(target_app = %r.app, result = %r.summary(), path = out.suffix, "publish");

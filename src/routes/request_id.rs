@@ -43,7 +43,7 @@ pub async fn request_id_middleware(
     let traced = crate::telemetry::traces::on();
     let span = if traced {
         // The route's pattern, not the path: a client's path segment is not an attribute.
-        let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+        let route = route(&req);
         let span = tracing::info_span!(
             target: "otel",
             "request",
@@ -75,6 +75,16 @@ pub async fn request_id_middleware(
         res.headers_mut().insert(HeaderName::from_static(X_REQUEST_ID), value);
     }
     Ok(res)
+}
+
+/// The route's pattern for a span: the `/auth` scope matches its two routes
+/// itself (`auth::route`), so the router knows no pattern for them.
+fn route(req: &ServiceRequest) -> String {
+    match req.path().strip_prefix("/auth/") {
+        Some(rest) if rest.ends_with("/user") => "/auth/{app}/user".into(),
+        Some(_) => "/auth/{app}".into(),
+        None => req.match_pattern().unwrap_or_else(|| "unmatched".into()),
+    }
 }
 
 /// Names the app, kind and outcome on the request's span (with `[telemetry]`;

@@ -163,7 +163,8 @@ impl Http1Pool {
             headers.insert(AUTHORIZATION, basic.clone());
         }
         if let Some(trace) = trace {
-            let value = |v: &str| HeaderValue::from_str(v).map_err(|_| HostError::Transport("trace context".into()));
+            let value =
+                |v: &str| HeaderValue::from_str(v).map_err(|_| HostError::Transport("trace context".into()));
             headers.insert(HeaderName::from_static("traceparent"), value(&trace.traceparent)?);
             if let Some(state) = &trace.tracestate {
                 headers.insert(HeaderName::from_static("tracestate"), value(state)?);

@@ -60,7 +60,13 @@ impl Drop for Traces {
 /// The subscriber with traces: the logs as `telemetry::init` makes them (each
 /// JSON line inside a traced request with its `trace_id`), and the OpenTelemetry
 /// layer, which sees only the `otel` spans.
-pub(super) fn init<W>(settings: &TelemetrySettings, filter: EnvFilter, json: bool, writer: W, terminal: bool) -> Traces
+pub(super) fn init<W>(
+    settings: &TelemetrySettings,
+    filter: EnvFilter,
+    json: bool,
+    writer: W,
+    terminal: bool,
+) -> Traces
 where
     W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
 {
@@ -78,7 +84,11 @@ where
     // the log layer keeps the `otel` spans whatever the level.
     let filter = filter.add_directive(format!("{TARGET}=trace").parse().expect("a directive"));
     let logs: Box<dyn Layer<Registry> + Send + Sync> = if json {
-        let format = tracing_subscriber::fmt::format().json().flatten_event(true).with_current_span(true).with_span_list(false);
+        let format = tracing_subscriber::fmt::format()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false);
         tracing_subscriber::fmt::layer()
             .with_writer(writer)
             .json()
@@ -86,9 +96,15 @@ where
             .with_filter(filter)
             .boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_writer(writer).compact().with_ansi(terminal).with_filter(filter).boxed()
+        tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .compact()
+            .with_ansi(terminal)
+            .with_filter(filter)
+            .boxed()
     };
-    let installed = tracing_subscriber::registry().with(logs).with(TraceIdLayer).with(otel).try_init().is_ok();
+    let installed =
+        tracing_subscriber::registry().with(logs).with(TraceIdLayer).with(otel).try_init().is_ok();
     ON.store(installed, Relaxed);
     Traces(Some(provider))
 }
@@ -122,8 +138,9 @@ fn provider(settings: &TelemetrySettings) -> opentelemetry_sdk::trace::SdkTracer
                     .with_max_export_batch_size(512.min(settings.max_queue_spans))
                     .with_scheduled_delay(Duration::from_secs(1))
                     .build();
-                builder = builder
-                    .with_span_processor(BatchSpanProcessor::builder(exporter).with_batch_config(batch).build());
+                builder = builder.with_span_processor(
+                    BatchSpanProcessor::builder(exporter).with_batch_config(batch).build(),
+                );
             }
             // The endpoint was validated; a failure here is the exporter's own.
             Err(e) => eprintln!("telemetry: the OTLP exporter did not start: {e}"),
@@ -289,10 +306,15 @@ where
     N: for<'w> FormatFields<'w> + 'static,
     F: FormatEvent<S, N>,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &tracing::Event<'_>) -> std::fmt::Result {
-        let trace_id = ctx
-            .event_scope()
-            .and_then(|scope| scope.from_root().find_map(|span| span.extensions().get::<TraceId>().map(|t| t.0.clone())));
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let trace_id = ctx.event_scope().and_then(|scope| {
+            scope.from_root().find_map(|span| span.extensions().get::<TraceId>().map(|t| t.0.clone()))
+        });
         let Some(trace_id) = trace_id else { return self.0.format_event(ctx, writer, event) };
         let mut line = String::new();
         self.0.format_event(ctx, Writer::new(&mut line), event)?;

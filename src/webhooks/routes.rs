@@ -134,11 +134,11 @@ async fn accept(
     .inspect(|a| {
         span.record("result", if matches!(a, Applied::Duplicate) { "duplicate" } else { "applied" });
     })
-        .map_err(|err| {
-            // Not acknowledged: Pusher retries, and each script made no partial change.
-            tracing::error!(error = %err, "redis: cannot record a webhook event");
-            WebhookError::StoreUnavailable
-        })?;
+    .map_err(|err| {
+        // Not acknowledged: Pusher retries, and each script made no partial change.
+        tracing::error!(error = %err, "redis: cannot record a webhook event");
+        WebhookError::StoreUnavailable
+    })?;
     match applied {
         Applied::Duplicate => {
             tracing::info!(app = %app.name, "webhook repeated within the replay window: acknowledged, not applied again");

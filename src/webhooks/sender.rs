@@ -103,7 +103,8 @@ async fn deliver(state: &AppState, http: &reqwest::Client, time_ms: u64, events:
         result = tracing::field::Empty,
     );
     let trace = crate::telemetry::traces::outgoing(&span);
-    let result = tracing::Instrument::instrument(deliver_untraced(state, http, time_ms, events, trace), span.clone());
+    let result =
+        tracing::Instrument::instrument(deliver_untraced(state, http, time_ms, events, trace), span.clone());
     span.record("result", result.await);
 }
 
