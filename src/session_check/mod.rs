@@ -26,6 +26,15 @@ pub enum CheckKind {
     User,
 }
 
+impl CheckKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Channel => "channel",
+            Self::User => "user",
+        }
+    }
+}
+
 /// The JSON body POSTed to `session_check.url`.
 #[derive(Debug, serde::Serialize)]
 pub struct CheckRequest<'a> {
@@ -129,7 +138,7 @@ impl SessionCheckClient {
             "session_check",
             otel.kind = "client",
             app = request.app,
-            kind = ?request.kind,
+            kind = request.kind.as_str(),
             outcome = tracing::field::Empty,
             http.response.status_code = tracing::field::Empty,
         );

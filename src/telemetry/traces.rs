@@ -80,9 +80,10 @@ where
         .with_target(false)
         .with_tracked_inactivity(false)
         .with_filter(Targets::new().with_target(TARGET, tracing::Level::TRACE));
-    // The log lines look up their request's trace id on the spans in scope, so
-    // the log layer keeps the `otel` spans whatever the level.
-    let filter = filter.add_directive(format!("{TARGET}=trace").parse().expect("a directive"));
+    // The log layer never sees the `otel` spans: its JSON fields re-parse a span's
+    // fields at each `record`, more than the tracing itself costs. The trace id
+    // reaches the lines through `TraceIdLayer`.
+    let filter = filter.add_directive(format!("{TARGET}=off").parse().expect("a directive"));
     let logs: Box<dyn Layer<Registry> + Send + Sync> = if json {
         let format = tracing_subscriber::fmt::format()
             .json()
@@ -103,8 +104,12 @@ where
             .with_filter(filter)
             .boxed()
     };
-    let installed =
-        tracing_subscriber::registry().with(logs).with(TraceIdLayer).with(otel).try_init().is_ok();
+    let installed = tracing_subscriber::registry()
+        .with(logs)
+        .with(TraceIdLayer.with_filter(Targets::new().with_target(TARGET, tracing::Level::TRACE)))
+        .with(otel)
+        .try_init()
+        .is_ok();
     ON.store(installed, Relaxed);
     Traces(Some(provider))
 }
@@ -225,7 +230,7 @@ impl opentelemetry::propagation::Extractor for Incoming<'_> {
 }
 
 /// Continues the caller's trace (`traceparent`, `tracestate`) on `span`, or
-/// starts one; records the trace id on it for the log lines.
+/// starts one; marks it with its trace id for the log lines.
 pub fn continue_trace(span: &Span, headers: &actix_web::http::header::HeaderMap) {
     use opentelemetry::propagation::TextMapPropagator;
     let parent = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&Incoming(headers));
@@ -233,8 +238,7 @@ pub fn continue_trace(span: &Span, headers: &actix_web::http::header::HeaderMap)
         let _ = span.set_parent(parent);
     }
     let context = span.context();
-    let trace_id = context.span().span_context().trace_id();
-    span.record("trace_id", tracing::field::display(trace_id));
+    mark(span, context.span().span_context().trace_id());
 }
 
 /// What an outgoing call sends so that the callee's spans join the trace.
@@ -268,33 +272,45 @@ pub fn outgoing(span: &Span) -> Option<Outgoing> {
 
 // ---- trace ids in the log lines -------------------------------------------------------------
 
-/// A span's trace id, kept from its `trace_id` field (the request span records it).
-struct TraceId(String);
+/// The trace id of a request span (32 lowercase hex digits), kept in its extensions.
+#[derive(Clone, Copy)]
+struct TraceId([u8; 32]);
 
-/// Keeps each span's recorded `trace_id` where the log format finds it.
+thread_local! {
+    /// The trace ids of the request spans this thread is in, innermost last.
+    static CURRENT: std::cell::RefCell<Vec<TraceId>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Keeps the current request's trace id where the log format finds it: a
+/// thread's stack, pushed as a request span is entered and popped as it is
+/// left. The log layer never sees the `otel` spans (formatting their fields
+/// for it cost more than the tracing itself).
 struct TraceIdLayer;
 
 impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for TraceIdLayer {
-    fn on_record(
-        &self,
-        id: &tracing::span::Id,
-        values: &tracing::span::Record<'_>,
-        ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        struct Find(Option<String>);
-        impl tracing::field::Visit for Find {
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                if field.name() == "trace_id" {
-                    self.0 = Some(format!("{value:?}"));
-                }
-            }
-        }
-        let mut found = Find(None);
-        values.record(&mut found);
-        if let (Some(trace_id), Some(span)) = (found.0, ctx.span(id)) {
-            span.extensions_mut().replace(TraceId(trace_id));
+    fn on_enter(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        if let Some(trace_id) = ctx.span(id).and_then(|s| s.extensions().get::<TraceId>().copied()) {
+            CURRENT.with(|c| c.borrow_mut().push(trace_id));
         }
     }
+
+    fn on_exit(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        if ctx.span(id).is_some_and(|s| s.extensions().get::<TraceId>().is_some()) {
+            CURRENT.with(|c| c.borrow_mut().pop());
+        }
+    }
+}
+
+/// Marks `span` as a request span of trace `trace_id` (before it is entered).
+fn mark(span: &Span, trace_id: opentelemetry::trace::TraceId) {
+    use std::io::Write;
+    let mut hex = [0u8; 32];
+    let _ = write!(&mut hex[..], "{trace_id}");
+    span.with_subscriber(|(id, dispatch)| {
+        if let Some(span) = dispatch.downcast_ref::<Registry>().and_then(|r| r.span(id)) {
+            span.extensions_mut().replace(TraceId(hex));
+        }
+    });
 }
 
 /// The JSON line, with `"trace_id"` first when it is written inside a traced request.
@@ -312,16 +328,15 @@ where
         mut writer: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
-        let trace_id = ctx.event_scope().and_then(|scope| {
-            scope.from_root().find_map(|span| span.extensions().get::<TraceId>().map(|t| t.0.clone()))
-        });
-        let Some(trace_id) = trace_id else { return self.0.format_event(ctx, writer, event) };
+        let Some(TraceId(hex)) = CURRENT.with(|c| c.borrow().last().copied()) else {
+            return self.0.format_event(ctx, writer, event);
+        };
         let mut line = String::new();
         self.0.format_event(ctx, Writer::new(&mut line), event)?;
-        match line.strip_prefix('{') {
-            // The id is 32 hex digits: nothing to escape.
-            Some(rest) => write!(writer, "{{\"trace_id\":\"{trace_id}\",{rest}"),
-            None => writer.write_str(&line),
+        match (line.strip_prefix('{'), std::str::from_utf8(&hex)) {
+            // Hex digits: nothing to escape.
+            (Some(rest), Ok(trace_id)) => write!(writer, "{{\"trace_id\":\"{trace_id}\",{rest}"),
+            _ => writer.write_str(&line),
         }
     }
 }
