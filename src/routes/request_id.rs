@@ -48,7 +48,8 @@ pub async fn request_id_middleware(
     };
     req.extensions_mut().insert(RequestId(id.clone()));
     let mut res = if traced {
-        let res = next.call(req).instrument(span.clone()).await?;
+        let res =
+            crate::telemetry::traces::with_trace(&span, next.call(req).instrument(span.clone())).await?;
         span.record("http.response.status_code", res.status().as_u16());
         res
     } else {
@@ -98,10 +99,19 @@ fn route(req: &ServiceRequest) -> String {
 /// nothing otherwise). Only configured app names and fixed labels arrive here.
 pub fn record(app: &str, kind: &str, outcome: &str) {
     if crate::telemetry::traces::on() {
+        // One record of the three: each is a trip through the subscriber.
         let span = tracing::Span::current();
-        span.record("app", app);
-        span.record("kind", kind);
-        span.record("outcome", outcome);
+        let Some(fields) = span.metadata().map(|m| m.fields()) else { return };
+        let (Some(a), Some(k), Some(o)) =
+            (fields.field("app"), fields.field("kind"), fields.field("outcome"))
+        else {
+            return;
+        };
+        span.record_all(&fields.value_set(&[
+            (&a, Some(&app as &dyn tracing::Value)),
+            (&k, Some(&kind as &dyn tracing::Value)),
+            (&o, Some(&outcome as &dyn tracing::Value)),
+        ]));
     }
 }
 

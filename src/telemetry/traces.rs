@@ -79,10 +79,13 @@ where
         .with_level(false)
         .with_target(false)
         .with_tracked_inactivity(false)
+        // Nothing here reads OpenTelemetry's current context: spans find their
+        // parent in the span tree, so entering one (each poll) attaches nothing.
+        .with_context_activation(false)
         .with_filter(Targets::new().with_target(TARGET, tracing::Level::TRACE));
     // The log layer never sees the `otel` spans: its JSON fields re-parse a span's
     // fields at each `record`, more than the tracing itself costs. The trace id
-    // reaches the lines through `TraceIdLayer`.
+    // reaches the lines through `with_trace`.
     let filter = filter.add_directive(format!("{TARGET}=off").parse().expect("a directive"));
     let logs: Box<dyn Layer<Registry> + Send + Sync> = if json {
         let format = tracing_subscriber::fmt::format()
@@ -104,12 +107,7 @@ where
             .with_filter(filter)
             .boxed()
     };
-    let installed = tracing_subscriber::registry()
-        .with(logs)
-        .with(TraceIdLayer.with_filter(Targets::new().with_target(TARGET, tracing::Level::TRACE)))
-        .with(otel)
-        .try_init()
-        .is_ok();
+    let installed = tracing_subscriber::registry().with(logs).with(otel).try_init().is_ok();
     ON.store(installed, Relaxed);
     Traces(Some(provider))
 }
@@ -230,15 +228,13 @@ impl opentelemetry::propagation::Extractor for Incoming<'_> {
 }
 
 /// Continues the caller's trace (`traceparent`, `tracestate`) on `span`, or
-/// starts one; marks it with its trace id for the log lines.
+/// starts one.
 pub fn continue_trace(span: &Span, headers: &actix_web::http::header::HeaderMap) {
     use opentelemetry::propagation::TextMapPropagator;
     let parent = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&Incoming(headers));
     if parent.span().span_context().is_valid() {
         let _ = span.set_parent(parent);
     }
-    let context = span.context();
-    mark(span, context.span().span_context().trace_id());
 }
 
 /// What an outgoing call sends so that the callee's spans join the trace.
@@ -272,7 +268,7 @@ pub fn outgoing(span: &Span) -> Option<Outgoing> {
 
 // ---- trace ids in the log lines -------------------------------------------------------------
 
-/// The trace id of a request span (32 lowercase hex digits), kept in its extensions.
+/// The trace id of a request (32 lowercase hex digits).
 #[derive(Clone, Copy)]
 struct TraceId([u8; 32]);
 
@@ -281,36 +277,33 @@ thread_local! {
     static CURRENT: std::cell::RefCell<Vec<TraceId>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Keeps the current request's trace id where the log format finds it: a
-/// thread's stack, pushed as a request span is entered and popped as it is
-/// left. The log layer never sees the `otel` spans (formatting their fields
-/// for it cost more than the tracing itself).
-struct TraceIdLayer;
+/// Pops the thread's trace id stack, also when a poll panics.
+struct PopOnDrop;
 
-impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for TraceIdLayer {
-    fn on_enter(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
-        if let Some(trace_id) = ctx.span(id).and_then(|s| s.extensions().get::<TraceId>().copied()) {
-            CURRENT.with(|c| c.borrow_mut().push(trace_id));
-        }
-    }
-
-    fn on_exit(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
-        if ctx.span(id).is_some_and(|s| s.extensions().get::<TraceId>().is_some()) {
-            CURRENT.with(|c| c.borrow_mut().pop());
-        }
+impl Drop for PopOnDrop {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.borrow_mut().pop());
     }
 }
 
-/// Marks `span` as a request span of trace `trace_id` (before it is entered).
-fn mark(span: &Span, trace_id: opentelemetry::trace::TraceId) {
+/// Runs `future` with `span`'s trace id on the thread's stack while it is
+/// polled: where the log format finds it. (Cheaper than a layer looking the
+/// span up at each enter; and the log layer never sees the `otel` spans:
+/// formatting their fields for it cost more than the tracing itself.)
+pub async fn with_trace<F: std::future::Future>(span: &Span, future: F) -> F::Output {
     use std::io::Write;
+    let trace_id = span.context().span().span_context().trace_id();
     let mut hex = [0u8; 32];
-    let _ = write!(&mut hex[..], "{trace_id}");
-    span.with_subscriber(|(id, dispatch)| {
-        if let Some(span) = dispatch.downcast_ref::<Registry>().and_then(|r| r.span(id)) {
-            span.extensions_mut().replace(TraceId(hex));
-        }
-    });
+    if write!(&mut hex[..], "{trace_id}").is_err() {
+        return future.await;
+    }
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(move |cx| {
+        CURRENT.with(|c| c.borrow_mut().push(TraceId(hex)));
+        let _pop = PopOnDrop;
+        future.as_mut().poll(cx)
+    })
+    .await
 }
 
 /// The JSON line, with `"trace_id"` first when it is written inside a traced request.
