@@ -128,6 +128,7 @@ pub async fn fan_out(
         let span = if crate::telemetry::traces::on() {
             tracing::info_span!(
                 target: "otel",
+                parent: crate::telemetry::traces::parent(),
                 "publish",
                 otel.kind = "client",
                 target_app = %target.name,

@@ -111,6 +111,7 @@ async fn read_traced(
     }
     let span = tracing::info_span!(
         target: "otel",
+        parent: crate::telemetry::traces::parent(),
         "recovery.read",
         app,
         result = tracing::field::Empty,

@@ -99,19 +99,7 @@ fn route(req: &ServiceRequest) -> String {
 /// nothing otherwise). Only configured app names and fixed labels arrive here.
 pub fn record(app: &str, kind: &str, outcome: &str) {
     if crate::telemetry::traces::on() {
-        // One record of the three: each is a trip through the subscriber.
-        let span = tracing::Span::current();
-        let Some(fields) = span.metadata().map(|m| m.fields()) else { return };
-        let (Some(a), Some(k), Some(o)) =
-            (fields.field("app"), fields.field("kind"), fields.field("outcome"))
-        else {
-            return;
-        };
-        span.record_all(&fields.value_set(&[
-            (&a, Some(&app as &dyn tracing::Value)),
-            (&k, Some(&kind as &dyn tracing::Value)),
-            (&o, Some(&outcome as &dyn tracing::Value)),
-        ]));
+        crate::telemetry::traces::record([("app", app), ("kind", kind), ("outcome", outcome)]);
     }
 }
 

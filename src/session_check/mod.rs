@@ -132,9 +132,10 @@ impl SessionCheckClient {
         body: Vec<u8>,
         headers: &ForwardedHeaders,
     ) -> Result<HostAnswer, HostError> {
-        use tracing::Instrument;
+        // The request's child, never entered (see `traces::with_trace`).
         let span = tracing::info_span!(
             target: "otel",
+            parent: crate::telemetry::traces::parent(),
             "session_check",
             otel.kind = "client",
             app = request.app,
@@ -145,10 +146,9 @@ impl SessionCheckClient {
         let trace = crate::telemetry::traces::outgoing(&span);
         let result = async {
             let answer = self.exchange_with(body, headers, trace.as_ref()).await?;
-            tracing::Span::current().record("http.response.status_code", answer.status);
+            span.record("http.response.status_code", answer.status);
             interpret(answer.status, &answer.body)
         }
-        .instrument(span.clone())
         .await;
         let outcome = match &result {
             Ok(HostAnswer::Allowed(_)) => "allowed",

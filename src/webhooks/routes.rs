@@ -122,7 +122,7 @@ async fn accept(
     let apps: Vec<String> = live.settings.apps.keys().cloned().collect();
     let bridged = Bridged { presence: &live.settings.presence, apps: &apps };
     let span = if crate::telemetry::traces::on() {
-        tracing::info_span!(target: "otel", "webhook.apply", app = %app.name, events = events.len(), result = tracing::field::Empty)
+        tracing::info_span!(target: "otel", parent: crate::telemetry::traces::parent(), "webhook.apply", app = %app.name, events = events.len(), result = tracing::field::Empty)
     } else {
         tracing::Span::none()
     };
