@@ -240,7 +240,10 @@ export interface ClientConfig {
   /** A public channel name (not private- or presence-). */
   control_channel: string;
   version: number;
-  /** Set while an app is failed over (every client is sent to the healthy one); else null. */
+  /**
+   * Set while an app is failed over (every client is sent to the healthy one); else null.
+   * Anything but null or `{ from, to, reason }` (strings) refuses the answer.
+   */
   failover?: FailoverState | null;
 }
 

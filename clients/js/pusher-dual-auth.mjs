@@ -21,6 +21,12 @@
 // service's buffer, once and in order before newer live events, or is told
 // that it could not (see recovery; recover() does the same for plain pusher-js).
 //
+// With a service that has [failover], a client whose app fails moves by itself:
+// it cannot hear the announcement there, so it watches its own connection, and
+// when that looks dead re-reads /client-config until it is told the healthy app;
+// it moves make-before-break if its connection still works, else at once, each
+// channel recovering what it missed (see failover).
+//
 // One file on purpose (copy it into your sources, or `npm pack`), in parts that
 // read on their own, in this order:
 //   connect       connect(): the instance, its options, the control channel
@@ -467,9 +473,11 @@ async function apply(client, next) {
     if (onSwitchFailed) onSwitchFailed(from, next.app, new Error('pusher-js without switchCluster (< 8.4): applies at the next page load'));
     return;
   }
+  const works = connectionWorks(client);
   client.moving = true;
+  if (client.watchdog) client.watchdog.calm(); // not during the move: its re-reads stop, a read under way is dropped
   try {
-    if (connectionWorks(client)) await handover(client, next);
+    if (works) await handover(client, next);
     else await plainMove(client, next);
     if (reason === null) {
       if (onSwitch) onSwitch(from, next.app);

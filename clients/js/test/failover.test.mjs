@@ -437,3 +437,17 @@ test('the app\'s own disconnect() stops the watchdog; its connect() starts it ag
   pusher.connect();
   await until(() => cfg.reads.length > before);
 });
+
+test('an answer whose failover is not null or { from, to, reason } is refused', async () => {
+  const world = fakeWorld();
+  for (const failover of ['yes', { from: 'old', to: 'new' }, { from: 'old', to: 'new', reason: 7 }, ['old', 'new']]) {
+    const cfg = fakeConfig();
+    cfg.failover = failover;
+    await assert.rejects(connect(world.FakePusher, { configUrl: 'http://svc/client-config', fetch: cfg.fetch }), /failover .* is not null or \{ from, to, reason \}/);
+  }
+  const cfg = fakeConfig();
+  cfg.failTo('old', 'operator'); // well-formed: taken
+  const pusher = await connect(world.FakePusher, { configUrl: 'http://svc/client-config', fetch: cfg.fetch, retry: false });
+  assert.equal(pusher.key, 'old-key');
+  pusher.disconnect();
+});
