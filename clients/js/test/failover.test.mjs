@@ -127,17 +127,18 @@ function fakeWorld() {
 
 /**
  * A /client-config answering `cfg.app`, with `cfg.failover`; counts reads (and when, by
- * Date.now()). While `cfg.gate` is set, answers wait for it (what they say is taken at the read).
+ * Date.now()). While `cfg.gate` is set, answers wait for it (what they say is taken at the read);
+ * while `cfg.refuse` is, their endpoint is on another origin (checkAnswer refuses them).
  */
 function fakeConfig() {
-  const cfg = { app: 'old', failover: null, version: 1, reads: [], gate: null };
+  const cfg = { app: 'old', failover: null, version: 1, reads: [], gate: null, refuse: false };
   cfg.fetch = async () => {
     cfg.reads.push(Date.now());
     const { app, failover, version } = cfg;
     if (cfg.gate) await cfg.gate;
     return new Response(JSON.stringify({
       app, key: `${app}-key`, cluster: 'mt1', client_options: {},
-      channelAuthorization: { endpoint: `/auth/${app}` }, userAuthentication: { endpoint: `/auth/${app}/user` },
+      channelAuthorization: { endpoint: cfg.refuse ? `https://elsewhere.example/auth/${app}` : `/auth/${app}` }, userAuthentication: { endpoint: `/auth/${app}/user` },
       percent: 0, control_channel: 'ctl', version, failover,
     }), { status: 200 });
   };
@@ -450,4 +451,30 @@ test('an answer whose failover is not null or { from, to, reason } is refused', 
   const pusher = await connect(world.FakePusher, { configUrl: 'http://svc/client-config', fetch: cfg.fetch, retry: false });
   assert.equal(pusher.key, 'old-key');
   pusher.disconnect();
+});
+
+test('while suspected, an answer checkAnswer refuses counts as not read: the client backs off and stays', async (t) => {
+  const world = fakeWorld();
+  const cfg = fakeConfig();
+  const { pusher, told } = await connected(world, cfg);
+  mock.timers.enable({ apis: ['setTimeout', 'Date'] });
+  t.after(() => mock.timers.reset());
+  const run = async (ms) => {
+    for (let left = ms; left > 0; left -= 10) {
+      mock.timers.tick(10);
+      for (let k = 0; k < 3; k++) await new Promise((r) => setImmediate(r));
+    }
+  };
+  const before = cfg.reads.length;
+  cfg.failTo('new');
+  cfg.refuse = true; // its answer names new with an endpoint on another origin: refused, nothing is sent there
+  world.down('old-key');
+  await run(3000); // reads at 40 ms (afterMs; random 0), then 1 s and 1.5 s later
+  assert.equal(cfg.reads.length - before, 3, 'read again, backing off');
+  assert.deepEqual(told, []);
+  assert.equal(pusher.key, 'old-key');
+  cfg.refuse = false;
+  await run(2300); // the next read (2.25 s later) is taken: the move
+  assert.deepEqual(told, ['failover old->new unhealthy']);
+  assert.equal(pusher.key, 'new-key');
 });
