@@ -25,7 +25,11 @@ export interface ConnectOptions {
    * a local sockudo). Default false: such an answer is refused.
    */
   allowNoTLS?: boolean;
-  /** Called once a move (make-before-break) is complete: every channel live on the new app. */
+  /**
+   * Called once a move is complete: every channel live on the new app. Make-before-break
+   * while the client's connection works; else (it is down) the client switches at once and
+   * each channel recovers what it missed. A failover, or its end, is told to `onFailover` instead.
+   */
   onSwitch?: (from: string, to: string) => void;
   /**
    * Called when a move could not be made (the target refused a subscription, did not
