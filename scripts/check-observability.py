@@ -12,8 +12,9 @@ scripts/check-observability runs it (python3, standard library only):
 
   check-observability.py metrics --bin BIN
       Starts BIN on a config with every feature the dashboard shows (publish,
-      webhooks, rollout, status, recovery, failover, rate limit, a session-check
-      cache) against a stand-in host and Pusher REST API on loopback, drives the
+      webhooks with state = "redis" on a throwaway redis-server, rollout, status,
+      recovery, failover, rate limit, a session-check cache) against a stand-in
+      host and Pusher REST API on loopback, drives the
       requests that give each labelled family a series, scrapes /metrics, and
       fails unless every metric named by a rule or dashboard expression is there,
       every label a selector matches on is on that family's series, and every
@@ -261,7 +262,7 @@ class Host(BaseHTTPRequestHandler):
         self.answer(404, {})
 
 
-def config(listen, admin, host, dead, percent):
+def config(listen, admin, host, dead, redis, percent):
     apps = ""
     for name, app_id in (("old", "1111"), ("new", "2222")):
         apps += f"""
@@ -295,7 +296,9 @@ retries = 0
 forward_url = "http://127.0.0.1:{host}/webhook"
 key = "old-key"
 secret = "old-secret"
-state = "memory"
+state = "redis"
+redis_url = "redis://127.0.0.1:{redis}/0"
+redis_prefix = "check-observability"
 
 [rollout]
 from = "old"
@@ -445,10 +448,31 @@ def check(text, exprs):
     return used, problems
 
 
+def start_redis(work, port):
+    """A throwaway redis-server on loopback (the fleet's shared state), as tests/common/redis_server.rs starts one."""
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", work],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return proc
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            sys.exit(f"redis-server did not start on port {port}")
+        time.sleep(0.05)
+
+
 def run_metrics(binary):
     self_test()
     exprs = rule_exprs() + dashboard_exprs()
-    host_port, listen, admin, dead = free_port(), free_port(), free_port(), free_port()
+    host_port, listen, admin, dead, redis_port = free_port(), free_port(), free_port(), free_port(), free_port()
     server = ThreadingHTTPServer(("127.0.0.1", host_port), Host)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     work = tempfile.mkdtemp(prefix="check-observability.")
@@ -457,9 +481,10 @@ def run_metrics(binary):
     def write_cfg(percent):
         tmp = cfg_path + ".tmp"
         with open(tmp, "w") as f:
-            f.write(config(listen, admin, host_port, dead, percent))
+            f.write(config(listen, admin, host_port, dead, redis_port, percent))
         os.replace(tmp, cfg_path)
 
+    redis = start_redis(work, redis_port)
     write_cfg(0)
     log = open(os.path.join(work, "service.log"), "w+")
     proc = subprocess.Popen([binary, "serve", "--config", cfg_path], stdout=log, stderr=subprocess.STDOUT)
@@ -484,6 +509,8 @@ def run_metrics(binary):
         except subprocess.TimeoutExpired:
             proc.kill()
         server.shutdown()
+        redis.terminate()
+        redis.wait(timeout=10)
         log.seek(0)
         service_log = log.read()
         log.close()
