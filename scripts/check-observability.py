@@ -3,6 +3,10 @@
 
 scripts/check-observability runs it (python3, standard library only):
 
+  check-observability.py docs
+      Checks docs/observability.md lists every alert with its runbook line,
+      word for word as the rules have it (backticks aside).
+
   check-observability.py dashboard-rules OUT.yml
       Checks deploy/grafana/*.json are well-formed dashboards (a ${datasource}
       Prometheus variable, an `app` variable, every target with a non-empty
@@ -199,6 +203,25 @@ def rule_exprs():
     if not out:
         sys.exit("no rule in deploy/prometheus/")
     return out
+
+
+def check_docs():
+    """docs/observability.md names every alert with its runbook line as the rules have it."""
+    doc = open(os.path.join(ROOT, "docs/observability.md"), encoding="utf-8").read()
+    norm = lambda t: re.sub(r"\s+", " ", t.replace("`", "").replace("\\|", "|"))
+    problems = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "deploy/prometheus/*.rules.yml"))):
+        text = open(path, encoding="utf-8").read()
+        for alert, body in re.findall(r"(?m)^\s*- alert: (\S+)\n((?:(?!\s*- (?:alert|record):).*\n?)*)", text):
+            m = re.search(r'(?m)^\s*runbook: (?:"((?:[^"\\]|\\.)*)"|(.*))$', body)
+            runbook = json.loads(f'"{m.group(1)}"') if m and m.group(1) is not None else (m.group(2) if m else "")
+            if f"`{alert}`" not in doc:
+                problems.append(f"docs/observability.md does not list {alert}")
+            elif norm(runbook) not in norm(doc):
+                problems.append(f"docs/observability.md: {alert}'s runbook line is not the rules' one: {runbook}")
+    if problems:
+        sys.exit("\n".join(problems))
+    print("docs/observability.md lists every alert with its runbook line")
 
 
 def write_dashboard_rules(out_path):
@@ -529,7 +552,9 @@ def run_metrics(binary):
 
 
 def main():
-    if len(sys.argv) == 3 and sys.argv[1] == "dashboard-rules":
+    if len(sys.argv) == 2 and sys.argv[1] == "docs":
+        check_docs()
+    elif len(sys.argv) == 3 and sys.argv[1] == "dashboard-rules":
         self_test()
         write_dashboard_rules(sys.argv[2])
     elif len(sys.argv) == 4 and sys.argv[1] == "metrics" and sys.argv[2] == "--bin":
