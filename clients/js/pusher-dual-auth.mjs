@@ -950,9 +950,13 @@ class Watchdog {
     this.arm(pongMs);
   }
 
-  /** The connection is suspected: the re-read loop starts (one at a time). */
+  /**
+   * The connection is suspected: the re-read loop starts (one at a time). Only with a
+   * service that has [failover] (its answers carry `failover`): else a re-read could
+   * not move the client, and a fleet of dropped clients would only load the service.
+   */
   suspect() {
-    if (this.suspected) return;
+    if (this.suspected || !('failover' in this.client.current)) return;
     this.suspected = true;
     this.reads = 0;
     this.schedule();

@@ -408,6 +408,28 @@ test('flapping: while the answer keeps naming the same app nothing moves, and th
   assert.equal(pusher.key, 'old-key');
 });
 
+test('a service without [failover] (answers carry no failover): a dropped client never re-reads', async (t) => {
+  const world = fakeWorld();
+  const cfg = fakeConfig();
+  const fetchWith = cfg.fetch;
+  cfg.fetch = async (...a) => {
+    const answer = await (await fetchWith(...a)).json();
+    delete answer.failover;
+    return new Response(JSON.stringify(answer), { status: 200 });
+  };
+  const { pusher } = await connected(world, cfg);
+  mock.timers.enable({ apis: ['setTimeout', 'Date'] });
+  t.after(() => mock.timers.reset());
+  const before = cfg.reads.length;
+  world.down('old-key');
+  for (let s = 0; s < 60; s++) {
+    mock.timers.tick(1000);
+    await new Promise((r) => setImmediate(r));
+  }
+  assert.equal(cfg.reads.length, before, 'a re-read could not move it: the fleet of dropped clients would only load the service');
+  assert.equal(pusher.key, 'old-key');
+});
+
 test('failover: false: no watchdog (no ping, no re-read), however long the app is down', async (t) => {
   const world = fakeWorld();
   const cfg = fakeConfig();
