@@ -100,11 +100,12 @@ export default async function () {
         }
       })();
 
-      // Restarts: a replica stopped (SIGTERM) and started again; 2 s after it answers, the other.
+      // Restarts: a replica stopped (SIGTERM) and started again; 2 s after it answers, the
+      // other. For SECONDS, and at least twice each however slow a start is.
       const until = Date.now() + SECONDS * 1000;
       let restarts = 0;
       await sleep(1000);
-      for (let k = 0; Date.now() < until; k++) {
+      for (let k = 0; Date.now() < until || restarts < 4; k++) {
         const r = replicas[k % 2];
         await stop(r.proc);
         await startReplica(r);
