@@ -413,7 +413,8 @@ def drive(base, admin, cfg_path, write_cfg):
     while time.time() < deadline:
         text = http("GET", f"{admin}/metrics")[1]
         if ('pusher_rollout_announcements_total{' in text and 'pusher_webhook_deliveries_total{' in text
-                and 'pusher_failover_probe_seconds_bucket{' in text and 'result="success"} 2' in text):
+                and 'pusher_failover_probe_seconds_bucket{' in text and 'result="success"} 2' in text
+                and '\npusher_redis_reachable ' in text):  # after the first fleet flush
             break
         time.sleep(0.5)
     print("\n".join(steps))
