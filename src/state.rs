@@ -80,17 +80,21 @@ impl AppState {
         let metrics = Metrics::new();
         metrics.reload(true);
         let fleet = match settings.webhooks.as_ref().map(|w| &w.store) {
-            Some(crate::config::WebhookStore::Redis { url, prefix }) => {
+            Some(crate::config::WebhookStore::Redis { url, prefix, .. }) => {
                 Some(crate::fleet::Fleet::new(url, prefix)?)
             }
             _ => None,
         };
         let recovery = crate::recovery::Recovery::new(match settings.webhooks.as_ref().map(|w| &w.store) {
-            Some(crate::config::WebhookStore::Redis { url, prefix }) => Some((url.as_str(), prefix.as_str())),
+            Some(crate::config::WebhookStore::Redis { url, prefix, .. }) => {
+                Some((url.as_str(), prefix.as_str()))
+            }
             _ => None,
         })?;
         let redis = match settings.webhooks.as_ref().map(|w| &w.store) {
-            Some(crate::config::WebhookStore::Redis { url, prefix }) => Some((url.as_str(), prefix.as_str())),
+            Some(crate::config::WebhookStore::Redis { url, prefix, .. }) => {
+                Some((url.as_str(), prefix.as_str()))
+            }
             _ => None,
         };
         let replica = fleet.as_ref().map(|f| f.replica.clone()).unwrap_or_else(|| "this".into());
