@@ -228,7 +228,10 @@ fn start_only_changes(running: &Settings, loaded: &Settings) -> Vec<&'static str
         ("server.workers", a.workers != b.workers),
         ("server.shutdown_timeout_secs", a.shutdown_timeout != b.shutdown_timeout),
         ("server.header_timeout_ms", a.header_timeout != b.header_timeout),
-        ("webhooks.state / redis_url / redis_prefix", store(running) != store(loaded)),
+        (
+            "webhooks.state / redis_url / sentinels / redis_prefix / replica_acks",
+            store(running) != store(loaded),
+        ),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))
@@ -258,6 +261,9 @@ mod tests {
         };
         assert!(start_only_changes(&running, &hooks("")).is_empty(), "a memory [webhooks] added is live");
         let redis = hooks("state = \"redis\"\nredis_url = \"redis://127.0.0.1:9/0\"");
-        assert_eq!(start_only_changes(&running, &redis), ["webhooks.state / redis_url / redis_prefix"]);
+        assert_eq!(
+            start_only_changes(&running, &redis),
+            ["webhooks.state / redis_url / sentinels / redis_prefix / replica_acks"]
+        );
     }
 }
