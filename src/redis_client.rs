@@ -9,7 +9,9 @@
 //! Two ways to find the primary, one type ([`Conn`]) for the callers:
 //! - a plain `redis://` URL: a `ConnectionManager`, which resolves the host
 //!   name again at each reconnect (a managed primary endpoint whose address
-//!   moves is followed once the old connection breaks);
+//!   moves is followed once the old connection breaks), and is made anew
+//!   after a `READONLY` answer (the endpoint moved while the old primary,
+//!   demoted, kept the connection open);
 //! - Redis Sentinel, `redis+sentinel://host:port,host:port/master[/db]`: the
 //!   sentinels are asked for the master on the first call and again after any
 //!   connection error or `READONLY` answer (a demoted primary).
@@ -119,8 +121,55 @@ pub struct Conn(Inner);
 
 #[derive(Clone)]
 enum Inner {
-    Plain(ConnectionManager),
+    Plain(Arc<Plain>),
     Sentinel(Arc<Sentinel>),
+}
+
+/// A `ConnectionManager` (it reconnects on its own after a broken connection),
+/// replaced by a new one after `READONLY`.
+struct Plain {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    current: Mutex<(u64, ConnectionManager)>,
+}
+
+/// A demoted primary's answer to a write (`READONLY`): the primary is elsewhere now.
+/// Server errors come back as values; a pipeline's, among its values.
+fn demoted<'a>(result: Result<impl IntoIterator<Item = &'a Value>, &RedisError>) -> bool {
+    match result {
+        Err(e) => e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly),
+        Ok(values) => values
+            .into_iter()
+            .any(|v| matches!(v, Value::ServerError(e) if e.kind() == Some(ServerErrorKind::ReadOnly))),
+    }
+}
+
+/// The connection itself failed (the master may have moved).
+fn broken(err: &RedisError) -> bool {
+    err.is_io_error() || err.is_unrecoverable_error() || err.is_connection_dropped() || err.is_timeout()
+}
+
+impl Plain {
+    fn new(client: redis::Client, config: ConnectionManagerConfig) -> RedisResult<Self> {
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
+        Ok(Self { client, config, current: Mutex::new((0, manager)) })
+    }
+
+    fn manager(&self) -> (u64, ConnectionManager) {
+        self.current.lock().unwrap().clone()
+    }
+
+    /// After a call on connection `generation` that answered READONLY.
+    fn demoted(&self, generation: u64) {
+        let mut current = self.current.lock().unwrap();
+        if current.0 == generation
+            && let Ok(fresh) =
+                ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
+        {
+            tracing::warn!("redis: READONLY from the primary's address; connecting again");
+            *current = (generation + 1, fresh);
+        }
+    }
 }
 
 /// The master as the sentinels last named it, found again after an error.
@@ -160,18 +209,12 @@ impl Sentinel {
         Ok((generation, conn))
     }
 
-    /// After `err` on connection `generation`: forget it if the master may have moved.
-    fn after_error(&self, generation: u64, err: &RedisError) {
-        let moved = err.is_io_error()
-            || err.is_unrecoverable_error()
-            || err.is_connection_dropped()
-            || err.is_timeout()
-            || err.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly);
-        if moved {
-            let mut current = self.current.lock().unwrap();
-            if current.as_ref().is_some_and(|(g, _)| *g == generation) {
-                *current = None;
-            }
+    /// After a call on connection `generation` that says the master may have
+    /// moved: forget that connection (not a newer one).
+    fn moved(&self, generation: u64) {
+        let mut current = self.current.lock().unwrap();
+        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+            *current = None;
         }
     }
 }
@@ -179,12 +222,20 @@ impl Sentinel {
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match &mut self.0 {
-            Inner::Plain(m) => m.req_packed_command(cmd),
+            Inner::Plain(p) => Box::pin(async move {
+                let (generation, mut m) = p.manager();
+                let result = m.req_packed_command(cmd).await;
+                if demoted(result.as_ref().map(std::iter::once)) {
+                    p.demoted(generation);
+                }
+                result
+            }),
             Inner::Sentinel(s) => Box::pin(async move {
                 let (generation, mut conn) = s.connection().await?;
                 let result = conn.req_packed_command(cmd).await;
-                if let Err(e) = &result {
-                    s.after_error(generation, e);
+                if result.as_ref().err().is_some_and(broken) || demoted(result.as_ref().map(std::iter::once))
+                {
+                    s.moved(generation);
                 }
                 result
             }),
@@ -198,12 +249,19 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match &mut self.0 {
-            Inner::Plain(m) => m.req_packed_commands(pipeline, offset, count),
+            Inner::Plain(p) => Box::pin(async move {
+                let (generation, mut m) = p.manager();
+                let result = m.req_packed_commands(pipeline, offset, count).await;
+                if demoted(result.as_ref()) {
+                    p.demoted(generation);
+                }
+                result
+            }),
             Inner::Sentinel(s) => Box::pin(async move {
                 let (generation, mut conn) = s.connection().await?;
                 let result = conn.req_packed_commands(pipeline, offset, count).await;
-                if let Err(e) = &result {
-                    s.after_error(generation, e);
+                if result.as_ref().err().is_some_and(broken) || demoted(result.as_ref()) {
+                    s.moved(generation);
                 }
                 result
             }),
@@ -212,7 +270,7 @@ impl ConnectionLike for Conn {
 
     fn get_db(&self) -> i64 {
         match &self.0 {
-            Inner::Plain(m) => m.get_db(),
+            Inner::Plain(p) => p.manager().1.get_db(),
             Inner::Sentinel(s) => s.db,
         }
     }
@@ -251,7 +309,7 @@ pub fn connect(url: &str) -> anyhow::Result<Conn> {
         .set_number_of_retries(1)
         .set_min_delay(Duration::from_millis(50))
         .set_max_delay(DEADLINE / 4);
-    Ok(Conn(Inner::Plain(ConnectionManager::new_lazy_with_config(redis::Client::open(url)?, config)?)))
+    Ok(Conn(Inner::Plain(Arc::new(Plain::new(redis::Client::open(url)?, config)?))))
 }
 
 /// A script reply's array (anything else: empty).
