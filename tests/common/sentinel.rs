@@ -16,6 +16,41 @@ pub struct Node {
 }
 
 impl Node {
+    /// A data node, memory only: a primary, or a replica of the one on `replica_of`.
+    pub fn data(replica_of: Option<u16>) -> Self {
+        let port = super::free_port();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        // A replica syncs at once (not 5 s later, the default).
+        cmd.args(["--repl-diskless-sync-delay", "0"]);
+        if let Some(primary) = replica_of {
+            cmd.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
+        }
+        Self::spawn(&mut cmd, port)
+    }
+
+    /// Until this (primary) has `n` replicas online.
+    pub fn wait_for_replicas(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self
+            .query::<String>(&["INFO", "replication"])
+            .is_ok_and(|i| i.matches("state=online").count() >= n)
+        {
+            assert!(Instant::now() < deadline, "{n} replica(s) not online within 20 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// redis-server installed; if not, outside CI: skip (None), in CI: fail.
+    pub fn installed() -> bool {
+        if Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_err() {
+            assert!(std::env::var("CI").is_err(), "redis-server is not installed (scripts/test installs it)");
+            eprintln!("redis-server not installed: skipping");
+            return false;
+        }
+        true
+    }
+
     fn spawn(cmd: &mut Command, port: u16) -> Self {
         let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("redis-server starts");
         let node = Self { child: Some(child), port };
@@ -64,36 +99,14 @@ pub struct SentinelCluster {
 impl SentinelCluster {
     /// With `replicas` replicas. None when redis-server is not installed outside CI; in CI that is a failure.
     pub fn start(replicas: usize) -> Option<Self> {
-        if Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_err() {
-            assert!(std::env::var("CI").is_err(), "redis-server is not installed (scripts/test installs it)");
-            eprintln!("redis-server not installed: skipping");
+        if !Node::installed() {
             return None;
         }
         let dir = super::TempDir::new("sentinel");
-        let data_node = |replica_of: Option<u16>| {
-            let port = super::free_port();
-            let mut cmd = Command::new("redis-server");
-            cmd.args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ]);
-            // A replica syncs at once (not 5 s later, the default), and comes back from a failover by partial sync.
-            cmd.args(["--repl-diskless-sync-delay", "0"]);
-            if let Some(primary) = replica_of {
-                cmd.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
-            }
-            Node::spawn(&mut cmd, port)
-        };
-        let primary = data_node(None);
+        let primary = Node::data(None);
         let primary_port = primary.port;
         let mut data = vec![primary];
-        data.extend((0..replicas).map(|_| data_node(Some(primary_port))));
+        data.extend((0..replicas).map(|_| Node::data(Some(primary_port))));
         let sentinels = (0..3)
             .map(|i| {
                 let port = super::free_port();
