@@ -30,6 +30,7 @@ import chromium_cors from './scenarios/chromium-cors.mjs';
 import publish from './scenarios/publish.mjs';
 import webhooks_status from './scenarios/webhooks-status.mjs';
 import nginx from './scenarios/nginx.mjs';
+import nginx_replicas from './scenarios/nginx-replicas.mjs';
 import rollout from './scenarios/rollout.mjs';
 import presence_bridge from './scenarios/presence-bridge.mjs';
 import lossless from './scenarios/lossless.mjs';
@@ -67,6 +68,7 @@ try {
   await publish();
   await webhooks_status();
   await nginx();
+  await nginx_replicas();
   await rollout();
   await presence_bridge();
   await lossless();

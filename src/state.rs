@@ -185,6 +185,10 @@ impl crate::fleet::flush::Reporter for AppState {
         self.fleet.as_ref()
     }
 
+    fn flushed(&self, ok: bool) {
+        self.metrics.redis_reachable(ok);
+    }
+
     fn row(&self, fleet: &crate::fleet::Fleet, stopping: bool) -> crate::fleet::ReplicaRow {
         let live = self.live();
         crate::fleet::ReplicaRow {

@@ -148,6 +148,17 @@ async fn a_redis_outage_refuses_webhooks_at_once_and_loses_or_repeats_nothing() 
         base: format!("http://127.0.0.1:{}", service.port),
     };
     client.webhook_until_acknowledged(&occupied("private-before")).await;
+    let reachable = |want: f64| {
+        let service = &service;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while service.metric("pusher_redis_reachable ") != want {
+                assert!(Instant::now() < deadline, "pusher_redis_reachable never became {want}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    reachable(1.0).await;
 
     let (kills, freezes) = (rounds("REDIS_OUTAGE_KILLS", 20), rounds("REDIS_OUTAGE_FREEZES", 5));
     let mut expected = vec!["private-before".to_owned()];
@@ -173,10 +184,16 @@ async fn a_redis_outage_refuses_webhooks_at_once_and_loses_or_repeats_nothing() 
         assert_eq!(retry_after.as_deref(), Some("1"), "round {round}: 503 says when to retry");
         assert_eq!(auth, 200, "round {round} ({what}): auth needs no Redis");
         assert!(auth_took < ANSWER_WITHIN, "round {round}: auth took {auth_took:?}");
+        if round == 0 {
+            reachable(0.0).await; // what the RedisUnavailable alert reads
+        }
         if killed {
             redis.restart();
         } else {
             redis.thaw();
+        }
+        if round == 0 {
+            reachable(1.0).await;
         }
         client.webhook_until_acknowledged(&body).await;
         expected.push(channel);
