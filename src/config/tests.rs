@@ -379,4 +379,6 @@ fn redis_through_sentinels_in_either_form_and_replica_acks_are_checked_at_load()
     ] {
         assert_eq!(err(&hooks(extra), &[]).key, key, "{extra}");
     }
+    let memory = hooks("replica_acks = 1").replace("state = \"redis\"\n", "");
+    assert_eq!(err(&memory, &[]).key, "webhooks.replica_acks", "acknowledged by replicas of what?");
 }

@@ -176,6 +176,9 @@ impl RawWebhooks {
                     "state = \"redis\" needs redis_url = \"redis://host:6379/0\" (or \"redis+sentinel://host:26379,host:26379/mymaster\", or sentinels + sentinel_master)",
                 ));
             }
+            (StoreKind::Memory, _) if acks.replicas > 0 => {
+                return Err(ConfigError::new("webhooks.replica_acks", "needs state = \"redis\""));
+            }
             (StoreKind::Memory, _) => WebhookStore::Memory,
         };
         in_range("webhooks.max_body_bytes", self.max_body_bytes, 1024..=1024 * 1024)?;
