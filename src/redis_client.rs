@@ -336,3 +336,43 @@ pub fn int(v: &Value) -> i64 {
         _ => 0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentinel_urls_name_every_sentinel_the_master_and_its_credentials() {
+        let t = SentinelTarget::parse("redis+sentinel://app:p%40ss@s1:26379,s2:26380/my%20master/3")
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.sentinels, ["s1:26379", "s2:26380"]);
+        assert_eq!((t.master.as_str(), t.db), ("my master", 3));
+        assert_eq!((t.username.as_deref(), t.password.as_deref()), (Some("app"), Some("p@ss")));
+        let url = SentinelTarget::url(&["s1:26379".into()], "my master");
+        assert_eq!(SentinelTarget::parse(&url).unwrap().unwrap().master, "my master", "{url}");
+        assert!(SentinelTarget::parse("redis://h:6379/0").is_none(), "not a sentinel URL");
+        for bad in ["redis+sentinel://s1:26379", "redis+sentinel://s1/m", "redis+sentinel://s1:26379/m/x"] {
+            assert!(SentinelTarget::parse(bad).unwrap().is_err(), "{bad}");
+        }
+        assert_eq!(
+            redacted_url("redis+sentinel://app:secret@s1:26379/m"),
+            "redis+sentinel://redacted@s1:26379/m"
+        );
+        assert_eq!(redacted_url("redis://:secret@h:6379/0"), "redis://redacted@h:6379/0");
+    }
+
+    #[test]
+    fn readonly_is_seen_as_an_error_or_among_a_pipeline_s_values() {
+        // As a server sends it, parsed as redis-rs parses it: a value, not an error.
+        let readonly = || {
+            redis::parse_redis_value(b"-READONLY You can't write against a read only replica.\r\n").unwrap()
+        };
+        let ok = Value::Okay;
+        assert!(demoted(Ok::<_, &RedisError>(std::iter::once(&readonly()))));
+        assert!(demoted(Ok::<_, &RedisError>(&vec![ok.clone(), readonly()])));
+        assert!(!demoted(Ok::<_, &RedisError>(&vec![ok.clone(), Value::Int(1)])));
+        let io = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(!demoted(Err::<&Vec<Value>, _>(&io)) && broken(&io));
+    }
+}
