@@ -6,6 +6,7 @@ pub mod edit;
 pub mod nginx_tls;
 pub mod proxy;
 pub mod redis_server;
+pub mod sentinel;
 pub mod sockudo;
 
 pub use edit::Edit;
