@@ -21,6 +21,9 @@ impl Node {
         let port = super::free_port();
         let mut cmd = Command::new("redis-server");
         cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        // A replica's full sync writes an RDB file in its dir: the system's temp dir, not the work tree.
+        cmd.arg("--dir").arg(std::env::temp_dir());
+        cmd.args(["--dbfilename", &format!("pusher-dual-auth-test-{port}.rdb")]);
         // A replica syncs at once (not 5 s later, the default).
         cmd.args(["--repl-diskless-sync-delay", "0"]);
         if let Some(primary) = replica_of {
