@@ -276,3 +276,19 @@ export async function faultProxy(target) {
     },
   };
 }
+
+/**
+ * The failover decision a replica's /status states (docs/failover.md: "the
+ * decision, since when"), as one value two replicas can be compared by: null
+ * when no app is failed, undefined when /status has no failover section; what is
+ * each replica's own (how many answers it redirected) is left out.
+ */
+export function failoverDecision(status) {
+  const f = status && status.failover;
+  if (!f || typeof f !== 'object') return undefined;
+  const d = f.decision !== undefined ? f.decision : f.active !== undefined ? f.active : null;
+  if (d === null || typeof d !== 'object') return d;
+  const { redirected, redirected_total, ...rest } = d;
+  void redirected, void redirected_total;
+  return rest;
+}

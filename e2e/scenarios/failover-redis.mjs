@@ -7,23 +7,8 @@
 //
 // FAILOVER_REDIS_CLIENTS (default 20) sets the number of clients.
 import * as w from '../world.mjs';
+import { failoverDecision as statusDecision } from '../lib.mjs';
 import { failoverFleet, helperClients, lossless, pct, publishing, waitUntil } from '../failover-world.mjs';
-
-/**
- * The decision a replica's /status states (docs/failover.md: "the decision, since
- * when"), as one comparable value: the `failover` object without what is each
- * replica's own (health per replica is the same map on both; counts of answers
- * redirected are each replica's).
- */
-export function statusDecision(s) {
-  const f = s && s.failover;
-  if (!f || typeof f !== 'object') return undefined;
-  const d = f.decision !== undefined ? f.decision : f.active !== undefined ? f.active : null;
-  if (d === null || typeof d !== 'object') return d;
-  const { redirected, redirected_total: _r, ...rest } = d;
-  void redirected;
-  return rest;
-}
 
 export default async function () {
   const { assert, assertEqual, sleep, suite } = w;
