@@ -239,6 +239,7 @@ try {
     const dir = path.join(work, 'nginx-floor');
     fs.mkdirSync(path.join(dir, 'tmp'), { recursive: true });
     fs.writeFileSync(path.join(dir, 'client-config.json'), answer);
+    fs.chmodSync(work, 0o755); // nginx's worker (not root) reads the file: mkdtemp made the dir 0700
     const nginxPort = await freePort();
     fs.writeFileSync(path.join(dir, 'nginx.conf'), `worker_processes 1;
 pid ${dir}/nginx.pid;
