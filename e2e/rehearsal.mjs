@@ -183,7 +183,7 @@ async function failoverDrill(kind) {
     const live = (c) => c.pusher.connection.state === 'connected' && c.channel.subscribed;
     const where = () => clients.reduce((m, c) => ((m[`${appOf(c)}${live(c) ? '' : ' (not live)'}`] = (m[`${appOf(c)}${live(c) ? '' : ' (not live)'}`] || 0) + 1), m), {});
     for (let i = 0; i < N; i++) {
-      const uid = `drill-${i}`;
+      const uid = `rehearsal-${i}`; // the host app knows tokens rehearsal-<n> as users
       const c = { uid, numbers: [], succeeded: 0, failovers: [], failures: [] };
       c.pusher = await connect(Pusher, {
         configUrl: `${NGINX}/pusher/dual-auth/client-config`, uid, ...allowances,
