@@ -20,6 +20,7 @@ mod client_stats;
 mod demo;
 mod doctor;
 mod error;
+mod failover;
 mod fair_share;
 mod fleet;
 mod metrics;

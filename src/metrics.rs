@@ -123,6 +123,32 @@ metrics! {
         "Events kept for recovery (kept, not_kept: the buffer could not take them) and handed back (recovered)",
         &["stage"],
     ),
+    failover_healthy: IntGaugeVec = IntGaugeVec::new(
+        Opts::new("pusher_failover_app_healthy", "1 while this replica's probes find the app healthy, 0 while not"),
+        &["app"],
+    )
+    .expect("a valid gauge family"),
+    failover_active: IntGaugeVec = IntGaugeVec::new(
+        Opts::new("pusher_failover_active", "1 while the fleet has failed clients over from one app to the other"),
+        &["from", "to"],
+    )
+    .expect("a valid gauge family"),
+    failover_transitions: IntCounterVec = counter(
+        "pusher_failover_transitions_total",
+        "Failover decisions this replica saw take effect, by app and state (failed, returned)",
+        &["app", "state"],
+    ),
+    failover_redirected: IntCounterVec = counter(
+        "pusher_failover_redirected_total",
+        "/client-config answers sent to the healthy app instead of the one the rollout assigns",
+        &["from", "to"],
+    ),
+    failover_probes: HistogramVec = HistogramVec::new(
+        HistogramOpts::new("pusher_failover_probe_seconds", "Failover probes (WebSocket ping and REST call) by app and result")
+            .buckets(CHECK_BUCKETS.to_vec()),
+        &["app", "result"],
+    )
+    .expect("a valid histogram family"),
     presence_dropped: IntCounterVec = counter(
         "pusher_presence_bridge_dropped_total",
         "What the presence bridge left out to stay within [presence]'s bounds: changes not queued \
@@ -165,6 +191,42 @@ impl Metrics {
     /// Events the fan-out kept for recovery (`kept`), or could not (`not_kept`).
     pub fn recovery_kept(&self, kept: bool, n: u64) {
         self.recovered.with_label_values(&[if kept { "kept" } else { "not_kept" }]).inc_by(n);
+    }
+
+    /// A probe of `app` and how long it took.
+    pub fn failover_probe(&self, app: &str, ok: bool, seconds: f64) {
+        let result = if ok { "ok" } else { "failed" };
+        self.failover_probes.with_label_values(&[app, result]).observe(seconds);
+        self.failover_healthy.with_label_values(&[app]).set(i64::from(ok));
+    }
+
+    /// A decision taking effect here: `failed` (from → to) or `returned`.
+    pub fn failover_transition(&self, from: &str, to: &str, failed: bool) {
+        let state = if failed { "failed" } else { "returned" };
+        self.failover_transitions.with_label_values(&[from, state]).inc();
+        self.failover_active.with_label_values(&[from, to]).set(i64::from(failed));
+    }
+
+    pub fn failover_redirected(&self, from: &str, to: &str) {
+        self.failover_redirected.with_label_values(&[from, to]).inc();
+    }
+
+    /// This replica's redirected answers, per (from, to).
+    pub fn failover_redirected_counts(&self) -> Vec<(String, String, u64)> {
+        let mut out = Vec::new();
+        for family in prometheus::core::Collector::collect(&self.failover_redirected) {
+            for m in family.get_metric() {
+                let label = |n: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == n)
+                        .map(|l| l.value().to_owned())
+                        .unwrap_or_default()
+                };
+                out.push((label("from"), label("to"), m.get_counter().get_value() as u64));
+            }
+        }
+        out
     }
 
     pub fn rollout_announcement(&self, app: &str, result: &str) {

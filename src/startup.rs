@@ -85,6 +85,7 @@ impl Application {
             crate::webhooks::reconcile::spawn(state.clone().into_inner());
             crate::status::spawn_sampler(state.clone().into_inner());
             crate::fleet::flush::spawn(state.clone().into_inner());
+            crate::failover::task::spawn(state.clone().into_inner());
         }
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
@@ -222,5 +223,7 @@ pub fn configure_admin_routes(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(routes::metrics))
         .route("/status", web::get().to(crate::status::status_json))
         .route("/status.html", web::get().to(crate::status::status_page))
+        .route("/admin/failover", web::get().to(crate::failover::routes::show))
+        .route("/admin/failover", web::post().to(crate::failover::routes::act))
         .default_service(not_found());
 }

@@ -60,6 +60,8 @@ pub struct AppState {
     pub webhooks: crate::webhooks::Webhooks,
     /// What the publish fan-out kept for clients to recover (in Redis with the webhook state).
     pub recovery: crate::recovery::Recovery,
+    /// This replica's probes and the failover decision in force.
+    pub failover: crate::failover::state::Failover,
     pub status: StatusHistory,
     /// The fleet view in Redis, when the webhook state is there (see `fleet`).
     pub fleet: Option<crate::fleet::Fleet>,
@@ -87,6 +89,12 @@ impl AppState {
             Some(crate::config::WebhookStore::Redis { url, prefix }) => Some((url.as_str(), prefix.as_str())),
             _ => None,
         })?;
+        let redis = match settings.webhooks.as_ref().map(|w| &w.store) {
+            Some(crate::config::WebhookStore::Redis { url, prefix }) => Some((url.as_str(), prefix.as_str())),
+            _ => None,
+        };
+        let replica = fleet.as_ref().map(|f| f.replica.clone()).unwrap_or_else(|| "this".into());
+        let failover = crate::failover::state::Failover::new(redis, replica)?;
         let clients = crate::client_stats::ClientStats::default();
         if fleet.is_some() {
             clients.keep_pending();
@@ -97,6 +105,7 @@ impl AppState {
             metrics,
             webhooks,
             recovery,
+            failover,
             status: StatusHistory::default(),
             clients,
             config_path: OnceLock::new(),

@@ -54,6 +54,7 @@ struct RawSettings {
     #[serde(default)]
     presence: crate::presence::config::RawPresence,
     recovery: Option<crate::recovery::config::RawRecovery>,
+    failover: Option<crate::failover::config::RawFailover>,
     #[serde(default)]
     log: log::RawLog,
 }
@@ -77,6 +78,9 @@ pub struct Settings {
     pub presence: PresenceSettings,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovery: Option<crate::recovery::config::RecoverySettings>,
+    /// `[failover]` when enabled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failover: Option<crate::failover::config::FailoverSettings>,
     pub log: LogSettings,
     /// Every `*_file` the config reads secrets from (watched for hot reload).
     #[serde(skip)]
@@ -99,6 +103,7 @@ impl RawSettings {
         let status = self.status.validate(&apps)?;
         let presence = self.presence.validate(webhooks.is_some())?;
         let recovery = self.recovery.map(|r| r.validate(publish.is_some())).transpose()?;
+        let failover = self.failover.map(|f| f.validate(rollout.as_ref())).transpose()?.flatten();
         let log = self.log.validate();
         Ok(Settings {
             server,
@@ -111,6 +116,7 @@ impl RawSettings {
             status,
             presence,
             recovery,
+            failover,
             log,
             secret_files: secrets.files,
         })

@@ -302,3 +302,30 @@ fn presence_bounds_load_from_the_environment_and_errors_name_the_key() {
     let e = err(MINIMAL, &[("DUAL_AUTH__PRESENCE__MAX_CHANNELS_PER_USER", "0")]);
     assert_eq!(e.key, "presence.max_channels_per_user");
 }
+
+#[test]
+fn failover_needs_two_apps_and_sane_timings() {
+    let rollout = "[rollout]\nfrom = \"old\"\nto = \"new\"\n";
+    let with = |r: &str, f: &str| format!("{MINIMAL}{r}[failover]\n{f}\n");
+    let s = Settings::from_toml(&with(rollout, "enabled = true"), None).unwrap();
+    let f = s.failover.expect("enabled");
+    assert_eq!(
+        (f.probe_every.as_secs(), f.fail_after.as_secs(), f.return_after.as_secs()),
+        (2, 6, 60),
+        "the documented defaults"
+    );
+    assert_eq!(f.return_mode, crate::failover::config::Return::Manual);
+    let off = Settings::from_toml(&with("", "enabled = false"), None).unwrap();
+    assert!(off.failover.is_none(), "switched off, it needs nothing");
+    let cases = [
+        ("", "enabled = true", "failover"),
+        ("[rollout]\nto = \"new\"\n", "enabled = true", "failover"),
+        (rollout, "enabled = true\nprobe_secs = 0", "failover.probe_secs"),
+        (rollout, "enabled = true\nprobe_secs = 5\nfail_after_secs = 4", "failover.fail_after_secs"),
+        (rollout, "enabled = true\nreturn_after_secs = 0", "failover.return_after_secs"),
+    ];
+    for (r, f, key) in cases {
+        assert_eq!(err(&with(r, f), &[]).key, key, "{r} {f}");
+    }
+    assert!(Settings::from_toml(&with(rollout, "enabled = true\nreturn = \"sometimes\""), None).is_err());
+}

@@ -10,7 +10,7 @@
 mod report;
 mod service;
 mod verdict;
-mod ws;
+pub(crate) mod ws;
 
 use crate::{
     config::{AppSettings, Settings},
@@ -192,7 +192,11 @@ fn to_check(name: &'static str, result: Result<String, Failure>) -> Check {
 }
 
 /// A signed GET of the app's channel list: app_id, key and secret agree for REST.
-async fn rest_check(app: &AppSettings, http: &reqwest::Client, until: Instant) -> Result<(), Failure> {
+pub(crate) async fn rest_check(
+    app: &AppSettings,
+    http: &reqwest::Client,
+    until: Instant,
+) -> Result<(), Failure> {
     let path = format!("/apps/{}/channels", app.app_id);
     let url = crate::outbound::signed_url(app, "GET", &path, b"", &[]);
     send_rest(app, http.get(url), until).await

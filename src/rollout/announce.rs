@@ -1,10 +1,14 @@
 //! `rollout-changed` on the control channel of both apps when the rollout
-//! changes, so live clients move without waiting for a reconnect.
+//! or the failover decision changes, so live clients move without waiting
+//! for a reconnect.
 
 use crate::outbound::trigger::{self, Endpoint, Retry};
 use crate::state::AppState;
 use serde_json::json;
 use std::time::Duration;
+
+/// The longest spread of a failover's announcement.
+const FAILOVER_SPREAD: Duration = Duration::from_secs(5);
 
 /// Announces a changed rollout on its control channel, on both apps, through
 /// their REST APIs: `rollout-changed` `{"from","to","percent","spread_secs","version"}`.
@@ -13,22 +17,34 @@ use std::time::Duration;
 pub fn announce(state: std::sync::Arc<AppState>) {
     let live = state.live();
     let Some(rollout) = live.settings.rollout.clone() else { return };
+    let failover = live.settings.failover.as_ref().and(state.failover.decision());
+    let failed = failover.as_deref();
+    // A failover moves everyone at once: spread over at most FAILOVER_SPREAD.
+    let spread = match failed {
+        Some(_) => rollout.spread.min(FAILOVER_SPREAD),
+        None => rollout.spread,
+    };
+    let version = crate::failover::decide::client_version(rollout.version, failed);
     let data = json!({
         "from": rollout.from, "to": rollout.to, "percent": rollout.percent,
-        "spread_secs": rollout.spread.as_secs(), "version": rollout.version,
+        "spread_secs": spread.as_secs(), "version": version,
+        "failover": failed.map(crate::failover::decide::Failed::told),
     })
     .to_string();
     let body =
         json!({"name": "rollout-changed", "channel": rollout.control_channel, "data": data}).to_string();
+    let failed_app = failed.map(|f| f.from.clone());
     let http = crate::outbound::http_client(Duration::from_secs(10));
     let mut apps = vec![rollout.to.clone()];
     if !rollout.finished() {
         apps.insert(0, rollout.from.clone());
     }
     for name in apps {
-        let (state, http, body) = (state.clone(), http.clone(), body.clone());
+        let (state, http, body, failed_app) = (state.clone(), http.clone(), body.clone(), failed_app.clone());
         tokio::spawn(async move {
-            let retry = Retry { tries: 5, delay: Duration::from_millis(500) };
+            // The failed app is told too, in case it half works, but not insisted on.
+            let down = failed_app.as_deref() == Some(name.as_str());
+            let retry = Retry { tries: if down { 1 } else { 5 }, delay: Duration::from_millis(500) };
             let make = || {
                 state.live().settings.app(&name).map(|a| trigger::request(&http, a, Endpoint::Events, &body))
             };
@@ -38,7 +54,7 @@ pub fn announce(state: std::sync::Arc<AppState>) {
             };
             if trigger::send(retry, make, refused).await {
                 state.metrics.rollout_announcement(&name, "sent");
-                tracing::info!(app = %name, version = rollout.version, "rollout-changed announced");
+                tracing::info!(app = %name, version, "rollout-changed announced");
             } else {
                 tracing::error!(app = %name, "rollout-changed given up: clients pick the change up when they reconnect");
             }

@@ -75,11 +75,20 @@ pub async fn client_config(
         },
     };
     let assignment = assign(rollout, &id, uid.is_some());
-    let app = live.settings.app(assignment.app).expect("rollout apps are checked at load");
+    // While an app is failed over, everyone assigned to it (force lists too) goes to the other.
+    let failover = live.settings.failover.as_ref().and(state.failover.decision());
+    let name = match failover.as_deref() {
+        Some(f) if f.from == assignment.app => {
+            state.metrics.failover_redirected(&f.from, &f.to);
+            f.to.as_str()
+        }
+        _ => assignment.app,
+    };
+    let app = live.settings.app(name).expect("rollout apps are checked at load");
     let prefix = forwarded_prefix(&req, &live.settings.server.trusted_proxies);
     let (channel_endpoint, user_endpoint) = endpoints(app, prefix);
     let body = json!({
-        "app": assignment.app,
+        "app": name,
         "key": app.credentials.key.as_ref(),
         "cluster": app.cluster.as_deref().unwrap_or("mt1"),
         "client_options": app.client_options,
@@ -89,7 +98,8 @@ pub async fn client_config(
         // about any uid, and a bucket beside the percent would tell the lists apart.
         "percent": rollout.percent,
         "control_channel": rollout.control_channel,
-        "version": rollout.version,
+        "version": crate::failover::decide::client_version(rollout.version, failover.as_deref()),
+        "failover": failover.as_deref().map(crate::failover::decide::Failed::told),
     });
     let mut res = HttpResponse::Ok();
     res.insert_header(no_store);

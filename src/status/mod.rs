@@ -187,6 +187,8 @@ pub async fn snapshot(state: &AppState) -> Value {
         })),
         // With Redis: every replica's view of the whole fleet, the replicas and their drift.
         "fleet": fleet,
+        // Each app's health per replica and the failover decision in force.
+        "failover": crate::failover::routes::describe(state, &live),
         // What the recovery buffer holds (memory mode; Redis keeps its own Streams).
         "recovery": live.settings.recovery.as_ref().map(|r| {
             let held = state.recovery.size();

@@ -269,6 +269,46 @@ impl Webhooks {
         }
     }
 
+    /// Forgets everything the merged state holds of `app` (failed over: its
+    /// `member_removed` and `channel_vacated` will not come), as those webhooks
+    /// would have: the host gets the transitions of the merged state, and the
+    /// member changes for the presence bridge are returned.
+    pub async fn forget(
+        &self,
+        app: &str,
+        now_ms: u64,
+        bridged: Bridged<'_>,
+    ) -> redis::RedisResult<(usize, Vec<MemberChange>)> {
+        let mut events = Vec::new();
+        for channel in self.occupied_on(app).await? {
+            if channel.starts_with("presence-") {
+                for user in self.members_on(&channel, app).await? {
+                    events.push(
+                        serde_json::json!({"name": "member_removed", "channel": channel, "user_id": user}),
+                    );
+                }
+            }
+            events.push(serde_json::json!({"name": "channel_vacated", "channel": channel}));
+        }
+        if events.is_empty() {
+            return Ok((0, Vec::new()));
+        }
+        // Its own digest: never taken for a repeat of a webhook.
+        let digest = replay::digest(app, uuid::Uuid::new_v4().as_bytes());
+        match self.apply(app, &digest, &events, now_ms, now_ms, 1, bridged).await? {
+            Applied::Forwarded(n, changes) => Ok((n, changes)),
+            Applied::Duplicate => Ok((0, Vec::new())),
+        }
+    }
+
+    /// The members the merged state has present in `channel` through `app`.
+    async fn members_on(&self, channel: &str, app: &str) -> redis::RedisResult<Vec<String>> {
+        match &self.store {
+            Store::Memory(m) => Ok(m.lock().unwrap().members_on(channel, app, usize::MAX)),
+            Store::Redis(r) => r.members_on(channel, app).await,
+        }
+    }
+
     /// Seeds occupied channels and presence members of `app` (start-up reconciliation).
     pub async fn seed(
         &self,

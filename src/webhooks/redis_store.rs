@@ -230,6 +230,11 @@ impl RedisStore {
         bounded(self.conn().smembers(format!("{}:occ-by-app:{app}", self.prefix))).await
     }
 
+    /// The members present in `channel` through `app`.
+    pub async fn members_on(&self, channel: &str, app: &str) -> RedisResult<Vec<String>> {
+        bounded(self.conn().smembers(format!("{}:members:{channel}:{app}", self.prefix))).await
+    }
+
     pub async fn occupied_counts(&self, apps: &[String]) -> RedisResult<HashMap<String, usize>> {
         let mut pipe = redis::pipe();
         for app in apps {

@@ -4,7 +4,9 @@
 
 pub mod edit;
 pub mod nginx_tls;
+pub mod proxy;
 pub mod redis_server;
+pub mod sockudo;
 
 pub use edit::Edit;
 
