@@ -30,6 +30,8 @@ fn config(old: u16, new: u16, failover: &str, redis: Option<u16>) -> String {
     format!(
         "[server]\nlisten = \"127.0.0.1:{{port}}\"\nadmin_listen = \"127.0.0.1:{{admin}}\"\n\
          [session_check]\nurl = \"http://127.0.0.1:9/check\"\n{webhooks}\
+         [publish]\napp_id = \"dual\"\nkey = \"pub-key\"\nsecret = \"pub-secret\"\ntargets = [\"old\", \"new\"]\n\
+         success = \"any\"\n\
          [rollout]\nfrom = \"old\"\nto = \"new\"\npercent = 0\n[failover]\nenabled = true\n{failover}\n{}{}",
         app("old", "1001", "old-key", SECRETS[0], old),
         app("new", "1002", "new-key", SECRETS[1], new),
@@ -77,6 +79,31 @@ async fn until_healthy(s: &Service) {
         assert!(started.elapsed() < Duration::from_secs(15), "apps not healthy: {f:#}\n{}", s.log_text());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Publishes one event through the fan-out; the status and how long it took.
+async fn publish(s: &Service) -> (u16, Duration) {
+    let body = br#"{"name":"tick","channels":["ticks"],"data":"{}"}"#;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let path = "/apps/dual/events";
+    let q = pusher_dual_auth::pusher::rest::signed_query(
+        "pub-key",
+        "pub-secret",
+        "POST",
+        path,
+        Some(body),
+        now,
+        &[],
+    );
+    let started = Instant::now();
+    let res = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}{path}?{q}", s.port))
+        .header("content-type", "application/json")
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), started.elapsed())
 }
 
 async fn admin_post(s: &Service, body: &str, headers: &[(&str, &str)]) -> (u16, Value) {
@@ -168,6 +195,12 @@ async fn a_black_hole_fails_over_and_auto_returns_once_healthy() {
     w.old.black_hole();
     let took = until_assigned(&s, "new", Duration::from_secs(12)).await;
     println!("black hole: /client-config on new after {took:?}");
+    // The fan-out goes on publishing to the healthy app, and does not wait long on the failed one.
+    let (code, took) = publish(&s).await;
+    println!("publish while the old app is failed over (black hole): {code} in {took:?}");
+    assert_eq!(code, 200);
+    assert!(took < Duration::from_millis(1_900), "the failed app held the publish for {took:?}");
+    assert!(s.metric("pusher_publish_forwards_total{result=\"error\",target=\"old\"}") >= 1.0);
     let error = get(s.admin, "/admin/failover").await["probes"]["old"]["error"]
         .as_str()
         .unwrap_or_default()

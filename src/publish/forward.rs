@@ -6,7 +6,7 @@ use super::merge;
 use crate::{
     config::{AppSettings, PublishSettings, PublishSuccess},
     metrics::Metrics,
-    state::Live,
+    state::{AppState, Live},
 };
 use actix_web::{HttpResponse, http::StatusCode, web};
 use serde_json::{Map, Value, json};
@@ -54,20 +54,28 @@ fn retryable(result: &Result<(u16, web::Bytes), String>) -> bool {
     }
 }
 
+/// A failed-over app gets one try, this long at most: its clients are on the
+/// other app, and the healthy app's publish must not wait on it.
+const FAILED_OVER_TIMEOUT: Duration = Duration::from_secs(1);
+
 async fn forward_one(
     http: &reqwest::Client,
     publish: &PublishSettings,
     metrics: &Metrics,
-    target: &AppSettings,
+    (target, failed_over): (&AppSettings, bool),
     out: &Outgoing<'_>,
 ) -> Forwarded {
     let Outgoing { method, suffix, extra, body } = out;
     let (extra, body) = (*extra, *body);
     let path = format!("/apps/{}{suffix}", target.app_id);
+    let retries = if failed_over { 0 } else { publish.retries };
     let mut attempt = 0;
     loop {
         let url = crate::outbound::signed_url(target, method.as_str(), &path, body, extra);
         let mut req = http.request(method.clone(), url);
+        if failed_over {
+            req = req.timeout(FAILED_OVER_TIMEOUT.min(publish.timeout));
+        }
         if !body.is_empty() {
             req = req.header("content-type", "application/json").body(body.to_vec());
         }
@@ -89,7 +97,7 @@ async fn forward_one(
             Err(_) => "error".into(),
         };
         metrics.publish(&target.name, &label);
-        if attempt < publish.retries && retryable(&result) {
+        if attempt < retries && retryable(&result) {
             attempt += 1;
             tracing::warn!(target_app = %target.name, attempt, result = %label, "publish: retrying");
             tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
@@ -99,19 +107,21 @@ async fn forward_one(
     }
 }
 
-/// Sends `out` to every target, concurrently.
+/// Sends `out` to every target, concurrently; a failed-over one is tried once, briefly.
 pub async fn fan_out(
     live: &Live,
     (publish, http): (&PublishSettings, &reqwest::Client),
-    metrics: &Metrics,
+    state: &AppState,
     out: Outgoing<'_>,
 ) -> Vec<Forwarded> {
+    let failed = live.settings.failover.as_ref().and(state.failover.decision());
+    let down = |name: &str| failed.as_ref().is_some_and(|f| f.from == name);
     // Targets are checked against the apps at load, in the same config.
     let calls = publish
         .targets
         .iter()
         .filter_map(|t| live.settings.app(t))
-        .map(|target| forward_one(http, publish, metrics, target, &out));
+        .map(|target| forward_one(http, publish, &state.metrics, (target, down(&target.name)), &out));
     let results = futures_util::future::join_all(calls).await;
     for r in &results {
         tracing::info!(target_app = %r.app, result = %r.summary(), path = out.suffix, "publish");

@@ -44,7 +44,7 @@ async fn events(
     };
     check_event(&event)?;
     let out = Outgoing { method: reqwest::Method::POST, suffix: "/events", extra: &extra, body: &body };
-    let results = fan_out(&live, target, &state.metrics, out).await;
+    let results = fan_out(&live, target, &state, out).await;
     crate::recovery::record::published(&state, &live, &[&event], results.iter().any(Forwarded::ok)).await;
     Ok(write_answer(target.0, &results))
 }
@@ -73,7 +73,7 @@ async fn batch_events(
         check_event(event)?;
     }
     let out = Outgoing { method: reqwest::Method::POST, suffix: "/batch_events", extra: &extra, body: &body };
-    let results = fan_out(&live, target, &state.metrics, out).await;
+    let results = fan_out(&live, target, &state, out).await;
     let events: Vec<&Value> = batch.iter().collect();
     crate::recovery::record::published(&state, &live, &events, results.iter().any(Forwarded::ok)).await;
     let answer = write_answer(target.0, &results);
@@ -96,7 +96,7 @@ async fn terminate(
     let (target, _, extra) = verified_write(&req, &live, &app_id, payload, MAX_EMPTY_BODY).await?;
     let suffix = format!("/users/{user_id}/terminate_connections");
     let out = Outgoing { method: reqwest::Method::POST, suffix: &suffix, extra: &extra, body: b"" };
-    Ok(write_answer(target.0, &fan_out(&live, target, &state.metrics, out).await))
+    Ok(write_answer(target.0, &fan_out(&live, target, &state, out).await))
 }
 
 /// GET queries, merged: channel lists united (counts summed), a channel
@@ -111,7 +111,7 @@ async fn query(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespo
     let extra = verify::forwardable(verify::verify(&req, target.0, &app_id)?);
     let suffix = req.path().trim_start_matches(&format!("/apps/{app_id}")).to_owned();
     let out = Outgoing { method: reqwest::Method::GET, suffix: &suffix, extra: &extra, body: b"" };
-    let results = fan_out(&live, target, &state.metrics, out).await;
+    let results = fan_out(&live, target, &state, out).await;
     if let Some(bad) = results.iter().find(|r| !r.ok()) {
         tracing::warn!(target_app = %bad.app, "publish query: a target failed");
         return Ok(not_delivered(&results, "a target app did not answer"));

@@ -427,6 +427,37 @@ mod bridge_tests {
     }
 
     #[tokio::test]
+    async fn forgetting_a_failed_app_vacates_what_only_it_held_and_removes_its_members() {
+        let w = Webhooks::new(None).unwrap();
+        let mut forwarded = w.take_inbox().unwrap();
+        let occupy = |c: &str| json!({"name": "channel_occupied", "channel": c});
+        let join = |c: &str, u: &str| json!({"name": "member_added", "channel": c, "user_id": u});
+        webhook(&w, "old", 0, json!([occupy("only-old"), occupy("both"), occupy("presence-r")])).await;
+        webhook(&w, "old", 1, json!([join("presence-r", "7"), join("presence-r", "8")])).await;
+        webhook(&w, "new", 2, json!([occupy("both"), occupy("presence-r"), join("presence-r", "8")])).await;
+        while forwarded.try_recv().is_ok() {}
+
+        let apps = ["new".to_owned(), "old".to_owned()];
+        let bridged = Bridged { presence: &limits(), apps: &apps };
+        let (n, changes) = w.forget("old", crate::outbound::now_ms(), bridged).await.unwrap();
+        let mut told: Vec<String> = Vec::new();
+        while let Ok((_, events)) = forwarded.try_recv() {
+            told.extend(events.iter().map(|e| format!("{} {}", e["name"], e["channel"]).replace('"', "")));
+        }
+        told.sort();
+        // The host hears what it would have heard had old's webhooks come: only-old is
+        // vacated, user 7 left presence-r; both and presence-r stay occupied through new,
+        // and 8 is still present there.
+        assert_eq!(told, ["channel_vacated only-old", "member_removed presence-r"]);
+        assert_eq!(n, 2);
+        assert!(w.occupied_on("old").await.unwrap().is_empty());
+        assert_eq!(w.occupied_on("new").await.unwrap().len(), 2);
+        let left: Vec<(&str, bool)> = changes.iter().map(|c| (c.user.as_str(), c.present)).collect();
+        assert_eq!(left, [("7", false), ("8", false)], "the bridge is told each member left old");
+        assert_eq!(w.forget("old", crate::outbound::now_ms(), bridged).await.unwrap().0, 0, "once");
+    }
+
+    #[tokio::test]
     async fn one_user_naming_many_channels_keeps_its_newest_infos_only() {
         let w = Webhooks::new(None).unwrap();
         let apps = vec!["new".to_owned()];
