@@ -5,7 +5,9 @@
 //        then again after 2 s × 1.5 per read (up to 30 s), each ±50 %, for
 //        LOAD_SECS (20) — every client still re-reading (the worst case: nobody
 //        told yet). Requests per second the server answered (peak 1 s bucket,
-//        mean), latency p50/p99 as the clients saw it (keep-alive, 256 sockets),
+//        mean), latency p50/p99 as the clients saw it (keep-alive, 256 sockets
+//        over GENERATORS (2) worker threads; from the request's write to the
+//        answer's end; CPU per read),
 //        and the server's CPU (utime + stime from /proc/<pid>/stat). The floor:
 //        the same schedule (same seed) against nginx answering the service's own
 //        answer as a static JSON file, in the same run.
@@ -100,53 +102,121 @@ function schedule(clients, secs, seed = 7) {
   return reads.sort((a, b) => a.t - b.t);
 }
 
-/** Replays `reads` against `url` (…?uid=…), each at its moment: what was answered, per second and per request. */
-async function replay(reads, url, pids) {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
-  const latencies = [];
-  const perSecond = new Map();
-  let errors = 0;
-  let late = 0;
-  const get = (uid) => new Promise((resolve) => {
-    const t0 = process.hrtime.bigint();
-    const req = http.get(`${url}?uid=${uid}`, { agent }, (res) => {
-      res.resume();
-      res.on('end', () => {
-        const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-        if (res.statusCode === 200) latencies.push(ms);
-        else errors++;
-        resolve();
-      });
-    });
-    req.on('error', () => {
-      errors++;
-      resolve();
-    });
-  });
-  const cpu0 = cpuOf(pids);
-  const t0 = Date.now();
-  const pending = [];
-  let k = 0;
-  while (k < reads.length) {
-    const now = Date.now() - t0;
-    while (k < reads.length && reads[k].t <= now) {
-      if (now - reads[k].t > 100) late++;
-      const { i } = reads[k++];
-      pending.push(get(`bench-${i}`).then(() => {
-        const s = Math.floor((Date.now() - t0) / 1000);
-        perSecond.set(s, (perSecond.get(s) || 0) + 1);
-      }));
+/**
+ * One load generator's part of a replay (runs in a worker thread): its reads,
+ * each sent at its moment (open loop), over its own keep-alive sockets. Latency
+ * is from the request's write on a free socket to the end of the answer (a read
+ * waiting for a free socket is the generator's backlog, not the server's latency).
+ */
+const GENERATOR = `
+const { parentPort, workerData } = require('node:worker_threads');
+const net = require('node:net');
+const { reads, url, t0, sockets } = workerData;
+const { hostname, port, pathname } = new URL(url);
+// A bare HTTP/1.1 keep-alive client (node:http's parser costs more than the
+// servers measured here): one request at a time per socket, answers read by
+// Content-Length (chunked answers are read to their 0-length chunk).
+const latencies = [];
+const done = [];
+let errors = 0, late = 0, pending = 0, k = 0, ended = false;
+const idle = [];
+const queue = [];
+const finish = () => {
+  if (ended || k < reads.length || pending) return;
+  ended = true;
+  for (const c of all) c.destroy();
+  parentPort.postMessage({ latencies, done, errors, late });
+};
+const all = [];
+function open() {
+  const c = net.connect(Number(port), hostname);
+  c.setNoDelay(true);
+  c.buf = Buffer.alloc(0);
+  c.job = null;
+  c.on('data', (d) => {
+    c.buf = c.buf.length ? Buffer.concat([c.buf, d]) : d;
+    for (;;) {
+      const head = c.buf.indexOf('\\r\\n\\r\\n');
+      if (head < 0 || !c.job) return;
+      const text = c.buf.subarray(0, head).toString('latin1');
+      const status = Number(text.slice(9, 12));
+      const m = /content-length:\\s*(\\d+)/i.exec(text);
+      let end;
+      if (m) end = head + 4 + Number(m[1]);
+      else {
+        const z = c.buf.indexOf('\\r\\n0\\r\\n\\r\\n', head);
+        if (z < 0) return;
+        end = z + 7;
+      }
+      if (c.buf.length < end) return;
+      c.buf = c.buf.subarray(end);
+      const job = c.job;
+      c.job = null;
+      if (status === 200) latencies.push(Number(process.hrtime.bigint() - job.ts) / 1e6); else errors++;
+      done.push(Date.now() - t0);
+      pending--;
+      release(c);
     }
-    await sleep(Math.max(0, Math.min(10, (reads[k] ? reads[k].t : now) - now)));
+  });
+  c.on('error', () => {});
+  c.on('close', () => {
+    if (c.job) { errors++; pending--; c.job = null; }
+    const i = idle.indexOf(c);
+    if (i >= 0) idle.splice(i, 1);
+    if (!ended) { const again = open(); release(again); }
+  });
+  all.push(c);
+  return c;
+}
+function send(c, uid) {
+  c.job = { ts: process.hrtime.bigint() };
+  c.write('GET ' + pathname + '?uid=' + uid + ' HTTP/1.1\\r\\nHost: ' + hostname + '\\r\\nConnection: keep-alive\\r\\n\\r\\n');
+}
+function release(c) {
+  if (queue.length) send(c, queue.shift());
+  else { idle.push(c); finish(); }
+}
+for (let s = 0; s < sockets; s++) idle.push(open());
+const get = (uid) => {
+  pending++;
+  if (idle.length) send(idle.pop(), uid); else queue.push(uid);
+};
+const tick = () => {
+  const now = Date.now() - t0;
+  while (k < reads.length && reads[k].t <= now) {
+    if (now - reads[k].t > 100) late++;
+    get('bench-' + reads[k++].i);
   }
-  await Promise.all(pending);
+  if (k < reads.length) setTimeout(tick, Math.max(0, Math.min(10, reads[k].t - (Date.now() - t0))));
+  else finish();
+};
+setTimeout(tick, Math.max(0, t0 - Date.now()));
+`;
+
+/**
+ * Replays `reads` against `url` (…?uid=…), each at its moment, from GENERATORS
+ * (2) worker threads splitting the clients: what was answered, per second and
+ * per request, and the CPU `pids` used meanwhile.
+ */
+async function replay(reads, url, pids) {
+  const { Worker } = await import('node:worker_threads');
+  const generators = Number(process.env.GENERATORS || 2);
+  const t0 = Date.now() + 500; // every generator starts at the same moment
+  const parts = Array.from({ length: generators }, (_, g) => reads.filter((r) => r.i % generators === g));
+  const cpu0 = cpuOf(pids);
+  const results = await Promise.all(parts.map((part) => new Promise((resolve, reject) => {
+    const worker = new Worker(GENERATOR, { eval: true, workerData: { reads: part, url, t0, sockets: Math.ceil(256 / generators) } });
+    worker.once('message', resolve);
+    worker.once('error', reject);
+  })));
   const wall = (Date.now() - t0) / 1000;
   const cpu = cpuOf(pids) - cpu0;
-  agent.destroy();
-  const counts = [...perSecond.values()];
+  const latencies = results.flatMap((r) => r.latencies);
+  const perSecond = new Map();
+  for (const r of results) for (const ms of r.done) perSecond.set(Math.floor(ms / 1000), (perSecond.get(Math.floor(ms / 1000)) || 0) + 1);
   return {
-    requests: reads.length, errors, late, peak: Math.max(...counts), mean: reads.length / wall, wall,
-    p50: pct(latencies, 50), p99: pct(latencies, 99), cpu,
+    requests: reads.length, errors: results.reduce((a, r) => a + r.errors, 0), late: results.reduce((a, r) => a + r.late, 0),
+    peak: Math.max(...perSecond.values()), mean: reads.length / wall, wall, p50: pct(latencies, 50), p99: pct(latencies, 99), cpu,
   };
 }
 
@@ -233,7 +303,7 @@ try {
     const r = await replay(reads, `http://127.0.0.1:${svc.port}/client-config`, [svc.proc.pid]);
     rows.push(['(i) /client-config, service', `${r.requests} reads of ${CLIENTS} clients in ${LOAD_SECS} s`,
       `peak ${r.peak}/s, mean ${fmt(r.mean, 0)}/s`, `p50 ${fmt(r.p50, 2)} ms, p99 ${fmt(r.p99, 2)} ms`,
-      `${fmt(r.cpu, 2)} CPU s (${fmt((100 * r.cpu) / r.wall)} % of a core)`, `${r.errors} errors, ${r.late} sent >100 ms late`]);
+      `${fmt(r.cpu, 2)} CPU s (${fmt((100 * r.cpu) / r.wall)} % of a core, ${fmt((1e6 * r.cpu) / r.requests, 0)} µs per read)`, `${r.errors} errors, ${r.late} sent >100 ms late`]);
     await svc.stop();
     // The floor: nginx answering the same body from a file, same schedule.
     const dir = path.join(work, 'nginx-floor');
@@ -261,7 +331,7 @@ http {
     const f = await replay(reads, `http://127.0.0.1:${nginxPort}/client-config`, [nginx.pid, ...children(nginx.pid)]);
     rows.push(['(i) /client-config, floor (nginx, static file)', `${f.requests} reads, same schedule`,
       `peak ${f.peak}/s, mean ${fmt(f.mean, 0)}/s`, `p50 ${fmt(f.p50, 2)} ms, p99 ${fmt(f.p99, 2)} ms`,
-      `${fmt(f.cpu, 2)} CPU s (${fmt((100 * f.cpu) / f.wall)} % of a core)`, `${f.errors} errors, ${f.late} sent >100 ms late`]);
+      `${fmt(f.cpu, 2)} CPU s (${fmt((100 * f.cpu) / f.wall)} % of a core, ${fmt((1e6 * f.cpu) / f.requests, 0)} µs per read)`, `${f.errors} errors, ${f.late} sent >100 ms late`]);
     await stop(nginx);
   }
 
