@@ -61,6 +61,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = load(cli.config.as_deref())?;
             telemetry::init(&settings.log);
             let apps: Vec<String> = settings.apps.keys().map(|a| format!("/auth/{a}")).collect();
+            for warning in settings.warnings() {
+                tracing::warn!("{warning}");
+            }
             let app = Application::build(settings)?;
             if let Some(path) = cli.config {
                 app.watch_config(path)?;
@@ -71,6 +74,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig => {
             let settings = load(cli.config.as_deref())?;
             print!("{}", settings.redacted_toml());
+            for warning in settings.warnings() {
+                eprintln!("warning: {warning}");
+            }
             eprintln!(
                 "config OK: {} app(s): {}",
                 settings.apps.len(),

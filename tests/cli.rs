@@ -75,6 +75,35 @@ fn check_config_prints_the_effective_config_without_secrets() {
 }
 
 #[test]
+fn check_config_warns_loudly_when_state_is_kept_in_one_process() {
+    let check = |extra: &str| {
+        let file = config_file(&format!("{}{extra}", GOOD.edit("PORT", "8080")));
+        let out = clean_env(Command::new(common::bin()).args(["check-config", "--config"]).arg(&file.0))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "a warning is not an error: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let webhooks = "[webhooks]\nforward_url = \"http://127.0.0.1:9/hook\"\nkey = \"k\"\nsecret = \"s\"\n";
+    let publish =
+        "[publish]\napp_id = \"dual\"\nkey = \"pk\"\nsecret = \"ps\"\ntargets = [\"old\"]\n[recovery]\n";
+    let failover = "[rollout]\nfrom = \"old\"\nto = \"new\"\n[failover]\nenabled = true\n";
+    let memory = check(&format!("{webhooks}{publish}{failover}"));
+    for section in [
+        "[webhooks] state = \"memory\" is for ONE process",
+        "[recovery] keeps events in this process",
+        "[failover] without Redis",
+    ] {
+        assert!(memory.contains(&format!("warning: {section}")), "{section}: {memory}");
+    }
+    let redis = check(&format!(
+        "{webhooks}state = \"redis\"\nredis_url = \"redis://127.0.0.1:9\"\n{publish}{failover}"
+    ));
+    assert!(!redis.contains("warning:"), "{redis}");
+    assert!(!check("").contains("warning:"), "nothing kept, nothing to warn about");
+}
+
+#[test]
 fn check_config_names_the_bad_key_and_fails() {
     let cases = [
         (GOOD.edit("secret = \"old-secret-value\"", ""), "apps.old.secret"),

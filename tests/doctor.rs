@@ -132,6 +132,19 @@ fn doctor_passes_the_right_config_and_names_each_mix_up() {
         (Some("allowed"), Some("refused"))
     );
     assert_eq!((r["problems"].as_u64(), r["warnings"].as_u64()), (Some(0), Some(1)));
+
+    // With [failover], the same config is not ready: a client failed over from old
+    // to new would lose its client events, and nobody chooses when that happens.
+    let failover = format!("{new}[rollout]\nfrom = \"old\"\nto = \"new\"\n[failover]\nenabled = true\n");
+    let (code, r, _) = doctor(&old, &failover, &[]);
+    assert_eq!(code, 1, "{r:#}");
+    let ready =
+        r["service"].as_array().unwrap().iter().find(|c| c["name"] == "failover").expect("a failover check");
+    assert_eq!(ready["status"], "fail", "{ready}");
+    assert!(ready["detail"].as_str().unwrap().contains("client events differs"), "{ready}");
+    for app in ["old", "new"] {
+        assert_eq!(check(&r, app, "control channel")["status"], "pass", "{app}: {r:#}");
+    }
     let session = &r["service"][0];
     assert_eq!((session["name"].as_str(), session["status"].as_str()), (Some("session check"), Some("pass")));
     assert_eq!(compared(&r, "master key")["agreement"], "same");

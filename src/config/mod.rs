@@ -169,6 +169,38 @@ impl Settings {
         self.apps.get(name)
     }
 
+    /// What runs, but not as a fleet would expect: state kept in this process
+    /// while the service is usually run as several replicas. Said by
+    /// `check-config` and at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let shared = matches!(self.webhooks.as_ref().map(|w| &w.store), Some(WebhookStore::Redis { .. }));
+        let mut out = Vec::new();
+        if self.webhooks.is_some() && !shared {
+            out.push(
+                "[webhooks] state = \"memory\" is for ONE process: behind several replicas each sees only part of \
+                 each app's webhooks, so the merged occupancy, the drain verdict and /status are silently wrong. \
+                 With more than one replica set state = \"redis\" (docs/webhooks-and-status.md)"
+                    .to_owned(),
+            );
+        }
+        if self.recovery.is_some() && !shared {
+            out.push(
+                "[recovery] keeps events in this process: behind several replicas a client asking another replica \
+                 than the one that published is told of a gap. With more than one replica set [webhooks] \
+                 state = \"redis\" (docs/recovery.md)"
+                    .to_owned(),
+            );
+        }
+        if self.failover.is_some() && !shared {
+            out.push(
+                "[failover] without Redis: each replica decides alone, and replicas may send clients different \
+                 ways. With more than one replica set [webhooks] state = \"redis\" (docs/failover.md)"
+                    .to_owned(),
+            );
+        }
+        out
+    }
+
     /// The effective configuration as TOML, secrets redacted: every section,
     /// each printed by its own module.
     pub fn redacted_toml(&self) -> String {

@@ -51,11 +51,13 @@ pub async fn run(settings: &Settings, args: &DoctorArgs) -> anyhow::Result<bool>
     let http = crate::outbound::http_client(STEP);
     // Channels of their own, so a run never mixes with real traffic or another run.
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let control = settings.rollout.as_ref().map(|r| r.control_channel.as_ref());
     let probes = in_migration_order(settings).into_iter().map(|app| {
         let (http, run_id) = (&http, &run_id);
         async move {
             // Every step is bounded by `until`; this bounds whatever a later change leaves unbounded.
-            tokio::time::timeout_at(until + Duration::from_secs(1), probe(app, http, run_id, until))
+            let probe = probe(app, http, (run_id, control), until);
+            tokio::time::timeout_at(until + Duration::from_secs(1), probe)
                 .await
                 .unwrap_or_else(|_| out_of_time(app))
         }
@@ -64,7 +66,10 @@ pub async fn run(settings: &Settings, args: &DoctorArgs) -> anyhow::Result<bool>
         tokio::join!(futures_util::future::join_all(probes), service::session_check(settings, until));
     let mut checks = vec![session_check];
     checks.extend(service::swapped_secrets(settings, &apps, &http, until).await);
-    let report = Report::new(checks, apps);
+    let mut report = Report::new(checks, apps);
+    if settings.failover.is_some() {
+        report = report.with_failover_readiness();
+    }
     let out = if args.json { serde_json::to_string_pretty(&report)? + "\n" } else { report.text() };
     // A closed pipe (`doctor | head`) is not worth a panic.
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
@@ -109,7 +114,13 @@ pub(crate) fn step(until: Instant) -> Instant {
     until.min(Instant::now() + STEP)
 }
 
-async fn probe(app: &AppSettings, http: &reqwest::Client, run_id: &str, until: Instant) -> AppReport {
+/// `control`: the rollout's control channel, checked too (announcements go there).
+async fn probe(
+    app: &AppSettings,
+    http: &reqwest::Client,
+    (run_id, control): (&str, Option<&str>),
+    until: Instant,
+) -> AppReport {
     let master_key_digest = app.credentials.master_key.as_ref().map(|k| {
         use sha2::Digest;
         sha2::Sha256::digest(k.bytes()).into()
@@ -138,9 +149,9 @@ async fn probe(app: &AppSettings, http: &reqwest::Client, run_id: &str, until: I
         Err(f) => {
             report.checks.push(Check::fail("connect", &f));
             let why = Failure::NotRun("no connection");
-            for name in
-                ["private channel", "presence channel", "encrypted channel", "client events", "user sign-in"]
-            {
+            let names =
+                ["private channel", "presence channel", "encrypted channel", "client events", "user sign-in"];
+            for name in names.into_iter().chain(control.map(|_| "control channel")) {
                 report.checks.push(Check::fail(name, &why));
             }
             return report;
@@ -166,6 +177,11 @@ async fn probe(app: &AppSettings, http: &reqwest::Client, run_id: &str, until: I
     let (accepted, check) = sign_in(&mut a, app, until).await;
     report.features.user_authentication = accepted;
     report.checks.push(check);
+    if let Some(control) = control {
+        report
+            .checks
+            .push(to_check("control channel", control_channel(&mut a, app, http, control, until).await));
+    }
     a.close(until).await;
     report
 }
@@ -321,6 +337,34 @@ async fn round_trip(
             Err(Failure::Wrong(format!("an event arrived with other data than was published: {got}")))
         }
     }
+}
+
+/// The rollout's control channel (public): subscribed as the JS helper does,
+/// an event of doctor's own (not `rollout-changed`, which clients act on)
+/// published through REST arrives.
+async fn control_channel(
+    session: &mut Session,
+    app: &AppSettings,
+    http: &reqwest::Client,
+    channel: &str,
+    until: Instant,
+) -> Result<String, Failure> {
+    session.send("pusher:subscribe", json!({"channel": channel}), until).await?;
+    session
+        .wait_for(step(until), "the subscription to succeed", |f| {
+            f.event == "pusher_internal:subscription_succeeded" && f.channel.as_deref() == Some(channel)
+        })
+        .await?;
+    let body = json!({"name": EVENT, "channels": [channel], "data": "{}"}).to_string();
+    let request =
+        crate::outbound::trigger::request(http, app, crate::outbound::trigger::Endpoint::Events, &body);
+    send_rest(app, request, until).await?;
+    session
+        .wait_for(step(until), "the event published through REST to arrive", |f| {
+            f.event == EVENT && f.channel.as_deref() == Some(channel)
+        })
+        .await?;
+    Ok(format!("{channel}: subscribed; an event published through REST arrived (announcements will)"))
 }
 
 /// Two more connections join a private channel of their own; a client event

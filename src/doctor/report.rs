@@ -91,20 +91,58 @@ pub struct Report {
 impl Report {
     pub fn new(service: Vec<Check>, apps: Vec<AppReport>) -> Self {
         let compared = if apps.len() > 1 { compare(&apps) } else { Vec::new() };
+        let mut report = Self { ok: false, problems: 0, warnings: 0, service, apps, compared };
+        report.count();
+        report
+    }
+
+    fn count(&mut self) {
         let differs = |breaks: bool| {
-            compared
+            self.compared
                 .iter()
                 .filter(|c| c.agreement == Agreement::Differs && c.breaks_migration == breaks)
                 .count()
         };
-        let problems = service
+        self.problems = self
+            .service
             .iter()
-            .chain(apps.iter().flat_map(|a| &a.checks))
+            .chain(self.apps.iter().flat_map(|a| &a.checks))
             .filter(|c| c.status == Status::Fail)
             .count()
             + differs(true);
-        let warnings = differs(false);
-        Self { ok: problems == 0, problems, warnings, service, apps, compared }
+        self.warnings = differs(false);
+        self.ok = self.problems == 0;
+    }
+
+    /// With `[failover]`: ready only if a client sent from either app to the
+    /// other behaves the same there. Every check of both apps passed (the
+    /// control channel's among them), and every compared setting is the same:
+    /// a difference that is a warning for a planned move (client events, user
+    /// sign-in) fails here, as nobody chooses when a failover happens.
+    pub fn with_failover_readiness(mut self) -> Self {
+        let mut not = Vec::new();
+        for app in &self.apps {
+            let failed: Vec<&str> =
+                app.checks.iter().filter(|c| c.status == Status::Fail).map(|c| c.name).collect();
+            if !failed.is_empty() {
+                not.push(format!("{}: {} failed", app.app, failed.join(", ")));
+            }
+        }
+        for c in self.compared.iter().filter(|c| c.agreement != Agreement::Same) {
+            let how =
+                if c.agreement == Agreement::Differs { "differs" } else { "is not known for every app" };
+            not.push(format!("{} {how}", c.setting));
+        }
+        self.service.push(if not.is_empty() {
+            Check::pass(
+                "failover",
+                "ready: both apps healthy, the same settings, the control channel on both",
+            )
+        } else {
+            Check::fail("failover", &Failure::Wrong(format!("not ready: {}", not.join("; "))))
+        });
+        self.count();
+        self
     }
 
     pub fn text(&self) -> String {
@@ -261,6 +299,22 @@ mod tests {
                 master_key_digest: key.map(|k| [k; 32]),
             },
         }
+    }
+
+    #[test]
+    fn failover_is_ready_only_with_every_check_passed_and_every_setting_the_same() {
+        let same = || vec![app("old", Some(true), Some(1)), app("new", Some(true), Some(1))];
+        let r = Report::new(vec![], same()).with_failover_readiness();
+        assert!(r.ok, "{}", r.text());
+        assert!(r.text().contains("PASS  failover         ready"), "{}", r.text());
+        let mut broken = same();
+        broken[1].checks.push(Check::fail("control channel", &Failure::Timeout("an event".into())));
+        let r = Report::new(vec![], broken).with_failover_readiness();
+        assert_eq!((r.ok, r.problems), (false, 2), "the app's check and readiness: {}", r.text());
+        assert!(r.text().contains("not ready: new: control channel failed"), "{}", r.text());
+        let differ = vec![app("old", Some(true), Some(1)), app("new", Some(false), Some(1))];
+        let r = Report::new(vec![], differ).with_failover_readiness();
+        assert!(!r.ok && r.text().contains("not ready: client events differs"), "{}", r.text());
     }
 
     #[test]
