@@ -124,7 +124,7 @@ export async function helperClients(fleet, n, channel, prefix, failoverOptions =
   const got = [];
   const options = { enabledTransports: ['ws'], disableStats: true, channelAuthorization: { headers: { Authorization: 'Bearer alice' } } };
   await Promise.all(Array.from({ length: n }, async (_, i) => {
-    const r = { i, numbers: [], succeeded: 0, failovers: [], switches: [], switchFailures: [], gaps: [], states: [] };
+    const r = { i, numbers: [], succeeded: 0, failovers: [], switches: [], switchFailures: [], gaps: [], states: [], announced: [] };
     r.pusher = await connect(Pusher, {
       configUrl: fleet.configUrl, uid: `${prefix}-${i}`, options, allowedHosts: ['127.0.0.1'], allowNoTLS: true,
       onFailover: (from, to, reason) => r.failovers.push({ from, to, reason, at: Date.now() }),
@@ -138,6 +138,8 @@ export async function helperClients(fleet, n, channel, prefix, failoverOptions =
     r.channel.bind('pusher:subscription_succeeded', () => r.succeeded++);
     r.channel.bind('pusher-dual-auth:recovery_gap', (g) => r.gaps.push(g));
     r.pusher.connection.bind('state_change', (s) => r.states.push(`${s.current}@${Date.now()}`));
+    // Announcements heard on any channel (the helper's control channel), for failure messages.
+    r.pusher.bind('rollout-changed', (d) => r.announced.push({ at: Date.now(), data: typeof d === 'string' ? d : JSON.stringify(d) }));
     got.push(r);
   }));
   got.sort((a, b) => a.i - b.i);
@@ -165,6 +167,22 @@ export async function helperClients(fleet, n, channel, prefix, failoverOptions =
     unwatch() {
       clearInterval(timer);
     },
+    /** What a client went through, for a failure message (times relative to `since`). */
+    describe(r, since = 0) {
+      const t = (x) => `${((x - since) / 1000).toFixed(1)}s`;
+      return `client ${r.i}: ${appOf(r)} ${r.pusher.connection.state}${r.channel.subscribed ? ' subscribed' : ''}; ` +
+        `onFailover ${JSON.stringify(r.failovers.map((f) => [f.from, f.to, f.reason, t(f.at)]))}; ` +
+        `onSwitch ${JSON.stringify(r.switches.map((f) => [f.from, f.to, t(f.at)]))}; ` +
+        `onSwitchFailed ${JSON.stringify(r.switchFailures.map((f) => [f.from, f.to, f.error, t(f.at)]))}; ` +
+        `states ${r.states.slice(-6).map((x) => { const [s_, at] = x.split('@'); return `${s_}@${t(Number(at))}`; }).join(' ')}; ` +
+        `channels ${r.pusher.allChannels().map((c) => `${c.name}${c.subscribed ? '' : ' (not subscribed)'}`).join(', ')}; ` +
+        `announcements heard ${JSON.stringify(r.announced.map((a) => [t(a.at), a.data.slice(0, 160)]))}`;
+    },
+    /** Up to `k` clients for which `ok` does not hold, described. */
+    stuck(ok, since = 0, k = 3) {
+      const bad = got.filter((r) => !ok(r));
+      return `${bad.length} of ${got.length}, e.g.\n     ${bad.slice(0, k).map((r) => this.describe(r, since)).join('\n     ')}`;
+    },
     disconnect() {
       clearInterval(timer);
       for (const r of got) {
@@ -174,13 +192,16 @@ export async function helperClients(fleet, n, channel, prefix, failoverOptions =
   };
 }
 
-/** A numbered `tick` on `channel` through the fan-out every 50 ms (20 Hz), one at a time, in order. */
+/**
+ * A numbered `tick` on `channel` through the fan-out every 50 ms (20 Hz), one at
+ * a time, in order; `log` holds [n, sent, answered] (ms) of each accepted one.
+ */
 export function publishing(fleet, channel) {
-  const p = { n: 0, errors: 0, lastError: null, stopped: false, slowest: 0 };
+  const p = { n: 0, errors: 0, lastError: null, stopped: false, slowest: 0, log: [] };
   p.done = (async () => {
     while (!p.stopped) {
       const t = Date.now();
-      await fleet.publisher.trigger(channel, 'tick', { n: p.n + 1 }).then(() => p.n++, (e) => {
+      await fleet.publisher.trigger(channel, 'tick', { n: p.n + 1 }).then(() => p.log.push([++p.n, t, Date.now()]), (e) => {
         p.errors++;
         p.lastError = `${e && e.status} ${e && e.body ? String(e.body).slice(0, 200) : e}`;
       });
@@ -220,4 +241,28 @@ export function lossless(got, last, first = 1, { once = true } = {}) {
     if (r.gaps.length) problems.push(`client ${r.i}: recovery_gap ${JSON.stringify(r.gaps)}`);
   }
   return problems;
+}
+
+/**
+ * For a failure message: when the numbers some clients lost or repeated were
+ * published (sent and answered, seconds after `since`), beside when each of
+ * those clients was on the new app and told onFailover.
+ */
+export function lostContext(got, pub, since, k = 3) {
+  const t = (x) => (x === undefined ? '–' : `${((x - since) / 1000).toFixed(2)}s`);
+  const at = new Map(pub.log.map(([n, sent, answered]) => [n, [sent, answered]]));
+  const lines = [];
+  for (const r of got) {
+    const problems = w.gapsAndRepeats(r.numbers);
+    if (!problems.length) continue;
+    const missing = [];
+    for (let j = 1; j < r.numbers.length; j++) {
+      for (let x = r.numbers[j - 1] + 1; x < r.numbers[j]; x++) missing.push(x);
+      if (r.numbers[j] <= r.numbers[j - 1]) missing.push(`repeat ${r.numbers[j]}`);
+    }
+    lines.push(`client ${r.i}: ${missing.slice(0, 4).map((x) => (typeof x === 'number' ? `${x} (published ${t((at.get(x) || [])[0])}-${t((at.get(x) || [])[1])})` : x)).join(', ')}; ` +
+      `on new ${t(r.onNewAt)}, onFailover ${r.failovers.map((f) => t(f.at)).join(' ')}, states ${r.states.slice(-4).map((x) => { const [s_, a] = x.split('@'); return `${s_}@${t(Number(a))}`; }).join(' ')}`);
+    if (lines.length >= k) break;
+  }
+  return lines.length ? `\n     ${lines.join('\n     ')}` : '';
 }

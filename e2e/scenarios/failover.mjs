@@ -17,7 +17,7 @@
 // FAILOVER_CLIENTS (default 40) sets N. Detect time (cut -> /client-config names
 // the failover) and move times are printed.
 import * as w from '../world.mjs';
-import { failoverFleet, helperClients, lossless, pct, publishing, waitUntil } from '../failover-world.mjs';
+import { failoverFleet, helperClients, lossless, lostContext, pct, publishing, waitUntil } from '../failover-world.mjs';
 
 /** What the fleet's /client-config says of failover now (null: none), for a uid that is not a client's. */
 async function failoverNow(fleet) {
@@ -85,9 +85,7 @@ export default async function () {
       await waitUntil(() => `every client on new after the ${fault}: ${JSON.stringify(clientsOf.where())}; ` +
         `/client-config failover: ${JSON.stringify(seen.current)}; publishes ${pub.n} ok, ${pub.errors} failed`,
       () => clientsOf.all('new'), withinMs + 30000).catch((e) => {
-        const stuck = got.filter((r) => !clientsOf.live(r) || clientsOf.appOf(r) !== 'new').slice(0, 3);
-        throw new Error(`${e.message}\n     e.g. ${stuck.map((r) => `client ${r.i}: ${clientsOf.appOf(r)} ${r.pusher.connection.state}, ` +
-          `failovers ${JSON.stringify(r.failovers)}, switch failures ${JSON.stringify(r.switchFailures)}, states ${r.states.slice(-6).join(' ')}`).join('\n     ')}`);
+        throw new Error(`${e.message}\n     not on new: ${clientsOf.stuck((r) => clientsOf.live(r) && clientsOf.appOf(r) === 'new', cutAt)}`);
       });
       const allNew = Date.now();
       // Caught up: every client has every number published up to now.
@@ -105,7 +103,7 @@ export default async function () {
       assert(detect, `/client-config never named new as the failover target (changes: ${JSON.stringify(seen.changes)})`);
       const late = got.filter((r) => r.onNewAt - cutAt > withinMs);
       assertEqual(late.map((r) => `client ${r.i} ${secs(r.onNewAt - cutAt)} s`), [], `clients on new later than ${withinMs / 1000} s after the ${fault} (${summary(moves)})`);
-      assertEqual(lossless(got, pub.n, 1), [], `events and subscriptions (${pub.n} published)`);
+      assertEqual(lossless(got, pub.n, 1), [], `events and subscriptions (${pub.n} published; times after the ${fault}:${lostContext(got, pub, cutAt)})`);
       const told = got.filter((r) => !(r.failovers.length === 1 && r.failovers[0].from === 'old' && r.failovers[0].to === 'new'));
       assertEqual(told.map((r) => `client ${r.i}: ${JSON.stringify(r.failovers.map((f) => [f.from, f.to, f.reason]))}`), [],
         'each client told onFailover once, ("old", "new", …)');
@@ -148,7 +146,9 @@ export default async function () {
       await fleet.proxies.old.restore();
       await waitUntil(() => `every client back on old after the cut ended: ${JSON.stringify(clientsOf.where())}; ` +
         `/client-config failover: ${JSON.stringify(seen.current)}; onFailover e.g. ${JSON.stringify(got[0].failovers)}`,
-      () => clientsOf.all('old'), 45000);
+      () => clientsOf.all('old'), 45000).catch((e) => {
+        throw new Error(`${e.message}\n     not back on old (times after the cut ended): ${clientsOf.stuck((r) => clientsOf.live(r) && clientsOf.appOf(r) === 'old', restoredAt)}`);
+      });
       const backAt = Date.now();
       const target = pub.n;
       await waitUntil(() => `caught up to ${target}: ${got.filter((r) => r.numbers[r.numbers.length - 1] >= target).length} of ${N}`,
@@ -162,7 +162,7 @@ export default async function () {
         `${ended ? `${secs(ended - restoredAt)} s` : 'never'} later, all back on old ${secs(backAt - restoredAt)} s after the end ` +
         `(${summary(got.map((r) => r.backOldAt - restoredAt))}); ${pub.n} events`);
       assert(ended, `/client-config never ended the failover (changes: ${JSON.stringify(seen.changes)})`);
-      assertEqual(lossless(got, pub.n, 1), [], `events and subscriptions (${pub.n} published)`);
+      assertEqual(lossless(got, pub.n, 1), [], `events and subscriptions (${pub.n} published; times after the cut:${lostContext(got, pub, cutAt)})`);
       const told = got.filter((r) => {
         const f = r.failovers.map((x) => [x.from, x.to, x.reason]);
         return !(f.length === 2 && f[0][0] === 'old' && f[0][1] === 'new' && f[1][0] === 'new' && f[1][1] === 'old' && f[1][2] === 'return');
