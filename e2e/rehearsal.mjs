@@ -206,7 +206,10 @@ async function failoverDrill(kind) {
     pub.done = (async () => {
       while (!pub.stopped) {
         const t = Date.now();
-        await publisher.trigger('private-drill', 'tick', { n: pub.n + 1 }).then(() => pub.n++, (e) => { pub.errors++; pub.lastError = String(e && e.status); });
+        await publisher.trigger('private-drill', 'tick', { n: pub.n + 1 }).then(() => pub.n++, (e) => {
+          pub.errors++;
+          pub.lastError = `${new Date().toISOString()} ${e && e.status} ${e && e.body ? String(e.body).slice(0, 300) : e} after ${Date.now() - t} ms`;
+        });
         await sleep(Math.max(0, 50 - (Date.now() - t)));
       }
     })();
@@ -260,6 +263,7 @@ async function failoverDrill(kind) {
     Object.assign(r, { movedClients: moves.length, moveP50: pct(moves, 50), moveP90: pct(moves, 90), moveMax: moves.length ? Math.max(...moves) : NaN, published: pub.n, publishErrors: pub.errors });
     r.lost = 0;
     r.repeated = 0;
+    const clientFailures = [];
     for (const c of clients) {
       const first = c.numbers[0];
       const seen = new Set();
@@ -275,12 +279,13 @@ async function failoverDrill(kind) {
       if (c.succeeded !== 1) c.failures.push(`${c.succeeded} subscription_succeeded reached the app`);
       if (!(c.failovers.length === 1 && c.failovers[0][0] === 'old' && c.failovers[0][1] === 'new')) c.failures.push(`onFailover ${JSON.stringify(c.failovers)}`);
       if (!moved.has(c)) c.failures.push(`not on new within ${MOVE_LIMIT_MS / 1000} s (${appOf(c)}, ${c.pusher.connection.state})`);
-      r.failures.push(...c.failures.map((f) => `${c.uid}: ${f}`));
+      clientFailures.push(...c.failures.map((f) => `${c.uid}: ${f}`));
     }
     r.decisions = decisions;
     if (r.detectMs === null) r.failures.push(`a replica's /client-config never named the failover: ${JSON.stringify(r.detectPerReplica)}`);
     if (!decisions[0] || JSON.stringify(decisions[0]) !== JSON.stringify(decisions[1])) r.failures.push(`the replicas' /status disagree or name no decision: ${JSON.stringify(decisions)}`);
-    if (pub.errors) r.failures.push(`${pub.errors} publish(es) failed (last: ${pub.lastError})`);
+    if (pub.errors) r.failures.push(`${pub.errors} publish(es) failed (a failed one is published again with the same number: a repeat if it did arrive; last: ${pub.lastError})`);
+    r.failures.push(...clientFailures); // the fleet's failures first, then each client's
     fs.writeFileSync(path.join(out, 'status.json'), JSON.stringify(views, null, 2));
     failed = r.failures.length > 0;
   } catch (e) {
