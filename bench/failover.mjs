@@ -119,13 +119,14 @@ const { hostname, port, pathname } = new URL(url);
 const latencies = [];
 const done = [];
 let errors = 0, late = 0, pending = 0, k = 0, ended = false;
+const kinds = {};
 const idle = [];
 const queue = [];
 const finish = () => {
   if (ended || k < reads.length || pending) return;
   ended = true;
   for (const c of all) c.destroy();
-  parentPort.postMessage({ latencies, done, errors, late });
+  parentPort.postMessage({ latencies, done, errors, late, kinds });
 };
 const all = [];
 function open() {
@@ -152,7 +153,7 @@ function open() {
       c.buf = c.buf.subarray(end);
       const job = c.job;
       c.job = null;
-      if (status === 200) latencies.push(Number(process.hrtime.bigint() - job.ts) / 1e6); else errors++;
+      if (status === 200) latencies.push(Number(process.hrtime.bigint() - job.ts) / 1e6); else { errors++; kinds[status] = (kinds[status] || 0) + 1; }
       done.push(Date.now() - t0);
       pending--;
       release(c);
@@ -160,7 +161,7 @@ function open() {
   });
   c.on('error', () => {});
   c.on('close', () => {
-    if (c.job) { errors++; pending--; c.job = null; }
+    if (c.job) { errors++; kinds.closed = (kinds.closed || 0) + 1; pending--; c.job = null; }
     const i = idle.indexOf(c);
     if (i >= 0) idle.splice(i, 1);
     if (!ended) { const again = open(); release(again); }
@@ -216,6 +217,7 @@ async function replay(reads, url, pids) {
   for (const r of results) for (const ms of r.done) perSecond.set(Math.floor(ms / 1000), (perSecond.get(Math.floor(ms / 1000)) || 0) + 1);
   return {
     requests: reads.length, errors: results.reduce((a, r) => a + r.errors, 0), late: results.reduce((a, r) => a + r.late, 0),
+    kinds: results.reduce((m, r) => { for (const [x, v] of Object.entries(r.kinds)) m[x] = (m[x] || 0) + v; return m; }, {}),
     peak: Math.max(...perSecond.values()), mean: reads.length / wall, wall, p50: pct(latencies, 50), p99: pct(latencies, 99), cpu,
   };
 }
@@ -303,7 +305,7 @@ try {
     const r = await replay(reads, `http://127.0.0.1:${svc.port}/client-config`, [svc.proc.pid]);
     rows.push(['(i) /client-config, service', `${r.requests} reads of ${CLIENTS} clients in ${LOAD_SECS} s`,
       `peak ${r.peak}/s, mean ${fmt(r.mean, 0)}/s`, `p50 ${fmt(r.p50, 2)} ms, p99 ${fmt(r.p99, 2)} ms`,
-      `${fmt(r.cpu, 2)} CPU s (${fmt((100 * r.cpu) / r.wall)} % of a core, ${fmt((1e6 * r.cpu) / r.requests, 0)} µs per read)`, `${r.errors} errors, ${r.late} sent >100 ms late`]);
+      `${fmt(r.cpu, 2)} CPU s (${fmt((100 * r.cpu) / r.wall)} % of a core, ${fmt((1e6 * r.cpu) / r.requests, 0)} µs per read)`, `${r.errors} errors${r.errors ? ` ${JSON.stringify(r.kinds)}` : ''}, ${r.late} sent >100 ms late`]);
     await svc.stop();
     // The floor: nginx answering the same body from a file, same schedule.
     const dir = path.join(work, 'nginx-floor');
@@ -331,7 +333,7 @@ http {
     const f = await replay(reads, `http://127.0.0.1:${nginxPort}/client-config`, [nginx.pid, ...children(nginx.pid)]);
     rows.push(['(i) /client-config, floor (nginx, static file)', `${f.requests} reads, same schedule`,
       `peak ${f.peak}/s, mean ${fmt(f.mean, 0)}/s`, `p50 ${fmt(f.p50, 2)} ms, p99 ${fmt(f.p99, 2)} ms`,
-      `${fmt(f.cpu, 2)} CPU s (${fmt((100 * f.cpu) / f.wall)} % of a core, ${fmt((1e6 * f.cpu) / f.requests, 0)} µs per read)`, `${f.errors} errors, ${f.late} sent >100 ms late`]);
+      `${fmt(f.cpu, 2)} CPU s (${fmt((100 * f.cpu) / f.wall)} % of a core, ${fmt((1e6 * f.cpu) / f.requests, 0)} µs per read)`, `${f.errors} errors${f.errors ? ` ${JSON.stringify(f.kinds)}` : ''}, ${f.late} sent >100 ms late`]);
     await stop(nginx);
   }
 
