@@ -38,6 +38,8 @@ import runbook from './scenarios/runbook.mjs';
 import storm from './scenarios/storm.mjs';
 import recovery from './scenarios/recovery.mjs';
 import recovery_redis from './scenarios/recovery-redis.mjs';
+import failover from './scenarios/failover.mjs';
+import failover_redis from './scenarios/failover-redis.mjs';
 
 // Unhandled rejections inside pusher-js (e.g. a bad channel_data) must fail the run, not hang it.
 process.on('unhandledRejection', (e) => console.log(`unhandled rejection: ${e && e.stack ? e.stack : e}`));
@@ -74,6 +76,8 @@ try {
   await lossless();
   await recovery();
   await recovery_redis();
+  await failover();
+  await failover_redis();
   await runbook();
   await storm();
 
