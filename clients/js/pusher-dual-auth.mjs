@@ -459,6 +459,7 @@ async function recheck(client, attempt = 0, wanted = undefined) {
 async function apply(client, next) {
   if (next.app === client.current.app && next.key === client.current.key) {
     client.current = next;
+    client.version = next.version;
     return;
   }
   if (client.moving) {
@@ -479,6 +480,10 @@ async function apply(client, next) {
   try {
     if (works) await handover(client, next);
     else await plainMove(client, next);
+    // The version of the assignment it now holds: a client moved by its watchdog never
+    // heard the announcement of the failover, and must not take the one that ends it
+    // (the rollout's version again) for one already seen.
+    client.version = next.version;
     if (reason === null) {
       if (onSwitch) onSwitch(from, next.app);
     } else if (onFailover) {

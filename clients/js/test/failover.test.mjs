@@ -384,6 +384,24 @@ test('the end of a failover is a move too: onFailover(from, to, "return")', asyn
   assert.equal(pusher.key, 'old-key');
 });
 
+test('a client moved by its watchdog takes the return, whose version is the rollout\'s again (the one it connected with)', async () => {
+  const world = fakeWorld();
+  const cfg = fakeConfig();
+  const { pusher, told } = await connected(world, cfg);
+  await subscribed(pusher, 'private-x');
+  const atConnect = cfg.version;
+  world.down('old-key');
+  cfg.failTo('new'); // the failover's announcement goes out on old, which this client cannot hear
+  await until(() => told.length === 1);
+  world.up('old-key');
+  // As the service does: the end of a failover is the rollout's own version again.
+  Object.assign(cfg, { app: 'old', failover: null, version: atConnect });
+  world.publish('new-key', 'ctl', 'rollout-changed', { version: atConnect, spread_secs: 0, failover: null });
+  await until(() => told.length === 2, 10000);
+  assert.deepEqual(told, ['failover old->new unhealthy', 'failover new->old return']);
+  assert.equal(pusher.key, 'old-key');
+});
+
 test('flapping: while the answer keeps naming the same app nothing moves, and the reads stop once healthy', async () => {
   const world = fakeWorld();
   const cfg = fakeConfig();
