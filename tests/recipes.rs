@@ -20,7 +20,7 @@ use std::{
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
-use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
+use wiremock::MockServer;
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -63,25 +63,6 @@ fn write_secrets(dir: &Path) {
     ] {
         std::fs::write(dir.join(name), value).unwrap();
     }
-}
-
-/// The host app: the session check, each app's REST channel list (empty), the webhook handler.
-async fn host() -> MockServer {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let host = MockServer::start().await;
-    Mock::given(matchers::path("/internal/pusher-session"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"user_id": "u1"})))
-        .mount(&host)
-        .await;
-    Mock::given(matchers::path_regex("^/apps/[0-9]+/channels$"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"channels": {}})))
-        .mount(&host)
-        .await;
-    Mock::given(matchers::path("/pusher/webhook"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&host)
-        .await;
-    host
 }
 
 /// The merged events the host's webhook handler received, as "name channel".
@@ -244,7 +225,7 @@ async fn two_replicas_one_fleet(config: &str, host: &MockServer, env: &[(&str, &
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_compose_config_as_shipped_runs_two_replicas_on_one_redis_with_one_fleet_view() {
     let Some(redis) = RedisServer::start_persistent() else { return };
-    let host = host().await;
+    let host = common::host::start("/internal/pusher-session", "/pusher/webhook").await;
     let secrets = TempDir::new("recipe-compose-secrets");
     write_secrets(&secrets.0);
     let compose = read("deploy/docker/docker-compose.yml");
@@ -263,7 +244,7 @@ async fn the_compose_config_as_shipped_runs_two_replicas_on_one_redis_with_one_f
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kubernetes_configmap_as_shipped_runs_two_replicas_on_one_redis_with_one_fleet_view() {
     let Some(redis) = RedisServer::start_persistent() else { return };
-    let host = host().await;
+    let host = common::host::start("/internal/pusher-session", "/pusher/webhook").await;
     let secrets = TempDir::new("recipe-k8s-secrets");
     write_secrets(&secrets.0);
     let manifest = read("deploy/kubernetes/pusher-dual-auth.yaml");

@@ -10,7 +10,7 @@ use common::{Service, TempDir, env_or as rounds, redis_server::RedisServer};
 use pusher_dual_auth::pusher::hmac_sha256_hex;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
+use wiremock::MockServer;
 
 /// What the issue asks of every answer during an outage.
 const ANSWER_WITHIN: Duration = Duration::from_secs(2);
@@ -130,17 +130,7 @@ async fn a_redis_outage_refuses_webhooks_at_once_and_loses_or_repeats_nothing() 
     let _ = rustls::crypto::ring::default_provider().install_default();
     // Durable, as production runs it: what Redis acknowledged survives its kill.
     let Some(mut redis) = RedisServer::start_persistent() else { return };
-    let host = MockServer::start().await;
-    Mock::given(matchers::path("/check"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"user_id": "u1"})))
-        .mount(&host)
-        .await;
-    // The REST API's channel list for the start-up reconcile: empty.
-    Mock::given(matchers::path_regex("^/apps/[0-9]+/channels$"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"channels": {}})))
-        .mount(&host)
-        .await;
-    Mock::given(matchers::path("/hook")).respond_with(ResponseTemplate::new(200)).mount(&host).await;
+    let host = common::host::start("/check", "/hook").await;
     let dir = TempDir::new("redis-outage");
     let service = Service::start(&dir, &config(&host.uri(), redis.port));
     let client = Client {

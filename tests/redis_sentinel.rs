@@ -142,21 +142,6 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// The host: session check, empty channel lists, and every forwarded webhook taken.
-async fn host() -> MockServer {
-    let host = MockServer::start().await;
-    Mock::given(matchers::path("/check"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"user_id": "u1"})))
-        .mount(&host)
-        .await;
-    Mock::given(matchers::path_regex("^/apps/[0-9]+/channels$"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"channels": {}})))
-        .mount(&host)
-        .await;
-    Mock::given(matchers::method("POST")).respond_with(ResponseTemplate::new(200)).mount(&host).await;
-    host
-}
-
 type Answers = Arc<Mutex<Vec<(Instant, u16)>>>;
 
 /// The steady stream: two Pushers sending webhooks for new channels (each
@@ -306,9 +291,10 @@ async fn a_failover_under_load_refuses_webhooks_briefly_and_loses_or_repeats_non
     let _ = rustls::crypto::ring::default_provider().install_default();
     // Two replicas: after the failover one is left to acknowledge (replica_acks = 1).
     let Some(mut cluster) = SentinelCluster::start(2) else { return };
-    let host = host().await;
+    let host = common::host::start("/check", "/hook").await;
     let sentinels = cluster.sentinel_addrs();
     let (dir, plain_dir) = (TempDir::new("sentinel-acked"), TempDir::new("sentinel-plain"));
+    Mock::given(matchers::path("/plain")).respond_with(ResponseTemplate::new(200)).mount(&host).await;
     let service = Service::start(&dir, &config(&host.uri(), &sentinels, 1, "acked", "hook"));
     let plain = Service::start(&plain_dir, &config(&host.uri(), &sentinels, 0, "plain", "plain"));
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
@@ -356,7 +342,7 @@ async fn a_managed_endpoint_that_moves_is_followed_through_a_plain_url() {
     old.wait_for_replicas(1);
     // The endpoint: one address, in front of the primary.
     let endpoint = Proxy::start(old.port).await;
-    let host = host().await;
+    let host = common::host::start("/check", "/hook").await;
     let dir = TempDir::new("managed-endpoint");
     let url = format!("redis://127.0.0.1:{}/0", endpoint.port);
     let cfg = config(&host.uri(), &[], 1, "managed", "hook");

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod edit;
+pub mod host;
 pub mod nginx_tls;
 pub mod proxy;
 pub mod redis_server;
