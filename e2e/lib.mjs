@@ -186,3 +186,109 @@ export async function cutProxy(target) {
     },
   };
 }
+
+/**
+ * A TCP proxy to `target` that can fail the way a network does, until `restore()`:
+ * - `cut()`: resets every connection and refuses new ones (the app's host is gone);
+ * - `blackhole()`: a partition: every connection stays open but nothing is
+ *   forwarded either way (each socket is paused, so the kernel's buffers fill and
+ *   the peer's writes stall), and new connections are accepted and held, never
+ *   forwarded; nobody is told anything.
+ * `restore()` forwards new connections again; the connections a black hole held
+ * are destroyed then (as a partition outlasting a NAT or proxy table does), or
+ * kept held until `close()` with `{ release: false }`. `mode` is 'forward',
+ * 'cut' or 'blackhole'; `faults` lists each fault's start and end (ms).
+ */
+export async function faultProxy(target) {
+  const port = await freePort();
+  const piped = new Set(); // [client, upstream] pairs, forwarding
+  const held = new Set(); // sockets a black hole holds
+  let mode = 'forward';
+  const faults = [];
+  const quiet = (s) => s.on('error', () => {});
+  const hold = (s) => {
+    s.unpipe();
+    s.pause();
+    held.add(s);
+    s.on('close', () => held.delete(s));
+  };
+  const accept = (client) => {
+    quiet(client);
+    if (mode === 'blackhole') return hold(client);
+    const upstream = net.connect(target, '127.0.0.1');
+    quiet(upstream);
+    const pair = [client, upstream];
+    piped.add(pair);
+    for (const s of pair) s.on('close', () => piped.delete(pair));
+    client.pipe(upstream);
+    upstream.pipe(client);
+  };
+  let server = null;
+  const listen = async () => {
+    server = net.createServer(accept);
+    await new Promise((r) => server.listen(port, '127.0.0.1', r));
+  };
+  const stopListening = () => {
+    if (server) server.close(); // stops accepting at once (its callback would wait for the open connections)
+    server = null;
+  };
+  await listen();
+  return {
+    port,
+    get mode() {
+      return mode;
+    },
+    faults,
+    /** Resets every connection and refuses new ones, until restore(). */
+    cut() {
+      if (mode !== 'forward') throw new Error(`faultProxy: cut() while ${mode}`);
+      mode = 'cut';
+      faults.push({ kind: 'cut', at: Date.now() });
+      stopListening();
+      for (const pair of piped) for (const s of pair) s.resetAndDestroy();
+      piped.clear();
+    },
+    /** Holds every connection, open and new, forwarding nothing, until restore(). */
+    blackhole() {
+      if (mode !== 'forward') throw new Error(`faultProxy: blackhole() while ${mode}`);
+      mode = 'blackhole';
+      faults.push({ kind: 'blackhole', at: Date.now() });
+      for (const pair of piped) for (const s of pair) hold(s);
+      piped.clear();
+    },
+    /** Forwards new connections again; a black hole's held connections are destroyed unless `release: false`. */
+    async restore({ release = true } = {}) {
+      const was = mode;
+      if (was === 'forward') return;
+      mode = 'forward';
+      faults[faults.length - 1].until = Date.now();
+      if (was === 'cut') await listen();
+      if (release) for (const s of held) s.destroy();
+    },
+    /** Connections open now (forwarding) and held (by a black hole). */
+    counts() {
+      return { forwarding: piped.size, held: held.size };
+    },
+    close() {
+      for (const pair of piped) for (const s of pair) s.destroy();
+      for (const s of held) s.destroy();
+      stopListening();
+    },
+  };
+}
+
+/**
+ * The failover decision a replica's /status states (docs/failover.md: "the
+ * decision, since when"), as one value two replicas can be compared by: null
+ * when no app is failed, undefined when /status has no failover section; what is
+ * each replica's own (how many answers it redirected) is left out.
+ */
+export function failoverDecision(status) {
+  const f = status && status.failover;
+  if (!f || typeof f !== 'object') return undefined;
+  const d = f.decision !== undefined ? f.decision : f.active !== undefined ? f.active : null;
+  if (d === null || typeof d !== 'object') return d;
+  const { redirected, redirected_total, ...rest } = d;
+  void redirected, void redirected_total;
+  return rest;
+}

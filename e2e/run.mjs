@@ -30,6 +30,7 @@ import chromium_cors from './scenarios/chromium-cors.mjs';
 import publish from './scenarios/publish.mjs';
 import webhooks_status from './scenarios/webhooks-status.mjs';
 import nginx from './scenarios/nginx.mjs';
+import nginx_replicas from './scenarios/nginx-replicas.mjs';
 import rollout from './scenarios/rollout.mjs';
 import presence_bridge from './scenarios/presence-bridge.mjs';
 import lossless from './scenarios/lossless.mjs';
@@ -37,6 +38,8 @@ import runbook from './scenarios/runbook.mjs';
 import storm from './scenarios/storm.mjs';
 import recovery from './scenarios/recovery.mjs';
 import recovery_redis from './scenarios/recovery-redis.mjs';
+import failover from './scenarios/failover.mjs';
+import failover_redis from './scenarios/failover-redis.mjs';
 
 // Unhandled rejections inside pusher-js (e.g. a bad channel_data) must fail the run, not hang it.
 process.on('unhandledRejection', (e) => console.log(`unhandled rejection: ${e && e.stack ? e.stack : e}`));
@@ -67,11 +70,14 @@ try {
   await publish();
   await webhooks_status();
   await nginx();
+  await nginx_replicas();
   await rollout();
   await presence_bridge();
   await lossless();
   await recovery();
   await recovery_redis();
+  await failover();
+  await failover_redis();
   await runbook();
   await storm();
 

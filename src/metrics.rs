@@ -123,6 +123,15 @@ metrics! {
         "Events kept for recovery (kept, not_kept: the buffer could not take them) and handed back (recovered)",
         &["stage"],
     ),
+    // No labels, and no series until the first flush: absent without Redis, not a false 0.
+    redis_reachable: IntGaugeVec = IntGaugeVec::new(
+        Opts::new(
+            "pusher_redis_reachable",
+            "With [webhooks] state = \"redis\": 1 while this replica's fleet flush (every second) reaches Redis, 0 while not",
+        ),
+        &[],
+    )
+    .expect("a valid gauge family"),
     failover_healthy: IntGaugeVec = IntGaugeVec::new(
         Opts::new("pusher_failover_app_healthy", "1 while this replica's probes find the app healthy, 0 while not"),
         &["app"],
@@ -191,6 +200,10 @@ impl Metrics {
     /// Events the fan-out kept for recovery (`kept`), or could not (`not_kept`).
     pub fn recovery_kept(&self, kept: bool, n: u64) {
         self.recovered.with_label_values(&[if kept { "kept" } else { "not_kept" }]).inc_by(n);
+    }
+
+    pub fn redis_reachable(&self, ok: bool) {
+        self.redis_reachable.with_label_values::<&str>(&[]).set(i64::from(ok));
     }
 
     /// A probe of `app` and how long it took.

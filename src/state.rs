@@ -80,17 +80,21 @@ impl AppState {
         let metrics = Metrics::new();
         metrics.reload(true);
         let fleet = match settings.webhooks.as_ref().map(|w| &w.store) {
-            Some(crate::config::WebhookStore::Redis { url, prefix }) => {
+            Some(crate::config::WebhookStore::Redis { url, prefix, .. }) => {
                 Some(crate::fleet::Fleet::new(url, prefix)?)
             }
             _ => None,
         };
         let recovery = crate::recovery::Recovery::new(match settings.webhooks.as_ref().map(|w| &w.store) {
-            Some(crate::config::WebhookStore::Redis { url, prefix }) => Some((url.as_str(), prefix.as_str())),
+            Some(crate::config::WebhookStore::Redis { url, prefix, .. }) => {
+                Some((url.as_str(), prefix.as_str()))
+            }
             _ => None,
         })?;
         let redis = match settings.webhooks.as_ref().map(|w| &w.store) {
-            Some(crate::config::WebhookStore::Redis { url, prefix }) => Some((url.as_str(), prefix.as_str())),
+            Some(crate::config::WebhookStore::Redis { url, prefix, .. }) => {
+                Some((url.as_str(), prefix.as_str()))
+            }
             _ => None,
         };
         let replica = fleet.as_ref().map(|f| f.replica.clone()).unwrap_or_else(|| "this".into());
@@ -181,6 +185,10 @@ impl crate::fleet::flush::Reporter for AppState {
         self.fleet.as_ref()
     }
 
+    fn flushed(&self, ok: bool) {
+        self.metrics.redis_reachable(ok);
+    }
+
     fn row(&self, fleet: &crate::fleet::Fleet, stopping: bool) -> crate::fleet::ReplicaRow {
         let live = self.live();
         crate::fleet::ReplicaRow {
@@ -224,7 +232,10 @@ fn start_only_changes(running: &Settings, loaded: &Settings) -> Vec<&'static str
         ("server.workers", a.workers != b.workers),
         ("server.shutdown_timeout_secs", a.shutdown_timeout != b.shutdown_timeout),
         ("server.header_timeout_ms", a.header_timeout != b.header_timeout),
-        ("webhooks.state / redis_url / redis_prefix", store(running) != store(loaded)),
+        (
+            "webhooks.state / redis_url / sentinels / redis_prefix / replica_acks",
+            store(running) != store(loaded),
+        ),
         ("telemetry", running.telemetry != loaded.telemetry),
     ]
     .into_iter()
@@ -255,7 +266,10 @@ mod tests {
         };
         assert!(start_only_changes(&running, &hooks("")).is_empty(), "a memory [webhooks] added is live");
         let redis = hooks("state = \"redis\"\nredis_url = \"redis://127.0.0.1:9/0\"");
-        assert_eq!(start_only_changes(&running, &redis), ["webhooks.state / redis_url / redis_prefix"]);
+        assert_eq!(
+            start_only_changes(&running, &redis),
+            ["webhooks.state / redis_url / sentinels / redis_prefix / replica_acks"]
+        );
         let traced = settings("[server]\nworkers = 2\n[telemetry]\nsample_ratio = 0.5");
         assert_eq!(start_only_changes(&running, &traced), ["telemetry"], "[telemetry] applies at start");
     }

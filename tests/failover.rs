@@ -140,7 +140,12 @@ async fn a_hard_cut_fails_clients_over_and_an_operator_sends_them_back() {
     until_healthy(&s).await;
     let (app, failover) = assigned(&s).await;
     assert_eq!((app.as_str(), &failover), ("old", &Value::Null));
-    let version_before = get(s.port, "/client-config?uid=user-1").await["version"].clone();
+    let before = get(s.port, "/client-config?uid=user-1").await;
+    assert!(
+        before.as_object().unwrap().contains_key("failover"),
+        "with [failover] the field is there (null)"
+    );
+    let version_before = before["version"].clone();
 
     w.old.cut();
     let took = until_assigned(&s, "new", Duration::from_secs(10)).await;

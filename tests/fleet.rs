@@ -7,9 +7,8 @@
 mod common;
 
 use common::{Edit, Service, TempDir, redis_server::RedisServer};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::time::{Duration, Instant};
-use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
 
 const ANDROID: &str = "Dalvik/2.1.0 (Linux; U; Android 14; Pixel 8 Build/UQ1A)";
 const CHROME: &str =
@@ -51,21 +50,6 @@ to = "new"
 percent = {percent}
 "#
     )
-}
-
-async fn host() -> MockServer {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let host = MockServer::start().await;
-    Mock::given(matchers::path("/check"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"user_id": "u1"})))
-        .mount(&host)
-        .await;
-    Mock::given(matchers::path_regex("^/apps/[0-9]+/channels$"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"channels": {}})))
-        .mount(&host)
-        .await;
-    Mock::given(matchers::path("/hook")).respond_with(ResponseTemplate::new(200)).mount(&host).await;
-    host
 }
 
 async fn auth(http: &reqwest::Client, service: &Service, app: &str, user_agent: &str) {
@@ -134,7 +118,7 @@ async fn until_agreed(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_report_one_fleet_through_restarts_and_name_a_replica_left_behind() {
     let Some(redis) = RedisServer::start() else { return };
-    let host = host().await;
+    let host = common::host::start("/check", "/hook").await;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     let (dir_a, dir_b, dir_c) = (TempDir::new("fleet-a"), TempDir::new("fleet-b"), TempDir::new("fleet-c"));
     let mut a = Service::start(&dir_a, &config(&host.uri(), redis.port, 10));
@@ -222,7 +206,7 @@ async fn replicas_report_one_fleet_through_restarts_and_name_a_replica_left_behi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn made_up_builds_do_not_push_real_ones_out_of_the_fleet_table() {
     let Some(redis) = RedisServer::start() else { return };
-    let host = host().await;
+    let host = common::host::start("/check", "/hook").await;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     let (dir_a, dir_b) = (TempDir::new("fleet-flood-a"), TempDir::new("fleet-flood-b"));
     let a = Service::start(&dir_a, &config(&host.uri(), redis.port, 10));
@@ -271,7 +255,7 @@ async fn made_up_builds_do_not_push_real_ones_out_of_the_fleet_table() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_redis_is_down_auth_signs_and_status_says_stale_then_catches_up() {
     let Some(mut redis) = RedisServer::start_persistent() else { return };
-    let host = host().await;
+    let host = common::host::start("/check", "/hook").await;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     let dir = TempDir::new("fleet-outage");
     let a = Service::start(&dir, &config(&host.uri(), redis.port, 10));

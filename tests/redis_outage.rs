@@ -10,7 +10,7 @@ use common::{Service, TempDir, env_or as rounds, redis_server::RedisServer};
 use pusher_dual_auth::pusher::hmac_sha256_hex;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
+use wiremock::MockServer;
 
 /// What the issue asks of every answer during an outage.
 const ANSWER_WITHIN: Duration = Duration::from_secs(2);
@@ -130,17 +130,7 @@ async fn a_redis_outage_refuses_webhooks_at_once_and_loses_or_repeats_nothing() 
     let _ = rustls::crypto::ring::default_provider().install_default();
     // Durable, as production runs it: what Redis acknowledged survives its kill.
     let Some(mut redis) = RedisServer::start_persistent() else { return };
-    let host = MockServer::start().await;
-    Mock::given(matchers::path("/check"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"user_id": "u1"})))
-        .mount(&host)
-        .await;
-    // The REST API's channel list for the start-up reconcile: empty.
-    Mock::given(matchers::path_regex("^/apps/[0-9]+/channels$"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"channels": {}})))
-        .mount(&host)
-        .await;
-    Mock::given(matchers::path("/hook")).respond_with(ResponseTemplate::new(200)).mount(&host).await;
+    let host = common::host::start("/check", "/hook").await;
     let dir = TempDir::new("redis-outage");
     let service = Service::start(&dir, &config(&host.uri(), redis.port));
     let client = Client {
@@ -148,6 +138,17 @@ async fn a_redis_outage_refuses_webhooks_at_once_and_loses_or_repeats_nothing() 
         base: format!("http://127.0.0.1:{}", service.port),
     };
     client.webhook_until_acknowledged(&occupied("private-before")).await;
+    let reachable = |want: f64| {
+        let service = &service;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while service.metric("pusher_redis_reachable ") != want {
+                assert!(Instant::now() < deadline, "pusher_redis_reachable never became {want}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    reachable(1.0).await;
 
     let (kills, freezes) = (rounds("REDIS_OUTAGE_KILLS", 20), rounds("REDIS_OUTAGE_FREEZES", 5));
     let mut expected = vec!["private-before".to_owned()];
@@ -173,10 +174,16 @@ async fn a_redis_outage_refuses_webhooks_at_once_and_loses_or_repeats_nothing() 
         assert_eq!(retry_after.as_deref(), Some("1"), "round {round}: 503 says when to retry");
         assert_eq!(auth, 200, "round {round} ({what}): auth needs no Redis");
         assert!(auth_took < ANSWER_WITHIN, "round {round}: auth took {auth_took:?}");
+        if round == 0 {
+            reachable(0.0).await; // what the RedisUnavailable alert reads
+        }
         if killed {
             redis.restart();
         } else {
             redis.thaw();
+        }
+        if round == 0 {
+            reachable(1.0).await;
         }
         client.webhook_until_acknowledged(&body).await;
         expected.push(channel);

@@ -25,7 +25,11 @@ export interface ConnectOptions {
    * a local sockudo). Default false: such an answer is refused.
    */
   allowNoTLS?: boolean;
-  /** Called once a move (make-before-break) is complete: every channel live on the new app. */
+  /**
+   * Called once a move is complete: every channel live on the new app. Make-before-break
+   * while the client's connection works; else (it is down) the client switches at once and
+   * each channel recovers what it missed. A failover, or its end, is told to `onFailover` instead.
+   */
   onSwitch?: (from: string, to: string) => void;
   /**
    * Called when a move could not be made (the target refused a subscription, did not
@@ -35,6 +39,26 @@ export interface ConnectOptions {
    * reconnect was refused (see `connect`) on every re-read: the client stays where it is.
    */
   onSwitchFailed?: (from: string, to: string, error: Error) => void;
+  /**
+   * Called once per failover move, instead of `onSwitch`: the service sent the client to
+   * the healthy app (`reason` is the answer's `failover.reason`: `"unhealthy"` for the
+   * fleet's decision, `"operator"` for a manual one), or back when the failover ended
+   * (`"return"`). Every channel is live on `to` by then (or, off a dead app, after
+   * handoverTimeoutMs at most: the client keeps connecting there); the app saw no second
+   * `subscription_succeeded`, and recovery delivered what was missed.
+   */
+  onFailover?: (from: string, to: string, reason: 'unhealthy' | 'operator' | 'return' | (string & {})) => void;
+  /**
+   * The watchdog on the client's own connection, for a failover the client cannot hear
+   * announced (its app is down): when it is suspected, /client-config is re-read (the first
+   * read within 1 s at random, then backing off 2 s × 1.5 per read up to 30 s, each
+   * ±50 %) until it is healthy again or told another app, and the client moves there:
+   * make-before-break while its connection works, else a plain connect followed by
+   * recovery of every channel. Default on with the defaults below; `false` turns it off
+   * (an announced failover is still followed). The app's own `disconnect()` pauses it
+   * until its `connect()`.
+   */
+  failover?: FailoverLimits | false;
   /**
    * An id per event, for an exact match of the copies that arrive on both apps during a
    * move: each id is then delivered once. Without it, copies are matched by event name
@@ -69,6 +93,27 @@ export interface ConnectOptions {
    * function of the app the client is on.
    */
   recoverEndpoint?: string | ((app: string) => string);
+}
+
+export interface FailoverLimits {
+  /** Suspect the connection when it has not been 'connected' for this long (default 3000). */
+  afterMs?: number;
+  /**
+   * When connected but nothing came for this long, the helper sends `pusher:ping` (an idle
+   * healthy client: at most once per silentMs; default 10000) …
+   */
+  silentMs?: number;
+  /** … and suspects the connection if nothing (not even `pusher:pong`) comes within this (default 5000). */
+  pongMs?: number;
+}
+
+/** GET /client-config's `failover`: while an app is failed over, every client is sent to `to`. */
+export interface FailoverState {
+  from: string;
+  to: string;
+  since_ms: number;
+  /** `"unhealthy"`: the fleet's decision; `"operator"`: a manual one. */
+  reason: 'unhealthy' | 'operator' | (string & {});
 }
 
 export interface RecoveryOptions {
@@ -199,6 +244,11 @@ export interface ClientConfig {
   /** A public channel name (not private- or presence-). */
   control_channel: string;
   version: number;
+  /**
+   * Set while an app is failed over (every client is sent to the healthy one); else null.
+   * Anything but null or `{ from, to, reason }` (strings) refuses the answer.
+   */
+  failover?: FailoverState | null;
 }
 
 /**

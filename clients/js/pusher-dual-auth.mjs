@@ -21,11 +21,18 @@
 // service's buffer, once and in order before newer live events, or is told
 // that it could not (see recovery; recover() does the same for plain pusher-js).
 //
+// With a service that has [failover], a client whose app fails moves by itself:
+// it cannot hear the announcement there, so it watches its own connection, and
+// when that looks dead re-reads /client-config until it is told the healthy app;
+// it moves make-before-break if its connection still works, else at once, each
+// channel recovering what it missed (see failover).
+//
 // One file on purpose (copy it into your sources, or `npm pack`), in parts that
 // read on their own, in this order:
 //   connect       connect(): the instance, its options, the control channel
 //   assignment    reading /client-config, announcements, re-reads, applying a change
 //   handover      one move, make-before-break, in its phases
+//   failover      the client's own connection watched; a plain move off a dead app (Watchdog, plainMove)
 //   answer check  what the /client-config answer may set (checkAnswer)
 //   presence      the other apps' members merged into a presence channel (bridgePresence)
 //   merge         several connections' events as one stream (DedupFilter)
@@ -43,6 +50,7 @@
  * @typedef {ConnectOptions & { _trace?: (channel: string, ...seen: Parameters<Trace>) => void }} ConnectSettings
  */
 /** @typedef {import('./pusher-dual-auth').RetryLimits} RetryLimits */
+/** @typedef {Required<import('./pusher-dual-auth').FailoverLimits>} FailoverLimits */
 /** @typedef {import('./pusher-dual-auth').RetryingAuthOptions} RetryingAuthOptions */
 /** @typedef {import('./pusher-dual-auth').AuthRequestParams} AuthRequestParams */
 /** @typedef {import('./pusher-dual-auth').AuthCallback} AuthCallback */
@@ -84,7 +92,9 @@
  * @property {(event: { event: string, channel: string, data: unknown }) => void} [handleEvent]  pusher-js's (decrypts, then emits)
  * @property {Track} [__dualRecovery]  recovery's state of the channel
  * @property {() => void} [__dualResync]  recovery's re-sync after a move
+ * @property {() => void} [__dualRecover]  recovery's recovery after a re-subscription the app is not told of (a plain move)
  * @property {() => void} [__dualBridgeSync]
+ * @property {boolean} [__dualShown]  the app has been told the channel is subscribed (see markShown)
  */
 
 /**
@@ -99,6 +109,8 @@
  * @property {() => Channel[]} allChannels
  * @property {() => void} signin
  * @property {() => void} disconnect
+ * @property {() => void} [connect]
+ * @property {(event: string, data: unknown, channel?: string) => boolean} [send_event]
  * @property {(to: { appKey: string, cluster: string }) => void} [switchCluster]  pusher-js >= 8.4
  * @property {PusherConfig} [config]  pusher-js >= 8
  */
@@ -142,6 +154,8 @@ const RECHECK_MAX_MS = 8000;
  * @property {PusherOptions} options  the app's own pusher-js options
  * @property {ConnectOptions['onSwitch']} onSwitch
  * @property {ConnectOptions['onSwitchFailed']} onSwitchFailed
+ * @property {ConnectOptions['onFailover']} onFailover
+ * @property {FailoverLimits | false} failover  false: no watchdog
  * @property {ConnectOptions['eventId']} eventId
  * @property {typeof fetch} fetch
  * @property {() => number} random
@@ -166,6 +180,8 @@ const RECHECK_MAX_MS = 8000;
  * @property {boolean} recheckAfterMove  an assignment changed during the move: re-read when it ends
  * @property {Map<string, unknown>} bridgeSnapshots  presence channel → the other apps' members, as its authorization answered
  * @property {Recovery | null} recovery  null with `recovery: false`
+ * @property {Watchdog | null} watchdog  null with `failover: false`
+ * @property {Map<string, Map<string, unknown> | null>} membersAtDrop  channel → its members when the connection last left 'connected'
  */
 
 /**
@@ -189,7 +205,7 @@ export async function connect(Pusher, settings) {
   const client = {
     Pusher, settings, opts, read: () => readAssignment(url, trust, opts), pusher: null, current: null,
     version: undefined, pending: null, again: null, moving: false, recheckAfterMove: false, bridgeSnapshots: new Map(),
-    recovery: null,
+    recovery: null, watchdog: null, membersAtDrop: new Map(),
   };
   client.current = await client.read();
   client.pusher = new Pusher(client.current.key, pusherOptions(client, client.current, () => client.current, () => client.pusher));
@@ -209,6 +225,7 @@ export async function connect(Pusher, settings) {
   client.pusher.connection.bind('connected', () => {
     if (!client.moving) recheck(client);
   });
+  watchConnection(client);
   return /** @type {P} */ (client.pusher);
 }
 
@@ -218,12 +235,15 @@ export async function connect(Pusher, settings) {
  */
 function settingsOf(settings) {
   const {
-    options = {}, onSwitch, onSwitchFailed, eventId,
+    options = {}, onSwitch, onSwitchFailed, onFailover, eventId,
     fetch: fetchImpl = globalThis.fetch, random = Math.random,
     connectTimeoutMs = 20000, handoverTimeoutMs = HANDOVER_TIMEOUT_MS,
   } = settings;
   const retry = settings.retry === undefined ? {} : settings.retry;
-  return { options, onSwitch, onSwitchFailed, eventId, fetch: fetchImpl, random, connectTimeoutMs, handoverTimeoutMs, retry };
+  const failover = settings.failover === false ? false : { ...FAILOVER_LIMITS, ...(settings.failover || {}) };
+  return {
+    options, onSwitch, onSwitchFailed, onFailover, failover, eventId, fetch: fetchImpl, random, connectTimeoutMs, handoverTimeoutMs, retry,
+  };
 }
 
 /**
@@ -284,7 +304,8 @@ function retrying(client, kind, own, endpoint, instance) {
  * What the helper layers over each channel the app subscribes to (laravel-echo
  * subscribes through here too): presence channels merge the members the service
  * bridges from the other apps; every channel but the control channel is recovered
- * after a reconnect (see recovery), over the presence merge.
+ * after a reconnect (see recovery), over the presence merge; on top, a mark once
+ * the app was told it is subscribed (a plain move does not tell it again).
  * @param {Client} client
  */
 function layerOnSubscribe(client) {
@@ -296,6 +317,7 @@ function layerOnSubscribe(client) {
       bridgePresence(channel, () => client.current.app, client.bridgeSnapshots);
     }
     if (client.recovery) client.recovery.attach(channel);
+    markShown(channel);
     return channel;
   };
 }
@@ -425,9 +447,11 @@ async function recheck(client, attempt = 0, wanted = undefined) {
 }
 
 /**
- * Moves the client to `next` if it names another app (a handover), else takes it
- * as the current assignment. One move at a time: a change during a move is
- * re-read when it ends.
+ * Moves the client to `next` if it names another app, else takes it as the
+ * current assignment. The move is make-before-break (a handover) while the
+ * client's own connection works, else a plain move (see failover). A failover,
+ * or the end of one, is told to onFailover, any other move to onSwitch. One move
+ * at a time: a change during a move is re-read when it ends.
  *
  * @param {Client} client
  * @param {Assignment} next
@@ -435,27 +459,41 @@ async function recheck(client, attempt = 0, wanted = undefined) {
 async function apply(client, next) {
   if (next.app === client.current.app && next.key === client.current.key) {
     client.current = next;
+    client.version = next.version;
     return;
   }
   if (client.moving) {
     client.recheckAfterMove = true; // the move under way re-checks when it ends
     return;
   }
-  const { onSwitch, onSwitchFailed } = client.opts;
+  const { onSwitch, onSwitchFailed, onFailover } = client.opts;
   const from = client.current.app;
+  const reason = failoverReason(client.current, next);
   if (typeof client.pusher.switchCluster !== 'function') {
     // pusher-js < 8.4: the client stays where it is; the assignment applies at the next page load.
     if (onSwitchFailed) onSwitchFailed(from, next.app, new Error('pusher-js without switchCluster (< 8.4): applies at the next page load'));
     return;
   }
+  const works = connectionWorks(client);
   client.moving = true;
+  if (client.watchdog) client.watchdog.calm(); // not during the move: its re-reads stop, a read under way is dropped
   try {
-    await handover(client, next);
-    if (onSwitch) onSwitch(from, next.app);
+    if (works) await handover(client, next);
+    else await plainMove(client, next);
+    // The version of the assignment it now holds: a client moved by its watchdog never
+    // heard the announcement of the failover, and must not take the one that ends it
+    // (the rollout's version again) for one already seen.
+    client.version = next.version;
+    if (reason === null) {
+      if (onSwitch) onSwitch(from, next.app);
+    } else if (onFailover) {
+      onFailover(from, next.app, reason);
+    }
   } catch (e) {
     moveFailed(client, from, next.app, e);
   } finally {
     client.moving = false;
+    if (client.watchdog) client.watchdog.reset(); // watched afresh on the app it is on now
     if (client.recheckAfterMove) {
       client.recheckAfterMove = false;
       recheck(client);
@@ -673,6 +711,18 @@ function switchOver(client, move) {
   pusher.connection.bind('connected', primaryNow);
   move.undoMine.push(() => pusher.connection.unbind('connected', primaryNow));
   move.switched = true;
+  switchTo(client, next);
+}
+
+/**
+ * The client's own instance switches to `next`: its options first (it authorizes
+ * at the target's endpoints), then switchCluster, which reconnects from any state.
+ *
+ * @param {Client} client
+ * @param {Assignment} next
+ */
+function switchTo(client, next) {
+  const { pusher } = client;
   client.current = next;
   pusher.options = { ...pusher.options, ...pusherOptions(client, next, () => client.current, () => pusher) };
   pusher.switchCluster({ appKey: next.key, cluster: next.cluster });
@@ -703,6 +753,337 @@ function endMove(move) {
 }
 
 // ---------------------------------------------------------------------------
+// failover: the client's own connection watched, and a plain move off a dead app
+//
+// With [failover], /client-config names the healthy app to every client while one has
+// failed (`failover: { from, to, since_ms, reason }`), and both control channels
+// announce it: a client on the failed app may never hear that. So the Watchdog watches
+// the client's own connection: not 'connected' for afterMs, or connected but silent
+// for silentMs and then no message (not even pusher:pong) within pongMs of the
+// helper's own pusher:ping. Suspected, it re-reads /client-config (the first read
+// within REREAD_FIRST_MS at random, then REREAD_NEXT_MS × REREAD_FACTOR per read, at
+// most REREAD_MAX_MS, each ±50 %: a fleet that lost its app does not read at once)
+// until the connection is healthy again or the answer names another app, and then
+// applies it (apply). A move whose connection works is make-before-break (handover);
+// one off a dead or black-holed connection is a plain move (plainMove): the instance
+// switches at once, each channel re-subscribes there without the app being told again
+// (members that differ are), and recovery delivers what it missed.
+// ---------------------------------------------------------------------------
+
+/** connect()'s `failover` defaults. */
+const FAILOVER_LIMITS = { afterMs: 3000, silentMs: 10000, pongMs: 5000 };
+/** A suspected connection's re-reads of the assignment (see above). */
+const REREAD_FIRST_MS = 1000;
+const REREAD_NEXT_MS = 2000;
+const REREAD_FACTOR = 1.5;
+const REREAD_MAX_MS = 30000;
+
+/**
+ * What onFailover is told for a move from `current` to `next` (another app): the
+ * answer's failover reason, 'return' when a failover ended, or null (an ordinary
+ * rollout move, told to onSwitch).
+ * @param {Assignment} current
+ * @param {Assignment} next
+ * @returns {string | null}
+ */
+function failoverReason(current, next) {
+  if (next.failover) return next.failover.reason;
+  if (current.failover) return 'return';
+  return null;
+}
+
+/**
+ * Whether the client's own connection works: connected and not suspected. Only
+ * then can a move be make-before-break (the old connection delivers until the switch).
+ * @param {Client} client
+ */
+function connectionWorks(client) {
+  return client.pusher.connection.state === 'connected' && !(client.watchdog && client.watchdog.suspected);
+}
+
+/**
+ * Set up at connect(), once the first connection is up: each presence channel's
+ * members as the app last saw them, kept when the connection leaves 'connected'
+ * (pusher-js empties them then; a plain move tells the app what differs from
+ * these); the Watchdog, unless `failover: false`; and the app's own disconnect()
+ * stops it (connect() starts it again): the app closed the connection, the helper
+ * does not fight that.
+ * @param {Client} client
+ */
+function watchConnection(client) {
+  const { pusher } = client;
+  // 'state_change' comes before the state's own event, to which pusher-js binds its reset.
+  pusher.connection.bind('state_change', (/** @type {{ previous?: string, current?: string }} */ change) => {
+    if (!change || change.previous !== 'connected' || change.current === 'connected') return;
+    client.membersAtDrop = new Map(pusher.allChannels().map((c) => [c.name, membersOf(c)]));
+  });
+  if (client.opts.failover === false) return;
+  const watchdog = new Watchdog(client, client.opts.failover);
+  client.watchdog = watchdog;
+  const disconnectHere = pusher.disconnect.bind(pusher);
+  pusher.disconnect = () => {
+    watchdog.stop();
+    disconnectHere();
+  };
+  if (typeof pusher.connect === 'function') {
+    const connectHere = pusher.connect.bind(pusher);
+    pusher.connect = () => {
+      connectHere();
+      watchdog.start();
+    };
+  }
+}
+
+/**
+ * Watches the client's own connection (see above): one check timer (down, silent,
+ * or waiting for the pong), and while suspected one re-read loop. Paused while a
+ * move is under way (apply() resets it after); stopped while the app has disconnected.
+ */
+class Watchdog {
+  /**
+   * @param {Client} client
+   * @param {FailoverLimits} limits
+   */
+  constructor(client, limits) {
+    this.client = client;
+    this.limits = limits;
+    this.suspected = false;
+    this.stopped = false;
+    /** Messages received, and when the last one came ('connected' counts as one). */
+    this.messages = 0;
+    this.heard = Date.now();
+    /** Since when the connection has not been 'connected' (null: it is). */
+    this.downSince = /** @type {number | null} */ (null);
+    /** The message count when the helper pinged (null: no ping waiting for an answer), and when. */
+    this.pinged = /** @type {number | null} */ (null);
+    this.pingAt = 0;
+    /** @type {Timer | null} */
+    this.timer = null;
+    /** @type {Timer | null} the next re-read */
+    this.reread = null;
+    /** Re-reads since the suspicion; the loop's generation (a read from an older loop is dropped). */
+    this.reads = 0;
+    this.gen = 0;
+    const { connection } = client.pusher;
+    connection.bind('state_change', (/** @type {{ current?: string }} */ change) => this.changed(change && change.current));
+    connection.bind('message', () => this.message());
+    this.reset();
+  }
+
+  /** The app connected again after its disconnect(): watched afresh. */
+  start() {
+    this.stopped = false;
+    this.reset();
+  }
+
+  /** The app disconnected: nothing is watched until it connects again. */
+  stop() {
+    this.stopped = true;
+    this.calm();
+    clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  /** Watched afresh from now, as the connection is (after a move, or start()). */
+  reset() {
+    if (this.stopped) return;
+    this.calm();
+    const up = this.client.pusher.connection.state === 'connected';
+    this.downSince = up ? null : Date.now();
+    this.heard = Date.now();
+    this.pinged = null;
+    this.arm(up ? this.limits.silentMs : this.limits.afterMs);
+  }
+
+  /** @param {string | undefined} state */
+  changed(state) {
+    if (this.stopped) return;
+    if (state === 'connected') {
+      this.downSince = null;
+      this.heard = Date.now();
+      this.pinged = null;
+      if (this.suspected) this.calm();
+      return this.arm(this.limits.silentMs);
+    }
+    if (this.downSince !== null) return; // connecting → unavailable → connecting: down since the first
+    this.downSince = Date.now();
+    this.pinged = null;
+    if (!this.suspected) this.arm(this.limits.afterMs);
+  }
+
+  message() {
+    this.messages++;
+    this.heard = Date.now();
+    if (this.suspected && !this.stopped && this.client.pusher.connection.state === 'connected') {
+      this.calm();
+      this.arm(this.limits.silentMs);
+    }
+  }
+
+  /** @param {number} ms */
+  arm(ms) {
+    clearTimeout(this.timer);
+    this.timer = later(() => this.check(), Math.max(0, ms));
+  }
+
+  check() {
+    this.timer = null;
+    if (this.stopped || this.suspected) return;
+    const { afterMs, silentMs, pongMs } = this.limits;
+    if (this.client.moving) return this.arm(afterMs); // a move reconnects on purpose: apply() resets after it
+    const now = Date.now();
+    if (this.client.pusher.connection.state !== 'connected') {
+      if (this.downSince === null) this.downSince = now;
+      const left = this.downSince + afterMs - now;
+      return left > 0 ? this.arm(left) : this.suspect();
+    }
+    if (this.pinged !== null) {
+      if (this.messages > this.pinged) {
+        this.pinged = null; // answered (or anything else came): alive
+      } else {
+        const left = this.pingAt + pongMs - now;
+        return left > 0 ? this.arm(left) : this.suspect();
+      }
+    }
+    const quiet = now - this.heard;
+    if (quiet < silentMs) return this.arm(silentMs - quiet);
+    // Silent: a healthy connection answers a ping, even with nothing to deliver.
+    this.pinged = this.messages;
+    this.pingAt = now;
+    const { pusher } = this.client;
+    if (typeof pusher.send_event === 'function') pusher.send_event('pusher:ping', {});
+    this.arm(pongMs);
+  }
+
+  /**
+   * The connection is suspected: the re-read loop starts (one at a time). Only with a
+   * service that has [failover] (its answers carry `failover`): else a re-read could
+   * not move the client, and a fleet of dropped clients would only load the service.
+   */
+  suspect() {
+    if (this.suspected || !('failover' in this.client.current)) return;
+    this.suspected = true;
+    this.reads = 0;
+    this.schedule();
+  }
+
+  /** Not (or no longer) suspected: the loop stops; a read under way is dropped. */
+  calm() {
+    this.suspected = false;
+    this.gen++;
+    clearTimeout(this.reread);
+    this.reread = null;
+  }
+
+  schedule() {
+    const { random } = this.client.opts;
+    const n = this.reads;
+    const delay = n === 0
+      ? random() * REREAD_FIRST_MS
+      : Math.min(REREAD_MAX_MS, REREAD_NEXT_MS * REREAD_FACTOR ** (n - 1)) * (0.5 + random());
+    const gen = this.gen;
+    clearTimeout(this.reread);
+    this.reread = later(() => this.read(gen), Math.floor(delay));
+  }
+
+  /**
+   * One re-read: another app → apply() (which resets the watchdog after the move);
+   * the same app → read again later; not read (an error, or refused by checkAnswer)
+   * counts as the same.
+   * @param {number} gen
+   */
+  async read(gen) {
+    this.reread = null;
+    if (gen !== this.gen) return;
+    this.reads++;
+    /** @type {Assignment | null} */
+    let next = null;
+    try {
+      next = await this.client.read();
+    } catch {
+      // not read: backs off as for the same app
+    }
+    if (gen !== this.gen) return; // healthy again (or reset) meanwhile
+    const { current } = this.client;
+    if (next && (next.app !== current.app || next.key !== current.key)) {
+      apply(this.client, next);
+      return;
+    }
+    if (next) this.client.current = next;
+    this.schedule();
+  }
+}
+
+/**
+ * The app's channel: marked once the app has been told it is subscribed, so a
+ * plain move swallows its re-subscription (and only then). Over the helper's other layers.
+ * @param {Channel} channel
+ */
+function markShown(channel) {
+  if (channel.__dualShown !== undefined) return;
+  channel.__dualShown = false;
+  const below = originalEmit(channel);
+  /** @type {Emit} */
+  const handler = (event, data, meta) => {
+    if (event === 'pusher:subscription_succeeded') channel.__dualShown = true;
+    return below(event, data, meta);
+  };
+  channel.__dualEmit = handler;
+  channel.emit = handler;
+}
+
+/**
+ * A move off a connection that does not work (dead, or connected and black-holed):
+ * the instance switches to `next` at once. Each channel the app was told is
+ * subscribed re-subscribes there unseen: no second subscription_succeeded, but the
+ * presence merge re-synced and the members that differ told, and recovery asked
+ * for what it missed (holding live events until then); a refusal is let through.
+ * Resolves once every channel is settled there, or after handoverTimeoutMs (the
+ * instance keeps connecting there: the move is made either way).
+ *
+ * @param {Client} client
+ * @param {Assignment} next
+ */
+async function plainMove(client, next) {
+  const { pusher } = client;
+  // Connected but silent: pusher-js still lists the members the app saw; else they were kept at the drop.
+  const up = pusher.connection.state === 'connected';
+  const rejoined = pusher.allChannels().filter((c) => c.__dualShown).map((channel) => {
+    const before = up || !client.membersAtDrop.has(channel.name) ? membersOf(channel) : client.membersAtDrop.get(channel.name);
+    return rejoin(channel, before);
+  });
+  switchTo(client, next);
+  const timeoutMs = client.opts.handoverTimeoutMs;
+  await within(Promise.all(rejoined), timeoutMs, `re-subscribing on ${next.app}`).catch(() => {});
+}
+
+/**
+ * The channel's next subscription (on the new app) is not told to the app: see plainMove.
+ * @param {Channel} channel
+ * @param {Map<string, unknown> | null} before  its presence members as the app saw them
+ * @returns {Promise<void>}  settled on its subscription_succeeded or subscription_error
+ */
+function rejoin(channel, before) {
+  return new Promise((resolve) => {
+    const deliver = originalEmit(channel);
+    const undo = intercept(channel, (event, data, meta) => {
+      if (event === 'pusher:subscription_succeeded') {
+        undo();
+        if (channel.__dualBridgeSync) channel.__dualBridgeSync(); // the other apps' members, as the new app's authorization said
+        memberChanges(before, membersOf(channel), rawEmit(channel));
+        if (channel.__dualRecover) channel.__dualRecover(); // what it missed, before what comes live from here
+        return resolve();
+      }
+      if (event === 'pusher:subscription_error') {
+        undo();
+        resolve();
+      }
+      return deliver(event, data, meta);
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------
 // answer check: what the /client-config answer may set. The service never sends anything
 // else, but the answer crosses a trust boundary (a cache, a misrouted proxy, a
 // compromised config): the auth endpoints receive the app's headers (CSRF token,
@@ -717,6 +1098,7 @@ function endMove(move) {
 //   read as slashes).
 // - cluster must be a cluster name: pusher-js writes it into host names.
 // - control_channel must be a public channel name: the helper joins it.
+// - failover must be null or { from, to, reason } with strings: reason is told to onFailover.
 // - client_options may set only the pusher-js options below. Where the
 //   connection goes (HOST_OPTIONS, PORT_OPTIONS, PATH_OPTIONS) needs the app's
 //   allowedHosts; forceTLS: false needs allowNoTLS: true; turning stats on and
@@ -943,6 +1325,10 @@ function checkAnswer(cfg, configUrl, trust, own) {
   const control = typeof cfg.control_channel === 'string' && /^[A-Za-z0-9_\-=@,.;]{1,164}$/.test(cfg.control_channel) &&
     !/^(?:private|presence)-/.test(cfg.control_channel);
   if (!control) problems.push(`control_channel ${show(cfg.control_channel)} is not a public channel name (the helper would authorize and join it as your user)`);
+  const f = /** @type {Record<string, unknown> | null | undefined} */ (cfg.failover);
+  const failover = f === undefined || f === null ||
+    (typeof f === 'object' && !Array.isArray(f) && ['from', 'to', 'reason'].every((k) => typeof f[k] === 'string' && f[k].length <= 200));
+  if (!failover) problems.push(`failover ${show(f)} is not null or { from, to, reason } (strings)`);
   /** @type {Record<string, unknown>} */
   const clientOptions = {};
   const given = cfg.client_options;
@@ -1573,6 +1959,7 @@ class Recovery {
     channel.__dualEmit = handler;
     channel.emit = handler;
     channel.__dualResync = () => this.resubscribed(t);
+    channel.__dualRecover = () => this.subscribed(t);
     this.tracks.add(t);
     this.tick();
     if (channel.subscribed) this.subscribed(t); // recover() on an instance already subscribed

@@ -106,7 +106,8 @@ export default async function () {
         assertEqual(repeats, [], `client ${r.i}: nothing repeated across the gap`);
         assertEqual(r.gaps.length, 1, `client ${r.i}: one recovery_gap (${JSON.stringify(r.gaps)})`);
         assertEqual([r.gaps[0].channel, r.gaps[0].reason], ['private-recovery-redis', 'evicted'], `client ${r.i}: the gap says what is known`);
-        assert(w.gapsAndRepeats(after).length === 1, `client ${r.i}: the numbers jump once, where the window ran out`);
+        const jumps = w.gapsAndRepeats(after);
+        assert(jumps.length === 1, `client ${r.i}: the numbers jump once, where the window ran out: ${JSON.stringify(jumps)} (gap ${JSON.stringify(r.gaps[0])})`);
       }
       console.log(`     recovery with Redis: ${n} events through replica a, recovered through nginx to both replicas`);
     } finally {

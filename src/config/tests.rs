@@ -353,3 +353,56 @@ fn failover_needs_two_apps_and_sane_timings() {
     }
     assert!(Settings::from_toml(&with(rollout, "enabled = true\nreturn = \"sometimes\""), None).is_err());
 }
+
+#[test]
+fn redis_through_sentinels_in_either_form_and_replica_acks_are_checked_at_load() {
+    let hooks = |extra: &str| {
+        format!(
+            "{MINIMAL}[webhooks]\nforward_url = \"http://127.0.0.1:3000/hook\"\nkey = \"wk\"\nsecret = \"ws\"\n\
+             state = \"redis\"\n{extra}\n"
+        )
+    };
+    let store = |extra: &str| Settings::from_toml(&hooks(extra), None).unwrap().webhooks.unwrap().store;
+    let url = "redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2:26379/mymaster/2";
+    let WebhookStore::Redis { url: from_url, acks, .. } = store(&format!("redis_url = \"{url}\"")) else {
+        panic!("redis")
+    };
+    assert_eq!(from_url, url);
+    assert_eq!(acks.replicas, 0, "off by default");
+    let listed = store(
+        "sentinels = [\"10.0.0.1:26379\", \"10.0.0.2:26379\"]\nsentinel_master = \"mymaster\"\n\
+         replica_acks = 1\nreplica_ack_timeout_ms = 200",
+    );
+    let WebhookStore::Redis { url: from_list, acks, .. } = listed else { panic!("redis") };
+    assert_eq!(from_list, "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster");
+    assert_eq!((acks.replicas, acks.timeout), (1, Duration::from_millis(200)));
+    let target = crate::redis_client::SentinelTarget::parse(url).unwrap().unwrap();
+    assert_eq!((target.master.as_str(), target.db, target.password.as_deref()), ("mymaster", 2, Some("pw")));
+
+    // Printed without the password, and loads back the same.
+    let printed =
+        Settings::from_toml(&hooks(&format!("redis_url = \"{url}\"")), None).unwrap().redacted_toml();
+    assert!(
+        !printed.contains("pw@") && printed.contains("redis+sentinel://redacted@10.0.0.1:26379"),
+        "{printed}"
+    );
+    assert_eq!(Settings::from_toml(&printed, None).unwrap().redacted_toml(), printed);
+
+    for (extra, key) in [
+        ("sentinels = [\"10.0.0.1:26379\"]", "webhooks.sentinel_master"),
+        ("sentinel_master = \"m\"\nredis_url = \"redis://h:6379\"", "webhooks.sentinel_master"),
+        (
+            "sentinels = [\"10.0.0.1:26379\"]\nsentinel_master = \"m\"\nredis_url = \"redis://h:6379\"",
+            "webhooks.sentinels",
+        ),
+        ("sentinels = [\"10.0.0.1\"]\nsentinel_master = \"m\"", "webhooks.sentinels"),
+        ("redis_url = \"redis+sentinel://10.0.0.1:26379\"", "webhooks.redis_url"),
+        ("redis_url = \"redis+sentinel://10.0.0.1:26379/\"", "webhooks.redis_url"),
+        ("redis_url = \"redis://h:6379\"\nreplica_acks = 17", "webhooks.replica_acks"),
+        ("redis_url = \"redis://h:6379\"\nreplica_ack_timeout_ms = 5000", "webhooks.replica_ack_timeout_ms"),
+    ] {
+        assert_eq!(err(&hooks(extra), &[]).key, key, "{extra}");
+    }
+    let memory = hooks("replica_acks = 1").replace("state = \"redis\"\n", "");
+    assert_eq!(err(&memory, &[]).key, "webhooks.replica_acks", "acknowledged by replicas of what?");
+}

@@ -3,8 +3,8 @@
 //! compare-and-set, so two replicas deciding at once end with one decision.
 
 use super::decide::Health;
-use crate::redis_client::bounded;
-use redis::{AsyncCommands, RedisResult, Script, aio::ConnectionManager};
+use crate::redis_client::{Conn, bounded};
+use redis::{AsyncCommands, RedisResult, Script};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -33,7 +33,7 @@ return current
 const FORGET_VIEWS_MS: u64 = 3_600_000;
 
 pub struct Shared {
-    conn: ConnectionManager,
+    conn: Conn,
     /// `<redis_prefix>:failover`
     prefix: String,
     swap: Script,

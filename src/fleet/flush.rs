@@ -15,6 +15,8 @@ pub trait Reporter: Send + Sync + 'static {
     fn row(&self, fleet: &Fleet, stopping: bool) -> ReplicaRow;
     /// The counts not flushed yet (taken once, then retried as they are).
     fn counts(&self) -> Counts;
+    /// Whether the last flush reached Redis (every `FLUSH_EVERY`: Redis's health as this replica sees it).
+    fn flushed(&self, ok: bool);
 }
 
 /// Sends the row and counts (None without Redis).
@@ -33,7 +35,9 @@ pub fn spawn(reporter: Arc<impl Reporter>) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(FLUSH_EVERY).await;
-            let _ = flush(&*reporter, false).await;
+            if let Some(result) = flush(&*reporter, false).await {
+                reporter.flushed(result.is_ok());
+            }
         }
     });
 }

@@ -14,12 +14,12 @@ mod scripts;
 
 pub use replicas::{ReplicaRow, RolloutRow};
 
-use crate::redis_client::bounded;
+use crate::redis_client::{Conn, bounded};
 use crate::{
     client_stats::GroupCounts,
     status::history::{RestView, Sample},
 };
-use redis::{AsyncCommands, RedisResult, Script, aio::ConnectionManager};
+use redis::{AsyncCommands, RedisResult, Script};
 use serde_json::{Value, json};
 use std::{
     collections::{BTreeMap, HashMap},
@@ -80,7 +80,7 @@ struct Health {
 }
 
 pub struct Fleet {
-    conn: ConnectionManager,
+    conn: Conn,
     /// `<redis_prefix>:fleet`
     prefix: String,
     /// This process: new at every start (a restarted pod is a new replica).
@@ -118,7 +118,7 @@ impl Fleet {
         })
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.conn.clone()
     }
 

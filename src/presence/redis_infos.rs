@@ -14,8 +14,8 @@ use super::{
     infos::{EXPIRED_PER_CALL, Evicted, RECENT_AUTH_MS, TTL_MS, VICTIM_CANDIDATES},
 };
 use crate::config::PresenceSettings;
-use crate::redis_client::{bounded, int, items, string};
-use redis::{RedisResult, Script, Value, aio::ConnectionManager};
+use crate::redis_client::{Conn, bounded, int, items, string};
+use redis::{RedisResult, Script, Value};
 
 /// Functions the scripts share (`P` is the key prefix).
 pub fn library() -> String {
@@ -141,7 +141,7 @@ end
 
 /// Where the remember script runs: the store's connection, key prefix and script.
 pub struct Remember<'a> {
-    pub conn: ConnectionManager,
+    pub conn: Conn,
     pub prefix: &'a str,
     pub script: &'a Script,
 }

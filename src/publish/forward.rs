@@ -9,15 +9,27 @@ use crate::{
     state::{AppState, Live},
 };
 use actix_web::{HttpResponse, http::StatusCode, web};
+use futures_util::{StreamExt, stream::FuturesUnordered};
 use serde_json::{Map, Value, json};
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 /// What to send to each target app.
-pub struct Outgoing<'a> {
+pub struct Outgoing {
     pub method: reqwest::Method,
-    pub suffix: &'a str,
-    pub extra: &'a [(String, String)],
-    pub body: &'a [u8],
+    pub suffix: String,
+    pub extra: Vec<(String, String)>,
+    pub body: web::Bytes,
+}
+
+/// How long a fan-out waits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// For every target (queries merge every answer; `success = "all"`).
+    All,
+    /// For the first target that takes it (writes with `success = "any"`): the
+    /// others go on in the background, counted and logged as always, so a slow
+    /// or dead app does not hold the host's publish.
+    FirstSuccess,
 }
 
 /// One target's outcome after retries.
@@ -63,10 +75,9 @@ async fn forward_one(
     publish: &PublishSettings,
     metrics: &Metrics,
     (target, failed_over): (&AppSettings, bool),
-    out: &Outgoing<'_>,
+    out: &Outgoing,
 ) -> Forwarded {
     let Outgoing { method, suffix, extra, body } = out;
-    let (extra, body) = (*extra, *body);
     let path = format!("/apps/{}{suffix}", target.app_id);
     let retries = if failed_over { 0 } else { publish.retries };
     let mut attempt = 0;
@@ -112,41 +123,62 @@ async fn forward_one(
     }
 }
 
-/// Sends `out` to every target, concurrently; a failed-over one is tried once, briefly.
-pub async fn fan_out(
-    live: &Live,
-    (publish, http): (&PublishSettings, &reqwest::Client),
-    state: &AppState,
-    out: Outgoing<'_>,
-) -> Vec<Forwarded> {
+/// Sends `out` to every target, concurrently, each in a task of its own; a
+/// failed-over one is tried once, briefly. The results in target order: all of
+/// them, or with `Wait::FirstSuccess` those in by the first success.
+pub async fn fan_out(live: Arc<Live>, state: Arc<AppState>, out: Outgoing, wait: Wait) -> Vec<Forwarded> {
+    let Some((publish, _)) = live.publishing() else { return Vec::new() };
     let failed = live.settings.failover.as_ref().and(state.failover.decision());
-    let down = |name: &str| failed.as_ref().is_some_and(|f| f.from == name);
+    let out = Arc::new(out);
     // Targets are checked against the apps at load, in the same config.
-    let calls = publish.targets.iter().filter_map(|t| live.settings.app(t)).map(|target| {
-        use tracing::Instrument;
-        // A span per target (with [telemetry]): which app, how many tries, what came back.
-        let span = if crate::telemetry::traces::on() {
-            tracing::info_span!(
-                target: "otel",
-                parent: crate::telemetry::traces::parent(),
-                "publish",
-                otel.kind = "client",
-                target_app = %target.name,
-                path = out.suffix,
-                failed_over = down(&target.name),
-                attempts = tracing::field::Empty,
-                result = tracing::field::Empty,
-            )
-        } else {
-            tracing::Span::none()
-        };
-        forward_one(http, publish, &state.metrics, (target, down(&target.name)), &out).instrument(span)
-    });
-    let results = futures_util::future::join_all(calls).await;
-    for r in &results {
-        tracing::info!(target_app = %r.app, result = %r.summary(), path = out.suffix, "publish");
+    let mut calls: FuturesUnordered<_> = publish
+        .targets
+        .iter()
+        .filter(|t| live.settings.app(t).is_some())
+        .enumerate()
+        .map(|(i, name)| {
+            let down = failed.as_ref().is_some_and(|f| &f.from == name);
+            // A span per target (with [telemetry]): which app, how many tries, what
+            // came back. Made here, in the request, whose span is its parent.
+            let span = if crate::telemetry::traces::on() {
+                tracing::info_span!(
+                    target: "otel",
+                    parent: crate::telemetry::traces::parent(),
+                    "publish",
+                    otel.kind = "client",
+                    target_app = name.as_str(),
+                    path = out.suffix.as_str(),
+                    failed_over = down,
+                    attempts = tracing::field::Empty,
+                    result = tracing::field::Empty,
+                )
+            } else {
+                tracing::Span::none()
+            };
+            let (live, state, out, name) = (live.clone(), state.clone(), out.clone(), name.clone());
+            let task = tokio::spawn(async move {
+                use tracing::Instrument;
+                let (publish, http) = live.publishing().expect("checked above, same config");
+                let target = live.settings.app(&name).expect("checked above, same config");
+                let r =
+                    forward_one(http, publish, &state.metrics, (target, down), &out).instrument(span).await;
+                tracing::info!(target_app = %r.app, result = %r.summary(), path = out.suffix, "publish");
+                r
+            });
+            async move { (i, task.await) }
+        })
+        .collect();
+    let mut results = Vec::new();
+    while let Some((i, joined)) = calls.next().await {
+        let Ok(r) = joined else { continue }; // a panicked forward: not delivered
+        let ok = r.ok();
+        results.push((i, r));
+        if ok && wait == Wait::FirstSuccess {
+            break; // the rest carry on, detached
+        }
     }
-    results
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 /// 502 with each target's result.

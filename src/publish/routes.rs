@@ -2,7 +2,7 @@
 
 use super::{
     PublishError,
-    forward::{Forwarded, Outgoing, fan_out, not_delivered, write_answer},
+    forward::{Forwarded, Outgoing, Wait, fan_out, not_delivered, write_answer},
     merge,
     verify::{self, MAX_BATCH, MAX_BATCH_BODY, MAX_EMPTY_BODY, MAX_EVENT_BODY, check_event, path_segment},
 };
@@ -25,6 +25,14 @@ async fn verified_write<'a>(
     Ok((target, body, extra))
 }
 
+/// A write waits for every target with `success = "all"`, for the first that takes it with "any".
+fn write_wait(publish: &PublishSettings) -> Wait {
+    match publish.success {
+        crate::config::PublishSuccess::All => Wait::All,
+        crate::config::PublishSuccess::Any => Wait::FirstSuccess,
+    }
+}
+
 /// `[publish]` and its client; `NotConfigured` if a reload removed it since routing.
 fn publishing(live: &crate::state::Live) -> Result<(&PublishSettings, &reqwest::Client), PublishError> {
     live.publishing().ok_or(PublishError::NotConfigured)
@@ -43,8 +51,8 @@ async fn events(
         _ => return Err(PublishError::Invalid("body must be a JSON object".into())),
     };
     check_event(&event)?;
-    let out = Outgoing { method: reqwest::Method::POST, suffix: "/events", extra: &extra, body: &body };
-    let results = fan_out(&live, target, &state, out).await;
+    let out = Outgoing { method: reqwest::Method::POST, suffix: "/events".into(), extra, body };
+    let results = fan_out(live.clone(), state.clone().into_inner(), out, write_wait(target.0)).await;
     crate::recovery::record::published(&state, &live, &[&event], results.iter().any(Forwarded::ok)).await;
     Ok(write_answer(target.0, &results))
 }
@@ -72,8 +80,8 @@ async fn batch_events(
         }
         check_event(event)?;
     }
-    let out = Outgoing { method: reqwest::Method::POST, suffix: "/batch_events", extra: &extra, body: &body };
-    let results = fan_out(&live, target, &state, out).await;
+    let out = Outgoing { method: reqwest::Method::POST, suffix: "/batch_events".into(), extra, body };
+    let results = fan_out(live.clone(), state.clone().into_inner(), out, write_wait(target.0)).await;
     let events: Vec<&Value> = batch.iter().collect();
     crate::recovery::record::published(&state, &live, &events, results.iter().any(Forwarded::ok)).await;
     let answer = write_answer(target.0, &results);
@@ -95,8 +103,9 @@ async fn terminate(
     path_segment(&user_id, "user id")?;
     let (target, _, extra) = verified_write(&req, &live, &app_id, payload, MAX_EMPTY_BODY).await?;
     let suffix = format!("/users/{user_id}/terminate_connections");
-    let out = Outgoing { method: reqwest::Method::POST, suffix: &suffix, extra: &extra, body: b"" };
-    Ok(write_answer(target.0, &fan_out(&live, target, &state, out).await))
+    let out = Outgoing { method: reqwest::Method::POST, suffix, extra, body: web::Bytes::new() };
+    let results = fan_out(live.clone(), state.clone().into_inner(), out, write_wait(target.0)).await;
+    Ok(write_answer(target.0, &results))
 }
 
 /// GET queries, merged: channel lists united (counts summed), a channel
@@ -110,8 +119,9 @@ async fn query(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespo
     }
     let extra = verify::forwardable(verify::verify(&req, target.0, &app_id)?);
     let suffix = req.path().trim_start_matches(&format!("/apps/{app_id}")).to_owned();
-    let out = Outgoing { method: reqwest::Method::GET, suffix: &suffix, extra: &extra, body: b"" };
-    let results = fan_out(&live, target, &state, out).await;
+    let out =
+        Outgoing { method: reqwest::Method::GET, suffix: suffix.clone(), extra, body: web::Bytes::new() };
+    let results = fan_out(live.clone(), state.clone().into_inner(), out, Wait::All).await;
     if let Some(bad) = results.iter().find(|r| !r.ok()) {
         tracing::warn!(target_app = %bad.app, "publish query: a target failed");
         return Ok(not_delivered(&results, "a target app did not answer"));

@@ -10,8 +10,8 @@ use super::{
     buffer::{GAP_EVICTED, GAP_UNKNOWN},
     config::RecoverySettings,
 };
-use crate::redis_client::{bounded, items, string};
-use redis::{RedisResult, Script, Value, aio::ConnectionManager};
+use crate::redis_client::{Conn, bounded, items, string};
+use redis::{RedisResult, Script, Value};
 use std::{collections::HashSet, sync::Mutex};
 
 /// A reader across this missed writes during a Redis outage.
@@ -88,7 +88,7 @@ return {last, lost, entries, now}
 "#;
 
 pub struct Streams {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: String,
     record: Script,
     read: Script,

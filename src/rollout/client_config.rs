@@ -87,7 +87,7 @@ pub async fn client_config(
     let app = live.settings.app(name).expect("rollout apps are checked at load");
     let prefix = forwarded_prefix(&req, &live.settings.server.trusted_proxies);
     let (channel_endpoint, user_endpoint) = endpoints(app, prefix);
-    let body = json!({
+    let mut body = json!({
         "app": name,
         "key": app.credentials.key.as_ref(),
         "cluster": app.cluster.as_deref().unwrap_or("mt1"),
@@ -99,8 +99,11 @@ pub async fn client_config(
         "percent": rollout.percent,
         "control_channel": rollout.control_channel,
         "version": crate::failover::decide::client_version(rollout.version, failover.as_deref()),
-        "failover": failover.as_deref().map(crate::failover::decide::Failed::told),
     });
+    // Only with [failover]: a client then watches its connection and re-reads when it fails.
+    if live.settings.failover.is_some() {
+        body["failover"] = json!(failover.as_deref().map(crate::failover::decide::Failed::told));
+    }
     let mut res = HttpResponse::Ok();
     res.insert_header(no_store);
     if let Some(id) = new_cookie {

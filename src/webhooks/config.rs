@@ -2,7 +2,7 @@
 //! signed, where the merge state lives, and what is accepted.
 
 use crate::config::{
-    fields::{ConfigError, http_url, in_range, redact_url},
+    fields::{ConfigError, http_url, in_range, list_or_csv},
     print,
     secrets::SecretReader,
 };
@@ -23,6 +23,14 @@ pub(crate) struct RawWebhooks {
     #[serde(default)]
     state: StoreKind,
     redis_url: Option<String>,
+    /// Sentinels (`host:port`), instead of `redis_url`.
+    #[serde(default, deserialize_with = "list_or_csv")]
+    sentinels: Vec<String>,
+    sentinel_master: Option<String>,
+    #[serde(default)]
+    replica_acks: u32,
+    #[serde(default = "default_replica_ack_timeout_ms")]
+    replica_ack_timeout_ms: u64,
     #[serde(default = "default_redis_prefix")]
     redis_prefix: String,
     #[serde(default = "default_max_body_bytes")]
@@ -32,6 +40,9 @@ pub(crate) struct RawWebhooks {
 }
 fn default_retry_max_secs() -> u64 {
     300
+}
+fn default_replica_ack_timeout_ms() -> u64 {
+    500
 }
 fn default_redis_prefix() -> String {
     "pusher-dual-auth".into()
@@ -57,8 +68,17 @@ enum StoreKind {
 pub enum WebhookStore {
     /// In this process: one replica.
     Memory,
-    /// In Redis: shared by several replicas, durable queue.
-    Redis { url: String, prefix: String },
+    /// In Redis: shared by several replicas, durable queue. `url` is
+    /// `redis://`, `rediss://` or `redis+sentinel://` (`sentinels` are made into one).
+    Redis { url: String, prefix: String, acks: ReplicaAcks },
+}
+
+/// `replica_acks`: a webhook is acknowledged only once its write reached this
+/// many replicas (`WAIT`), within the timeout; 0: as soon as the primary has it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplicaAcks {
+    pub replicas: u32,
+    pub timeout: Duration,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -88,13 +108,13 @@ impl serde::Serialize for WebhookStore {
         let mut map = s.serialize_map(None)?;
         match self {
             Self::Memory => map.serialize_entry("state", "memory")?,
-            Self::Redis { url, prefix } => {
+            Self::Redis { url, prefix, acks } => {
                 map.serialize_entry("state", "redis")?;
                 // A Redis URL may carry a password.
-                let shown =
-                    url::Url::parse(url).map(|u| redact_url(&u)).unwrap_or_else(|_| "[redacted]".into());
-                map.serialize_entry("redis_url", &shown)?;
+                map.serialize_entry("redis_url", &crate::redis_client::redacted_url(url))?;
                 map.serialize_entry("redis_prefix", prefix)?;
+                map.serialize_entry("replica_acks", &acks.replicas)?;
+                map.serialize_entry("replica_ack_timeout_ms", &(acks.timeout.as_millis() as u64))?;
             }
         }
         map.end()
@@ -111,15 +131,53 @@ impl RawWebhooks {
             self.key.filter(|k| !k.is_empty()).ok_or_else(|| ConfigError::new("webhooks.key", "missing"))?;
         let key = AppKey::parse(&key).map_err(|m| ConfigError::new("webhooks.key", m))?;
         let secret = secrets.required("webhooks.secret", self.secret, self.secret_file)?;
-        let store = match (self.state, self.redis_url) {
+        in_range("webhooks.replica_acks", self.replica_acks, 0..=16)?;
+        // Within the one-second deadline of every Redis call (`redis_client::DEADLINE`).
+        in_range("webhooks.replica_ack_timeout_ms", self.replica_ack_timeout_ms, 1..=800)?;
+        let acks = ReplicaAcks {
+            replicas: self.replica_acks,
+            timeout: Duration::from_millis(self.replica_ack_timeout_ms),
+        };
+        let url = match (self.redis_url, self.sentinels.is_empty(), self.sentinel_master) {
+            (Some(_), false, _) => {
+                return Err(ConfigError::new("webhooks.sentinels", "give redis_url or sentinels, not both"));
+            }
+            (None, false, None) => {
+                return Err(ConfigError::new(
+                    "webhooks.sentinel_master",
+                    "sentinels need the master's name: sentinel_master = \"mymaster\"",
+                ));
+            }
+            (None, false, Some(master)) => {
+                Some(crate::redis_client::SentinelTarget::url(&self.sentinels, &master))
+            }
+            (_, true, Some(_)) => {
+                return Err(ConfigError::new(
+                    "webhooks.sentinel_master",
+                    "only with sentinels = [\"host:26379\", …]",
+                ));
+            }
+            (url, true, None) => url,
+        };
+        let store = match (self.state, url) {
             (StoreKind::Redis, Some(url)) if url.starts_with("redis://") || url.starts_with("rediss://") => {
-                WebhookStore::Redis { url, prefix: self.redis_prefix }
+                WebhookStore::Redis { url, prefix: self.redis_prefix, acks }
+            }
+            (StoreKind::Redis, Some(url)) if url.starts_with(crate::redis_client::SENTINEL_SCHEME) => {
+                let key = if self.sentinels.is_empty() { "webhooks.redis_url" } else { "webhooks.sentinels" };
+                if let Some(Err(e)) = crate::redis_client::SentinelTarget::parse(&url) {
+                    return Err(ConfigError::new(key, e));
+                }
+                WebhookStore::Redis { url, prefix: self.redis_prefix, acks }
             }
             (StoreKind::Redis, _) => {
                 return Err(ConfigError::new(
                     "webhooks.redis_url",
-                    "state = \"redis\" needs redis_url = \"redis://host:6379/0\"",
+                    "state = \"redis\" needs redis_url = \"redis://host:6379/0\" (or \"redis+sentinel://host:26379,host:26379/mymaster\", or sentinels + sentinel_master)",
                 ));
+            }
+            (StoreKind::Memory, _) if acks.replicas > 0 => {
+                return Err(ConfigError::new("webhooks.replica_acks", "needs state = \"redis\""));
             }
             (StoreKind::Memory, _) => WebhookStore::Memory,
         };

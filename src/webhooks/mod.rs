@@ -99,9 +99,9 @@ impl Webhooks {
     pub fn new(settings: Option<&crate::config::WebhookSettings>) -> anyhow::Result<Self> {
         let store = match settings {
             Some(crate::config::WebhookSettings {
-                store: crate::config::WebhookStore::Redis { url, prefix },
+                store: crate::config::WebhookStore::Redis { url, prefix, acks },
                 ..
-            }) => Store::Redis(RedisStore::new(url, prefix)?),
+            }) => Store::Redis(RedisStore::new(url, prefix, *acks)?),
             _ => Store::Memory(Mutex::default()),
         };
         let (outbox, inbox) = mpsc::unbounded_channel();

@@ -15,8 +15,9 @@
 //! Every call is bounded (`redis_client::bounded`).
 
 use super::MemberChange;
-use crate::redis_client::{bounded, connect, int, string};
-use redis::{AsyncCommands, RedisResult, Script, aio::ConnectionManager};
+use crate::redis_client::{Conn, bounded, connect, int, string};
+use crate::webhooks::config::ReplicaAcks;
+use redis::{AsyncCommands, RedisResult, Script};
 use serde_json::Value;
 use std::{collections::HashMap, time::Duration};
 /// How long a replica's processing list is its own without a heartbeat.
@@ -61,7 +62,9 @@ return {queued, changes}
 "#;
 
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
+    /// `replica_acks`: writes that must reach replicas before they count.
+    acks: ReplicaAcks,
     prefix: String,
     script: Script,
     /// Remembers a bridged member's info (`redis_infos`).
@@ -89,9 +92,10 @@ fn member_change(events: &[Value], reply: redis::Value) -> Option<MemberChange> 
 impl RedisStore {
     /// Connects lazily (on the first call), so a Redis that is down at start
     /// delays nothing; reconnects are tried once per call, within the deadline.
-    pub fn new(url: &str, prefix: &str) -> anyhow::Result<Self> {
+    pub fn new(url: &str, prefix: &str, acks: ReplicaAcks) -> anyhow::Result<Self> {
         Ok(Self {
             conn: connect(url)?,
+            acks,
             prefix: prefix.to_owned(),
             script: Script::new(
                 &(crate::presence::redis_infos::library()
@@ -103,7 +107,7 @@ impl RedisStore {
         })
     }
 
-    pub(super) fn conn(&self) -> ConnectionManager {
+    pub(super) fn conn(&self) -> Conn {
         self.conn.clone()
     }
 
@@ -150,10 +154,9 @@ impl RedisStore {
     ) -> RedisResult<Option<(usize, Vec<MemberChange>)>> {
         let presence = bridged.presence;
         let p = &self.prefix;
-        let mut invocation = self.script.prepare_invoke();
-        invocation.key(format!("{p}:seen:{}", hex::encode(digest))).key(self.outbox());
-        invocation.arg(mark_ttl_ms.max(1)).arg(app).arg(p).arg(crate::outbound::now_ms());
-        invocation.arg(bridged.apps.join(","));
+        let mut keys = vec![format!("{p}:seen:{}", hex::encode(digest)), self.outbox()];
+        let mut args = vec![mark_ttl_ms.max(1).to_string(), app.to_owned(), p.clone()];
+        args.extend([crate::outbound::now_ms().to_string(), bridged.apps.join(",")]);
         for event in events {
             let name = event.get("name").and_then(Value::as_str).unwrap_or_default();
             let channel = event.get("channel").and_then(Value::as_str).unwrap_or_default();
@@ -180,13 +183,34 @@ impl RedisStore {
                     if let Some(o) = e.as_object_mut() {
                         o.insert("source_app".into(), app.into());
                     }
-                    invocation.key("").key("").arg("push").arg("").arg(Self::item(&e, time_ms)).arg("");
+                    keys.extend([String::new(), String::new()]);
+                    args.extend(["push".into(), String::new(), Self::item(&e, time_ms), String::new()]);
                     continue;
                 }
             };
-            invocation.key(set).key(index).arg(mode).arg(member).arg(Self::item(event, time_ms)).arg(channel);
+            keys.extend([set, index]);
+            args.extend([mode.to_owned(), member.to_owned(), Self::item(event, time_ms), channel.to_owned()]);
         }
-        let reply: redis::Value = bounded(invocation.invoke_async(&mut self.conn())).await?;
+        let reply: redis::Value = if self.acks.replicas == 0 {
+            let mut invocation = self.script.prepare_invoke();
+            for k in &keys {
+                invocation.key(k);
+            }
+            for a in &args {
+                invocation.arg(a);
+            }
+            bounded(invocation.invoke_async(&mut self.conn())).await?
+        } else {
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(self.script.get_hash()).arg(keys.len()).arg(&keys).arg(&args);
+            match self.replicated(&cmd).await {
+                Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                    bounded(self.script.prepare_invoke().load_async(&mut self.conn())).await?;
+                    self.replicated(&cmd).await?
+                }
+                other => other?,
+            }
+        };
         let mut reply = match reply {
             redis::Value::Array(items) => items.into_iter(),
             _ => Vec::new().into_iter(),
@@ -249,11 +273,40 @@ impl RedisStore {
     pub async fn next(&self) -> RedisResult<Option<String>> {
         let mut cmd = redis::cmd("LMOVE");
         cmd.arg(self.outbox()).arg(self.processing()).arg("LEFT").arg("RIGHT");
+        if self.acks.replicas > 0 {
+            // Delivered only once the replicas know it is being delivered: else a
+            // failover would bring it back to the outbox and deliver it twice.
+            return Ok(redis::from_redis_value(self.replicated(&cmd).await?)?);
+        }
         bounded(cmd.query_async(&mut self.conn())).await
     }
 
     pub async fn done(&self, item: &str) -> RedisResult<()> {
+        if self.acks.replicas > 0 {
+            let mut cmd = redis::cmd("LREM");
+            cmd.arg(self.processing()).arg(1).arg(item);
+            return self.replicated(&cmd).await.map(drop);
+        }
         bounded(self.conn().lrem(self.processing(), 1, item)).await
+    }
+
+    /// `cmd`'s reply once `WAIT` says its write reached `replica_acks` replicas;
+    /// else an error (the write may be on the primary only: not acknowledged).
+    /// One pipeline on one connection: a reconnect between the two would make
+    /// `WAIT` answer for a connection that wrote nothing.
+    async fn replicated(&self, cmd: &redis::Cmd) -> RedisResult<redis::Value> {
+        let ReplicaAcks { replicas, timeout } = self.acks;
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd.clone()).cmd("WAIT").arg(replicas).arg(timeout.as_millis() as u64);
+        let (reply, acked): (redis::Value, u32) = bounded(pipe.query_async(&mut self.conn())).await?;
+        if acked < replicas {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "write not acknowledged by enough replicas",
+                format!("{acked} of {replicas} within {} ms", timeout.as_millis()),
+            )));
+        }
+        Ok(reply)
     }
 
     /// Renews this replica's lease on its processing list.

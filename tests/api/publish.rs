@@ -126,6 +126,14 @@ async fn a_failing_app_is_retried_then_reported_or_tolerated_per_policy() {
         assert_eq!(status, expected, "{policy}: {b}");
         if expected == 502 {
             assert_eq!(b["results"], json!({"old": 200, "new": 503}));
+        } else {
+            // "any": answered once one app took it; the failing one's retries go on behind.
+            let at_answer = f.new.received_requests().await.unwrap().len();
+            assert!(at_answer < 3, "answered before the failing app's retries ({at_answer} calls by then)");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while f.new.received_requests().await.unwrap().len() < 3 && std::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
         }
         assert_eq!(f.new.received_requests().await.unwrap().len(), 3, "1 call + 2 retries");
         assert_eq!(f.old.received_requests().await.unwrap().len(), 1, "no retry after a 200");

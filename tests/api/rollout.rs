@@ -48,6 +48,7 @@ async fn the_answer_is_what_pusher_js_options_take_and_sticky_per_user() {
     assert_eq!(c["percent"].as_f64(), Some(0.0));
     assert_eq!(c["control_channel"], "pusher-dual-auth-rollout");
     assert!(c["version"].is_u64());
+    assert!(c.get("failover").is_none(), "no [failover]: no field, and helpers do not re-read when dropped");
     // Force lists win over percent; the new app's client_options are handed over verbatim.
     let t = config_for(&app, "tester-1").await;
     assert_eq!(t["app"].as_str(), Some("new"));

@@ -3,9 +3,11 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod edit;
+pub mod host;
 pub mod nginx_tls;
 pub mod proxy;
 pub mod redis_server;
+pub mod sentinel;
 pub mod sockudo;
 
 pub use edit::Edit;

@@ -29,7 +29,8 @@ type Open = (JoinHandle<()>, Held);
 
 pub struct Proxy {
     pub port: u16,
-    target: u16,
+    /// Where new connections go (`retarget`: an endpoint whose address moved).
+    target: Arc<std::sync::atomic::AtomicU16>,
     mode: Arc<AtomicU8>,
     /// Every open connection: its task (aborted: the sockets drop) and, in a black hole, its socket.
     open: Arc<Mutex<Vec<Open>>>,
@@ -42,7 +43,7 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let proxy = Arc::new(Self {
             port,
-            target,
+            target: Arc::new(target.into()),
             mode: Arc::new(AtomicU8::new(PASS)),
             open: Arc::default(),
             accept: Mutex::new(None),
@@ -56,7 +57,7 @@ impl Proxy {
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let _ = client.set_zero_linger(); // a drop is a reset
-                let (mode, target) = (me.mode.clone(), me.target);
+                let (mode, target) = (me.mode.clone(), me.target.load(Ordering::SeqCst));
                 let held = Arc::new(Mutex::new(None));
                 let slot = held.clone();
                 let task = tokio::spawn(async move {
@@ -71,6 +72,12 @@ impl Proxy {
             }
         });
         *self.accept.lock().unwrap() = Some(task);
+    }
+
+    /// New connections go to `target`; open ones stay where they were (a
+    /// managed endpoint whose address moved while the old server lives on).
+    pub fn retarget(&self, target: u16) {
+        self.target.store(target, Ordering::SeqCst);
     }
 
     /// Every connection reset, new ones refused (the port closed).

@@ -6,12 +6,12 @@
 // gaps, refusals and an unreachable service are told once; a service without
 // [recovery] gets no request; the publisher's own socket is left out; the
 // delivered list is bounded; positions move forward while connected; a service
-// taking fewer channels per request; a move between apps repeats nothing; plain
-// pusher-js with recover().
+// taking fewer channels per request; a move between apps repeats nothing; a
+// failover off a dead app recovers what it missed; plain pusher-js with recover().
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, recover, retryingAuth, RECOVERY_GAP } from '../pusher-dual-auth.mjs';
-import { Emitter, sleep, until } from './support.mjs';
+import { Emitter, FakeConnection, sleep, until } from './support.mjs';
 
 
 const CONFIG_URL = 'http://svc/client-config';
@@ -27,6 +27,7 @@ function fakeWorld({ recovery = true, cap = 1000, maxChannels = 100 } = {}) {
   let sockets = 0;
   let app = 'old';
   let version = 1;
+  let failover = null;
   const state = {
     /** Every POST /recover: { app, body, answer }. */
     requests: [],
@@ -89,17 +90,16 @@ function fakeWorld({ recovery = true, cap = 1000, maxChannels = 100 } = {}) {
     constructor(key, options) {
       Object.assign(this, { key, options, channels: new Map(), user: { signin_requested: false } });
       this.config = configOf(options);
-      this.connection = new Emitter();
-      this.connection.state = 'initialized';
+      this.connection = new FakeConnection();
       instances.add(this);
       this.open();
     }
     open() {
-      this.connection.state = 'connecting';
+      this.connection.setState('connecting');
       setTimeout(() => {
         sockets++;
-        Object.assign(this.connection, { state: 'connected', socket_id: `${sockets}.${sockets}` });
-        this.connection.emit('connected');
+        this.connection.socket_id = `${sockets}.${sockets}`;
+        this.connection.setState('connected');
         for (const ch of this.channels.values()) ch.subscribe();
       }, 2);
     }
@@ -120,10 +120,10 @@ function fakeWorld({ recovery = true, cap = 1000, maxChannels = 100 } = {}) {
     }
     /** The connection is lost: nothing reaches it until open(). */
     drop() {
-      this.connection.state = 'connecting';
+      this.connection.setState('connecting');
       for (const ch of this.channels.values()) ch.subscribed = false;
     }
-    disconnect() { this.connection.state = 'disconnected'; instances.delete(this); }
+    disconnect() { this.connection.setState('disconnected'); instances.delete(this); }
   }
 
   /** Delivers to the connections subscribed now (on any app, or `key`), leaving out `socket_id`; `delayMs` later if given. */
@@ -166,7 +166,7 @@ function fakeWorld({ recovery = true, cap = 1000, maxChannels = 100 } = {}) {
       return Response.json({
         app, key: `${app}-key`, cluster: 'mt1', client_options: {},
         channelAuthorization: { endpoint: `/auth/${app}` }, userAuthentication: { endpoint: `/auth/${app}/user` },
-        percent: 0, control_channel: 'ctl', version,
+        percent: 0, control_channel: 'ctl', version, failover,
       });
     }
     const auth = /\/auth\/(\w+)$/.exec(url);
@@ -211,6 +211,12 @@ function fakeWorld({ recovery = true, cap = 1000, maxChannels = 100 } = {}) {
       app = a;
       version++;
       deliver('ctl', 'rollout-changed', JSON.stringify({ version, spread_secs: 0 }));
+    },
+    /** The fleet fails app `a`'s clients over to the other: /client-config says so (announced on `a`, which the client cannot hear). */
+    failTo(a) {
+      failover = { from: app, to: a, since_ms: Date.now(), reason: 'unhealthy' };
+      app = a;
+      version++;
     },
     /** Recover requests wait until the returned function is called. */
     gate() {
@@ -542,6 +548,38 @@ test('plain pusher-js with retryingAuth and an explicit endpoint; a channel subs
   world.publish('private-a', 'n', { n: 1 });
   await dropAndReturn(world, pusher, { away: () => world.publish('private-a', 'n', { n: 2 }) });
   assert.deepEqual(got, [1, 2]);
+});
+
+test('a failover off a dead app: what was missed arrives once, in order, before live events; no second subscription_succeeded', async () => {
+  const world = fakeWorld();
+  const told = [];
+  const pusher = await connected(world, {
+    failover: { afterMs: 30, silentMs: 1e6, pongMs: 1000 },
+    onSwitch: (from, to) => told.push(`switch ${from}->${to}`),
+    onFailover: (from, to, reason) => told.push(`failover ${from}->${to} ${reason}`),
+  });
+  const { ch, got, gaps } = await subscribed(world, pusher);
+  let again = 0;
+  ch.bind('pusher:subscription_succeeded', () => again++);
+  world.publish('private-a', 'n', { n: 1 });
+  world.drop(pusher); // the old app is gone: nothing reaches the client, and it does not come back
+  world.publish('private-a', 'n', { n: 2 });
+  world.publish('private-a', 'n', { n: 3 });
+  const open = world.gate();
+  world.failTo('new');
+  // The watchdog suspects the connection, reads the failover, and moves: recovery asks on the new app.
+  await until(() => world.state.requests.some((r) => r.app === 'new' && r.body.channels.some((c) => c.channel === 'private-a' && c.since)));
+  world.publish('private-a', 'n', { n: 4 }); // live, while the recovery is under way: held
+  await sleep(10);
+  assert.deepEqual(got, [1], 'live events wait for what was missed');
+  open();
+  await until(() => got.length >= 4);
+  await sleep(30);
+  assert.deepEqual(got, [1, 2, 3, 4]);
+  assert.deepEqual(gaps, []);
+  assert.equal(again, 0, 'no second subscription_succeeded');
+  assert.deepEqual(told, ['failover old->new unhealthy']);
+  assert.equal(pusher.key, 'new-key');
 });
 
 test('while connected, each channel\'s position moves forward every resyncMs, quietly', async () => {
