@@ -254,6 +254,15 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// The server's `subscription_succeeded` frame for `channel`.
+async fn subscribed(session: &mut Session, channel: &str, until: Instant) -> Result<ws::Frame, Failure> {
+    session
+        .wait_for(step(until), "the subscription to succeed", |f| {
+            f.event == "pusher_internal:subscription_succeeded" && f.channel.as_deref() == Some(channel)
+        })
+        .await
+}
+
 /// Subscribes with this service's signature (as a member, on a presence
 /// channel); the server's `subscription_succeeded` frame and the signed answer.
 async fn subscribe(
@@ -271,12 +280,7 @@ async fn subscribe(
         subscribe["channel_data"] = json!(data);
     }
     session.send("pusher:subscribe", subscribe, until).await?;
-    let ok = session
-        .wait_for(step(until), "the subscription to succeed", |f| {
-            f.event == "pusher_internal:subscription_succeeded" && f.channel.as_deref() == Some(channel)
-        })
-        .await?;
-    Ok((auth, ok))
+    Ok((auth, subscribed(session, channel, until).await?))
 }
 
 /// Subscribes with this service's signature, publishes one event through
@@ -350,11 +354,7 @@ async fn control_channel(
     until: Instant,
 ) -> Result<String, Failure> {
     session.send("pusher:subscribe", json!({"channel": channel}), until).await?;
-    session
-        .wait_for(step(until), "the subscription to succeed", |f| {
-            f.event == "pusher_internal:subscription_succeeded" && f.channel.as_deref() == Some(channel)
-        })
-        .await?;
+    subscribed(session, channel, until).await?;
     let body = json!({"name": EVENT, "channels": [channel], "data": "{}"}).to_string();
     let request =
         crate::outbound::trigger::request(http, app, crate::outbound::trigger::Endpoint::Events, &body);

@@ -41,9 +41,15 @@ impl Failover {
         })
     }
 
-    /// The decision in force (None: every client goes where the rollout says).
+    /// The decision as last adopted here (also after `[failover]` was switched off: see `in_force`).
     pub fn decision(&self) -> Option<std::sync::Arc<Failed>> {
         self.decision.load_full()
+    }
+
+    /// The decision that applies under `live`: none while `[failover]` is off.
+    /// What `/client-config`, announcements and the fan-out follow.
+    pub fn in_force(&self, live: &crate::state::Live) -> Option<std::sync::Arc<Failed>> {
+        live.settings.failover.as_ref().and(self.decision())
     }
 
     /// Sets the decision; the previous one if it changed.
@@ -60,11 +66,9 @@ impl Failover {
     pub fn observed(&self, app: &str, result: Result<(), String>, latency_ms: u64, now_ms: u64) {
         let mut probed = self.probed.lock().unwrap();
         let healthy = result.is_ok();
-        let since_ms = match probed.get(app) {
-            Some(p) if p.health.healthy == healthy => p.health.since_ms,
-            _ => now_ms,
-        };
-        if probed.get(app).is_none_or(|p| p.health.healthy != healthy) {
+        let unchanged = probed.get(app).filter(|p| p.health.healthy == healthy).map(|p| p.health.since_ms);
+        let since_ms = unchanged.unwrap_or(now_ms);
+        if unchanged.is_none() {
             match &result {
                 Ok(()) => tracing::info!(app, "failover: probes find the app healthy"),
                 Err(e) => tracing::warn!(app, error = %e, "failover: probe failed; the app is unhealthy"),

@@ -33,11 +33,11 @@ async fn probe_loop(state: Arc<AppState>) {
         let live = state.live();
         let (Some(s), Some(r)) = (live.settings.failover.clone(), live.settings.rollout.clone()) else {
             sessions.clear();
-            if let Some(previous) = state.failover.decision() {
-                state.failover.clear();
+            let previous = state.failover.decision();
+            state.failover.clear();
+            if let Some(previous) = previous {
                 transition(&state, Some((*previous).clone()), None);
             }
-            state.failover.clear();
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         };
