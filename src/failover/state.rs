@@ -46,10 +46,10 @@ impl Failover {
         self.decision.load_full()
     }
 
-    /// The decision that applies under `live`: none while `[failover]` is off.
+    /// The decision that applies under `settings`: none while `[failover]` is off.
     /// What `/client-config`, announcements and the fan-out follow.
-    pub fn in_force(&self, live: &crate::state::Live) -> Option<std::sync::Arc<Failed>> {
-        live.settings.failover.as_ref().and(self.decision())
+    pub fn in_force(&self, settings: &crate::config::Settings) -> Option<std::sync::Arc<Failed>> {
+        settings.failover.as_ref().and(self.decision())
     }
 
     /// Sets the decision; the previous one if it changed.

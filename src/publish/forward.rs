@@ -128,7 +128,7 @@ async fn forward_one(
 /// them, or with `Wait::FirstSuccess` those in by the first success.
 pub async fn fan_out(live: Arc<Live>, state: Arc<AppState>, out: Outgoing, wait: Wait) -> Vec<Forwarded> {
     let Some((publish, _)) = live.publishing() else { return Vec::new() };
-    let failed = state.failover.in_force(&live);
+    let failed = state.failover.in_force(&live.settings);
     let out = Arc::new(out);
     // Targets are checked against the apps at load, in the same config.
     let mut calls: FuturesUnordered<_> = publish

@@ -17,7 +17,7 @@ const FAILOVER_SPREAD: Duration = Duration::from_secs(5);
 pub fn announce(state: std::sync::Arc<AppState>) {
     let live = state.live();
     let Some(rollout) = live.settings.rollout.clone() else { return };
-    let failover = state.failover.in_force(&live);
+    let failover = state.failover.in_force(&live.settings);
     let failed = failover.as_deref();
     // A failover moves everyone at once: spread over at most FAILOVER_SPREAD.
     let spread = match failed {

@@ -76,7 +76,7 @@ pub async fn client_config(
     };
     let assignment = assign(rollout, &id, uid.is_some());
     // While an app is failed over, everyone assigned to it (force lists too) goes to the other.
-    let failover = state.failover.in_force(&live);
+    let failover = state.failover.in_force(&live.settings);
     let name = match failover.as_deref() {
         Some(f) if f.from == assignment.app => {
             state.metrics.failover_redirected(&f.from, &f.to);
