@@ -120,7 +120,8 @@ metrics! {
     ),
     recovered: IntCounterVec = counter(
         "pusher_recovery_events_total",
-        "Events kept for recovery (kept, not_kept: the buffer could not take them) and handed back (recovered)",
+        "Events kept for recovery (kept, not_kept: the buffer could not take them; withdrawn: kept, then taken back as no app \
+         accepted them) and handed back (recovered)",
         &["stage"],
     ),
     // No labels, and no series until the first flush: absent without Redis, not a false 0.
@@ -200,6 +201,11 @@ impl Metrics {
     /// Events the fan-out kept for recovery (`kept`), or could not (`not_kept`).
     pub fn recovery_kept(&self, kept: bool, n: u64) {
         self.recovered.with_label_values(&[if kept { "kept" } else { "not_kept" }]).inc_by(n);
+    }
+
+    /// Events kept for recovery and taken back: no app accepted them.
+    pub fn recovery_withdrawn(&self, n: u64) {
+        self.recovered.with_label_values(&["withdrawn"]).inc_by(n);
     }
 
     pub fn redis_reachable(&self, ok: bool) {

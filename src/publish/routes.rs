@@ -52,8 +52,9 @@ async fn events(
     };
     check_event(&event)?;
     let out = Outgoing { method: reqwest::Method::POST, suffix: "/events".into(), extra, body };
+    let keeping = crate::recovery::record::before(&state, &live, &[&event]).await;
     let results = fan_out(live.clone(), state.clone().into_inner(), out, write_wait(target.0)).await;
-    crate::recovery::record::published(&state, &live, &[&event], results.iter().any(Forwarded::ok)).await;
+    crate::recovery::record::after(&state, keeping, results.iter().any(Forwarded::ok)).await;
     Ok(write_answer(target.0, &results))
 }
 
@@ -81,9 +82,10 @@ async fn batch_events(
         check_event(event)?;
     }
     let out = Outgoing { method: reqwest::Method::POST, suffix: "/batch_events".into(), extra, body };
-    let results = fan_out(live.clone(), state.clone().into_inner(), out, write_wait(target.0)).await;
     let events: Vec<&Value> = batch.iter().collect();
-    crate::recovery::record::published(&state, &live, &events, results.iter().any(Forwarded::ok)).await;
+    let keeping = crate::recovery::record::before(&state, &live, &events).await;
+    let results = fan_out(live.clone(), state.clone().into_inner(), out, write_wait(target.0)).await;
+    crate::recovery::record::after(&state, keeping, results.iter().any(Forwarded::ok)).await;
     let answer = write_answer(target.0, &results);
     // batch_events answers {} or, with info, {"batch":[…]}: pass the first target's body on.
     Ok(match results.iter().find_map(Forwarded::parsed) {

@@ -119,6 +119,18 @@ impl Buffer {
         self.last
     }
 
+    /// Takes back the event kept as `seq` on `channel` (no app took it). Its
+    /// position stays valid: a reader who already has it reads on from there.
+    pub fn remove(&mut self, channel: &str, seq: u64) {
+        let Some(c) = self.channels.get_mut(channel) else { return };
+        let Some(i) = c.events.iter().rposition(|e| e.seq == seq) else { return };
+        let old = c.events.remove(i).expect("the index was just found");
+        self.bytes -= old.bytes(channel);
+        if let Some(j) = self.order.iter().rposition(|(s, ..)| *s == seq) {
+            self.order.remove(j);
+        }
+    }
+
     /// Drops what is older than the window, and the records of channels
     /// written last a window ago.
     pub fn expire(&mut self, now_ms: u64, limits: &RecoverySettings) {
@@ -231,6 +243,21 @@ mod tests {
         }
         assert!(b.size().1 <= 1_000 && b.dropped > 0, "{:?}", b.size());
         assert_eq!(b.read("a", Some(&start), 100).gap, Some(GAP_EVICTED));
+    }
+
+    #[test]
+    fn an_event_taken_back_is_not_read_and_its_position_stays_valid() {
+        let (mut b, l) = (Buffer::new("e".into()), limits(100, 1 << 20));
+        let start = b.position(0);
+        b.record("c", ev("1"), 1_000, &l);
+        let taken = b.record("c", ev("2"), 1_001, &l);
+        let seen = b.read("c", Some(&start), 10);
+        assert_eq!(datas(&seen), ["1", "2"]);
+        b.remove("c", taken);
+        assert_eq!((datas(&b.read("c", Some(&start), 10)), b.size().0), (vec!["1"], 1));
+        b.record("c", ev("3"), 1_002, &l);
+        let after = b.read("c", Some(&b.position(seen.head)), 10);
+        assert_eq!((datas(&after), after.gap), (vec!["3"], None));
     }
 
     #[test]

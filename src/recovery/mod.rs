@@ -5,9 +5,11 @@
 //! connection dropped asks `POST /recover/{app}` for what came after the last
 //! position it had, with the token its channel's authorization answer carried.
 //!
-//! Publishing never waits on the buffer's health: a Redis error is counted,
-//! and the channel is marked so that a read across the outage says "gap"
-//! instead of pretending nothing was missed.
+//! An event is kept before it is forwarded (`record.rs` says why) and taken
+//! back if no app accepted it. Publishing waits on the buffer at most a
+//! quarter second: a Redis error is counted, and the channel is marked so
+//! that a read across the outage says "gap" instead of pretending nothing was
+//! missed.
 
 pub(crate) mod buffer;
 pub(crate) mod config;
@@ -32,6 +34,22 @@ pub struct Recovery {
     store: Store,
 }
 
+/// Where an event was kept, per channel (to take it back).
+pub enum Kept {
+    Memory(Vec<(String, u64)>),
+    Redis(Vec<(String, String)>),
+}
+
+impl Kept {
+    /// On how many channels.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Memory(v) => v.len(),
+            Self::Redis(v) => v.len(),
+        }
+    }
+}
+
 /// One channel's answer to a read: its events, where to read from next, and
 /// whether something in between is gone (and why).
 pub struct ChannelRead {
@@ -52,19 +70,36 @@ impl Recovery {
         Ok(Self { store })
     }
 
-    /// Keeps `event` on each of `channels`. Never fails a publish: a store
-    /// error is logged once per burst and becomes a gap for later readers.
-    pub async fn record(&self, channels: &[&str], event: Event, limits: &RecoverySettings) -> bool {
+    /// Keeps `event` on each of `channels`: what to take back if no app takes
+    /// it, or None. Never fails a publish: a store error is logged once per
+    /// burst and becomes a gap for later readers.
+    pub async fn record(&self, channels: &[&str], event: Event, limits: &RecoverySettings) -> Option<Kept> {
         let now = crate::outbound::now_ms();
         match &self.store {
             Store::Memory(b) => {
                 let mut b = b.lock().unwrap();
-                for c in channels {
-                    b.record(c, event.clone(), now, limits);
-                }
-                true
+                let seqs =
+                    channels.iter().map(|c| ((*c).to_owned(), b.record(c, event.clone(), now, limits)));
+                Some(Kept::Memory(seqs.collect()))
             }
-            Store::Redis(r) => r.record(channels, &event, limits).await,
+            Store::Redis(r) => {
+                let ids = r.record(channels, &event, limits).await?;
+                Some(Kept::Redis(channels.iter().map(|c| (*c).to_owned()).zip(ids).collect()))
+            }
+        }
+    }
+
+    /// Takes back what `record` kept: no app took the event, nobody got it live.
+    pub async fn forget(&self, kept: Kept) {
+        match (&self.store, kept) {
+            (Store::Memory(b), Kept::Memory(seqs)) => {
+                let mut b = b.lock().unwrap();
+                for (channel, seq) in seqs {
+                    b.remove(&channel, seq);
+                }
+            }
+            (Store::Redis(r), Kept::Redis(ids)) => r.forget(&ids).await,
+            _ => {}
         }
     }
 

@@ -38,18 +38,20 @@ end
 /// ARGV: prefix, max per channel, window ms, ttl ms, gap (1: a marker, not an
 /// event), name, data, socket id ('' for none), channels... Trims to the cap
 /// and the window, remembering the highest id trimmed (`recovery-lost:<c>`:
-/// Redis's own `max-deleted-entry-id` does not count trimming).
+/// Redis's own `max-deleted-entry-id` does not count trimming). Returns the
+/// id written on each channel, in order.
 const RECORD: &str = r#"
 local P, maxlen, window, ttl, gap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local name, data, sid = ARGV[6], ARGV[7], ARGV[8]
+local ids = {}
 for i = 9, #ARGV do
   local k, lk = P .. ':recovery:' .. ARGV[i], P .. ':recovery-lost:' .. ARGV[i]
   if gap == '1' then
-    redis.call('XADD', k, '*', 'g', '1')
+    ids[#ids + 1] = redis.call('XADD', k, '*', 'g', '1')
   elseif sid == '' then
-    redis.call('XADD', k, '*', 'e', name, 'd', data)
+    ids[#ids + 1] = redis.call('XADD', k, '*', 'e', name, 'd', data)
   else
-    redis.call('XADD', k, '*', 'e', name, 'd', data, 's', sid)
+    ids[#ids + 1] = redis.call('XADD', k, '*', 'e', name, 'd', data, 's', sid)
   end
   local lost = nil
   local excess = redis.call('XLEN', k) - maxlen
@@ -69,22 +71,35 @@ for i = 9, #ARGV do
   redis.call('PEXPIRE', k, ttl)
   if redis.call('EXISTS', lk) == 1 then redis.call('PEXPIRE', lk, ttl) end
 end
-return #ARGV - 8
+return ids
 "#;
 
 /// ARGV: prefix, channel, since ('' for an anchor), count. Returns {last id,
-/// highest trimmed id, entries, now ms}; an empty last id: no stream.
+/// highest trimmed id, entries, now ms, last id ever written}; an empty last
+/// id: no stream. The last written may be above the last kept: an event taken
+/// back (no app took it) whose id a reader may already have.
 const READ: &str = r#"
 local P, c, since, count = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local k = P .. ':recovery:' .. c
 local lost = redis.call('GET', P .. ':recovery-lost:' .. c) or '0-0'
-if redis.call('EXISTS', k) == 0 then return {'', lost, {}, now} end
+if redis.call('EXISTS', k) == 0 then return {'', lost, {}, now, ''} end
+local info = redis.call('XINFO', 'STREAM', k)
+local written = ''
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then written = info[i + 1] end
+end
 local top = redis.call('XREVRANGE', k, '+', '-', 'COUNT', 1)
-if #top == 0 then return {'', lost, {}, now} end
+if #top == 0 then return {'', lost, {}, now, written} end
 local last = top[1][1]
 local entries = {}
 if since ~= '' then entries = redis.call('XRANGE', k, '(' .. since, '+', 'COUNT', count) end
-return {last, lost, entries, now}
+return {last, lost, entries, now, written}
+"#;
+
+/// ARGV: prefix, then channel and id pairs: the events taken back.
+const FORGET: &str = r#"
+for i = 2, #ARGV, 2 do redis.call('XDEL', ARGV[1] .. ':recovery:' .. ARGV[i], ARGV[i + 1]) end
+return 0
 "#;
 
 pub struct Streams {
@@ -92,6 +107,7 @@ pub struct Streams {
     prefix: String,
     record: Script,
     read: Script,
+    forget: Script,
     pending_gaps: Mutex<HashSet<String>>,
     burst: crate::burst::Burst,
 }
@@ -109,6 +125,7 @@ impl Streams {
             prefix: prefix.to_owned(),
             record: Script::new(&format!("{NOW}{CMP}{RECORD}")),
             read: Script::new(&format!("{NOW}{READ}")),
+            forget: Script::new(FORGET),
             pending_gaps: Mutex::default(),
             burst: crate::burst::Burst::default(),
         })
@@ -119,7 +136,7 @@ impl Streams {
         channels: &[&str],
         event: Option<&Event>,
         limits: &RecoverySettings,
-    ) -> RedisResult<()> {
+    ) -> RedisResult<Vec<String>> {
         let window = limits.window.as_millis() as u64;
         let mut call = self.record.prepare_invoke();
         call.arg(&self.prefix).arg(limits.max_events_per_channel).arg(window).arg(window * 2);
@@ -128,11 +145,17 @@ impl Streams {
             None => call.arg("1").arg("").arg("").arg(""),
         };
         call.arg(channels);
-        let _: i64 = bounded(call.invoke_async(&mut self.conn.clone())).await?;
-        Ok(())
+        bounded(call.invoke_async(&mut self.conn.clone())).await
     }
 
-    pub async fn record(&self, channels: &[&str], event: &Event, limits: &RecoverySettings) -> bool {
+    /// Keeps `event` on `channels`: the id it got on each, or None (counted,
+    /// and a gap marker for later readers once Redis is back).
+    pub async fn record(
+        &self,
+        channels: &[&str],
+        event: &Event,
+        limits: &RecoverySettings,
+    ) -> Option<Vec<String>> {
         let pending: Vec<String> = self.pending_gaps.lock().unwrap().iter().cloned().collect();
         if !pending.is_empty() {
             let names: Vec<&str> = pending.iter().map(String::as_str).collect();
@@ -144,7 +167,7 @@ impl Streams {
             }
         }
         match self.write(channels, Some(event), limits).await {
-            Ok(()) => true,
+            Ok(ids) => Some(ids),
             Err(e) => {
                 let mut gaps = self.pending_gaps.lock().unwrap();
                 for c in channels {
@@ -156,8 +179,20 @@ impl Streams {
                 if let Some(missed) = self.burst.hit(1) {
                     tracing::warn!(error = %e, missed, "recovery: events not buffered (redis); readers will be told of the gap");
                 }
-                false
+                None
             }
+        }
+    }
+
+    /// Takes back events `record` kept (`(channel, id)`); an error leaves them.
+    pub async fn forget(&self, kept: &[(String, String)]) {
+        let mut call = self.forget.prepare_invoke();
+        call.arg(&self.prefix);
+        for (channel, id) in kept {
+            call.arg(channel).arg(id);
+        }
+        if let Err(e) = bounded(call.invoke_async::<i64>(&mut self.conn.clone())).await {
+            tracing::warn!(error = %e, "recovery: an event no app took could not be taken back (redis)");
         }
     }
 
@@ -186,6 +221,7 @@ impl Streams {
         let deleted = reply.next().and_then(string).unwrap_or_default();
         let entries = items(reply.next().unwrap_or(Value::Nil));
         let now = reply.next().map(|v| crate::redis_client::int(&v)).unwrap_or(0) as u64;
+        let written = reply.next().and_then(string).unwrap_or_default();
         let window = limits.window.as_millis() as u64;
         let Some(since) = since_id else {
             // An anchor: the last id, or (no stream yet) just before now.
@@ -202,6 +238,10 @@ impl Streams {
             return Ok(ChannelRead { events: Vec::new(), position, gap });
         }
         if id(&last).is_some_and(|l| s > l) {
+            if id(&written).is_some_and(|w| s <= w) {
+                // Past the last kept, but one of ours: an event taken back. Nothing new.
+                return Ok(ChannelRead { events: Vec::new(), position: format!("r:{since}"), gap: None });
+            }
             return Ok(ChannelRead {
                 events: Vec::new(),
                 position: format!("r:{last}"),

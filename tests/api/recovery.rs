@@ -43,19 +43,23 @@ fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
-/// Publishes through the service as the official SDKs do.
-async fn publish(app: &TestApp, path: &str, body: Value) {
+/// Publishes through the service as the official SDKs do: its status and body.
+async fn publish_answer(address: &str, path: &str, body: Value) -> (u16, String) {
     let body = body.to_string();
     let q = signed_query(PUB_KEY, PUB_SECRET, "POST", path, Some(body.as_bytes()), now(), &[]);
-    let res = app
-        .client
-        .post(format!("{}{path}?{q}", app.address))
+    let res = reqwest::Client::new()
+        .post(format!("{address}{path}?{q}"))
         .header("content-type", "application/json")
         .body(body)
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+async fn publish(app: &TestApp, path: &str, body: Value) {
+    let (status, text) = publish_answer(&app.address, path, body).await;
+    assert_eq!(status, 200, "{text}");
 }
 
 async fn token(app: &TestApp, socket: &str, channel: &str) -> String {
@@ -334,4 +338,79 @@ async fn a_redis_outage_is_a_gap_for_readers_never_a_failed_publish() {
     let metrics =
         app.client.get(format!("{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("pusher_recovery_events_total{stage=\"not_kept\"} 1"), "{metrics}");
+}
+
+/// Both apps answer publishes with `status` after `delay`.
+async fn rest_slow(status: u16, delay: std::time::Duration) -> MockServer {
+    let rest = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(status).set_body_json(json!({})).set_delay(delay))
+        .mount(&rest)
+        .await;
+    rest
+}
+
+/// An event is in the buffer before Pusher has it: a client recovering while
+/// the fan-out is under way gets it (kept only after the fan-out, it read past
+/// it and never got it), and one no app accepted is taken back, its position
+/// still good to read on from. Memory mode, and Redis mode when redis-server is here.
+async fn kept_before_forwarding_and_taken_back_if_refused(redis: Option<u16>) {
+    let slow = std::time::Duration::from_millis(800);
+    let (ok, refused) = (rest_slow(200, slow).await, rest_slow(503, slow).await);
+    let store = |uri: String| {
+        let extra = redis.map_or(String::new(), |port| {
+            format!("[webhooks]\nforward_url = \"{uri}/hook\"\nkey = \"k\"\nsecret = \"s\"\nstate = \"redis\"\nredis_url = \"redis://127.0.0.1:{port}/0\"\n")
+        });
+        move |c: String| config(c, &uri, &extra)
+    };
+    for (rest, accepted) in [(&ok, true), (&refused, false)] {
+        let app = spawn_app_with(store(rest.uri())).await;
+        let channel = format!("public-race-{accepted}");
+        let ask = |since: Option<&str>| {
+            let mut c = json!({"channel": channel});
+            if let Some(s) = since {
+                c["since"] = json!(s);
+            }
+            json!({"socket_id": "1.1", "channels": [c]})
+        };
+        let (_, anchor) = recover(&app, ask(None)).await;
+        let since = anchor["channels"][&channel]["position"].as_str().unwrap().to_owned();
+        let event = json!({"name": "n", "data": "1", "channel": channel});
+        let address = app.address.clone();
+        let publishing =
+            tokio::spawn(async move { publish_answer(&address, "/apps/dual/events", event).await });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!publishing.is_finished(), "the apps answer after {slow:?}: the fan-out is still under way");
+        let (status, during) = recover(&app, ask(Some(&since))).await;
+        assert_eq!(status, 200, "{during}");
+        assert_eq!(datas(&during["channels"][&channel]), ["1"], "read during the fan-out: {during}");
+        let seen = during["channels"][&channel]["position"].as_str().unwrap().to_owned();
+        let (status, text) = publishing.await.unwrap();
+        assert_eq!(status == 200, accepted, "{status} {text}");
+        let (_, after) = recover(&app, ask(Some(&since))).await;
+        let want: &[&str] = if accepted { &["1"] } else { &[] };
+        assert_eq!(datas(&after["channels"][&channel]), want, "{after}");
+        // The reader who saw the withdrawn event reads on from there, no gap told.
+        let (_, on) = recover(&app, ask(Some(&seen))).await;
+        assert_eq!(
+            (datas(&on["channels"][&channel]).len(), &on["channels"][&channel]["gap"]),
+            (0, &Value::Null),
+            "{on}"
+        );
+        let metrics =
+            app.client.get(format!("{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
+        let withdrawn = metrics.contains("pusher_recovery_events_total{stage=\"withdrawn\"} 1");
+        assert_eq!(withdrawn, !accepted, "{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn in_memory_an_event_is_kept_before_forwarding_and_taken_back_if_refused() {
+    kept_before_forwarding_and_taken_back_if_refused(None).await;
+}
+
+#[tokio::test]
+async fn in_redis_an_event_is_kept_before_forwarding_and_taken_back_if_refused() {
+    let Some(redis) = RedisServer::start() else { return };
+    kept_before_forwarding_and_taken_back_if_refused(Some(redis.port)).await;
 }
