@@ -11,11 +11,11 @@ use pusher_dual_auth::{
 use std::hint::black_box;
 
 fn creds() -> AppCredentials {
-    AppCredentials {
-        key: AppKey::parse("278d425bdf160c739803").unwrap(),
-        secret: "7ad3773142a6692b25b8".to_string().into(),
-        master_key: Some(MasterKey::from_base64("zyrm8pvV2C9fJcBfhyXzvxbJVN/H7QLmbe0xJi1GhPU=").unwrap()),
-    }
+    AppCredentials::new(
+        AppKey::parse("278d425bdf160c739803").unwrap(),
+        "7ad3773142a6692b25b8".to_string().into(),
+        Some(MasterKey::from_base64("zyrm8pvV2C9fJcBfhyXzvxbJVN/H7QLmbe0xJi1GhPU=").unwrap()),
+    )
 }
 
 fn signing(c: &mut Criterion) {

@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let body = &data[2..];
     let Ok(HostAnswer::Allowed(identity)) = interpret(status, body) else { return };
     assert!((200..300).contains(&status));
-    let creds = AppCredentials { key: AppKey::parse("k").unwrap(), secret: "s".to_string().into(), master_key: None };
+    let creds = AppCredentials::new(AppKey::parse("k").unwrap(), "s".to_string().into(), None);
     let socket = SocketId::parse("1.1").unwrap();
     if let Ok(member) = identity.presence_member() {
         let channel = ChannelName::parse("presence-x").unwrap();

@@ -164,7 +164,7 @@ impl RawApp {
             app_id,
             rest_url,
             cluster: self.cluster,
-            credentials: AppCredentials { key, secret, master_key },
+            credentials: AppCredentials::new(key, secret, master_key),
             client_options: self.client_options.unwrap_or_default(),
             auth_endpoint,
             user_auth_endpoint,

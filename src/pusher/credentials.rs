@@ -1,5 +1,7 @@
 use base64::{Engine, engine::general_purpose::STANDARD};
+use hmac::{Hmac, KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
+use sha2::Sha256;
 
 /// The public app key that prefixes every `auth` string (`key:signature`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -62,6 +64,44 @@ pub struct AppCredentials {
         serialize_with = "crate::config::print::redacted"
     )]
     pub master_key: Option<MasterKey>,
+    /// The secret, ready to sign with.
+    #[serde(skip)]
+    pub(crate) signer: Signer,
+}
+
+impl AppCredentials {
+    pub fn new(key: AppKey, secret: SecretString, master_key: Option<MasterKey>) -> Self {
+        let signer = Signer::new(secret.expose_secret().as_bytes());
+        Self { key, secret, master_key, signer }
+    }
+}
+
+/// HMAC-SHA256 keyed with an app's secret once: the key's two padded blocks
+/// are hashed here, not again for every signature. As secret as the secret
+/// (wiped on drop, never printed).
+#[derive(Clone)]
+pub struct Signer(Hmac<Sha256>);
+
+impl Signer {
+    pub fn new(secret: &[u8]) -> Self {
+        Self(Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts keys of any length"))
+    }
+
+    /// Lowercase hex of HMAC-SHA256(secret, message).
+    pub fn hex(&self, message: &[u8]) -> String {
+        let mut mac = self.0.clone();
+        mac.update(message);
+        // Into a buffer rather than hex::encode's char-by-char String: on every authorization.
+        let mut out = [0u8; 64];
+        hex::encode_to_slice(mac.finalize().into_bytes(), &mut out).expect("32 bytes are 64 hex digits");
+        std::str::from_utf8(&out).expect("hex is ASCII").to_owned()
+    }
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Signer([redacted])")
+    }
 }
 
 #[cfg(test)]
@@ -81,11 +121,11 @@ mod tests {
     #[test]
     fn debug_output_never_shows_key_material() {
         let key = MasterKey::from_base64("zyrm8pvV2C9fJcBfhyXzvxbJVN/H7QLmbe0xJi1GhPU=").unwrap();
-        let creds = AppCredentials {
-            key: AppKey::parse("k").unwrap(),
-            secret: SecretString::from("supersecretvalue"),
-            master_key: Some(key),
-        };
+        let creds = AppCredentials::new(
+            AppKey::parse("k").unwrap(),
+            SecretString::from("supersecretvalue"),
+            Some(key),
+        );
         let dbg = format!("{creds:?}");
         assert!(!dbg.contains("supersecretvalue") && !dbg.contains("zyrm"), "{dbg}");
     }

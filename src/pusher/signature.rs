@@ -8,17 +8,11 @@ use super::{
 };
 use base64::{Engine, engine::general_purpose::STANDARD};
 use hmac::{Hmac, KeyInit, Mac};
-use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
 /// Lowercase hex of HMAC-SHA256(secret, message).
 pub fn hmac_sha256_hex(secret: &[u8], message: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts keys of any length");
-    mac.update(message);
-    // Into a buffer rather than hex::encode's char-by-char String: on every authorization.
-    let mut out = [0u8; 64];
-    hex::encode_to_slice(mac.finalize().into_bytes(), &mut out).expect("32 bytes are 64 hex digits");
-    std::str::from_utf8(&out).expect("hex is ASCII").to_owned()
+    super::credentials::Signer::new(secret).hex(message)
 }
 
 /// Whether `given_hex` is HMAC-SHA256(secret, message), compared in constant time
@@ -40,7 +34,7 @@ pub fn shared_secret(channel: &ChannelName, master_key: &MasterKey) -> String {
 }
 
 fn auth_string(creds: &AppCredentials, string_to_sign: &str) -> String {
-    let sig = hmac_sha256_hex(creds.secret.expose_secret().as_bytes(), string_to_sign.as_bytes());
+    let sig = creds.signer.hex(string_to_sign.as_bytes());
     [creds.key.as_ref(), sig.as_str()].join(":")
 }
 
@@ -142,11 +136,11 @@ mod tests {
     const DOCS_SECRET: &str = "7ad3773142a6692b25b8";
 
     fn creds(secret: &str, master: Option<&str>) -> AppCredentials {
-        AppCredentials {
-            key: AppKey::parse(DOCS_KEY).unwrap(),
-            secret: SecretString::from(secret),
-            master_key: master.map(|m| MasterKey::from_base64(m).unwrap()),
-        }
+        AppCredentials::new(
+            AppKey::parse(DOCS_KEY).unwrap(),
+            SecretString::from(secret),
+            master.map(|m| MasterKey::from_base64(m).unwrap()),
+        )
     }
     fn sid(s: &str) -> SocketId {
         SocketId::parse(s).unwrap()
@@ -285,11 +279,7 @@ mod tests {
 
     #[test]
     fn py_encrypted_and_presence_vectors() {
-        let c = AppCredentials {
-            key: AppKey::parse("foo").unwrap(),
-            secret: SecretString::from("bar"),
-            master_key: None,
-        };
+        let c = AppCredentials::new(AppKey::parse("foo").unwrap(), SecretString::from("bar"), None);
         let a = authorize_channel(&c, &sid("345.23"), &chan("private-channel"), None).unwrap();
         assert_eq!(a.auth, "foo:89955e77e1b40e33df6d515a5ecbba86a01dc816a5b720da18a06fd26f7d92ff");
         let m = member("fred", Some(json!({"key": "value"})));

@@ -8,8 +8,11 @@
 //! look at the address) — not the socket id: after a network blip a client
 //! reconnects with a new socket id and re-authorizes the same channels with the
 //! same cookie. The signature is still computed per request, for that
-//! request's own socket id. Keys are SHA-256 digests: raw cookie or token
-//! values are never kept in the map. Both maps are bounded by `max_entries`.
+//! request's own socket id. A call in flight is keyed by the exact fields
+//! (compared byte for byte: two users' checks can never share one answer,
+//! whatever their cookies), which its own request holds anyway; a remembered
+//! decision by their SHA-256 digest, so no raw cookie or token outlives its
+//! request. Both maps are bounded by `max_entries`.
 
 use super::{CheckRequest, ForwardedHeaders, HostAnswer, HostError};
 pub use crate::config::CachePolicy;
@@ -21,7 +24,10 @@ use std::{
 };
 use tokio::sync::OnceCell;
 
-pub type Key = [u8; 32];
+/// A check's fields, length-prefixed and joined: equal keys, identical checks.
+pub type Key = Box<[u8]>;
+/// A remembered decision's key: the SHA-256 digest of a `Key`.
+type CacheKey = [u8; 32];
 type Shared = Arc<OnceCell<Result<HostAnswer, HostError>>>;
 
 /// How a caller got its answer.
@@ -38,27 +44,37 @@ pub enum Source {
 pub struct SharedChecks {
     policy: CachePolicy,
     in_flight: Mutex<HashMap<Key, Shared>>,
-    cache: Mutex<HashMap<Key, (Instant, HostAnswer)>>,
+    cache: Mutex<HashMap<CacheKey, (Instant, HostAnswer)>>,
 }
 
 /// The key of a check. `X-Request-Id` is per request and never part of it;
 /// the address chain is, unless `across_addresses`.
 pub fn key(request: &CheckRequest<'_>, headers: &ForwardedHeaders, across_addresses: bool) -> Key {
-    let mut h = Sha256::new();
-    let mut field = |bytes: &[u8]| {
-        h.update((bytes.len() as u64).to_le_bytes()); // length-prefixed: no ambiguity between fields
-        h.update(bytes);
+    let mut k = Vec::with_capacity(256);
+    // Length-prefixed: no ambiguity between fields.
+    let field = |k: &mut Vec<u8>, bytes: &[u8]| {
+        k.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        k.extend_from_slice(bytes);
     };
-    field(request.app.as_bytes());
-    field(serde_json::to_string(&request.kind).unwrap_or_default().as_bytes());
-    field(request.channel_name.unwrap_or("").as_bytes());
-    field(serde_json::to_string(request.params).unwrap_or_default().as_bytes());
+    field(&mut k, request.app.as_bytes());
+    field(&mut k, request.kind.as_str().as_bytes());
+    field(&mut k, request.channel_name.unwrap_or("").as_bytes());
+    // The params last but one, prefixed by their own length once written.
+    let at = k.len();
+    k.extend_from_slice(&[0; 8]);
+    serde_json::to_writer(&mut k, request.params).expect("a JSON map always serializes");
+    let len = (k.len() - at - 8) as u64;
+    k[at..at + 8].copy_from_slice(&len.to_le_bytes());
     let counts = |n: &str| n != "x-request-id" && !(across_addresses && n == "x-forwarded-for");
     for (name, value) in headers.iter().filter(|(n, _)| counts(n)) {
-        field(name.as_bytes());
-        field(value);
+        field(&mut k, name.as_bytes());
+        field(&mut k, value);
     }
-    h.finalize().into()
+    k.into_boxed_slice()
+}
+
+fn digest(key: &[u8]) -> CacheKey {
+    Sha256::digest(key).into()
 }
 
 impl SharedChecks {
@@ -66,22 +82,23 @@ impl SharedChecks {
         Self { policy, in_flight: Mutex::default(), cache: Mutex::default() }
     }
 
-    fn cached(&self, key: &Key) -> Option<HostAnswer> {
+    fn cached(&self, key: &[u8]) -> Option<HostAnswer> {
         if self.policy.grant_ttl.is_zero() {
             return None;
         }
+        let key = digest(key);
         let mut cache = self.cache.lock().unwrap();
-        match cache.get(key) {
+        match cache.get(&key) {
             Some((expires, answer)) if *expires > Instant::now() => Some(answer.clone()),
             Some(_) => {
-                cache.remove(key);
+                cache.remove(&key);
                 None
             }
             None => None,
         }
     }
 
-    fn remember(&self, key: Key, answer: &HostAnswer) {
+    fn remember(&self, key: &[u8], answer: &HostAnswer) {
         let ttl = match answer {
             HostAnswer::Allowed(_) => self.policy.grant_ttl,
             HostAnswer::Denied => self.policy.deny_ttl,
@@ -97,7 +114,7 @@ impl SharedChecks {
                 return; // full of live entries: skip rather than grow
             }
         }
-        cache.insert(key, (now + ttl, answer.clone()));
+        cache.insert(digest(key), (now + ttl, answer.clone()));
     }
 
     /// Answers from the cache, or joins an identical in-flight call, or runs `call`.
@@ -113,7 +130,7 @@ impl SharedChecks {
         if !self.policy.coalesce {
             let result = call().await;
             if let Ok(answer) = &result {
-                self.remember(key, answer);
+                self.remember(&key, answer);
             }
             return (result, Source::Called);
         }
@@ -122,14 +139,14 @@ impl SharedChecks {
             if in_flight.len() >= self.policy.max_entries && !in_flight.contains_key(&key) {
                 None // full: this check runs on its own rather than grow the map
             } else {
-                Some(in_flight.entry(key).or_default().clone())
+                Some(in_flight.entry(key.clone()).or_default().clone())
             }
         };
         let Some(cell) = cell else {
             return (call().await, Source::Called);
         };
         // The participant holds this caller's only clone (the count in its Drop relies on it).
-        let participant = Participant { map: &self.in_flight, key, cell: Some(cell) };
+        let participant = Participant { map: &self.in_flight, key: &key, cell: Some(cell) };
         let mut ran = false;
         // If the leader's request is cancelled, a waiter takes over the call.
         let result = participant
@@ -143,7 +160,7 @@ impl SharedChecks {
             .await
             .clone();
         if ran && let Ok(answer) = &result {
-            self.remember(key, answer);
+            self.remember(&key, answer);
         }
         drop(participant);
         (result, if ran { Source::Called } else { Source::Coalesced })
@@ -161,7 +178,7 @@ impl SharedChecks {
 /// cancelled request cannot leave it behind.
 struct Participant<'a> {
     map: &'a Mutex<HashMap<Key, Shared>>,
-    key: Key,
+    key: &'a [u8],
     cell: Option<Shared>,
 }
 
@@ -171,9 +188,9 @@ impl Drop for Participant<'_> {
         let mut map = self.map.lock().unwrap();
         // Clones are only made under this lock, so the count cannot rise meanwhile;
         // 2 = the map's and ours.
-        let ours = map.get(&self.key).is_some_and(|c| Arc::ptr_eq(c, &cell));
+        let ours = map.get(self.key).is_some_and(|c| Arc::ptr_eq(c, &cell));
         if ours && (cell.initialized() || Arc::strong_count(&cell) == 2) {
-            map.remove(&self.key);
+            map.remove(self.key);
         }
     }
 }
@@ -236,17 +253,18 @@ mod tests {
         };
         for i in 0..3u8 {
             // Cancelled mid-call, as when the client resets the connection.
-            let _ = tokio::time::timeout(Duration::from_millis(10), shared.run([i; 32], slow)).await;
+            let _ =
+                tokio::time::timeout(Duration::from_millis(10), shared.run(Box::new([i; 32]), slow)).await;
         }
         assert_eq!(shared.in_flight(), 0);
         // max_entries = 2: a third distinct check in flight runs uncoalesced.
         let fast = || async { interpret(200, b"{}") };
-        let a = shared.run([1; 32], slow);
-        let b = shared.run([2; 32], slow);
+        let a = shared.run(Box::new([1; 32]), slow);
+        let b = shared.run(Box::new([2; 32]), slow);
         let c = async {
             tokio::time::sleep(Duration::from_millis(20)).await;
             assert_eq!(shared.in_flight(), 2);
-            shared.run([3; 32], fast).await
+            shared.run(Box::new([3; 32]), fast).await
         };
         let _ = tokio::time::timeout(Duration::from_millis(200), futures_util::future::join3(a, b, c)).await;
         assert_eq!(shared.in_flight(), 0);
@@ -271,12 +289,13 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
             interpret(200, b"{}")
         };
-        let results = futures_util::future::join_all((0..10).map(|_| shared.run([7; 32], call))).await;
+        let results =
+            futures_util::future::join_all((0..10).map(|_| shared.run(Box::new([7; 32]), call))).await;
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(results.iter().filter(|r| r.1 == Source::Coalesced).count(), 9);
         assert!(results.iter().all(|r| r.0.is_ok()));
         // Nothing cached with TTL 0: the next call goes to the host again.
-        let _ = shared.run([7; 32], call).await;
+        let _ = shared.run(Box::new([7; 32]), call).await;
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
@@ -291,18 +310,26 @@ mod tests {
                 interpret(status, b"{}")
             }
         };
-        let _ = shared.run([1; 32], answer(200)).await;
-        assert_eq!(shared.run([1; 32], answer(200)).await.1, Source::Cached);
-        let _ = shared.run([2; 32], answer(403)).await;
-        assert_eq!(shared.run([2; 32], answer(403)).await.1, Source::Cached);
+        let _ = shared.run(Box::new([1; 32]), answer(200)).await;
+        assert_eq!(shared.run(Box::new([1; 32]), answer(200)).await.1, Source::Cached);
+        let _ = shared.run(Box::new([2; 32]), answer(403)).await;
+        assert_eq!(shared.run(Box::new([2; 32]), answer(403)).await.1, Source::Cached);
         tokio::time::sleep(Duration::from_millis(80)).await;
-        assert_eq!(shared.run([2; 32], answer(403)).await.1, Source::Called, "denial expired first");
-        assert_eq!(shared.run([1; 32], answer(200)).await.1, Source::Cached, "grant still cached");
-        let _ = shared.run([3; 32], answer(500)).await;
-        assert_eq!(shared.run([3; 32], answer(500)).await.1, Source::Called, "errors are not cached");
+        assert_eq!(
+            shared.run(Box::new([2; 32]), answer(403)).await.1,
+            Source::Called,
+            "denial expired first"
+        );
+        assert_eq!(shared.run(Box::new([1; 32]), answer(200)).await.1, Source::Cached, "grant still cached");
+        let _ = shared.run(Box::new([3; 32]), answer(500)).await;
+        assert_eq!(
+            shared.run(Box::new([3; 32]), answer(500)).await.1,
+            Source::Called,
+            "errors are not cached"
+        );
         // Bounded: max_entries = 2 live entries; a third grant is not stored.
-        let _ = shared.run([4; 32], answer(200)).await;
-        assert_eq!(shared.run([4; 32], answer(200)).await.1, Source::Called);
+        let _ = shared.run(Box::new([4; 32]), answer(200)).await;
+        assert_eq!(shared.run(Box::new([4; 32]), answer(200)).await.1, Source::Called);
         assert_eq!(calls.load(Ordering::SeqCst), 7);
     }
 }
