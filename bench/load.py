@@ -308,11 +308,13 @@ def syscalls():
     print("json: " + json.dumps([{"name": n, "requests": r, "per_request": c} for n, r, c in rows]))
 
 
-def callgrind_total(binary, conf, url, seconds, out):
+def callgrind_total(binary, conf, url, seconds, out, env=None):
     """Instructions the service ran under callgrind, and the requests answered
-    (`seconds` = 0: the one readiness request only)."""
-    proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary, "serve",
-                             "--config", conf], env={**os.environ, "RUST_LOG": ""},
+    (`seconds` = 0: the one readiness request only). `conf` None: `binary` is
+    the floor, configured by `env`."""
+    args = [binary] if conf is None else [binary, "serve", "--config", conf]
+    proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *args],
+                            env={**os.environ, "RUST_LOG": "", **(env or {})},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_ready(url, proc, timeout=120)
@@ -338,19 +340,26 @@ def instructions():
     need("nginx", "nginx-light")
     need("wrk", "wrk")
     subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "pusher-dual-auth"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "--locked", "--example", "floor_proxy"], cwd=ROOT, check=True)
     binary = os.environ.get("SERVICE_BIN", os.path.join(ROOT, "target/release/pusher-dual-auth"))
     work, check_port, nginx = start_nginx("dual-auth-callgrind-")
     svc_port = free_port()
     rows = []
     try:
+        url = f"http://127.0.0.1:{svc_port}/auth/new"
         for unix in (False, True):
             conf = f"{work}/service{'-unix' if unix else ''}.toml"
             with open(conf, "w") as f:
                 f.write(service_conf(work, svc_port, check_port, unix).replace("[server]\n", "[server]\nworkers = 1\n", 1))
-            url = f"http://127.0.0.1:{svc_port}/auth/new"
             r0, i0 = callgrind_total(binary, conf, url, 0, f"{work}/cg.out")
             r1, i1 = callgrind_total(binary, conf, url, DURATION * 2, f"{work}/cg.out")
             rows.append(("pusher-dual-auth" + (", unix socket" if unix else ""), r1 - r0, (i1 - i0) / (r1 - r0)))
+        # The floor (examples/floor_proxy.rs): the same crates' two exchanges, no work.
+        floor = os.path.join(ROOT, "target/release/examples/floor_proxy")
+        env = {"PORT": str(svc_port), "CHECK": f"127.0.0.1:{check_port}", "WORKERS": "1"}
+        r0, i0 = callgrind_total(floor, None, url, 0, f"{work}/cg.out", env)
+        r1, i1 = callgrind_total(floor, None, url, DURATION * 2, f"{work}/cg.out", env)
+        rows.append(("floor: same crates, no work", r1 - r0, (i1 - i0) / (r1 - r0)))
     finally:
         stop_nginx(work, nginx)
     print(f"\nuser-space instructions per authorization (callgrind, 1 worker, wrk -t1 -c8 -d{DURATION * 2}s)")
