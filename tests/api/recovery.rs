@@ -436,7 +436,8 @@ async fn in_redis_what_the_window_took_is_a_gap() {
     allow_everyone(&app).await;
     let t = token(&app, "1.1", "private-w").await;
     let read = |since: String| {
-        let body = json!({"socket_id": "1.1", "channels": [{"channel": "private-w", "since": since, "token": t}]});
+        let body =
+            json!({"socket_id": "1.1", "channels": [{"channel": "private-w", "since": since, "token": t}]});
         recover(&app, body)
     };
     let (_, anchor) =
