@@ -88,7 +88,7 @@ async fn forward_one(
             req = req.timeout(FAILED_OVER_TIMEOUT.min(publish.timeout));
         }
         if !body.is_empty() {
-            req = req.header("content-type", "application/json").body(body.to_vec());
+            req = req.header("content-type", "application/json").body(body.clone());
         }
         let result = match req.send().await {
             Ok(res) => {

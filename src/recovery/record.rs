@@ -26,7 +26,7 @@ pub async fn before(state: &Arc<AppState>, live: &Arc<Live>, events: &[&Value]) 
     live.settings.recovery.as_ref()?;
     let parsed: Vec<(Vec<String>, Event)> = events.iter().filter_map(|e| parse(e)).collect();
     let (state, live) = (state.clone(), live.clone());
-    let mut task = tokio::spawn(async move {
+    let mut keep = Box::pin(async move {
         let limits = live.settings.recovery.as_ref().expect("checked before the task");
         let mut kept = Vec::new();
         for (channels, event) in parsed {
@@ -37,6 +37,13 @@ pub async fn before(state: &Arc<AppState>, live: &Arc<Live>, events: &[&Value]) 
         }
         kept
     });
+    // The memory buffer keeps at once: polled here first, it needs no task nor
+    // timer. What is still waiting (Redis) goes on in a task of its own, so the
+    // writes run to the end even if this publish stops waiting.
+    if let Some(kept) = futures_util::FutureExt::now_or_never(&mut keep) {
+        return Some(Keeping::Kept(kept));
+    }
+    let mut task = tokio::spawn(keep);
     Some(match tokio::time::timeout(WAIT_FOR_BUFFER, &mut task).await {
         Ok(done) => Keeping::Kept(done.unwrap_or_default()),
         Err(_) => Keeping::Keeping(task),

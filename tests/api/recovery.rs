@@ -414,3 +414,44 @@ async fn in_redis_an_event_is_kept_before_forwarding_and_taken_back_if_refused()
     let Some(redis) = RedisServer::start() else { return };
     kept_before_forwarding_and_taken_back_if_refused(Some(redis.port)).await;
 }
+
+/// In Redis, what the window took is a gap for a reader from before it, and a
+/// channel with nothing stale loses nothing (the write's trim reads the oldest
+/// entry first, rather than searching below it).
+#[tokio::test]
+async fn in_redis_what_the_window_took_is_a_gap() {
+    let Some(redis) = RedisServer::start() else { return };
+    let rest = rest_ok().await;
+    let uri = rest.uri();
+    let port = redis.port;
+    let app = spawn_app_with(move |c: String| {
+        config(
+            c,
+            &uri,
+            &format!("[webhooks]\nforward_url = \"{uri}/hook\"\nkey = \"k\"\nsecret = \"s\"\nstate = \"redis\"\nredis_url = \"redis://127.0.0.1:{port}/0\"\n"),
+        )
+        .replace("window_secs = 60", "window_secs = 1")
+    })
+    .await;
+    allow_everyone(&app).await;
+    let t = token(&app, "1.1", "private-w").await;
+    let read = |since: String| {
+        let body =
+            json!({"socket_id": "1.1", "channels": [{"channel": "private-w", "since": since, "token": t}]});
+        recover(&app, body)
+    };
+    let (_, anchor) =
+        recover(&app, json!({"socket_id": "1.1", "channels": [{"channel": "private-w", "token": t}]})).await;
+    let since = anchor["channels"]["private-w"]["position"].as_str().unwrap().to_owned();
+    for n in ["1", "2"] {
+        publish(&app, "/apps/dual/events", json!({"name": "n", "data": n, "channel": "private-w"})).await;
+    }
+    let (_, fresh) = read(since.clone()).await;
+    assert_eq!(datas(&fresh["channels"]["private-w"]), ["1", "2"], "{fresh}");
+    assert_eq!(fresh["channels"]["private-w"]["gap"], Value::Null, "{fresh}");
+    tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
+    publish(&app, "/apps/dual/events", json!({"name": "n", "data": "3", "channel": "private-w"})).await;
+    let (_, late) = read(since).await;
+    assert_eq!(datas(&late["channels"]["private-w"]), ["3"], "{late}");
+    assert_eq!(late["channels"]["private-w"]["gap"], "evicted", "{late}");
+}
