@@ -443,12 +443,16 @@ async fn in_redis_what_the_window_took_is_a_gap() {
     let (_, anchor) =
         recover(&app, json!({"socket_id": "1.1", "channels": [{"channel": "private-w", "token": t}]})).await;
     let since = anchor["channels"]["private-w"]["position"].as_str().unwrap().to_owned();
+    let started = std::time::Instant::now();
     for n in ["1", "2"] {
         publish(&app, "/apps/dual/events", json!({"name": "n", "data": n, "channel": "private-w"})).await;
     }
     let (_, fresh) = read(since.clone()).await;
-    assert_eq!(datas(&fresh["channels"]["private-w"]), ["1", "2"], "{fresh}");
-    assert_eq!(fresh["channels"]["private-w"]["gap"], Value::Null, "{fresh}");
+    // Within the 1 s window only if the machine kept up (a loaded CI can take longer).
+    if started.elapsed() < std::time::Duration::from_millis(800) {
+        assert_eq!(datas(&fresh["channels"]["private-w"]), ["1", "2"], "{fresh}");
+        assert_eq!(fresh["channels"]["private-w"]["gap"], Value::Null, "{fresh}");
+    }
     tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
     publish(&app, "/apps/dual/events", json!({"name": "n", "data": "3", "channel": "private-w"})).await;
     let (_, late) = read(since).await;
