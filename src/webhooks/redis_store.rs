@@ -7,8 +7,9 @@
 //! channel cannot both (or neither) forward the transition; and a call cut off
 //! by the deadline either did nothing or did everything (a retry then finds
 //! the replay mark and is acknowledged, not applied twice).
-//! Delivery moves an item to this replica's own processing list, and removes
-//! it once the host accepted it. At-least-once, with nothing stranded: a move
+//! Delivery moves up to a batch of items to this replica's own processing
+//! list in one call, and empties it once the host accepted them all.
+//! At-least-once, with nothing stranded: a move
 //! whose answer was lost (Redis died mid-call) is undone by returning this
 //! replica's list to the outbox before the next one, and each replica keeps a
 //! lease (`LEASE`) so the others re-queue what a crashed one left behind.
@@ -61,12 +62,25 @@ redis.call('SET', KEYS[1], 1, 'PX', ARGV[1])
 return {queued, changes}
 "#;
 
+/// KEYS[1] outbox, KEYS[2] processing; ARGV[1] at most this many. The items moved, in order.
+const TAKE: &str = r#"
+local moved = {}
+for _ = 1, tonumber(ARGV[1]) do
+  local item = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+  if not item then break end
+  moved[#moved + 1] = item
+end
+return moved
+"#;
+
 pub struct RedisStore {
     conn: Conn,
     /// `replica_acks`: writes that must reach replicas before they count.
     acks: ReplicaAcks,
     prefix: String,
     script: Script,
+    /// Moves up to ARGV[1] items from the outbox to processing (`TAKE`).
+    take: Script,
     /// Remembers a bridged member's info (`redis_infos`).
     pub(super) remember: Script,
     /// This process, for its processing list and lease.
@@ -102,6 +116,7 @@ impl RedisStore {
                     + crate::presence::redis_infos::ON_MEMBER_CHANGE
                     + APPLY_WEBHOOK),
             ),
+            take: Script::new(TAKE),
             remember: crate::presence::redis_infos::remember_script(),
             replica: uuid::Uuid::new_v4().simple().to_string(),
         })
@@ -191,26 +206,7 @@ impl RedisStore {
             keys.extend([set, index]);
             args.extend([mode.to_owned(), member.to_owned(), Self::item(event, time_ms), channel.to_owned()]);
         }
-        let reply: redis::Value = if self.acks.replicas == 0 {
-            let mut invocation = self.script.prepare_invoke();
-            for k in &keys {
-                invocation.key(k);
-            }
-            for a in &args {
-                invocation.arg(a);
-            }
-            bounded(invocation.invoke_async(&mut self.conn())).await?
-        } else {
-            let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(self.script.get_hash()).arg(keys.len()).arg(&keys).arg(&args);
-            match self.replicated(&cmd).await {
-                Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                    bounded(self.script.prepare_invoke().load_async(&mut self.conn())).await?;
-                    self.replicated(&cmd).await?
-                }
-                other => other?,
-            }
-        };
+        let reply = self.run(&self.script, &keys, &args).await?;
         let mut reply = match reply {
             redis::Value::Array(items) => items.into_iter(),
             _ => Vec::new().into_iter(),
@@ -268,26 +264,50 @@ impl RedisStore {
         Ok(apps.iter().cloned().zip(counts).collect())
     }
 
-    /// The next queued event, moved to processing. Not the blocking BLMOVE: the
-    /// connection is multiplexed, and a blocked command would stall the others.
-    pub async fn next(&self) -> RedisResult<Option<String>> {
-        let mut cmd = redis::cmd("LMOVE");
-        cmd.arg(self.outbox()).arg(self.processing()).arg("LEFT").arg("RIGHT");
-        if self.acks.replicas > 0 {
-            // Delivered only once the replicas know it is being delivered: else a
-            // failover would bring it back to the outbox and deliver it twice.
-            return Ok(redis::from_redis_value(self.replicated(&cmd).await?)?);
-        }
-        bounded(cmd.query_async(&mut self.conn())).await
+    /// Up to `max` queued events, oldest first, moved to processing in one call
+    /// (one round trip however many: a backlog drains in batches). Not the
+    /// blocking BLMOVE: the connection is multiplexed, and a blocked command
+    /// would stall the others. Processing is empty before (each batch is
+    /// `done` before the next, or swept back after an error), so it then holds
+    /// exactly this batch.
+    pub async fn next_batch(&self, max: usize) -> RedisResult<Vec<String>> {
+        let reply = self.run(&self.take, &[self.outbox(), self.processing()], &[max.to_string()]).await?;
+        Ok(crate::redis_client::items(reply).into_iter().filter_map(string).collect())
     }
 
-    pub async fn done(&self, item: &str) -> RedisResult<()> {
+    /// The batch taken last was delivered: processing is emptied (idempotent, so
+    /// it is retried until Redis takes it).
+    pub async fn done(&self) -> RedisResult<()> {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.processing());
         if self.acks.replicas > 0 {
-            let mut cmd = redis::cmd("LREM");
-            cmd.arg(self.processing()).arg(1).arg(item);
             return self.replicated(&cmd).await.map(drop);
         }
-        bounded(self.conn().lrem(self.processing(), 1, item)).await
+        bounded(cmd.query_async::<()>(&mut self.conn())).await
+    }
+
+    /// `script` on `keys` and `args`: its reply, once `replica_acks` replicas have
+    /// its writes, if set (loaded first if Redis does not know it).
+    async fn run(&self, script: &Script, keys: &[String], args: &[String]) -> RedisResult<redis::Value> {
+        if self.acks.replicas == 0 {
+            let mut invocation = script.prepare_invoke();
+            for k in keys {
+                invocation.key(k);
+            }
+            for a in args {
+                invocation.arg(a);
+            }
+            return bounded(invocation.invoke_async(&mut self.conn())).await;
+        }
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script.get_hash()).arg(keys.len()).arg(keys).arg(args);
+        match self.replicated(&cmd).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                bounded(script.prepare_invoke().load_async(&mut self.conn())).await?;
+                self.replicated(&cmd).await
+            }
+            other => other,
+        }
     }
 
     /// `cmd`'s reply once `WAIT` says its write reached `replica_acks` replicas;

@@ -29,17 +29,26 @@ pub fn spawn(state: std::sync::Arc<AppState>) {
                         }
                     }
                 }
-                match redis.next().await {
-                    Ok(Some(item)) => {
-                        let (time_ms, event) = RedisStore::unwrap_item(&item);
-                        deliver(&state, &http, time_ms, vec![event]).await;
-                        // Until Redis takes it: the item would otherwise be delivered again.
-                        while let Err(e) = redis.done(&item).await {
+                match redis.next_batch(BATCH).await {
+                    Ok(items) if !items.is_empty() => {
+                        // In order, one delivery per run of events from webhooks of the same `time_ms`.
+                        let events: Vec<(u64, Value)> =
+                            items.iter().map(String::as_str).map(RedisStore::unwrap_item).collect();
+                        let mut events = events.into_iter().peekable();
+                        while let Some((time_ms, event)) = events.next() {
+                            let mut run = vec![event];
+                            while let Some((_, more)) = events.next_if(|(t, _)| *t == time_ms) {
+                                run.push(more);
+                            }
+                            deliver(&state, &http, time_ms, run).await;
+                        }
+                        // Until Redis takes it: the batch would otherwise be delivered again.
+                        while let Err(e) = redis.done().await {
                             tracing::warn!(error = %e, "redis: cannot mark a delivery done; retrying in 1 s");
                             tokio::time::sleep(Duration::from_secs(1)).await;
                         }
                     }
-                    Ok(None) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                     Err(e) => {
                         // The move may have happened with its answer lost: swept before the next.
                         unsure = true;
@@ -71,6 +80,12 @@ pub fn spawn(state: std::sync::Arc<AppState>) {
         }
     });
 }
+
+/// Events a Redis sender takes from the outbox at once: a backlog (a burst of
+/// webhooks, a host back from an outage) costs two Redis round trips per this
+/// many events, not two per event. A crash mid-batch delivers its delivered
+/// part again (at-least-once, as a crash between a delivery and its removal did).
+const BATCH: usize = 100;
 
 /// How often a Redis sender renews its lease and re-queues what crashed replicas left.
 const LEASE_SWEEP: Duration = Duration::from_secs(10);

@@ -81,3 +81,63 @@ async fn queued_events_survive_a_host_outage_and_redis_refusal_is_not_acknowledg
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(post_webhook(&a, NEW_KEY, NEW_SECRET, occ).await, 503);
 }
+
+#[tokio::test]
+async fn a_backlog_leaves_in_order_once_each_one_delivery_per_run_of_the_same_time_ms() {
+    let Some(redis) = redis().await else { return };
+    let receiver = MockServer::start().await;
+    Mock::given(wiremock::matchers::any()).respond_with(ResponseTemplate::new(200)).mount(&receiver).await;
+    // 250 events queued before the replica starts (a host outage's backlog), their
+    // source webhooks' time_ms in runs of 10.
+    let items: Vec<String> = (0..250)
+        .map(|i| {
+            json!({"time_ms": 1_000 + i / 10, "event": {"name": "channel_occupied", "channel": format!("private-{i}")}})
+                .to_string()
+        })
+        .collect();
+    let pushed = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "RPUSH", "pusher-dual-auth:outbox"])
+        .args(&items)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&pushed.stdout).trim(), "250");
+    let _a = replica(&receiver, redis.port).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deliveries = loop {
+        let hooks: Vec<Value> = receiver
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.url.path() == "/hook")
+            .map(|r| serde_json::from_slice(&r.body).unwrap())
+            .collect();
+        let events: usize = hooks.iter().map(|h| h["events"].as_array().unwrap().len()).sum();
+        if events >= 250 || std::time::Instant::now() > deadline {
+            break hooks;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await; // a repeat would show now
+    assert_eq!(
+        receiver.received_requests().await.unwrap().iter().filter(|r| r.url.path() == "/hook").count(),
+        25
+    );
+    let mut seen = Vec::new();
+    for (run, hook) in deliveries.iter().enumerate() {
+        // Pusher's format has one time_ms per body: a run of the same time_ms is one delivery.
+        assert_eq!(hook["time_ms"], json!(1_000 + run), "delivery {run}");
+        let events = hook["events"].as_array().unwrap();
+        assert_eq!(events.len(), 10, "delivery {run}");
+        seen.extend(events.iter().map(|e| e["channel"].as_str().unwrap().to_owned()));
+    }
+    let expected: Vec<String> = (0..250).map(|i| format!("private-{i}")).collect();
+    assert_eq!(seen, expected, "in the outbox's order, once each");
+    let left = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "EVAL"])
+        .args(["return redis.call('LLEN', KEYS[1]) + #redis.call('KEYS', KEYS[2])", "2"])
+        .args(["pusher-dual-auth:outbox", "pusher-dual-auth:processing:*"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&left.stdout).trim(), "0", "nothing left queued or in processing");
+}
