@@ -173,13 +173,15 @@ def instructions(binary, work):
     with open(conf, "w") as f:
         f.write(service_conf(port).replace("[server]\n", "[server]\nworkers = 1\n", 1))
     url = f"http://127.0.0.1:{port}/client-config"
-    r0, i0 = callgrind_total(binary, conf, url, 0, f"{work}/cg.start")
-    r1, i1 = callgrind_total(binary, conf, url, load.DURATION * 2, f"{work}/cg.load")
+    # Kept profiles go outside the work directory, which is removed on the way out.
+    out = load.tempfile.mkdtemp(prefix="client-config-callgrind-") if os.environ.get("KEEP_CALLGRIND") else work
+    r0, i0 = callgrind_total(binary, conf, url, 0, f"{out}/cg.start")
+    r1, i1 = callgrind_total(binary, conf, url, load.DURATION * 2, f"{out}/cg.load")
     per = (i1 - i0) / (r1 - r0)
     print(f"\nuser-space instructions per /client-config answer (callgrind, 1 worker, wrk -t1 -c8 "
           f"-d{load.DURATION * 2}s): {per:,.0f} ({r1 - r0} answers)")
     if os.environ.get("KEEP_CALLGRIND"):
-        print(f"profiles: {work}/cg.start, {work}/cg.load")
+        print(f"profiles: {out}/cg.start, {out}/cg.load")
     print("json: " + json.dumps({"requests": r1 - r0, "instructions_per_request": per}))
 
 
