@@ -6,7 +6,9 @@
 //! these crates. The service's CPU over this floor is the part its own code
 //! controls; a target below the floor is out of reach of any change to that code.
 //! Without `CHECK` it answers at once: actix-web's own cost for one exchange, to
-//! set beside nginx's.
+//! set beside nginx's. `GET /client-config` answers the file `CLIENT_CONFIG`
+//! names, read once at start (for `bench/client_config.py`): the same crates
+//! answering a GET with no work, beside nginx serving that file.
 //!
 //! NOT a server to deploy: it signs nothing and checks nothing.
 //!
@@ -72,6 +74,13 @@ async fn auth(_form: Bytes, addr: web::Data<Option<String>>) -> HttpResponse {
     }
 }
 
+async fn client_config(answer: web::Data<Bytes>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header(("cache-control", "no-store"))
+        .body(answer.get_ref().clone())
+}
+
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
@@ -79,8 +88,16 @@ fn var(name: &str) -> Option<String> {
 fn main() -> std::io::Result<()> {
     let port: u16 = var("PORT").and_then(|p| p.parse().ok()).expect("PORT: the port to listen on");
     let addr = var("CHECK"); // host:port answering POST /check; unset: no check
+    let answer = Bytes::from(match var("CLIENT_CONFIG") {
+        Some(path) => std::fs::read(path)?,
+        None => b"{}".to_vec(),
+    });
     let mut server = HttpServer::new(move || {
-        App::new().app_data(web::Data::new(addr.clone())).route("/auth/{app}", web::post().to(auth))
+        App::new()
+            .app_data(web::Data::new(addr.clone()))
+            .app_data(web::Data::new(answer.clone()))
+            .route("/auth/{app}", web::post().to(auth))
+            .route("/client-config", web::get().to(client_config))
     });
     // Unset: actix-web's default, as the service's (one worker per core).
     if let Some(workers) = var("WORKERS").and_then(|w| w.parse().ok()) {

@@ -4,14 +4,20 @@
 //! same user id gets the same answer on every device. Force lists win.
 
 use crate::config::RolloutSettings;
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
+use crate::rollout::config::SaltKey;
+use hmac::Mac;
 
 pub const BUCKETS: u32 = 10_000;
 
-/// The sticky bucket of `id` under `salt`.
+/// The sticky bucket of `id` under `salt`, keyed for this one id (the tests' form).
+#[cfg(test)]
 pub fn bucket(salt: &[u8; 32], id: &str) -> u16 {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(salt).expect("HMAC takes any key length");
+    keyed_bucket(&SaltKey::new(salt), id)
+}
+
+/// The sticky bucket of `id` under a salt keyed once (`RolloutSettings::salt_key`).
+pub fn keyed_bucket(key: &SaltKey, id: &str) -> u16 {
+    let mut mac = key.mac();
     mac.update(id.as_bytes());
     let d = mac.finalize().into_bytes();
     (u32::from_be_bytes([d[0], d[1], d[2], d[3]]) % BUCKETS) as u16
@@ -27,7 +33,7 @@ pub struct Assignment<'a> {
 /// The app for the client `id`; `uid` says whether the id is the host's user id
 /// (force lists apply to user ids only, not to random per-browser ids).
 pub fn assign<'a>(r: &'a RolloutSettings, id: &str, uid: bool) -> Assignment<'a> {
-    let bucket = bucket(&r.salt, id);
+    let bucket = keyed_bucket(&r.salt_key, id);
     let forced_to = uid && r.force_to.iter().any(|u| u.as_ref() == id);
     let forced_from = uid && r.force_from.iter().any(|u| u.as_ref() == id);
     let app = if forced_to {
@@ -56,6 +62,7 @@ mod tests {
             spread: Duration::from_secs(30),
             version: 1,
             salt: [7; 32],
+            salt_key: SaltKey::new(&[7; 32]),
         }
     }
 
@@ -65,6 +72,18 @@ mod tests {
         assert_ne!(bucket(&[7; 32], "user-42"), bucket(&[8; 32], "user-42"), "the salt matters");
         let below_half = (0..10_000).filter(|i| bucket(&[7; 32], &format!("u{i}")) < 5_000).count();
         assert!((4_700..=5_300).contains(&below_half), "{below_half} of 10000 below the median");
+    }
+
+    #[test]
+    fn a_salt_keyed_once_gives_every_client_its_own_bucket() {
+        // HMAC-SHA256(salt = 32 × 7, id), first four bytes big-endian, mod 10,000 (Python's hmac).
+        let key = SaltKey::new(&[7; 32]);
+        assert_eq!(keyed_bucket(&key, "user-42"), 1551);
+        assert_eq!(keyed_bucket(&key, "be000000000000000000000000000001"), 5228);
+        assert_eq!(keyed_bucket(&key, "user-42"), 1551, "the kept key is not changed by a use");
+        assert_eq!(bucket(&[7; 32], "user-42"), 1551);
+        let r = rollout(50.0);
+        assert_eq!(assign(&r, "user-42", false).bucket, 1551);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::config::{
     fields::{ConfigError, list_or_csv},
 };
 use crate::pusher::{PublicChannelName, UserId};
+use hmac::{Hmac, KeyInit};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::{collections::BTreeMap, time::Duration};
@@ -55,6 +56,31 @@ pub struct RolloutSettings {
     pub version: u32,
     /// Keeps a user's bucket when percent or the lists change: derived from the two apps only.
     pub salt: [u8; 32],
+    /// The bucket's HMAC keyed with `salt`, once per load (`rollout::assign`).
+    pub salt_key: SaltKey,
+}
+
+/// An HMAC-SHA256 keyed with the rollout's salt. Keying is two of the four
+/// SHA-256 compressions of a client's bucket and the same for every client, so
+/// `/client-config` starts each bucket from a copy of this.
+#[derive(Clone)]
+pub struct SaltKey(Hmac<Sha256>);
+
+impl SaltKey {
+    pub fn new(salt: &[u8; 32]) -> Self {
+        Self(<Hmac<Sha256> as KeyInit>::new_from_slice(salt).expect("HMAC takes any key length"))
+    }
+
+    /// A fresh MAC under the salt, ready for an id.
+    pub fn mac(&self) -> Hmac<Sha256> {
+        self.0.clone()
+    }
+}
+
+impl std::fmt::Debug for SaltKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SaltKey(..)")
+    }
 }
 
 impl RawRollout {
@@ -135,6 +161,7 @@ impl RawRollout {
             control_channel,
             spread: Duration::from_secs(self.spread_secs),
             version,
+            salt_key: SaltKey::new(&salt),
             salt,
         })
     }
