@@ -76,6 +76,7 @@ async fn forward_one(
     metrics: &Metrics,
     (target, failed_over): (&AppSettings, bool),
     out: &Outgoing,
+    span: &mut crate::telemetry::traces::Span,
 ) -> Forwarded {
     let Outgoing { method, suffix, extra, body } = out;
     let path = format!("/apps/{}{suffix}", target.app_id);
@@ -114,11 +115,8 @@ async fn forward_one(
             tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
             continue;
         }
-        if crate::telemetry::traces::on() {
-            let span = tracing::Span::current();
-            span.record("result", label.as_str());
-            span.record("attempts", attempt + 1);
-        }
+        span.set("result", || label.clone());
+        span.set("attempts", || i64::from(attempt) + 1);
         return Forwarded { app: target.name.to_string(), result };
     }
 }
@@ -140,28 +138,23 @@ pub async fn fan_out(live: Arc<Live>, state: Arc<AppState>, out: Outgoing, wait:
             let down = failed.as_ref().is_some_and(|f| &f.from == name);
             // A span per target (with [telemetry]): which app, how many tries, what
             // came back. Made here, in the request, whose span is its parent.
-            let span = if crate::telemetry::traces::on() {
-                tracing::info_span!(
-                    target: "otel",
-                    parent: crate::telemetry::traces::parent(),
-                    "publish",
-                    otel.kind = "client",
-                    target_app = name.as_str(),
-                    path = out.suffix.as_str(),
-                    failed_over = down,
-                    attempts = tracing::field::Empty,
-                    result = tracing::field::Empty,
-                )
+            let mut span = if crate::telemetry::traces::on() {
+                use opentelemetry::{KeyValue, trace::SpanKind};
+                crate::telemetry::traces::Span::child("publish", SpanKind::Client, || {
+                    vec![
+                        KeyValue::new("target_app", name.to_string()),
+                        KeyValue::new("path", out.suffix.to_string()),
+                        KeyValue::new("failed_over", down),
+                    ]
+                })
             } else {
-                tracing::Span::none()
+                crate::telemetry::traces::Span::none()
             };
             let (live, state, out, name) = (live.clone(), state.clone(), out.clone(), name.clone());
             let task = tokio::spawn(async move {
-                use tracing::Instrument;
                 let (publish, http) = live.publishing().expect("checked above, same config");
                 let target = live.settings.app(&name).expect("checked above, same config");
-                let r =
-                    forward_one(http, publish, &state.metrics, (target, down), &out).instrument(span).await;
+                let r = forward_one(http, publish, &state.metrics, (target, down), &out, &mut span).await;
                 tracing::info!(target_app = %r.app, result = %r.summary(), path = out.suffix, "publish");
                 r
             });

@@ -109,23 +109,17 @@ async fn read_traced(
     if !crate::telemetry::traces::on() {
         return read.await;
     }
-    let span = tracing::info_span!(
-        target: "otel",
-        parent: crate::telemetry::traces::parent(),
-        "recovery.read",
-        app,
-        result = tracing::field::Empty,
-        events = tracing::field::Empty,
-    );
-    let result = tracing::Instrument::instrument(read, span.clone()).await;
+    use opentelemetry::{KeyValue, trace::SpanKind};
+    let mut span = crate::telemetry::traces::Span::child("recovery.read", SpanKind::Internal, || {
+        vec![KeyValue::new("app", app.to_owned())]
+    });
+    let result = read.await;
     match &result {
         Ok(r) => {
-            span.record("result", r.gap.unwrap_or("recovered"));
-            span.record("events", r.events.len());
+            span.set("result", || r.gap.unwrap_or("recovered"));
+            span.set("events", || r.events.len() as i64);
         }
-        Err(_) => {
-            span.record("result", "unavailable");
-        }
+        Err(_) => span.set("result", || "unavailable"),
     }
     result
 }

@@ -40,19 +40,12 @@ pub async fn request_id_middleware(
         uuid::Uuid::new_v4().hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).to_owned()
     });
     // Nothing from headers or body: the id is well formed or ours.
-    let traced = crate::telemetry::traces::on();
-    let span = if traced {
-        traced_span(&req, &id)
+    let mut res = if crate::telemetry::traces::on() {
+        traced(req, next, &id).await?
     } else {
-        tracing::debug_span!("request", method = %req.method(), path = %req.path(), request_id = %id)
-    };
-    req.extensions_mut().insert(RequestId(id.clone()));
-    let mut res = if traced {
-        let res =
-            crate::telemetry::traces::with_trace(&span, next.call(req).instrument(span.clone())).await?;
-        span.record("http.response.status_code", res.status().as_u16());
-        res
-    } else {
+        let span =
+            tracing::debug_span!("request", method = %req.method(), path = %req.path(), request_id = %id);
+        req.extensions_mut().insert(RequestId(id.clone()));
         next.call(req).instrument(span).await?
     };
     if let Ok(value) = HeaderValue::from_str(&id) {
@@ -61,28 +54,35 @@ pub async fn request_id_middleware(
     Ok(res)
 }
 
-/// The request's OpenTelemetry span, continuing the caller's trace. Its fields
-/// are strings (the cheapest for the OpenTelemetry layer to take).
-fn traced_span(req: &ServiceRequest, id: &str) -> tracing::Span {
-    // The route's pattern, not the path: a client's path segment is not an attribute.
-    let route = route(req);
-    let method = req.method().as_str();
-    let name = format!("{method} {route}");
-    let span = tracing::info_span!(
-        target: "otel",
-        "request",
-        otel.name = name.as_str(),
-        otel.kind = "server",
-        http.request.method = method,
-        http.route = route.as_str(),
-        request_id = id,
-        app = tracing::field::Empty,
-        kind = tracing::field::Empty,
-        outcome = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
+/// The request in its OpenTelemetry span, continuing the caller's trace
+/// (`traces::RequestTrace`; its name and attributes are made only if sampled).
+async fn traced<B: MessageBody>(
+    req: ServiceRequest,
+    next: Next<B>,
+    id: &str,
+) -> Result<ServiceResponse<B>, actix_web::Error> {
+    use crate::telemetry::traces::{RequestTrace, with_trace};
+    use opentelemetry::KeyValue;
+    let trace = RequestTrace::start(
+        // The route's pattern, not the path: a client's path segment is not an attribute.
+        || format!("{} {}", req.method(), route(&req)).into(),
+        req.headers(),
+        || {
+            vec![
+                KeyValue::new("http.request.method", req.method().as_str().to_owned()),
+                KeyValue::new("http.route", route(&req)),
+                KeyValue::new("request_id", id.to_owned()),
+            ]
+        },
     );
-    crate::telemetry::traces::continue_trace(&span, req.headers());
-    span
+    req.extensions_mut().insert(RequestId(id.to_owned()));
+    let Some(trace) = trace else { return next.call(req).await };
+    let res = with_trace(trace.clone(), next.call(req)).await;
+    if let Ok(res) = &res {
+        trace.set("http.response.status_code", || i64::from(res.status().as_u16()));
+    }
+    trace.end();
+    res
 }
 
 /// The route's pattern for a span: the `/auth` scope matches its two routes

@@ -17,6 +17,7 @@ pub use response::{HostAnswer, HostError, HostIdentity, interpret};
 pub use shared::{CachePolicy, SharedChecks, Source};
 
 use crate::config::SessionCheckSettings;
+use opentelemetry::trace::SpanKind;
 use serde_json::{Map, Value};
 
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -132,21 +133,15 @@ impl SessionCheckClient {
         body: Vec<u8>,
         headers: &ForwardedHeaders,
     ) -> Result<HostAnswer, HostError> {
-        // The request's child, never entered (see `traces::with_trace`).
-        let span = tracing::info_span!(
-            target: "otel",
-            parent: crate::telemetry::traces::parent(),
-            "session_check",
-            otel.kind = "client",
-            app = request.app,
-            kind = request.kind.as_str(),
-            outcome = tracing::field::Empty,
-            http.response.status_code = tracing::field::Empty,
-        );
-        let trace = crate::telemetry::traces::outgoing(&span);
+        use opentelemetry::KeyValue;
+        // The request's child (its attributes made only if it is sampled).
+        let mut span = crate::telemetry::traces::Span::child("session_check", SpanKind::Client, || {
+            vec![KeyValue::new("app", request.app.to_owned()), KeyValue::new("kind", request.kind.as_str())]
+        });
+        let trace = span.outgoing();
         let result = async {
             let answer = self.exchange_with(body, headers, trace.as_ref()).await?;
-            span.record("http.response.status_code", answer.status);
+            span.set("http.response.status_code", || i64::from(answer.status));
             interpret(answer.status, &answer.body)
         }
         .await;
@@ -158,7 +153,7 @@ impl SessionCheckClient {
             Err(HostError::Status(_)) => "status",
             Err(_) => "error",
         };
-        span.record("outcome", outcome);
+        span.set("outcome", || outcome);
         result
     }
 

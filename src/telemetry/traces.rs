@@ -1,35 +1,46 @@
-//! OpenTelemetry traces (`[telemetry]`): spans made with `tracing` under the
-//! target `otel`, turned into OpenTelemetry spans by `tracing-opentelemetry`,
-//! sampled (parent-based: a caller's decision stands, a trace started here is
-//! sampled by `sample_ratio`) and, with `otlp_endpoint`, exported in batches
-//! over OTLP/HTTP (protobuf) from a thread of their own.
+//! OpenTelemetry traces (`[telemetry]`): whether a trace is sampled is decided
+//! before any span is made. A trace that is not sampled (started here and left
+//! out by `sample_ratio`, or a caller's with flags `00`) costs its ids and the
+//! `traceparent` sent on: no span, nothing recorded. A sampled one's spans are
+//! the OpenTelemetry SDK's own (`opentelemetry_sdk`), made and ended here, and
+//! exported in batches over OTLP/HTTP (protobuf) from a thread of their own.
+//! (Spans through `tracing` and `tracing-opentelemetry` cost ~29k instructions
+//! an authorization even when nothing was sampled: docs/performance.md.)
 //!
-//! Off (no `[telemetry]`): `on()` is false, every span site makes
-//! `Span::none()` after that one load, and the subscriber is the logging one
-//! alone, as before.
+//! Off (no `[telemetry]`): `on()` is false, every span site stops at that one
+//! load, and the subscriber is the logging one alone, as before.
 //!
 //! What a span carries is named at each site, never a header or a body: the
 //! app, the kind of request, the outcome, a status. No secret, cookie, token
 //! or signature.
 
 use crate::config::TelemetrySettings;
-use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry::trace::{
+    Span as _, SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer as _,
+    TracerProvider as _,
+};
+use opentelemetry::{Context, KeyValue};
 use opentelemetry_http::{Bytes, HttpError, Request, Response};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::borrow::Cow;
+use std::sync::{
+    Arc, Mutex, OnceLock,
+    atomic::{AtomicBool, Ordering::Relaxed},
+};
 use std::time::Duration;
-use tracing::{Span, Subscriber};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing::Subscriber;
 use tracing_subscriber::{
-    EnvFilter, Layer, Registry,
-    filter::Targets,
+    EnvFilter,
     fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
-    layer::SubscriberExt,
     registry::LookupSpan,
-    util::SubscriberInitExt,
 };
 
-/// The `tracing` target of every span that becomes an OpenTelemetry span.
-pub const TARGET: &str = "otel";
+/// The tracer and the ratio of the traces started here that are sampled.
+struct Tracing {
+    tracer: opentelemetry_sdk::trace::SdkTracer,
+    ratio: f64,
+}
+
+static TRACING: OnceLock<Tracing> = OnceLock::new();
 
 static ON: AtomicBool = AtomicBool::new(false);
 
@@ -57,9 +68,8 @@ impl Drop for Traces {
     }
 }
 
-/// The subscriber with traces: the logs as `telemetry::init` makes them (each
-/// JSON line inside a traced request with its `trace_id`), and the OpenTelemetry
-/// layer, which sees only the `otel` spans.
+/// The subscriber with traces: the logs as `telemetry::init` makes them, each
+/// line written inside a request with its `trace_id` (`with_trace`).
 pub(super) fn init<W>(
     settings: &TelemetrySettings,
     filter: EnvFilter,
@@ -71,44 +81,27 @@ where
     W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
 {
     let provider = provider(settings);
-    let tracer = provider.tracer("pusher-dual-auth");
-    let otel = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_location(false)
-        .with_threads(false)
-        .with_level(false)
-        .with_target(false)
-        .with_tracked_inactivity(false)
-        // Nothing here reads OpenTelemetry's current context: spans find their
-        // parent in the span tree, so entering one (each poll) attaches nothing.
-        .with_context_activation(false)
-        .with_filter(Targets::new().with_target(TARGET, tracing::Level::TRACE));
-    // The log layer never sees the `otel` spans: its JSON fields re-parse a span's
-    // fields at each `record`, more than the tracing itself costs. The trace id
-    // reaches the lines through `with_trace`.
-    let filter = filter.add_directive(format!("{TARGET}=off").parse().expect("a directive"));
-    let logs: Box<dyn Layer<Registry> + Send + Sync> = if json {
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    let installed = if json {
         let format = tracing_subscriber::fmt::format()
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false);
-        tracing_subscriber::fmt::layer()
-            .with_writer(writer)
-            .json()
-            .event_format(WithTraceId(format))
-            .with_filter(filter)
-            .boxed()
+        builder.json().event_format(WithTraceId(format)).try_init().is_ok()
     } else {
-        tracing_subscriber::fmt::layer()
-            .with_writer(writer)
+        builder
             .compact()
             .with_ansi(terminal)
-            .with_filter(filter)
-            .boxed()
+            .event_format(WithTraceId(tracing_subscriber::fmt::format().compact().with_ansi(terminal)))
+            .try_init()
+            .is_ok()
     };
-    let installed = tracing_subscriber::registry().with(logs).with(otel).try_init().is_ok();
-    ON.store(installed, Relaxed);
+    if installed {
+        let tracer = provider.tracer("pusher-dual-auth");
+        let _ = TRACING.set(Tracing { tracer, ratio: settings.sample_ratio });
+        ON.store(true, Relaxed);
+    }
     Traces(Some(provider))
 }
 
@@ -122,7 +115,8 @@ fn provider(settings: &TelemetrySettings) -> opentelemetry_sdk::trace::SdkTracer
             KeyValue::new("service.instance.id", settings.replica()),
         ])
         .build();
-    let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(settings.sample_ratio)));
+    // Sampled or not is decided before a span reaches the SDK (`Tracing::start`).
+    let sampler = Sampler::AlwaysOn;
     let mut builder = SdkTracerProvider::builder().with_sampler(sampler).with_resource(resource);
     if let Some(endpoint) = &settings.otlp_endpoint {
         use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
@@ -207,34 +201,169 @@ impl opentelemetry_http::HttpClient for Exporting {
     }
 }
 
+// ---- spans ---------------------------------------------------------------------------------
+
+/// A span as a span site holds it: nothing (tracing off), a trace's ids alone
+/// (not sampled: nothing is recorded or exported, the ids still propagate), or
+/// the SDK's span (sampled: ended, and queued for export, when dropped).
+pub struct Span(Inner);
+
+// Not boxed: a span lives on its site's stack for one call, and a box would be
+// one more allocation for each sampled span.
+#[allow(clippy::large_enum_variant)]
+enum Inner {
+    None,
+    Unsampled(SpanContext),
+    Sampled(opentelemetry_sdk::trace::Span),
+}
+
+impl Span {
+    pub const fn none() -> Self {
+        Self(Inner::None)
+    }
+
+    /// A span of the current request (`with_trace`): its child, in its trace and
+    /// sampled as it is. Outside a request, a trace of its own (`root`).
+    /// `attributes` are made only if the span is sampled.
+    pub fn child(name: &'static str, kind: SpanKind, attributes: impl FnOnce() -> Vec<KeyValue>) -> Self {
+        let Some(tracing) = TRACING.get() else { return Self::none() };
+        let parent = CURRENT.with(|c| c.borrow().last().map(|t| t.context.clone()));
+        tracing.start(|| name.into(), kind, parent.as_ref(), attributes)
+    }
+
+    /// A span starting a trace of its own, sampled by `sample_ratio`.
+    pub fn root(name: &'static str, kind: SpanKind, attributes: impl FnOnce() -> Vec<KeyValue>) -> Self {
+        let Some(tracing) = TRACING.get() else { return Self::none() };
+        tracing.start(|| name.into(), kind, None, attributes)
+    }
+
+    /// Sets an attribute, if the span is sampled (`value` is made only then).
+    pub fn set<V: Into<opentelemetry::Value>>(&mut self, key: &'static str, value: impl FnOnce() -> V) {
+        if let Inner::Sampled(span) = &mut self.0 {
+            span.set_attribute(KeyValue::new(key, value()));
+        }
+    }
+
+    fn context(&self) -> Option<&SpanContext> {
+        match &self.0 {
+            Inner::None => None,
+            Inner::Unsampled(context) => Some(context),
+            Inner::Sampled(span) => Some(span.span_context()),
+        }
+    }
+
+    /// `traceparent` (and `tracestate`) naming this span, the caller's side of an
+    /// outgoing call. Sent unsampled too (flags `00`): the callee can still log
+    /// the trace id, and it samples nothing either.
+    pub fn outgoing(&self) -> Option<Outgoing> {
+        let context = self.context()?;
+        let mut traceparent = String::with_capacity(55);
+        traceparent.push_str("00-");
+        push_hex(&mut traceparent, &context.trace_id().to_bytes());
+        traceparent.push('-');
+        push_hex(&mut traceparent, &context.span_id().to_bytes());
+        traceparent.push_str(if context.is_sampled() { "-01" } else { "-00" });
+        let state = context.trace_state().header();
+        Some(Outgoing { traceparent, tracestate: (!state.is_empty()).then_some(state) })
+    }
+}
+
+impl Tracing {
+    /// Sampled or not, decided before any span is made: a parent's flag stands
+    /// (parent-based sampling), a trace started here is sampled by `sample_ratio`.
+    fn sampled(&self, parent: Option<&SpanContext>) -> bool {
+        match parent {
+            Some(parent) => parent.is_sampled(),
+            None => self.ratio >= 1.0 || (self.ratio > 0.0 && fastrand::f64() < self.ratio),
+        }
+    }
+
+    fn start(
+        &self,
+        name: impl FnOnce() -> Cow<'static, str>,
+        kind: SpanKind,
+        parent: Option<&SpanContext>,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> Span {
+        self.make(self.sampled(parent), name, kind, parent, attributes)
+    }
+
+    /// The one place a span is made. Not sampled: ids alone (the parent's trace
+    /// id or a new one, a new span id). Sampled: the SDK's span, whose sampler is
+    /// `AlwaysOn` (it is asked nothing already decided); `name` and `attributes`
+    /// are made only then.
+    fn make(
+        &self,
+        sampled: bool,
+        name: impl FnOnce() -> Cow<'static, str>,
+        kind: SpanKind,
+        parent: Option<&SpanContext>,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> Span {
+        if !sampled {
+            let trace_id = parent.map_or_else(new_trace_id, SpanContext::trace_id);
+            let state = parent.map(|p| p.trace_state().clone()).unwrap_or_default();
+            let context = SpanContext::new(trace_id, new_span_id(), TraceFlags::default(), false, state);
+            return Span(Inner::Unsampled(context));
+        }
+        let parent = match parent {
+            Some(parent) => Context::new().with_remote_span_context(parent.clone()),
+            None => Context::new(),
+        };
+        let builder = self.tracer.span_builder(name()).with_kind(kind).with_attributes(attributes());
+        Span(Inner::Sampled(builder.start_with_context(&self.tracer, &parent)))
+    }
+}
+
+fn new_trace_id() -> TraceId {
+    TraceId::from(fastrand::u128(1..))
+}
+
+fn new_span_id() -> SpanId {
+    SpanId::from(fastrand::u64(1..))
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 15) as usize] as char);
+    }
+}
+
 // ---- incoming and outgoing context --------------------------------------------------------
 
-/// A request's headers as the propagator reads them.
-struct Incoming<'a>(&'a actix_web::http::header::HeaderMap);
-
-impl opentelemetry::propagation::Extractor for Incoming<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        let mut values = self.0.get_all(key);
+/// The caller's trace context (`traceparent`, `tracestate`), as the W3C Trace
+/// Context propagator reads it; None if there is none, or two, or it is malformed.
+fn incoming(headers: &actix_web::http::header::HeaderMap) -> Option<SpanContext> {
+    let one = |name: &str| {
+        let mut values = headers.get_all(name);
         match (values.next(), values.next()) {
             // Two `traceparent`s are no trace context at all (W3C): a new trace.
             (Some(one), None) => one.to_str().ok(),
             _ => None,
         }
+    };
+    let parts: Vec<&str> = one("traceparent")?.trim().split_terminator('-').collect();
+    if parts.len() < 4 {
+        return None;
     }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
+    // Version 0 has exactly four parts; 0xff is invalid.
+    let version = u8::from_str_radix(parts[0], 16).ok()?;
+    if version == 0xff || version == 0 && parts.len() != 4 {
+        return None;
     }
-}
-
-/// Continues the caller's trace (`traceparent`, `tracestate`) on `span`, or
-/// starts one.
-pub fn continue_trace(span: &Span, headers: &actix_web::http::header::HeaderMap) {
-    use opentelemetry::propagation::TextMapPropagator;
-    let parent = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&Incoming(headers));
-    if parent.span().span_context().is_valid() {
-        let _ = span.set_parent(parent);
+    let lower = |s: &str| !s.bytes().any(|b| b.is_ascii_uppercase());
+    if !(lower(parts[1]) && lower(parts[2]) && lower(parts[3])) {
+        return None;
     }
+    let trace_id = TraceId::from_hex(parts[1]).ok()?;
+    let span_id = SpanId::from_hex(parts[2]).ok()?;
+    // Unknown flags are accepted and cleared (W3C): only "sampled" is kept.
+    let flags = TraceFlags::new(u8::from_str_radix(parts[3], 16).ok()?) & TraceFlags::SAMPLED;
+    let state = one("tracestate").and_then(|s| s.parse::<TraceState>().ok()).unwrap_or_default();
+    let context = SpanContext::new(trace_id, span_id, flags, true, state);
+    context.is_valid().then_some(context)
 }
 
 /// What an outgoing call sends so that the callee's spans join the trace.
@@ -244,49 +373,56 @@ pub struct Outgoing {
     pub tracestate: Option<String>,
 }
 
-/// `traceparent` (and `tracestate`) naming `span`, the caller's side of an
-/// outgoing call. Sent unsampled too (flags `00`): the callee can still log
-/// the trace id, and it samples nothing either.
-pub fn outgoing(span: &Span) -> Option<Outgoing> {
-    if span.is_none() {
-        return None;
-    }
-    let context = span.context();
-    let span_context = context.span().span_context().clone();
-    if !span_context.is_valid() {
-        return None;
-    }
-    let traceparent = format!(
-        "00-{}-{}-{:02x}",
-        span_context.trace_id(),
-        span_context.span_id(),
-        span_context.trace_flags().to_u8()
-    );
-    let state = span_context.trace_state().header();
-    Some(Outgoing { traceparent, tracestate: (!state.is_empty()).then_some(state) })
+// ---- the request's trace --------------------------------------------------------------------
+
+/// A request's trace: its span's context (the parent of the spans made for it),
+/// the span if it is sampled (recorded on by the handlers), the trace id in hex
+/// (for the log lines).
+pub struct RequestTrace {
+    context: SpanContext,
+    trace_id: [u8; 32],
+    span: Mutex<Span>,
 }
 
-// ---- trace ids in the log lines -------------------------------------------------------------
+impl RequestTrace {
+    /// The request's span (`kind` server), continuing the caller's trace from
+    /// `headers`, or starting one. None with tracing off.
+    pub fn start(
+        name: impl FnOnce() -> Cow<'static, str>,
+        headers: &actix_web::http::header::HeaderMap,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> Option<Arc<Self>> {
+        let tracing = TRACING.get()?;
+        let parent = incoming(headers);
+        let span = tracing.start(name, SpanKind::Server, parent.as_ref(), attributes);
+        let context = span.context()?.clone();
+        let mut trace_id = String::with_capacity(32);
+        push_hex(&mut trace_id, &context.trace_id().to_bytes());
+        let trace_id = trace_id.into_bytes().try_into().ok()?;
+        Some(Arc::new(Self { context, trace_id, span: Mutex::new(span) }))
+    }
 
-/// The trace id of a request (32 lowercase hex digits).
-#[derive(Clone, Copy)]
-struct TraceId([u8; 32]);
+    /// Sets an attribute on the request's span, if it is sampled.
+    pub fn set<V: Into<opentelemetry::Value>>(&self, key: &'static str, value: impl FnOnce() -> V) {
+        if self.context.is_sampled() {
+            self.span.lock().unwrap_or_else(|e| e.into_inner()).set(key, value);
+        }
+    }
 
-/// The request being polled on this thread: its trace id (for the log lines),
-/// its span's id (the parent of the spans it makes) and fields (to record on).
-#[derive(Clone)]
-struct Frame {
-    trace_id: TraceId,
-    span: tracing::span::Id,
-    metadata: &'static tracing::Metadata<'static>,
+    /// Ends the request's span (now, not when the last reference goes).
+    pub fn end(&self) {
+        if self.context.is_sampled() {
+            *self.span.lock().unwrap_or_else(|e| e.into_inner()) = Span::none();
+        }
+    }
 }
 
 thread_local! {
-    /// The trace ids of the request spans this thread is in, innermost last.
-    static CURRENT: std::cell::RefCell<Vec<Frame>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The traces of the requests this thread is polling, innermost last.
+    static CURRENT: std::cell::RefCell<Vec<Arc<RequestTrace>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Pops the thread's trace id stack, also when a poll panics.
+/// Pops the thread's stack, also when a poll panics.
 struct PopOnDrop;
 
 impl Drop for PopOnDrop {
@@ -295,56 +431,37 @@ impl Drop for PopOnDrop {
     }
 }
 
-/// Runs the request's `future` with `span` as this thread's current request
-/// while it is polled. The span is never entered: entering and leaving a span
-/// at each poll (`Instrument`) cost a fifth of the tracing. Its children name
-/// it as their parent (`parent`), the handlers record on it (`record`), and the
-/// log lines find its trace id here (the log layer never sees the `otel`
-/// spans: formatting their fields for it cost more than the tracing itself).
-pub async fn with_trace<F: std::future::Future>(span: &Span, future: F) -> F::Output {
-    use std::io::Write;
-    let trace_id = span.context().span().span_context().trace_id();
-    let mut hex = [0u8; 32];
-    let (Some(id), Some(metadata), Ok(())) = (span.id(), span.metadata(), write!(&mut hex[..], "{trace_id}"))
-    else {
-        return future.await;
-    };
-    let frame = Frame { trace_id: TraceId(hex), span: id, metadata };
+/// Runs the request's `future` with `trace` as this thread's current request
+/// while it is polled: the spans made for it are its children (`Span::child`),
+/// the handlers record on it (`record`), and the log lines carry its trace id.
+pub async fn with_trace<F: std::future::Future>(trace: Arc<RequestTrace>, future: F) -> F::Output {
     let mut future = std::pin::pin!(future);
     std::future::poll_fn(move |cx| {
-        CURRENT.with(|c| c.borrow_mut().push(frame.clone()));
+        CURRENT.with(|c| c.borrow_mut().push(trace.clone()));
         let _pop = PopOnDrop;
         future.as_mut().poll(cx)
     })
     .await
 }
 
-/// The current request's span, as the parent of a span made for it (None
-/// outside a traced request: a root).
-pub fn parent() -> Option<tracing::span::Id> {
-    CURRENT.with(|c| c.borrow().last().map(|f| f.span.clone()))
+/// Records `values` (name, value) on the current request's span, if it is sampled.
+pub fn record(values: [(&'static str, &str); 3]) {
+    CURRENT.with(|c| {
+        let current = c.borrow();
+        let Some(trace) = current.last() else { return };
+        if trace.context.is_sampled() {
+            let mut span = trace.span.lock().unwrap_or_else(|e| e.into_inner());
+            for (key, value) in values {
+                span.set(key, || value.to_owned());
+            }
+        }
+    })
 }
 
-/// Records `values` (name, value) on the current request's span, at once.
-pub fn record(values: [(&str, &str); 3]) {
-    let Some(frame) = CURRENT.with(|c| c.borrow().last().cloned()) else { return };
-    let fields = frame.metadata.fields();
-    let mut found = values.map(|(name, _)| fields.field(name));
-    if found.iter().any(Option::is_none) {
-        return;
-    }
-    let [a, b, c] = std::array::from_fn(|i| found[i].take().expect("checked"));
-    let [(_, va), (_, vb), (_, vc)] = values;
-    let values = [
-        (&a, Some(&va as &dyn tracing::Value)),
-        (&b, Some(&vb as &dyn tracing::Value)),
-        (&c, Some(&vc as &dyn tracing::Value)),
-    ];
-    let set = fields.value_set(&values);
-    tracing::dispatcher::get_default(|d| d.record(&frame.span, &tracing::span::Record::new(&set)));
-}
+// ---- trace ids in the log lines -------------------------------------------------------------
 
-/// The JSON line, with `"trace_id"` first when it is written inside a traced request.
+/// The log line, with the trace id when it is written inside a traced request:
+/// first in a JSON line (`"trace_id"`), last in a plain one (`trace_id=`).
 struct WithTraceId<F>(F);
 
 impl<S, N, F> FormatEvent<S, N> for WithTraceId<F>
@@ -359,15 +476,19 @@ where
         mut writer: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
-        let Some(TraceId(hex)) = CURRENT.with(|c| c.borrow().last().map(|f| f.trace_id)) else {
+        let Some(hex) = CURRENT.with(|c| c.borrow().last().map(|t| t.trace_id)) else {
             return self.0.format_event(ctx, writer, event);
         };
         let mut line = String::new();
         self.0.format_event(ctx, Writer::new(&mut line), event)?;
-        match (line.strip_prefix('{'), std::str::from_utf8(&hex)) {
-            // Hex digits: nothing to escape.
-            (Some(rest), Ok(trace_id)) => write!(writer, "{{\"trace_id\":\"{trace_id}\",{rest}"),
-            _ => writer.write_str(&line),
+        // Hex digits: nothing to escape.
+        let trace_id = std::str::from_utf8(&hex).unwrap_or_default();
+        match line.strip_prefix('{') {
+            Some(rest) => write!(writer, "{{\"trace_id\":\"{trace_id}\",{rest}"),
+            None => match line.strip_suffix('\n') {
+                Some(rest) => writeln!(writer, "{rest} trace_id={trace_id}"),
+                None => write!(writer, "{line} trace_id={trace_id}"),
+            },
         }
     }
 }

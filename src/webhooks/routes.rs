@@ -121,24 +121,26 @@ async fn accept(
         )?;
     let apps: Vec<String> = live.settings.apps.keys().cloned().collect();
     let bridged = Bridged { presence: &live.settings.presence, apps: &apps };
-    let span = if crate::telemetry::traces::on() {
-        tracing::info_span!(target: "otel", parent: crate::telemetry::traces::parent(), "webhook.apply", app = %app.name, events = events.len(), result = tracing::field::Empty)
+    let mut span = if crate::telemetry::traces::on() {
+        use opentelemetry::{KeyValue, trace::SpanKind};
+        crate::telemetry::traces::Span::child("webhook.apply", SpanKind::Internal, || {
+            vec![KeyValue::new("app", app.name.to_string()), KeyValue::new("events", events.len() as i64)]
+        })
     } else {
-        tracing::Span::none()
+        crate::telemetry::traces::Span::none()
     };
-    let applied = tracing::Instrument::instrument(
-        state.webhooks.apply(&app.name, &digest(&app.name, &body), events, time_ms, now, window_ms, bridged),
-        span.clone(),
-    )
-    .await
-    .inspect(|a| {
-        span.record("result", if matches!(a, Applied::Duplicate) { "duplicate" } else { "applied" });
-    })
-    .map_err(|err| {
-        // Not acknowledged: Pusher retries, and each script made no partial change.
-        tracing::error!(error = %err, "redis: cannot record a webhook event");
-        WebhookError::StoreUnavailable
-    })?;
+    let applied = state
+        .webhooks
+        .apply(&app.name, &digest(&app.name, &body), events, time_ms, now, window_ms, bridged)
+        .await
+        .inspect(|a| {
+            span.set("result", || if matches!(a, Applied::Duplicate) { "duplicate" } else { "applied" });
+        })
+        .map_err(|err| {
+            // Not acknowledged: Pusher retries, and each script made no partial change.
+            tracing::error!(error = %err, "redis: cannot record a webhook event");
+            WebhookError::StoreUnavailable
+        })?;
     match applied {
         Applied::Duplicate => {
             tracing::info!(app = %app.name, "webhook repeated within the replay window: acknowledged, not applied again");

@@ -109,18 +109,13 @@ async fn deliver(state: &AppState, http: &reqwest::Client, time_ms: u64, events:
         deliver_untraced(state, http, time_ms, events, None).await;
         return;
     }
-    let span = tracing::info_span!(
-        target: "otel",
-        parent: None,
-        "webhook.forward",
-        otel.kind = "client",
-        events = events.len(),
-        result = tracing::field::Empty,
-    );
-    let trace = crate::telemetry::traces::outgoing(&span);
-    let result =
-        tracing::Instrument::instrument(deliver_untraced(state, http, time_ms, events, trace), span.clone());
-    span.record("result", result.await);
+    use opentelemetry::{KeyValue, trace::SpanKind};
+    let mut span = crate::telemetry::traces::Span::root("webhook.forward", SpanKind::Client, || {
+        vec![KeyValue::new("events", events.len() as i64)]
+    });
+    let trace = span.outgoing();
+    let result = deliver_untraced(state, http, time_ms, events, trace).await;
+    span.set("result", || result);
 }
 
 async fn deliver_untraced(
