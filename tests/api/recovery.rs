@@ -430,7 +430,7 @@ async fn in_redis_what_the_window_took_is_a_gap() {
             &uri,
             &format!("[webhooks]\nforward_url = \"{uri}/hook\"\nkey = \"k\"\nsecret = \"s\"\nstate = \"redis\"\nredis_url = \"redis://127.0.0.1:{port}/0\"\n"),
         )
-        .replace("window_secs = 60", "window_secs = 1")
+        .edit("window_secs = 60", "window_secs = 1")
     })
     .await;
     allow_everyone(&app).await;
