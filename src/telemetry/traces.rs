@@ -344,7 +344,7 @@ fn incoming(headers: &actix_web::http::header::HeaderMap) -> Option<SpanContext>
             _ => None,
         }
     };
-    let parts: Vec<&str> = one("traceparent")?.trim().split_terminator('-').collect();
+    let parts: Vec<&str> = one("traceparent")?.trim().split('-').collect();
     if parts.len() < 4 {
         return None;
     }
@@ -353,8 +353,10 @@ fn incoming(headers: &actix_web::http::header::HeaderMap) -> Option<SpanContext>
     if version == 0xff || version == 0 && parts.len() != 4 {
         return None;
     }
-    let lower = |s: &str| !s.bytes().any(|b| b.is_ascii_uppercase());
-    if !(lower(parts[1]) && lower(parts[2]) && lower(parts[3])) {
+    // Exactly 2, 32, 16 and 2 lowercase hex digits (the SDK's parser also took shorter ids).
+    let hex =
+        |s: &str, len: usize| s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !(hex(parts[0], 2) && hex(parts[1], 32) && hex(parts[2], 16) && hex(parts[3], 2)) {
         return None;
     }
     let trace_id = TraceId::from_hex(parts[1]).ok()?;
@@ -490,5 +492,60 @@ where
                 None => write!(writer, "{line} trace_id={trace_id}"),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+
+    fn parsed(values: &[(&str, &str)]) -> Option<SpanContext> {
+        let mut h = HeaderMap::new();
+        for (k, v) in values {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        incoming(&h)
+    }
+
+    const GOOD: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    #[test]
+    fn a_w3c_traceparent_is_continued_sampled_flag_and_state_kept() {
+        let c = parsed(&[("traceparent", GOOD), ("tracestate", "congo=t61rcWkgMzE")]).unwrap();
+        assert_eq!(format!("{}", c.trace_id()), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(format!("{}", c.span_id()), "b7ad6b7169203331");
+        assert!(c.is_sampled() && c.is_remote());
+        assert_eq!(c.trace_state().header(), "congo=t61rcWkgMzE");
+        let unsampled = parsed(&[("traceparent", &GOOD.replace("-01", "-00"))]).unwrap();
+        assert!(!unsampled.is_sampled());
+        // Unknown flags are cleared, "sampled" kept.
+        assert!(parsed(&[("traceparent", &GOOD.replace("-01", "-03"))]).unwrap().is_sampled());
+    }
+
+    #[test]
+    fn anything_else_is_no_trace_context_at_all() {
+        let bad = [
+            GOOD.to_uppercase(),
+            GOOD.replace("00-", "ff-"),
+            GOOD.replace("00-", "0-"),
+            format!("{GOOD}-"),
+            format!("{GOOD}-extra"),
+            GOOD.replace("0af7651916cd43dd8448eb211c80319c", "0af7651916cd43dd"),
+            GOOD.replace("b7ad6b7169203331", "b7ad6b71"),
+            GOOD.replace("0af7651916cd43dd8448eb211c80319c", &"0".repeat(32)),
+            GOOD.replace("b7ad6b7169203331", &"0".repeat(16)),
+            GOOD.replace("-01", "-1"),
+            GOOD.replace("-01", "-zz"),
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331".to_owned(),
+            String::new(),
+        ];
+        for b in &bad {
+            assert!(parsed(&[("traceparent", b)]).is_none(), "{b:?}");
+        }
+        // A later version may carry more fields; its first four are read.
+        assert!(parsed(&[("traceparent", &format!("{}-more", GOOD.replacen("00", "01", 1)))]).is_some());
+        // Two traceparents: none (W3C).
+        assert!(parsed(&[("traceparent", GOOD), ("traceparent", GOOD)]).is_none());
     }
 }
