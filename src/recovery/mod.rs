@@ -70,21 +70,30 @@ impl Recovery {
         Ok(Self { store })
     }
 
-    /// Keeps `event` on each of `channels`: what to take back if no app takes
-    /// it, or None. Never fails a publish: a store error is logged once per
-    /// burst and becomes a gap for later readers.
-    pub async fn record(&self, channels: &[&str], event: Event, limits: &RecoverySettings) -> Option<Kept> {
+    /// Keeps each of a publish's `events` on its channels (in Redis, all in one
+    /// round trip): what to take back if no app takes them, or None. Never
+    /// fails a publish: a store error is logged once per burst and becomes a
+    /// gap for later readers.
+    pub async fn record(&self, events: &[(Vec<String>, Event)], limits: &RecoverySettings) -> Option<Kept> {
         let now = crate::outbound::now_ms();
         match &self.store {
             Store::Memory(b) => {
                 let mut b = b.lock().unwrap();
-                let seqs =
-                    channels.iter().map(|c| ((*c).to_owned(), b.record(c, event.clone(), now, limits)));
-                Some(Kept::Memory(seqs.collect()))
+                let mut seqs = Vec::new();
+                for (channels, event) in events {
+                    for c in channels {
+                        seqs.push((c.clone(), b.record(c, event.clone(), now, limits)));
+                    }
+                }
+                Some(Kept::Memory(seqs))
             }
             Store::Redis(r) => {
-                let ids = r.record(channels, &event, limits).await?;
-                Some(Kept::Redis(channels.iter().map(|c| (*c).to_owned()).zip(ids).collect()))
+                let calls: Vec<(Vec<&str>, &Event)> =
+                    events.iter().map(|(c, e)| (c.iter().map(String::as_str).collect(), e)).collect();
+                let ids = r.record(&calls, limits).await?;
+                let kept =
+                    events.iter().zip(ids).flat_map(|((channels, _), ids)| channels.iter().cloned().zip(ids));
+                Some(Kept::Redis(kept.collect()))
             }
         }
     }

@@ -28,14 +28,10 @@ pub async fn before(state: &Arc<AppState>, live: &Arc<Live>, events: &[&Value]) 
     let (state, live) = (state.clone(), live.clone());
     let mut keep = Box::pin(async move {
         let limits = live.settings.recovery.as_ref().expect("checked before the task");
-        let mut kept = Vec::new();
-        for (channels, event) in parsed {
-            let channels: Vec<&str> = channels.iter().map(String::as_str).collect();
-            let k = state.recovery.record(&channels, event, limits).await;
-            state.metrics.recovery_kept(k.is_some(), channels.len() as u64);
-            kept.extend(k);
-        }
-        kept
+        let k = state.recovery.record(&parsed, limits).await;
+        let channels: usize = parsed.iter().map(|(c, _)| c.len()).sum();
+        state.metrics.recovery_kept(k.is_some(), channels as u64);
+        Vec::from_iter(k)
     });
     // The memory buffer keeps at once: polled here first, it needs no task nor
     // timer. What is still waiting (Redis) goes on in a task of its own, so the

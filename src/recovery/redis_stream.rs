@@ -35,16 +35,21 @@ local function above(a, b)
 end
 "#;
 
-/// ARGV: prefix, max per channel, window ms, ttl ms, gap (1: a marker, not an
-/// event), name, data, socket id ('' for none), channels... Trims to the cap
-/// and the window, remembering the highest id trimmed (`recovery-lost:<c>`:
-/// Redis's own `max-deleted-entry-id` does not count trimming). Returns the
-/// id written on each channel, in order.
+/// ARGV: prefix, max per channel, window ms, ttl ms, then for each event of
+/// a publish (a batch's ten in one call): gap (1: a marker, not an event),
+/// name, data, socket id ('' for none), how many channels, the channels.
+/// Trims to the cap and the window, remembering the highest id trimmed
+/// (`recovery-lost:<c>`: Redis's own `max-deleted-entry-id` does not count
+/// trimming). Returns the id written on each channel, events in order.
 const RECORD: &str = r#"
-local P, maxlen, window, ttl, gap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
-local name, data, sid = ARGV[6], ARGV[7], ARGV[8]
+local P, maxlen, window, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local ids = {}
-for i = 9, #ARGV do
+local at = 5
+while at <= #ARGV do
+local gap, name, data, sid, n = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], tonumber(ARGV[at + 4])
+local first = at + 5
+at = first + n
+for i = first, at - 1 do
   local k, lk = P .. ':recovery:' .. ARGV[i], P .. ':recovery-lost:' .. ARGV[i]
   if gap == '1' then
     ids[#ids + 1] = redis.call('XADD', k, '*', 'g', '1')
@@ -76,6 +81,7 @@ for i = 9, #ARGV do
   end
   redis.call('PEXPIRE', k, ttl)
   if redis.call('EXISTS', lk) == 1 then redis.call('PEXPIRE', lk, ttl) end
+end
 end
 return ids
 "#;
@@ -137,52 +143,59 @@ impl Streams {
         })
     }
 
+    /// One script call for all of `events` (an event None: a gap marker).
     async fn write(
         &self,
-        channels: &[&str],
-        event: Option<&Event>,
+        events: &[(&[&str], Option<&Event>)],
         limits: &RecoverySettings,
     ) -> RedisResult<Vec<String>> {
         let window = limits.window.as_millis() as u64;
         let mut call = self.record.prepare_invoke();
         call.arg(&self.prefix).arg(limits.max_events_per_channel).arg(window).arg(window * 2);
-        match event {
-            Some(e) => call.arg("0").arg(&e.name).arg(&e.data).arg(e.socket_id.as_deref().unwrap_or("")),
-            None => call.arg("1").arg("").arg("").arg(""),
-        };
-        call.arg(channels);
+        for (channels, event) in events {
+            match event {
+                Some(e) => call.arg("0").arg(&e.name).arg(&e.data).arg(e.socket_id.as_deref().unwrap_or("")),
+                None => call.arg("1").arg("").arg("").arg(""),
+            };
+            call.arg(channels.len()).arg(*channels);
+        }
         bounded(call.invoke_async(&mut self.conn.clone())).await
     }
 
-    /// Keeps `event` on `channels`: the id it got on each, or None (counted,
-    /// and a gap marker for later readers once Redis is back).
+    /// Keeps each of `events` on its channels, all in one round trip: the ids
+    /// each got on its channels, or None (counted, and a gap marker on those
+    /// channels for later readers once Redis is back).
     pub async fn record(
         &self,
-        channels: &[&str],
-        event: &Event,
+        events: &[(Vec<&str>, &Event)],
         limits: &RecoverySettings,
-    ) -> Option<Vec<String>> {
+    ) -> Option<Vec<Vec<String>>> {
         let pending: Vec<String> = self.pending_gaps.lock().unwrap().iter().cloned().collect();
         if !pending.is_empty() {
             let names: Vec<&str> = pending.iter().map(String::as_str).collect();
-            if self.write(&names, None, limits).await.is_ok() {
+            if self.write(&[(&names, None)], limits).await.is_ok() {
                 let mut gaps = self.pending_gaps.lock().unwrap();
                 for name in &pending {
                     gaps.remove(name);
                 }
             }
         }
-        match self.write(channels, Some(event), limits).await {
-            Ok(ids) => Some(ids),
+        let calls: Vec<(&[&str], Option<&Event>)> =
+            events.iter().map(|(c, e)| (c.as_slice(), Some(*e))).collect();
+        match self.write(&calls, limits).await {
+            Ok(ids) => {
+                let mut ids = ids.into_iter();
+                Some(events.iter().map(|(channels, _)| ids.by_ref().take(channels.len()).collect()).collect())
+            }
             Err(e) => {
                 let mut gaps = self.pending_gaps.lock().unwrap();
-                for c in channels {
+                for c in events.iter().flat_map(|(channels, _)| channels) {
                     if gaps.len() < MAX_PENDING_GAPS {
                         gaps.insert((*c).to_owned());
                     }
                 }
                 drop(gaps);
-                if let Some(missed) = self.burst.hit(1) {
+                if let Some(missed) = self.burst.hit(events.len() as u64) {
                     tracing::warn!(error = %e, missed, "recovery: events not buffered (redis); readers will be told of the gap");
                 }
                 None

@@ -459,3 +459,50 @@ async fn in_redis_what_the_window_took_is_a_gap() {
     assert_eq!(datas(&late["channels"]["private-w"]), ["3"], "{late}");
     assert_eq!(late["channels"]["private-w"]["gap"], "evicted", "{late}");
 }
+
+/// A batch is kept in Redis in one script call: each event on its channel, in
+/// order, and a batch no app accepted is taken back whole.
+#[tokio::test]
+async fn in_redis_a_batch_is_kept_in_order_and_taken_back_whole() {
+    let Some(redis) = RedisServer::start() else { return };
+    let (ok, refused) = (rest_ok().await, rest_slow(503, std::time::Duration::ZERO).await);
+    for (rest, accepted) in [(&ok, true), (&refused, false)] {
+        let uri = rest.uri();
+        let port = redis.port;
+        let app = spawn_app_with(move |c: String| {
+            config(
+                c,
+                &uri,
+                &format!("[webhooks]\nforward_url = \"{uri}/hook\"\nkey = \"k\"\nsecret = \"s\"\nstate = \"redis\"\nredis_url = \"redis://127.0.0.1:{port}/0\"\n"),
+            )
+        })
+        .await;
+        let (a, b) = (format!("public-batch-a-{accepted}"), format!("public-batch-b-{accepted}"));
+        let ask = |since: Option<(&str, &str)>| {
+            let one = |c: &str, s: Option<&str>| match s {
+                Some(s) => json!({"channel": c, "since": s}),
+                None => json!({"channel": c}),
+            };
+            json!({"socket_id": "1.1", "channels": [one(&a, since.map(|s| s.0)), one(&b, since.map(|s| s.1))]})
+        };
+        let (_, anchor) = recover(&app, ask(None)).await;
+        let pos = |r: &Value, c: &str| r["channels"][c]["position"].as_str().unwrap().to_owned();
+        let (pa, pb) = (pos(&anchor, &a), pos(&anchor, &b));
+        let batch = json!({"batch": [
+            {"name": "n", "data": "1", "channel": a},
+            {"name": "n", "data": "2", "channel": b},
+            {"name": "n", "data": "3", "channel": a},
+        ]});
+        let (status, text) = publish_answer(&app.address, "/apps/dual/batch_events", batch).await;
+        assert_eq!(status == 200, accepted, "{status} {text}");
+        let (_, got) = recover(&app, ask(Some((&pa, &pb)))).await;
+        let (want_a, want_b): (&[&str], &[&str]) = if accepted { (&["1", "3"], &["2"]) } else { (&[], &[]) };
+        assert_eq!(datas(&got["channels"][&a]), want_a, "{got}");
+        assert_eq!(datas(&got["channels"][&b]), want_b, "{got}");
+        let metrics =
+            app.client.get(format!("{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
+        let kept = metrics.contains("pusher_recovery_events_total{stage=\"kept\"} 3");
+        let withdrawn = metrics.contains("pusher_recovery_events_total{stage=\"withdrawn\"} 3");
+        assert!(kept && withdrawn == !accepted, "{metrics}");
+    }
+}
