@@ -96,7 +96,8 @@ fn main() -> std::io::Result<()> {
         App::new()
             .app_data(web::Data::new(addr.clone()))
             .app_data(web::Data::new(answer.clone()))
-            .route("/auth/{app}", web::post().to(auth))
+            // A prefix scope, as the service routes /auth: a `{app}` pattern runs a regex per request.
+            .service(web::scope("/auth").default_service(web::to(auth)))
             .route("/client-config", web::get().to(client_config))
     });
     // Unset: actix-web's default, as the service's (one worker per core).
