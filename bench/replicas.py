@@ -29,6 +29,15 @@ flat as replicas are added means each adds what it costs, and the throughput the
 follows the cores free for it.
 
     python3 bench/replicas.py     # DURATION=5 IDLE_SECS=10 STATUS_READS=200 REPLICAS=1,2,3
+    python3 bench/replicas.py --guard  # CI: 2 replicas of the debug build, 3 s each; exit 1 if
+                                       # what the replicas share grew (Redis commands per auth,
+                                       # per webhook, per status read, per idle second)
+
+The guard counts Redis commands rather than timing them: counts do not move with
+the machine. Its limits are about twice what was measured (docs/performance.md):
+an authorization touches Redis 0.00 times (a limit of 0.05 per auth, over the idle
+rate), a webhook 7.0-7.6 times (15), a status read 11 times (22), an idle replica
+15.5-16.4 times a second (33).
 """
 import hashlib, hmac, json, os, socket, subprocess, sys, time
 
@@ -37,9 +46,16 @@ import load  # noqa: E402
 
 ROOT = load.ROOT
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-IDLE_SECS = int(os.environ.get("IDLE_SECS", "10"))
-STATUS_READS = int(os.environ.get("STATUS_READS", "200"))
-REPLICAS = [int(n) for n in os.environ.get("REPLICAS", "1,2,3").split(",")]
+GUARD = "--guard" in sys.argv
+IDLE_SECS = int(os.environ.get("IDLE_SECS", "3" if GUARD else "10"))
+STATUS_READS = int(os.environ.get("STATUS_READS", "20" if GUARD else "200"))
+REPLICAS = [int(n) for n in os.environ.get("REPLICAS", "2" if GUARD else "1,2,3").split(",")]
+WEBHOOK_BODIES = 30_000 if GUARD else 150_000
+# Redis commands: per authorization and per webhook (over the idle rate), per status
+# read, per idle second per replica; about twice what was measured.
+GUARD_LIMITS = {"auth": 0.05, "webhook": 15, "status read": 22, "idle second per replica": 33}
+if GUARD:
+    load.DURATION = int(os.environ.get("DURATION", "3"))
 WEBHOOK_CONNECTIONS = 16
 APPS = {"old": ("1111", "old-app-key", "old-app-secret"), "new": ("2222", "new-app-key", "new-app-secret")}
 
@@ -188,8 +204,9 @@ def wrk(url, seconds, script, connections, env=None):
                                           **(env or {})}).stdout)
 
 
-def under_load(kind, url, script, connections, groups, redis_port, n, env_for=None):
-    """One wrk run after a warm-up: throughput, latency, CPU per request of each group, Redis commands."""
+def under_load(kind, url, script, connections, groups, redis_port, n, idle_rate, env_for=None):
+    """One wrk run after a warm-up: throughput, latency, CPU per request of each group, Redis
+    commands (also over `idle_rate`, the fleet's commands per second at idle)."""
     wrk(url, 2, script, connections, env_for("warm") if env_for else None)
     cpu0 = {g: load.cpu_seconds(p) for g, p in groups.items()}
     watch = RedisWatch(redis_port)
@@ -198,6 +215,7 @@ def under_load(kind, url, script, connections, groups, redis_port, n, env_for=No
     r["cpu_us_per_req"] = {g: (load.cpu_seconds(p) - cpu0[g]) / max(r["requests"], 1) * 1e6 for g, p in groups.items()}
     r["redis_per_sec_per_replica"] = watch.total / watch.seconds / n
     r["redis_per_req"] = watch.total / max(r["requests"], 1)
+    r["redis_over_idle_per_req"] = max(watch.total - idle_rate * watch.seconds, 0) / max(r["requests"], 1)
     r["redis_calls"] = watch.calls
     r["kind"] = kind
     return r
@@ -221,8 +239,9 @@ def main():
     load.need("redis-server", "redis-server")
     binary = os.environ.get("SERVICE_BIN")
     if not binary:
-        subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "pusher-dual-auth"], cwd=ROOT, check=True)
-        binary = os.path.join(TARGET, "release/pusher-dual-auth")
+        profile = [] if GUARD else ["--release"]
+        subprocess.run(["cargo", "build", "--locked", "--bin", "pusher-dual-auth", *profile], cwd=ROOT, check=True)
+        binary = os.path.join(TARGET, "debug" if GUARD else "release", "pusher-dual-auth")
     cores = os.cpu_count()
     work = load.tempfile.mkdtemp(prefix="replicas-bench-")
     procs = []  # every process started, ended (its group) in the finally
@@ -284,15 +303,16 @@ def main():
             row["status"] = {"redis_per_read": (watch.total - background) / STATUS_READS,
                              "ms_per_read": elapsed / STATUS_READS * 1e3, "redis_calls": watch.calls,
                              "replica_cpu_us_per_read": (load.cpu_seconds(groups["replicas"]) - cpu0) / STATUS_READS * 1e6}
+            idle_rate = row["idle"]["redis_per_sec_per_replica"] * n
             row["auth"] = under_load("auth", f"http://127.0.0.1:{front_port}/auth/new", "wrk-auth.lua",
-                                     load.CONNECTIONS, groups, redis_port, n)
+                                     load.CONNECTIONS, groups, redis_port, n, idle_rate)
 
             def webhook_file(phase):
                 path = f"{work}/webhooks-{n}-{phase}.tsv"
-                write_webhooks(path, 150_000)
+                write_webhooks(path, WEBHOOK_BODIES)
                 return {"WEBHOOKS": path}
             row["webhooks"] = under_load("webhooks", f"http://127.0.0.1:{front_port}/webhooks", "wrk-replicas-webhooks.lua",
-                                         WEBHOOK_CONNECTIONS, groups, redis_port, n, webhook_file)
+                                         WEBHOOK_CONNECTIONS, groups, redis_port, n, idle_rate, webhook_file)
             results.append(row)
             for p in [nginx, *replicas, redis]:
                 stop(p)
@@ -306,7 +326,7 @@ def main():
         load.shutil.rmtree(work, ignore_errors=True)
 
     one = {k: results[0][k]["rps"] for k in ("auth", "webhooks")} if results and results[0]["replicas"] == 1 else None
-    print(f"\nN replicas (release, workers = 1 each, pinned to core i mod {cores}) on one redis-server behind nginx "
+    print(f"\nN replicas ({'debug' if GUARD else 'release'}, workers = 1 each, pinned to core i mod {cores}) on one redis-server behind nginx "
           f"(round robin); wrk -t{load.THREADS}, {load.DURATION} s after a 2 s warm-up; {cores} CPUs shared by all")
     print(f"{'N':>2} {'load':<9}{'req/s':>9}{'x N=1':>7}{'p50 ms':>8}{'p99 ms':>8}{'non-2xx':>8}"
           f"{'replicas µs/req':>17}{'per replica':>13}{'nginx µs/req':>14}{'redis µs/req':>14}"
@@ -338,6 +358,28 @@ def main():
     if bad:
         print(f"\nerrors or non-2xx answers: {bad}")
     print("json: " + json.dumps(results))
+    if GUARD:
+        guard(results, bad)
+
+
+def guard(results, bad):
+    """Exit 1 if a replica shares more with the others than it did when the limits were set."""
+    over = []
+    for row in results:
+        seen = {"auth": row["auth"]["redis_over_idle_per_req"], "webhook": row["webhooks"]["redis_over_idle_per_req"],
+                "status read": row["status"]["redis_per_read"],
+                "idle second per replica": row["idle"]["redis_per_sec_per_replica"]}
+        for what, value in seen.items():
+            print(f"guard: N={row['replicas']} Redis commands per {what} {value:.3f} (limit {GUARD_LIMITS[what]:g})")
+            if value > GUARD_LIMITS[what]:
+                over.append(f"per {what}: {value:.3f} > {GUARD_LIMITS[what]:g}")
+        if min(row["auth"]["requests"], row["webhooks"]["requests"]) < 100:
+            over.append(f"N={row['replicas']}: too few requests to count ({row['auth']['requests']} auths, "
+                        f"{row['webhooks']['requests']} webhooks)")
+    if bad:
+        sys.exit(f"guard: errors or non-2xx answers from {bad}")
+    if over:
+        sys.exit("guard: what the replicas share grew: " + "; ".join(over))
 
 
 if __name__ == "__main__":
