@@ -33,11 +33,13 @@ follows the cores free for it.
                                        # what the replicas share grew (Redis commands per auth,
                                        # per webhook, per status read, per idle second)
 
-The guard counts Redis commands rather than timing them: counts do not move with
-the machine. Its limits are about twice what was measured (docs/performance.md):
-an authorization touches Redis 0.00 times (a limit of 0.05 per auth, over the idle
-rate), a webhook 7.0-7.6 times (15), a status read 11 times (22), an idle replica
-15.5-16.4 times a second (33).
+The guard counts Redis commands rather than timing them. Its limits are about twice
+what was measured (docs/performance.md): under auth load a replica sends Redis 21-24
+commands a second whatever the rate, since an authorization touches Redis 0.00 times
+(42: one command per authorization would add hundreds a second); a webhook 7.0-7.7
+(15); a status read 11 (22); an idle replica 14.9-16.4 a second (33). A run with too
+few authorizations to tell (under 100 a second) or with more webhooks than distinct
+bodies (a repeat is acknowledged as a duplicate and costs less) fails.
 """
 import hashlib, hmac, json, os, socket, subprocess, sys, time
 
@@ -50,12 +52,14 @@ GUARD = "--guard" in sys.argv
 IDLE_SECS = int(os.environ.get("IDLE_SECS", "3" if GUARD else "10"))
 STATUS_READS = int(os.environ.get("STATUS_READS", "20" if GUARD else "200"))
 REPLICAS = [int(n) for n in os.environ.get("REPLICAS", "2" if GUARD else "1,2,3").split(",")]
-WEBHOOK_BODIES = 30_000 if GUARD else 150_000
-# Redis commands: per authorization and per webhook (over the idle rate), per status
-# read, per idle second per replica; about twice what was measured.
-GUARD_LIMITS = {"auth": 0.05, "webhook": 15, "status read": 22, "idle second per replica": 33}
 if GUARD:
     load.DURATION = int(os.environ.get("DURATION", "3"))
+# Distinct webhook bodies per run: more than wrk sends at 20,000/s (release ran ~15,000/s).
+WEBHOOK_BODIES = max(30_000, 20_000 * load.DURATION) if GUARD else 150_000
+# Redis commands: per second per replica under auth load, per webhook (over the idle
+# rate), per status read, per idle second per replica; about twice what was measured.
+GUARD_LIMITS = {"second per replica under auth load": 42, "webhook": 15, "status read": 22,
+                "idle second per replica": 33}
 WEBHOOK_CONNECTIONS = 16
 APPS = {"old": ("1111", "old-app-key", "old-app-secret"), "new": ("2222", "new-app-key", "new-app-secret")}
 
@@ -366,16 +370,22 @@ def guard(results, bad):
     """Exit 1 if a replica shares more with the others than it did when the limits were set."""
     over = []
     for row in results:
-        seen = {"auth": row["auth"]["redis_over_idle_per_req"], "webhook": row["webhooks"]["redis_over_idle_per_req"],
+        seen = {"second per replica under auth load": row["auth"]["redis_per_sec_per_replica"],
+                "webhook": row["webhooks"]["redis_over_idle_per_req"],
                 "status read": row["status"]["redis_per_read"],
                 "idle second per replica": row["idle"]["redis_per_sec_per_replica"]}
         for what, value in seen.items():
             print(f"guard: N={row['replicas']} Redis commands per {what} {value:.3f} (limit {GUARD_LIMITS[what]:g})")
             if value > GUARD_LIMITS[what]:
-                over.append(f"per {what}: {value:.3f} > {GUARD_LIMITS[what]:g}")
-        if min(row["auth"]["requests"], row["webhooks"]["requests"]) < 100:
-            over.append(f"N={row['replicas']}: too few requests to count ({row['auth']['requests']} auths, "
-                        f"{row['webhooks']['requests']} webhooks)")
+                over.append(f"N={row['replicas']} per {what}: {value:.3f} > {GUARD_LIMITS[what]:g}")
+        print(f"guard: N={row['replicas']} Redis commands per authorization over the idle rate "
+              f"{row['auth']['redis_over_idle_per_req']:.3f} (not a limit: the fleet flush carries the counts)")
+        if row["auth"]["rps"] < 100:
+            over.append(f"N={row['replicas']}: {row['auth']['rps']:.0f} authorizations/s, too few to tell "
+                        "one Redis command per authorization from the flush")
+        if row["webhooks"]["requests"] > WEBHOOK_BODIES // 2 or row["webhooks"]["requests"] < 100:
+            over.append(f"N={row['replicas']}: {row['webhooks']['requests']} webhooks for {WEBHOOK_BODIES} bodies "
+                        "(each wrk thread reads half the file: repeats, or too few to count)")
     if bad:
         sys.exit(f"guard: errors or non-2xx answers from {bad}")
     if over:
