@@ -31,8 +31,20 @@ pub fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// A port free now, never handed out before in this process: the tests of one binary
+/// run in parallel, and the kernel may give a port just released to the next caller,
+/// which would put two tests' servers on one port (one of them then answers the
+/// other's requests).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A scratch directory for one test, removed when dropped.
@@ -71,8 +83,20 @@ impl Service {
         Self::start_with_env(dir, config, &[])
     }
 
-    /// As `start`, with `env` added to the service's environment.
+    /// As `start`, with `env` added to the service's environment. A port taken between
+    /// `free_port` and the service's bind (by a connection's ephemeral port, or another
+    /// program) is a service that exits at once: it is started again on other ports.
     pub fn start_with_env(dir: &TempDir, config: &str, env: &[(&str, &str)]) -> Self {
+        for _ in 0..2 {
+            if let Some(service) = Self::try_start(dir, config, env) {
+                return service;
+            }
+        }
+        Self::try_start(dir, config, env).expect("the service started on its third pair of ports")
+    }
+
+    /// One start; `None` if the service exited because a port was already in use.
+    fn try_start(dir: &TempDir, config: &str, env: &[(&str, &str)]) -> Option<Self> {
         let (port, admin) = (free_port(), free_port());
         let path = dir.0.join("config.toml");
         let config = config.edit("{port}", &port.to_string()).edit("{admin}", &admin.to_string());
@@ -87,15 +111,26 @@ impl Service {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("the service starts");
-        let service = Self { child, port, admin, log };
+        let mut service = Self { child, port, admin, log };
         let deadline = Instant::now() + Duration::from_secs(20);
         // An answer, not a connect: the socket accepts as soon as it is bound,
-        // before the server (and the config watcher) runs.
-        while !http_get(admin, "/readyz").starts_with("HTTP/1.1 200") {
+        // before the server (and the config watcher) runs. And an answer from this
+        // child: it is still running once the answer came.
+        loop {
+            let answered = http_get(admin, "/readyz").starts_with("HTTP/1.1 200");
+            if let Ok(Some(status)) = service.child.try_wait() {
+                let log = service.log_text();
+                if log.contains("Address already in use") {
+                    return None;
+                }
+                panic!("the service exited ({status}) before it was ready: {log}");
+            }
+            if answered {
+                return Some(service);
+            }
             assert!(Instant::now() < deadline, "service did not start: {}", service.log_text());
             std::thread::sleep(Duration::from_millis(50));
         }
-        service
     }
 
     pub fn pid(&self) -> u32 {
