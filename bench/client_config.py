@@ -190,11 +190,7 @@ def main():
     load.need("nginx", "nginx-light")
     load.need("wrk", "wrk")
     profile = "debug" if guard else "release"
-    binary = os.environ.get("SERVICE_BIN")
-    if not binary:
-        build = ["cargo", "build", "--locked", "--bin", "pusher-dual-auth"] + ([] if guard else ["--release"])
-        subprocess.run(build, cwd=ROOT, check=True)
-        binary = os.path.join(TARGET, profile, "pusher-dual-auth")
+    binary = load.service_binary(profile)
     if not guard:
         subprocess.run(["cargo", "build", "--locked", "--release", "--example", "floor_proxy"], cwd=ROOT, check=True)
 

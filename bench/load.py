@@ -54,6 +54,16 @@ def need(cmd, package):
         subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", package], check=True)
 
 
+def service_binary(profile):
+    """The service to measure: SERVICE_BIN if set, else this checkout built for `profile`
+    ("debug" or "release")."""
+    if os.environ.get("SERVICE_BIN"):
+        return os.environ["SERVICE_BIN"]
+    release = ["--release"] if profile == "release" else []
+    subprocess.run(["cargo", "build", "--locked", "--bin", "pusher-dual-auth", *release], cwd=ROOT, check=True)
+    return os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), profile, "pusher-dual-auth")
+
+
 def wait_ready(url, proc, timeout=20):
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -191,15 +191,6 @@ def floor(world, kind, seconds):
     return measure(world, "floor", load.tree(world.nginx.pid), url, kind, seconds, warmup=1)
 
 
-def binary_path(profile):
-    if os.environ.get("SERVICE_BIN"):
-        return os.environ["SERVICE_BIN"]
-    cmd = ["cargo", "build", "--locked", "--bin", "pusher-dual-auth"] + (["--release"] if profile == "release" else [])
-    subprocess.run(cmd, cwd=ROOT, check=True)
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    return os.path.join(target, profile, "pusher-dual-auth")
-
-
 def throughput(binary, rounds, seconds):
     """Per round: for each recovery mode, the floor (single, batch), the service (single,
     batch), the floor again. Returns the service rows, each with its bracketing floor."""
@@ -379,7 +370,7 @@ def guard():
     before and after it; its CPU per publish over the floor's, and its connections."""
     load.need("wrk", "wrk")
     load.need("nginx", "nginx-light")
-    binary = binary_path("debug")
+    binary = load.service_binary("debug")
     seconds = 3
     # About twice the 120-166 x measured for the debug build (docs/performance.md): a change
     # that doubles the per-publish work trips it; a 10 % drift does not.
@@ -414,7 +405,7 @@ def main():
     load.need("wrk", "wrk")
     load.need("nginx", "nginx-light")
     load.need("redis-server", "redis-server")
-    binary = binary_path("release")
+    binary = load.service_binary("release")
     if "--instructions" in sys.argv:
         return instructions(binary)
     both = not ({"--throughput", "--latency"} & set(sys.argv))

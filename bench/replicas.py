@@ -47,7 +47,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import load  # noqa: E402
 
 ROOT = load.ROOT
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
 GUARD = "--guard" in sys.argv
 IDLE_SECS = int(os.environ.get("IDLE_SECS", "3" if GUARD else "10"))
 STATUS_READS = int(os.environ.get("STATUS_READS", "20" if GUARD else "200"))
@@ -241,11 +240,7 @@ def main():
     load.need("nginx", "nginx-light")
     load.need("wrk", "wrk")
     load.need("redis-server", "redis-server")
-    binary = os.environ.get("SERVICE_BIN")
-    if not binary:
-        profile = [] if GUARD else ["--release"]
-        subprocess.run(["cargo", "build", "--locked", "--bin", "pusher-dual-auth", *profile], cwd=ROOT, check=True)
-        binary = os.path.join(TARGET, "debug" if GUARD else "release", "pusher-dual-auth")
+    binary = load.service_binary("debug" if GUARD else "release")
     cores = os.cpu_count()
     work = load.tempfile.mkdtemp(prefix="replicas-bench-")
     procs = []  # every process started, ended (its group) in the finally

@@ -344,10 +344,7 @@ def bench(guard):
     load.need("nginx", "nginx-light")
     load.need("redis-server", "redis-server")
     profile = "debug" if guard else "release"
-    binary = os.environ.get("SERVICE_BIN") or os.path.join(TARGET, profile, "pusher-dual-auth")
-    if not os.environ.get("SERVICE_BIN"):
-        build = ["cargo", "build", "--locked", "--bin", "pusher-dual-auth"] + ([] if guard else ["--release"])
-        subprocess.run(build, cwd=ROOT, check=True)
+    binary = load.service_binary(profile)
     seconds = 3 if guard else load.DURATION
     rounds = 1 if guard else load.ROUNDS
     work = tempfile.mkdtemp(prefix="webhooks-bench-")

@@ -87,12 +87,9 @@ impl Service {
     /// `free_port` and the service's bind (by a connection's ephemeral port, or another
     /// program) is a service that exits at once: it is started again on other ports.
     pub fn start_with_env(dir: &TempDir, config: &str, env: &[(&str, &str)]) -> Self {
-        for _ in 0..2 {
-            if let Some(service) = Self::try_start(dir, config, env) {
-                return service;
-            }
-        }
-        Self::try_start(dir, config, env).expect("the service started on its third pair of ports")
+        (0..3)
+            .find_map(|_| Self::try_start(dir, config, env))
+            .expect("the service started within three pairs of ports")
     }
 
     /// One start; `None` if the service exited because a port was already in use.
