@@ -95,6 +95,7 @@
  * @property {() => void} [__dualRecover]  recovery's recovery after a re-subscription the app is not told of (a plain move)
  * @property {() => void} [__dualBridgeSync]
  * @property {boolean} [__dualShown]  the app has been told the channel is subscribed (see markShown)
+ * @property {boolean} [__dualMoving]  a planned move's overlap filter has the channel (see interceptOwn)
  */
 
 /**
@@ -638,6 +639,8 @@ function interceptOwn(client, move, o) {
   // the old socket are still dispatched after switchCluster, so it is the socket id that says.
   const mine = () =>
     move.switched && pusher.connection.state === 'connected' && pusher.connection.socket_id !== move.oldSocket ? 'after' : 'before';
+  main.__dualMoving = true; // the filter orders what comes early on the target: recovery does not hold it
+  move.undoMine.push(() => delete main.__dualMoving);
   move.undoMine.push(intercept(main, (event, data, meta) => {
     // After the switch the client's own instance is another connection (on the target app):
     // an event can reach it there again, so it counts as a source of its own.
@@ -2036,10 +2039,24 @@ class Recovery {
     } else if (!/^pusher[:_]|^pusher-dual-auth:/.test(event) && event !== BRIDGE_EVENT) {
       const key = eventKey(event, data);
       const deliver = () => t.next(event, data, meta);
+      if (!t.held && this.early(t)) t.held = []; // the recovery its subscription_succeeded starts delivers it, in order
+      else if (t.held && !t.running && t.channel.subscribed) this.release(t); // held early, then subscribed unseen: out first
       if (t.held) return void t.held.push({ key, event, deliver });
       return this.live(t, key, event, deliver);
     }
     return t.next(event, data, meta);
+  }
+
+  /**
+   * A live event on a new connection before the channel's subscription_succeeded there:
+   * the server registers the socket on the channel before it sends that, so a publish
+   * in between reaches it first, ahead of what was missed (a planned move has its own
+   * filter for this, and is left alone).
+   * @param {Track} t
+   */
+  early(t) {
+    const socket = this.pusher.connection.socket_id;
+    return this.active() && t.socket !== null && !!socket && socket !== t.socket && !t.channel.subscribed && !t.channel.__dualMoving;
   }
 
   /**
@@ -2072,10 +2089,12 @@ class Recovery {
     if (again && t.socket === socket) return; // the same connection: nothing was missed
     t.socket = socket;
     if (!again) t.delivered = [];
-    if (!this.active()) return;
-    if (!again) return this.start(t, 'anchor');
-    t.held = t.held || [];
-    this.start(t, 'recover');
+    if (this.active() && again) {
+      t.held = t.held || [];
+      return this.start(t, 'recover');
+    }
+    this.release(t);
+    if (this.active()) this.start(t, 'anchor');
   }
 
   /**

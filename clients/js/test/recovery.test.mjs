@@ -37,6 +37,8 @@ function fakeWorld({ recovery = true, cap = 1000, maxChannels = 100 } = {}) {
     failing: { status: 503, left: 0 },
     /** While set, recover requests wait for it before reading the buffer. */
     gate: null,
+    /** Called with a channel the server has registered on its socket, before it sends subscription_succeeded there. */
+    registered: null,
   };
   const buffer = new Map(); // channel → [{ seq, event, data, socket_id }]
   const lost = new Map(); // channel → the highest seq the cap evicted
@@ -61,6 +63,7 @@ function fakeWorld({ recovery = true, cap = 1000, maxChannels = 100 } = {}) {
         this.authAnswers.push(data); // what pusher-js got
         setTimeout(() => {
           if (this.pusher.connection.socket_id !== socket || this.pusher.connection.state !== 'connected') return;
+          if (state.registered) state.registered(this);
           this.subscriptionPending = false;
           this.subscribed = true;
           this.handleEvent({ event: 'pusher_internal:subscription_succeeded', channel: this.name, data: {} });
@@ -291,6 +294,30 @@ test('a drop: what was published while away arrives once, in order, before newer
     channels: [{ channel: 'private-a', since: anchor.answer.channels['private-a'].position, token: `tok/old/${socket}/private-a` }],
   });
   assert.ok(ch.authAnswers.every((a) => !('recovery' in a)), 'pusher-js never sees the token');
+});
+
+test('an event the server sends on the new socket before its subscription_succeeded (it registered the socket first) waits for what was missed', async () => {
+  const world = fakeWorld();
+  const pusher = await connected(world);
+  const { got, gaps } = await subscribed(world, pusher);
+  world.publish('private-a', 'n', { n: 1 });
+  let early = 0;
+  await dropAndReturn(world, pusher, {
+    away: () => {
+      [2, 3].forEach((n) => world.publish('private-a', 'n', { n }));
+      world.state.registered = (ch) => {
+        if (ch.name !== 'private-a') return; // the control channel subscribes there too
+        world.state.registered = null;
+        early++;
+        world.publish('private-a', 'n', { n: 4 }, { live: false }); // in the buffer, and ...
+        ch.handleEvent({ event: 'n', channel: ch.name, data: { n: 4 } }); // ... on the socket before subscription_succeeded
+      };
+    },
+    during: () => world.publish('private-a', 'n', { n: 5 }),
+  });
+  console.log("GOT", got); assert.equal(early, 1, "the setup ran: an event came before subscription_succeeded");
+  assert.deepEqual(got, [1, 2, 3, 4, 5]);
+  assert.deepEqual(gaps, []);
 });
 
 test('what arrived live before the drop is not repeated', async () => {
