@@ -3,6 +3,8 @@
 //! OpenTelemetry traces too (`traces`), and each JSON line inside a request
 //! carries its `trace_id`.
 
+mod export;
+mod otlp_body;
 pub mod traces;
 
 use crate::config::{LogSettings, TelemetrySettings};

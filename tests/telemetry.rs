@@ -6,7 +6,8 @@
 //! whose parent is the request span; nothing secret is exported; the JSON log
 //! lines of a traced request carry its `trace_id`. A trace started here at
 //! `sample_ratio = 0` exports nothing, and the host still gets a (not
-//! sampled) `traceparent`, so it can log the trace id.
+//! sampled) `traceparent`, so it can log the trace id. Exports carry the
+//! headers `OTEL_EXPORTER_OTLP_HEADERS` names, and one answered 503 is sent again.
 mod common;
 use common::{Service, TempDir};
 use opentelemetry_proto::tonic::{
@@ -75,6 +76,13 @@ async fn host() -> MockServer {
 /// `ExportTraceServiceResponse` is zero bytes); the test decodes the bodies.
 async fn receiver() -> MockServer {
     let otlp = MockServer::start().await;
+    // The first export is answered as a collector that is passing answers it.
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&otlp)
+        .await;
     Mock::given(method("POST"))
         .and(path("/v1/traces"))
         .respond_with(ResponseTemplate::new(200).insert_header("content-type", "application/x-protobuf"))
@@ -143,7 +151,8 @@ async fn a_browsers_trace_is_continued_to_the_host_and_exported() {
     let (host, otlp) = (host().await, receiver().await);
     let dir = TempDir::new("telemetry");
     let otlp_url = format!("{}/v1/traces", otlp.uri());
-    let service = Service::start(&dir, &config(&host.uri(), &otlp_url, 1.0));
+    let headers = [("OTEL_EXPORTER_OTLP_HEADERS", "x-collector-token=t%3Dk , x-tenant = blue,bad header=1")];
+    let service = Service::start_with_env(&dir, &config(&host.uri(), &otlp_url, 1.0), &headers);
 
     let incoming = format!("00-{TRACE}-{BROWSER_SPAN}-01");
     let res = auth(service.port, "private-a", Some(&incoming)).await;
@@ -176,7 +185,8 @@ async fn a_browsers_trace_is_continued_to_the_host_and_exported() {
         let all = spans(&requests);
         let checks = all.iter().filter(|s| s.name == "session_check").count();
         let servers = all.iter().filter(|s| s.parent_span_id == hex::decode(BROWSER_SPAN).unwrap()).count();
-        if checks >= 2 && servers >= 2 {
+        // Two exports at least: the first is refused (503) and sent again.
+        if checks >= 2 && servers >= 2 && bodies.len() >= 2 {
             break (bodies, requests);
         }
         assert!(Instant::now() < deadline, "not exported in time: {all:#?}\n{}", service.log_text());
@@ -184,6 +194,16 @@ async fn a_browsers_trace_is_continued_to_the_host_and_exported() {
     };
     let all = spans(&requests);
     let hex_of = |b: &[u8]| hex::encode(b);
+
+    // Protobuf, with the headers OTEL_EXPORTER_OTLP_HEADERS names (URL-decoded); the batch answered 503 was sent again.
+    let received = otlp.received_requests().await.unwrap();
+    for r in &received {
+        let header =
+            |name: &str| r.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        assert_eq!(header("content-type"), "application/x-protobuf");
+        assert_eq!((header("x-collector-token"), header("x-tenant")), ("t=k".into(), "blue".into()));
+    }
+    assert!(received.len() >= 2 && received[1].body == received[0].body, "the refused batch, sent again");
 
     // The request span: a child of the browser's span, with app, kind and outcome.
     let request = all

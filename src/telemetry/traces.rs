@@ -3,7 +3,8 @@
 //! out by `sample_ratio`, or a caller's with flags `00`) costs its ids and the
 //! `traceparent` sent on: no span, nothing recorded. A sampled one's spans are
 //! the OpenTelemetry SDK's own (`opentelemetry_sdk`), made and ended here, and
-//! exported in batches over OTLP/HTTP (protobuf) from a thread of their own.
+//! exported in batches over OTLP/HTTP (protobuf) from a thread of their own
+//! (`export`).
 //! (Spans through `tracing` and `tracing-opentelemetry` cost ~29k instructions
 //! an authorization even when nothing was sampled: docs/performance.md.)
 //!
@@ -20,7 +21,6 @@ use opentelemetry::trace::{
     TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_http::{Bytes, HttpError, Request, Response};
 use std::borrow::Cow;
 use std::sync::{
     Arc, Mutex, OnceLock,
@@ -119,86 +119,17 @@ fn provider(settings: &TelemetrySettings) -> opentelemetry_sdk::trace::SdkTracer
     let sampler = Sampler::AlwaysOn;
     let mut builder = SdkTracerProvider::builder().with_sampler(sampler).with_resource(resource);
     if let Some(endpoint) = &settings.otlp_endpoint {
-        use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(endpoint.as_str())
-            .with_timeout(settings.export_timeout)
-            .with_http_client(Exporting::new(settings.export_timeout))
+        // Bounded: a span that finds the queue full is dropped, never waited for.
+        let batch = BatchConfigBuilder::default()
+            .with_max_queue_size(settings.max_queue_spans)
+            .with_max_export_batch_size(512.min(settings.max_queue_spans))
+            .with_scheduled_delay(Duration::from_secs(1))
             .build();
-        match exporter {
-            Ok(exporter) => {
-                // Bounded: a span that finds the queue full is dropped, never waited for.
-                let batch = BatchConfigBuilder::default()
-                    .with_max_queue_size(settings.max_queue_spans)
-                    .with_max_export_batch_size(512.min(settings.max_queue_spans))
-                    .with_scheduled_delay(Duration::from_secs(1))
-                    .build();
-                builder = builder.with_span_processor(
-                    BatchSpanProcessor::builder(exporter).with_batch_config(batch).build(),
-                );
-            }
-            // The endpoint was validated; a failure here is the exporter's own.
-            Err(e) => eprintln!("telemetry: the OTLP exporter did not start: {e}"),
-        }
+        let exporter = super::export::OtlpHttp::new(endpoint.clone(), settings.export_timeout);
+        builder = builder
+            .with_span_processor(BatchSpanProcessor::builder(exporter).with_batch_config(batch).build());
     }
     builder.build()
-}
-
-/// The exporter's HTTP client: the service's reqwest client (rustls, no
-/// proxy, no redirect), driven by a runtime on a thread of its own, so an
-/// export never runs on a worker that answers requests.
-#[derive(Debug)]
-struct Exporting {
-    client: reqwest::Client,
-    runtime: tokio::runtime::Handle,
-}
-
-impl Exporting {
-    fn new(timeout: Duration) -> Self {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("otlp-export".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
-                let runtime = runtime.expect("a current-thread runtime builds");
-                let _ = tx.send(runtime.handle().clone());
-                runtime.block_on(std::future::pending::<()>());
-            })
-            .expect("the export thread starts");
-        let runtime = rx.recv().expect("the export thread sends its runtime");
-        Self { client: crate::outbound::http_client(timeout), runtime }
-    }
-}
-
-#[async_trait::async_trait]
-impl opentelemetry_http::HttpClient for Exporting {
-    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
-        let client = self.client.clone();
-        let call = async move {
-            let (head, body) = request.into_parts();
-            let answer = client
-                .request(head.method, head.uri.to_string())
-                .headers(head.headers)
-                .body(body)
-                .send()
-                .await
-                .map_err(|e| e.without_url().to_string())?;
-            let (status, headers) = (answer.status(), answer.headers().clone());
-            // A collector answers a few bytes (a partial-success message at most).
-            let body = crate::outbound::read_capped(answer, 64 * 1024).await.map_err(|e| e.to_string())?;
-            let mut response = Response::new(Bytes::from(body));
-            *response.status_mut() = status;
-            *response.headers_mut() = headers;
-            Ok::<_, String>(response)
-        };
-        match self.runtime.spawn(call).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(message)) => Err(message.into()),
-            Err(e) => Err(Box::new(e)),
-        }
-    }
 }
 
 // ---- spans ---------------------------------------------------------------------------------
