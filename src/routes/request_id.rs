@@ -13,6 +13,7 @@ use actix_web::{
     http::header::{HeaderName, HeaderValue},
     middleware::Next,
 };
+use std::borrow::Cow;
 use tracing::Instrument;
 
 #[derive(Debug, Clone)]
@@ -65,11 +66,15 @@ async fn traced<B: MessageBody>(
     use opentelemetry::KeyValue;
     let trace = RequestTrace::start(
         // The route's pattern, not the path: a client's path segment is not an attribute.
-        || format!("{} {}", req.method(), route(&req)).into(),
+        || match (method(&req), route(&req)) {
+            ("POST", Cow::Borrowed("/auth/{app}")) => "POST /auth/{app}".into(),
+            ("POST", Cow::Borrowed("/auth/{app}/user")) => "POST /auth/{app}/user".into(),
+            (method, route) => format!("{method} {route}").into(),
+        },
         req.headers(),
         || {
             vec![
-                KeyValue::new("http.request.method", req.method().as_str().to_owned()),
+                KeyValue::new("http.request.method", method(&req)),
                 KeyValue::new("http.route", route(&req)),
                 KeyValue::new("request_id", id.to_owned()),
             ]
@@ -86,12 +91,28 @@ async fn traced<B: MessageBody>(
 }
 
 /// The route's pattern for a span: the `/auth` scope matches its two routes
-/// itself (`auth::route`), so the router knows no pattern for them.
-fn route(req: &ServiceRequest) -> String {
+/// itself (`auth::route`), so the router knows no pattern for them. Borrowed
+/// (no allocation per span) for those two and the unmatched.
+fn route(req: &ServiceRequest) -> Cow<'static, str> {
     match req.path().strip_prefix("/auth/") {
-        Some(rest) if rest.ends_with("/user") => "/auth/{app}/user".into(),
-        Some(_) => "/auth/{app}".into(),
-        None => req.match_pattern().unwrap_or_else(|| "unmatched".into()),
+        Some(rest) if rest.ends_with("/user") => Cow::Borrowed("/auth/{app}/user"),
+        Some(_) => Cow::Borrowed("/auth/{app}"),
+        None => req.match_pattern().map_or(Cow::Borrowed("unmatched"), Cow::Owned),
+    }
+}
+
+/// The request's method for a span: the standard ones without an allocation.
+fn method(req: &ServiceRequest) -> &'static str {
+    use actix_web::http::Method;
+    match *req.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::OPTIONS => "OPTIONS",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        _ => "_OTHER",
     }
 }
 

@@ -275,25 +275,23 @@ fn incoming(headers: &actix_web::http::header::HeaderMap) -> Option<SpanContext>
             _ => None,
         }
     };
-    let parts: Vec<&str> = one("traceparent")?.trim().split('-').collect();
-    if parts.len() < 4 {
-        return None;
-    }
-    // Version 0 has exactly four parts; 0xff is invalid.
-    let version = u8::from_str_radix(parts[0], 16).ok()?;
-    if version == 0xff || version == 0 && parts.len() != 4 {
-        return None;
-    }
+    let mut parts = one("traceparent")?.trim().split('-');
+    let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     // Exactly 2, 32, 16 and 2 lowercase hex digits (the SDK's parser also took shorter ids).
     let hex =
         |s: &str, len: usize| s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    if !(hex(parts[0], 2) && hex(parts[1], 32) && hex(parts[2], 16) && hex(parts[3], 2)) {
+    if !(hex(version, 2) && hex(trace, 32) && hex(span, 16) && hex(flags, 2)) {
         return None;
     }
-    let trace_id = TraceId::from_hex(parts[1]).ok()?;
-    let span_id = SpanId::from_hex(parts[2]).ok()?;
+    // Version 0 has exactly four parts; 0xff is invalid.
+    let version = u8::from_str_radix(version, 16).ok()?;
+    if version == 0xff || version == 0 && parts.next().is_some() {
+        return None;
+    }
+    let trace_id = TraceId::from_hex(trace).ok()?;
+    let span_id = SpanId::from_hex(span).ok()?;
     // Unknown flags are accepted and cleared (W3C): only "sampled" is kept.
-    let flags = TraceFlags::new(u8::from_str_radix(parts[3], 16).ok()?) & TraceFlags::SAMPLED;
+    let flags = TraceFlags::new(u8::from_str_radix(flags, 16).ok()?) & TraceFlags::SAMPLED;
     let state = one("tracestate").and_then(|s| s.parse::<TraceState>().ok()).unwrap_or_default();
     let context = SpanContext::new(trace_id, span_id, flags, true, state);
     context.is_valid().then_some(context)
