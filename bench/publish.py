@@ -29,6 +29,7 @@ The recovery rows show what keeping events costs (its issue's goal: at most
     python3 bench/publish.py --throughput   # or --latency (RATE=1000 publishes/s)
     python3 bench/publish.py --instructions # user-space instructions per publish (callgrind;
                                             # CALLGRIND_DIR=dir keeps the profiles)
+    python3 bench/publish.py --redis-floor  # redis-server's CPU per XADD alone (redis-benchmark)
     python3 bench/publish.py --guard        # CI: debug build, ~15 s; exit 1 if the service's
                                             # CPU per publish exceeds PUBLISH_GUARD_RATIO x the
                                             # floor's, or a publish opened a connection
@@ -331,38 +332,71 @@ def report_latency(rows, rate):
 
 
 def instructions(binary):
-    """User-space instructions per publish (callgrind, 1 worker, wrk -t1 -c8 for 2 x DURATION s,
-    startup subtracted): repeatable where CPU time is not. Single events, recovery off and
-    in memory."""
+    """User-space instructions per publish and per event (callgrind, 1 worker, wrk -t1 -c8 for
+    2 x DURATION s, startup subtracted): repeatable where CPU time is not. Single events and
+    batches, recovery off, in memory and in Redis (the service's own instructions: Redis's
+    are its own process)."""
     load.need("valgrind", "valgrind")
+    load.need("redis-server", "redis-server")
     rows = []
-    with World(redis=False) as world:
-        for recovery in ("off", "memory"):
-            totals = []
-            for seconds in (0, DURATION * 2):
-                out = f"{world.work}/cg.out"
-                proc, port = world.service(binary, recovery, f"cg-{recovery}-{seconds}", workers=1,
-                                           wrap=["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"])
-                publishes = 0
-                if seconds:
-                    url = f"http://127.0.0.1:{port}{signed_path('dual', *KINDS['single'])}"
-                    cmd = ["wrk", "-t1", "-c8", f"-d{seconds}s", "--latency", "-s",
-                           os.path.join(ROOT, "bench/wrk-post.lua"), url]
-                    r = load.parse(subprocess.run(cmd, capture_output=True, text=True, check=True,
-                                                  env={**os.environ, "BODY": KINDS["single"][1]}).stdout)
-                    publishes = r["requests"]
-                world.stop(proc)
-                if os.environ.get("CALLGRIND_DIR") and seconds:  # keep the profile, for callgrind_annotate
-                    shutil.copy(out, os.path.join(os.environ["CALLGRIND_DIR"], f"publish-{recovery}.callgrind"))
-                with open(out) as f:
-                    total = next(int(line.split()[1]) for line in f if line.startswith(("summary:", "totals:")))
-                totals.append((publishes, total))
-            (p0, i0), (p1, i1) = totals
-            rows.append((f"service, recovery {recovery}", p1 - p0, (i1 - i0) / (p1 - p0)))
-    print(f"\nuser-space instructions per publish (callgrind, 1 worker, wrk -t1 -c8 -d{DURATION * 2}s, single events)")
-    for name, n, per in rows:
-        print(f"{name:<34}{per:>12,.0f}   ({n} publishes)")
-    print("json: " + json.dumps([{"name": n, "publishes": c, "instructions_per_publish": p} for n, c, p in rows]))
+    with World() as world:
+        for recovery in RECOVERY:
+            for kind in KINDS:
+                totals = []
+                for seconds in (0, DURATION * 2):
+                    out = f"{world.work}/cg.out"
+                    proc, port = world.service(binary, recovery, f"cg-{recovery}-{kind}-{seconds}", workers=1,
+                                               wrap=["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"])
+                    publishes = 0
+                    if seconds:
+                        suffix, body = KINDS[kind]
+                        url = f"http://127.0.0.1:{port}{signed_path('dual', suffix, body)}"
+                        cmd = ["wrk", "-t1", "-c8", f"-d{seconds}s", "--latency", "-s",
+                               os.path.join(ROOT, "bench/wrk-post.lua"), url]
+                        r = load.parse(subprocess.run(cmd, capture_output=True, text=True, check=True,
+                                                      env={**os.environ, "BODY": body}).stdout)
+                        publishes = r["requests"]
+                    world.stop(proc)
+                    if os.environ.get("CALLGRIND_DIR") and seconds:  # keep the profile, for callgrind_annotate
+                        shutil.copy(out, os.path.join(os.environ["CALLGRIND_DIR"], f"publish-{recovery}-{kind}.callgrind"))
+                    with open(out) as f:
+                        total = next(int(line.split()[1]) for line in f if line.startswith(("summary:", "totals:")))
+                    totals.append((publishes, total))
+                (p0, i0), (p1, i1) = totals
+                per = (i1 - i0) / (p1 - p0)
+                rows.append((f"service, recovery {recovery}", kind, p1 - p0, per, per / PER_REQUEST[kind]))
+    print(f"\nuser-space instructions per publish (callgrind, 1 worker, wrk -t1 -c8 -d{DURATION * 2}s)")
+    off = {kind: ev for name, kind, _, _, ev in rows if name.endswith(" off")}
+    print(f"{'':<30}{'kind':<8}{'per publish':>13}{'per event':>11}{'vs off':>8}   publishes")
+    for name, kind, n, per, ev in rows:
+        print(f"{name:<30}{kind:<8}{per:>13,.0f}{ev:>11,.0f}{ev / off[kind]:>8.3f}   {n}")
+    print("json: " + json.dumps([{"name": n, "kind": k, "publishes": c, "instructions_per_publish": p,
+                                  "instructions_per_event": e} for n, k, c, p, e in rows]))
+
+
+def redis_floor():
+    """Recovery in Redis at its cheapest: what redis-server's own CPU is per XADD of one
+    event (the EVENT payload) onto a capped stream, sent by redis-benchmark alone, one
+    command per round trip (a single publish's one call) and ten per round trip (a batch's).
+    Medians of ROUNDS runs of 200,000 commands."""
+    load.need("redis-server", "redis-server")
+    data = EVENT["data"]
+    rows = []
+    with World() as world:
+        pid = world.redis.pid
+        for pipeline in (1, BATCH):
+            per = []
+            for _ in range(load.ROUNDS):
+                cpu0 = load.cpu_seconds([pid])
+                subprocess.run(["redis-benchmark", "-p", str(world.redis_port), "-q", "-n", "200000", "-c", "8",
+                                "-P", str(pipeline), "XADD", "floor:recovery:{ch}", "MAXLEN", "~", "1000", "*",
+                                "e", EVENT["name"], "d", data], check=True, capture_output=True)
+                per.append((load.cpu_seconds([pid]) - cpu0) / 200000 * 1e6)
+            rows.append((pipeline, statistics.median(per), per))
+    print("\nredis-server CPU per XADD (redis-benchmark -c8 -n200000, a capped stream; medians)")
+    for pipeline, med, per in rows:
+        print(f"{pipeline:>3} per round trip   {med:6.2f} µs   runs: {', '.join(f'{x:.2f}' for x in per)}")
+    print("json: " + json.dumps([{"pipeline": p, "cpu_us_per_xadd": m, "runs": r} for p, m, r in rows]))
 
 
 def guard():
@@ -402,6 +436,8 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("publish bench: terminated"))
     if "--guard" in sys.argv:
         return guard()
+    if "--redis-floor" in sys.argv:
+        return redis_floor()
     load.need("wrk", "wrk")
     load.need("nginx", "nginx-light")
     load.need("redis-server", "redis-server")
