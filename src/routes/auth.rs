@@ -180,7 +180,7 @@ fn log_outcome<T>(metrics: &Metrics, app: &str, kind: &str, result: &Result<T, A
 
 /// The request span's app, kind and outcome (with `[telemetry]`): the labels the
 /// metrics use, a configured app name or `unknown`.
-fn traced<T>(app: &str, kind: &str, result: &Result<T, AuthError>) {
+fn traced<T>(app: &str, kind: &'static str, result: &Result<T, AuthError>) {
     if !crate::telemetry::traces::on() {
         return;
     }
@@ -190,7 +190,7 @@ fn traced<T>(app: &str, kind: &str, result: &Result<T, AuthError>) {
     }
 }
 
-fn traced_error(app: &str, kind: &str, e: &AuthError) {
+fn traced_error(app: &str, kind: &'static str, e: &AuthError) {
     let app = if matches!(e, AuthError::UnknownApp(_)) { crate::metrics::NO_APP } else { app };
     super::record(app, kind, e.status_and_code().1);
 }

@@ -118,9 +118,9 @@ fn method(req: &ServiceRequest) -> &'static str {
 
 /// Names the app, kind and outcome on the request's span (with `[telemetry]`;
 /// nothing otherwise). Only configured app names and fixed labels arrive here.
-pub fn record(app: &str, kind: &str, outcome: &str) {
+pub fn record(app: &str, kind: &'static str, outcome: &'static str) {
     if crate::telemetry::traces::on() {
-        crate::telemetry::traces::record([("app", app), ("kind", kind), ("outcome", outcome)]);
+        crate::telemetry::traces::record(app, kind, outcome);
     }
 }
 

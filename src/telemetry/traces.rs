@@ -16,17 +16,15 @@
 //! or signature.
 
 use crate::config::TelemetrySettings;
-use opentelemetry::trace::{
-    Span as _, SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer as _,
-    TracerProvider as _,
-};
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_sdk::trace::{BatchSpanProcessor, SpanData, SpanEvents, SpanLinks, SpanProcessor as _};
 use std::borrow::Cow;
 use std::sync::{
     Arc, Mutex, OnceLock,
     atomic::{AtomicBool, Ordering::Relaxed},
 };
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tracing::Subscriber;
 use tracing_subscriber::{
     EnvFilter,
@@ -34,9 +32,12 @@ use tracing_subscriber::{
     registry::LookupSpan,
 };
 
-/// The tracer and the ratio of the traces started here that are sampled.
+/// Where ended spans go, and the ratio of the traces started here that are sampled.
 struct Tracing {
-    tracer: opentelemetry_sdk::trace::SdkTracer,
+    /// The SDK's batch processor (bounded queue, batches, export thread); None without
+    /// `otlp_endpoint` (sampled traces are continued, nothing is recorded).
+    processor: Option<BatchSpanProcessor>,
+    scope: InstrumentationScope,
     ratio: f64,
 }
 
@@ -51,19 +52,19 @@ pub fn on() -> bool {
 }
 
 /// Flushes and stops the exporter when dropped (at the end of `serve`).
-pub struct Traces(Option<opentelemetry_sdk::trace::SdkTracerProvider>);
+pub struct Traces(bool);
 
 impl Traces {
     pub fn off() -> Self {
-        Self(None)
+        Self(false)
     }
 }
 
 impl Drop for Traces {
     fn drop(&mut self) {
-        if let Some(provider) = self.0.take() {
+        if let (true, Some(Tracing { processor: Some(processor), .. })) = (self.0, TRACING.get()) {
             // Bounded by the export timeout; nothing is waiting for requests then.
-            let _ = provider.shutdown();
+            let _ = processor.shutdown();
         }
     }
 }
@@ -80,7 +81,7 @@ pub(super) fn init<W>(
 where
     W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
 {
-    let provider = provider(settings);
+    let processor = processor(settings);
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let installed = if json {
         let format = tracing_subscriber::fmt::format()
@@ -98,16 +99,17 @@ where
             .is_ok()
     };
     if installed {
-        let tracer = provider.tracer("pusher-dual-auth");
-        let _ = TRACING.set(Tracing { tracer, ratio: settings.sample_ratio });
+        let scope = InstrumentationScope::builder("pusher-dual-auth").build();
+        let _ = TRACING.set(Tracing { processor, scope, ratio: settings.sample_ratio });
         ON.store(true, Relaxed);
     }
-    Traces(Some(provider))
+    Traces(installed)
 }
 
-fn provider(settings: &TelemetrySettings) -> opentelemetry_sdk::trace::SdkTracerProvider {
-    use opentelemetry::KeyValue;
-    use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider};
+/// The batch processor for `otlp_endpoint`, told the resource (who sends).
+fn processor(settings: &TelemetrySettings) -> Option<BatchSpanProcessor> {
+    use opentelemetry_sdk::trace::BatchConfigBuilder;
+    let endpoint = settings.otlp_endpoint.as_ref()?;
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(settings.service_name.clone())
         .with_attributes([
@@ -115,37 +117,69 @@ fn provider(settings: &TelemetrySettings) -> opentelemetry_sdk::trace::SdkTracer
             KeyValue::new("service.instance.id", settings.replica()),
         ])
         .build();
-    // Sampled or not is decided before a span reaches the SDK (`Tracing::start`).
-    let sampler = Sampler::AlwaysOn;
-    let mut builder = SdkTracerProvider::builder().with_sampler(sampler).with_resource(resource);
-    if let Some(endpoint) = &settings.otlp_endpoint {
-        // Bounded: a span that finds the queue full is dropped, never waited for.
-        let batch = BatchConfigBuilder::default()
-            .with_max_queue_size(settings.max_queue_spans)
-            .with_max_export_batch_size(512.min(settings.max_queue_spans))
-            .with_scheduled_delay(Duration::from_secs(1))
-            .build();
-        let exporter = super::export::OtlpHttp::new(endpoint.clone(), settings.export_timeout);
-        builder = builder
-            .with_span_processor(BatchSpanProcessor::builder(exporter).with_batch_config(batch).build());
-    }
-    builder.build()
+    // Bounded: a span that finds the queue full is dropped, never waited for.
+    let batch = BatchConfigBuilder::default()
+        .with_max_queue_size(settings.max_queue_spans)
+        .with_max_export_batch_size(512.min(settings.max_queue_spans))
+        .with_scheduled_delay(Duration::from_secs(1))
+        .build();
+    let exporter = super::export::OtlpHttp::new(endpoint.clone(), settings.export_timeout);
+    let mut processor = BatchSpanProcessor::builder(exporter).with_batch_config(batch).build();
+    processor.set_resource(&resource);
+    Some(processor)
 }
 
 // ---- spans ---------------------------------------------------------------------------------
 
 /// A span as a span site holds it: nothing (tracing off), a trace's ids alone
-/// (not sampled: nothing is recorded or exported, the ids still propagate), or
-/// the SDK's span (sampled: ended, and queued for export, when dropped).
+/// (not sampled, or nowhere to export: nothing is recorded, the ids still
+/// propagate), or a sampled span being recorded (ended, and queued for export
+/// as the SDK's `SpanData`, when dropped).
 pub struct Span(Inner);
 
-// Not boxed: a span lives on its site's stack for one call, and a box would be
-// one more allocation for each sampled span.
-#[allow(clippy::large_enum_variant)]
 enum Inner {
     None,
-    Unsampled(SpanContext),
-    Sampled(opentelemetry_sdk::trace::Span),
+    Ids(SpanContext),
+    Recording(Box<Open>),
+}
+
+/// What a sampled span records until it ends: `SpanData` is made once, at its
+/// end, and handed to the SDK's batch processor (the SDK's own span, built and
+/// moved through the tracer, cost more than the span's export: docs/performance.md).
+struct Open {
+    context: SpanContext,
+    parent: Option<(SpanId, bool)>,
+    kind: SpanKind,
+    name: Cow<'static, str>,
+    start: SystemTime,
+    attributes: Vec<KeyValue>,
+    dropped: u32,
+}
+
+/// As the SDK's default span limit: attributes past it are counted, not kept.
+const MAX_ATTRIBUTES: usize = 128;
+
+impl Drop for Span {
+    fn drop(&mut self) {
+        let Inner::Recording(open) = std::mem::replace(&mut self.0, Inner::None) else { return };
+        let Some(Tracing { processor: Some(processor), scope, .. }) = TRACING.get() else { return };
+        let Open { context, parent, kind, name, start, attributes, dropped } = *open;
+        processor.on_end(SpanData {
+            span_context: context,
+            parent_span_id: parent.map_or(SpanId::INVALID, |(id, _)| id),
+            parent_span_is_remote: parent.is_some_and(|(_, remote)| remote),
+            span_kind: kind,
+            name,
+            start_time: start,
+            end_time: SystemTime::now(),
+            attributes,
+            dropped_attributes_count: dropped,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: Status::Unset,
+            instrumentation_scope: scope.clone(),
+        });
+    }
 }
 
 impl Span {
@@ -170,16 +204,20 @@ impl Span {
 
     /// Sets an attribute, if the span is sampled (`value` is made only then).
     pub fn set<V: Into<opentelemetry::Value>>(&mut self, key: &'static str, value: impl FnOnce() -> V) {
-        if let Inner::Sampled(span) = &mut self.0 {
-            span.set_attribute(KeyValue::new(key, value()));
+        if let Inner::Recording(open) = &mut self.0 {
+            if open.attributes.len() < MAX_ATTRIBUTES {
+                open.attributes.push(KeyValue::new(key, value()));
+            } else {
+                open.dropped += 1;
+            }
         }
     }
 
     fn context(&self) -> Option<&SpanContext> {
         match &self.0 {
             Inner::None => None,
-            Inner::Unsampled(context) => Some(context),
-            Inner::Sampled(span) => Some(span.span_context()),
+            Inner::Ids(context) => Some(context),
+            Inner::Recording(open) => Some(&open.context),
         }
     }
 
@@ -219,10 +257,9 @@ impl Tracing {
         self.make(self.sampled(parent), name, kind, parent, attributes)
     }
 
-    /// The one place a span is made. Not sampled: ids alone (the parent's trace
-    /// id or a new one, a new span id). Sampled: the SDK's span, whose sampler is
-    /// `AlwaysOn` (it is asked nothing already decided); `name` and `attributes`
-    /// are made only then.
+    /// The one place a span is made: its ids (the parent's trace id or a new one,
+    /// a new span id, the parent's trace state). Sampled and exported, it is
+    /// recorded too; `name` and `attributes` are made only then.
     fn make(
         &self,
         sampled: bool,
@@ -231,18 +268,24 @@ impl Tracing {
         parent: Option<&SpanContext>,
         attributes: impl FnOnce() -> Vec<KeyValue>,
     ) -> Span {
-        if !sampled {
-            let trace_id = parent.map_or_else(new_trace_id, SpanContext::trace_id);
-            let state = parent.map(|p| p.trace_state().clone()).unwrap_or_default();
-            let context = SpanContext::new(trace_id, new_span_id(), TraceFlags::default(), false, state);
-            return Span(Inner::Unsampled(context));
+        let trace_id = parent.map_or_else(new_trace_id, SpanContext::trace_id);
+        let state = parent.map(|p| p.trace_state().clone()).unwrap_or_default();
+        let flags = if sampled { TraceFlags::SAMPLED } else { TraceFlags::default() };
+        let context = SpanContext::new(trace_id, new_span_id(), flags, false, state);
+        if !sampled || self.processor.is_none() {
+            return Span(Inner::Ids(context));
         }
-        let parent = match parent {
-            Some(parent) => Context::new().with_remote_span_context(parent.clone()),
-            None => Context::new(),
-        };
-        let builder = self.tracer.span_builder(name()).with_kind(kind).with_attributes(attributes());
-        Span(Inner::Sampled(builder.start_with_context(&self.tracer, &parent)))
+        let mut attributes = attributes();
+        attributes.truncate(MAX_ATTRIBUTES);
+        Span(Inner::Recording(Box::new(Open {
+            context,
+            parent: parent.map(|p| (p.span_id(), p.is_remote())),
+            kind,
+            name: name(),
+            start: SystemTime::now(),
+            attributes,
+            dropped: 0,
+        })))
     }
 }
 
@@ -375,16 +418,17 @@ pub async fn with_trace<F: std::future::Future>(trace: Arc<RequestTrace>, future
     .await
 }
 
-/// Records `values` (name, value) on the current request's span, if it is sampled.
-pub fn record(values: [(&'static str, &str); 3]) {
+/// Records the app, kind and outcome on the current request's span, if it is
+/// sampled (the fixed labels without an allocation).
+pub fn record(app: &str, kind: &'static str, outcome: &'static str) {
     CURRENT.with(|c| {
         let current = c.borrow();
         let Some(trace) = current.last() else { return };
         if trace.context.is_sampled() {
             let mut span = trace.span.lock().unwrap_or_else(|e| e.into_inner());
-            for (key, value) in values {
-                span.set(key, || value.to_owned());
-            }
+            span.set("app", || app.to_owned());
+            span.set("kind", || kind);
+            span.set("outcome", || outcome);
         }
     })
 }
