@@ -2,9 +2,9 @@
 //! before any span is made. A trace that is not sampled (started here and left
 //! out by `sample_ratio`, or a caller's with flags `00`) costs its ids and the
 //! `traceparent` sent on: no span, nothing recorded. A sampled one's spans are
-//! the OpenTelemetry SDK's own (`opentelemetry_sdk`), made and ended here, and
-//! exported in batches over OTLP/HTTP (protobuf) from a thread of their own
-//! (`export`).
+//! recorded here (`Open`) and, as each ends, handed to the OpenTelemetry SDK's
+//! batch processor as its `SpanData`, exported in batches over OTLP/HTTP
+//! (protobuf) from threads of their own (`export`).
 //! (Spans through `tracing` and `tracing-opentelemetry` cost ~29k instructions
 //! an authorization even when nothing was sampled: docs/performance.md.)
 //!
