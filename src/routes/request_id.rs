@@ -101,7 +101,8 @@ fn route(req: &ServiceRequest) -> Cow<'static, str> {
     }
 }
 
-/// The request's method for a span: the standard ones without an allocation.
+/// The request's method for a span: the nine of HTTP's standard without an
+/// allocation, any other as `_OTHER` (the semantic conventions' word for it).
 fn method(req: &ServiceRequest) -> &'static str {
     use actix_web::http::Method;
     match *req.method() {
@@ -112,6 +113,8 @@ fn method(req: &ServiceRequest) -> &'static str {
         Method::PUT => "PUT",
         Method::DELETE => "DELETE",
         Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
         _ => "_OTHER",
     }
 }
