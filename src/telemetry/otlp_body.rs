@@ -161,27 +161,39 @@ fn key_value(b: &mut Vec<u8>, key: &str, value: &Value) {
 /// (false, 0, ""): present is what says which it is.
 fn any_value(b: &mut Vec<u8>, value: &Value) {
     match value {
-        Value::String(s) => string_always(b, 1, s.as_str()),
-        Value::Bool(v) => varint_always(b, 2, u64::from(*v)),
-        Value::I64(v) => varint_always(b, 3, *v as u64),
-        Value::F64(v) => {
-            encode_key(4, WireType::SixtyFourBit, b);
-            b.extend_from_slice(&v.to_bits().to_le_bytes());
-        }
-        Value::Array(array) => nested(b, 5, |b| {
-            // ArrayValue { repeated AnyValue values = 1 }
-            let mut each = |v: Value| nested(b, 1, |b| any_value(b, &v));
-            match array {
-                Array::Bool(list) => list.iter().for_each(|v| each(Value::Bool(*v))),
-                Array::I64(list) => list.iter().for_each(|v| each(Value::I64(*v))),
-                Array::F64(list) => list.iter().for_each(|v| each(Value::F64(*v))),
-                Array::String(list) => list.iter().for_each(|v| each(Value::String(v.clone()))),
-                // A kind added to the SDK later: an empty value, as if unset.
-                _ => {}
-            }
+        Value::String(s) => string_value(b, s.as_str()),
+        Value::Bool(v) => bool_value(b, *v),
+        Value::I64(v) => int_value(b, *v),
+        Value::F64(v) => double_value(b, *v),
+        // ArrayValue { repeated AnyValue values = 1 }
+        Value::Array(array) => nested(b, 5, |b| match array {
+            Array::Bool(list) => list.iter().for_each(|v| nested(b, 1, |b| bool_value(b, *v))),
+            Array::I64(list) => list.iter().for_each(|v| nested(b, 1, |b| int_value(b, *v))),
+            Array::F64(list) => list.iter().for_each(|v| nested(b, 1, |b| double_value(b, *v))),
+            Array::String(list) => list.iter().for_each(|v| nested(b, 1, |b| string_value(b, v.as_str()))),
+            // A kind added to the SDK later: an empty value, as if unset.
+            _ => {}
         }),
         _ => {}
     }
+}
+
+// AnyValue's fields, one per kind.
+fn string_value(b: &mut Vec<u8>, v: &str) {
+    length_delimited(b, 1, v.as_bytes());
+}
+
+fn bool_value(b: &mut Vec<u8>, v: bool) {
+    varint_always(b, 2, u64::from(v));
+}
+
+fn int_value(b: &mut Vec<u8>, v: i64) {
+    varint_always(b, 3, v as u64);
+}
+
+fn double_value(b: &mut Vec<u8>, v: f64) {
+    encode_key(4, WireType::SixtyFourBit, b);
+    b.extend_from_slice(&v.to_bits().to_le_bytes());
 }
 
 // ---- wire primitives: a field is left out when it holds its default (proto3) ----
@@ -204,7 +216,7 @@ fn nested(b: &mut Vec<u8>, tag: u32, write: impl FnOnce(&mut Vec<u8>)) {
 
 fn bytes(b: &mut Vec<u8>, tag: u32, value: &[u8]) {
     if !value.is_empty() {
-        string_bytes(b, tag, value);
+        length_delimited(b, tag, value);
     }
 }
 
@@ -212,11 +224,7 @@ fn string(b: &mut Vec<u8>, tag: u32, value: &str) {
     bytes(b, tag, value.as_bytes());
 }
 
-fn string_always(b: &mut Vec<u8>, tag: u32, value: &str) {
-    string_bytes(b, tag, value.as_bytes());
-}
-
-fn string_bytes(b: &mut Vec<u8>, tag: u32, value: &[u8]) {
+fn length_delimited(b: &mut Vec<u8>, tag: u32, value: &[u8]) {
     encode_key(tag, WireType::LengthDelimited, b);
     encode_varint(value.len() as u64, b);
     b.extend_from_slice(value);
@@ -396,7 +404,7 @@ mod tests {
             let mut b = Vec::new();
             nested(&mut b, 1, |b| b.extend(std::iter::repeat_n(7_u8, n)));
             let mut expected = Vec::new();
-            string_bytes(&mut expected, 1, &vec![7_u8; n]);
+            length_delimited(&mut expected, 1, &vec![7_u8; n]);
             assert_eq!(b, expected, "{n} bytes");
         }
     }
