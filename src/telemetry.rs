@@ -3,6 +3,7 @@
 //! OpenTelemetry traces too (`traces`), and each JSON line inside a request
 //! carries its `trace_id`.
 
+mod batches;
 mod export;
 mod otlp_body;
 pub mod traces;

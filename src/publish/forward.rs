@@ -139,13 +139,11 @@ pub async fn fan_out(live: Arc<Live>, state: Arc<AppState>, out: Outgoing, wait:
             // A span per target (with [telemetry]): which app, how many tries, what
             // came back. Made here, in the request, whose span is its parent.
             let mut span = if crate::telemetry::traces::on() {
-                use opentelemetry::{KeyValue, trace::SpanKind};
-                crate::telemetry::traces::Span::child("publish", SpanKind::Client, || {
-                    vec![
-                        KeyValue::new("target_app", name.to_string()),
-                        KeyValue::new("path", out.suffix.to_string()),
-                        KeyValue::new("failed_over", down),
-                    ]
+                use opentelemetry::trace::SpanKind;
+                crate::telemetry::traces::Span::child("publish", SpanKind::Client, |a| {
+                    a.add("target_app", &**name);
+                    a.add("path", &*out.suffix);
+                    a.add("failed_over", &down);
                 })
             } else {
                 crate::telemetry::traces::Span::none()

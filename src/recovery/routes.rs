@@ -109,9 +109,9 @@ async fn read_traced(
     if !crate::telemetry::traces::on() {
         return read.await;
     }
-    use opentelemetry::{KeyValue, trace::SpanKind};
-    let mut span = crate::telemetry::traces::Span::child("recovery.read", SpanKind::Internal, || {
-        vec![KeyValue::new("app", app.to_owned())]
+    use opentelemetry::trace::SpanKind;
+    let mut span = crate::telemetry::traces::Span::child("recovery.read", SpanKind::Internal, |a| {
+        a.add("app", app);
     });
     let result = read.await;
     match &result {

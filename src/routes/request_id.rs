@@ -63,7 +63,6 @@ async fn traced<B: MessageBody>(
     id: &str,
 ) -> Result<ServiceResponse<B>, actix_web::Error> {
     use crate::telemetry::traces::{RequestTrace, with_trace};
-    use opentelemetry::KeyValue;
     let trace = RequestTrace::start(
         // The route's pattern, not the path: a client's path segment is not an attribute.
         || match (method(&req), route(&req)) {
@@ -72,12 +71,10 @@ async fn traced<B: MessageBody>(
             (method, route) => format!("{method} {route}").into(),
         },
         req.headers(),
-        || {
-            vec![
-                KeyValue::new("http.request.method", method(&req)),
-                KeyValue::new("http.route", route(&req)),
-                KeyValue::new("request_id", id.to_owned()),
-            ]
+        |a| {
+            a.add("http.request.method", method(&req));
+            a.add("http.route", &route(&req));
+            a.add("request_id", id);
         },
     );
     req.extensions_mut().insert(RequestId(id.to_owned()));

@@ -133,10 +133,10 @@ impl SessionCheckClient {
         body: Vec<u8>,
         headers: &ForwardedHeaders,
     ) -> Result<HostAnswer, HostError> {
-        use opentelemetry::KeyValue;
         // The request's child (its attributes made only if it is sampled).
-        let mut span = crate::telemetry::traces::Span::child("session_check", SpanKind::Client, || {
-            vec![KeyValue::new("app", request.app.to_owned()), KeyValue::new("kind", request.kind.as_str())]
+        let mut span = crate::telemetry::traces::Span::child("session_check", SpanKind::Client, |a| {
+            a.add("app", request.app);
+            a.add("kind", request.kind.as_str());
         });
         let trace = span.outgoing();
         let result = async {

@@ -1,79 +1,162 @@
-//! The span exporter: each batch the SDK's `BatchSpanProcessor` hands over is
-//! written as one OTLP/HTTP protobuf body (`otlp_body`) and POSTed to
-//! `otlp_endpoint` by the service's reqwest client, on a runtime of its own
-//! thread (`otlp-export`): an export never runs on a worker that answers
-//! requests. What opentelemetry-otlp's HTTP exporter does around the body is
-//! kept: `OTEL_EXPORTER_OTLP_TRACES_HEADERS` (or `OTEL_EXPORTER_OTLP_HEADERS`)
-//! as request headers, and a retry, within the export timeout, of what a
-//! collector says is passing (429, 502, 503, 504, `Retry-After` heeded) or a
-//! connection that failed.
+//! The span exporter: a thread of its own (`otlp-export`) with its own runtime,
+//! never a worker that answers requests. It sends each thread's batch of
+//! ended spans (`batches`) when the batch is full, and every thread's at least
+//! once a second and at shutdown, as one OTLP/HTTP protobuf body
+//! (`otlp_body::export_request`) POSTed to `otlp_endpoint` by the service's
+//! reqwest client. What opentelemetry-otlp's HTTP exporter does around the
+//! body is kept: `OTEL_EXPORTER_OTLP_TRACES_HEADERS` (or
+//! `OTEL_EXPORTER_OTLP_HEADERS`) as request headers, and a retry, within the
+//! export timeout, of what a collector says is passing (429, 502, 503, 504,
+//! `Retry-After` heeded) or a connection that failed.
 
-use super::otlp_body::{EncodedResource, export_request};
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use super::batches::{Batch, Batches};
+use super::otlp_body::{Envelope, export_request};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
-#[derive(Debug)]
-pub struct OtlpHttp {
+/// The running exporter, as the rest of the service holds it.
+pub struct Exporter {
+    pub batches: Arc<Batches>,
+    flush: UnboundedSender<std::sync::mpsc::SyncSender<()>>,
+    timeout: Duration,
+}
+
+/// Where and how the exporter sends.
+struct Sender {
     client: reqwest::Client,
-    runtime: tokio::runtime::Handle,
     endpoint: url::Url,
     headers: HeaderMap,
     timeout: Duration,
-    resource: EncodedResource,
+    envelope: Envelope,
+    /// Whether the last export failed (its failure is logged once, and its end).
+    failing: bool,
 }
 
-impl OtlpHttp {
-    pub fn new(endpoint: url::Url, timeout: Duration) -> Self {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("otlp-export".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
-                let runtime = runtime.expect("a current-thread runtime builds");
-                let _ = tx.send(runtime.handle().clone());
-                runtime.block_on(std::future::pending::<()>());
-            })
-            .expect("the export thread starts");
-        let runtime = rx.recv().expect("the export thread sends its runtime");
+impl Exporter {
+    pub fn start(
+        endpoint: url::Url,
+        timeout: Duration,
+        envelope: Envelope,
+        (max_queue, max_batch): (usize, usize),
+        every: Duration,
+    ) -> Self {
+        let (batches, full) = Batches::new(max_queue, max_batch);
+        let (flush, flushes) = unbounded_channel();
         let variable = ["OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"]
             .into_iter()
             .find_map(|name| std::env::var(name).ok());
         let mut headers = variable.as_deref().map(headers_from_env).unwrap_or_default();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-protobuf"));
-        Self {
+        let sender = Sender {
             client: crate::outbound::http_client(timeout),
-            runtime,
             endpoint,
             headers,
             timeout,
-            resource: EncodedResource::default(),
+            envelope,
+            failing: false,
+        };
+        let shared = batches.clone();
+        std::thread::Builder::new()
+            .name("otlp-export".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                let runtime = runtime.expect("a current-thread runtime builds");
+                runtime.block_on(run(sender, shared, full, flushes, every));
+            })
+            .expect("the export thread starts");
+        Self { batches, flush, timeout }
+    }
+
+    /// Sends what waits (bounded by the export timeout; at shutdown, when no request is waiting).
+    pub fn flush(&self) {
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        if self.flush.send(done).is_ok() {
+            let _ = wait.recv_timeout(self.timeout + Duration::from_secs(1));
         }
     }
 }
 
-impl SpanExporter for OtlpHttp {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let body = bytes::Bytes::from(export_request(&self.resource, &batch));
-        drop(batch);
-        let send = post(self.client.clone(), self.endpoint.clone(), self.headers.clone(), body, self.timeout);
-        match self.runtime.spawn(send).await {
-            Ok(result) => result.map_err(OTelSdkError::InternalFailure),
-            Err(e) => Err(OTelSdkError::InternalFailure(e.to_string())),
+/// The export thread: a full batch as it comes, every thread's batch each `every`
+/// and when asked to flush, one export at a time (what waits meanwhile is bounded by `max_queue`).
+async fn run(
+    mut sender: Sender,
+    batches: Arc<Batches>,
+    mut full: UnboundedReceiver<Batch>,
+    mut flushes: UnboundedReceiver<std::sync::mpsc::SyncSender<()>>,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let done = tokio::select! {
+            Some(batch) = full.recv() => {
+                sender.send(&batches, vec![batch]).await;
+                continue;
+            }
+            done = flushes.recv() => match done {
+                Some(done) => Some(done),
+                None => return,
+            },
+            _ = tick.tick() => None,
+        };
+        // Full batches handed over before a flush was asked are sent first.
+        while let Ok(batch) = full.try_recv() {
+            sender.send(&batches, vec![batch]).await;
+        }
+        sender.send(&batches, batches.sweep()).await;
+        let dropped = batches.take_dropped();
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "telemetry: spans dropped, more were waiting for export than max_queue_spans"
+            );
+        }
+        if let Some(done) = done {
+            let _ = done.send(());
         }
     }
+}
 
-    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
-        self.resource = EncodedResource::new(resource);
+impl Sender {
+    /// `parts` in bodies of at most `max_batch` spans each.
+    async fn send(&mut self, batches: &Batches, parts: Vec<Batch>) {
+        let mut parts = parts.into_iter().peekable();
+        while parts.peek().is_some() {
+            let mut body: Vec<Batch> = Vec::new();
+            let mut spans = 0;
+            while let Some(next) =
+                parts.next_if(|p| body.is_empty() || spans + p.spans <= batches.max_batch())
+            {
+                spans += next.spans;
+                body.push(next);
+            }
+            let slices: Vec<&[u8]> = body.iter().map(|b| b.bytes.as_slice()).collect();
+            let request = bytes::Bytes::from(export_request(&self.envelope, &slices));
+            drop(body);
+            let sent = post(&self.client, &self.endpoint, &self.headers, request, self.timeout).await;
+            batches.sent(spans);
+            match sent {
+                Ok(()) if self.failing => {
+                    self.failing = false;
+                    tracing::info!("telemetry: spans are exported again");
+                }
+                Err(error) if !self.failing => {
+                    self.failing = true;
+                    tracing::warn!(%error, spans, "telemetry: an export failed, its spans are lost (logged once until one succeeds)");
+                }
+                _ => {}
+            }
+        }
     }
 }
 
 /// One export: sent, and sent again while the collector says it is passing and time remains.
 async fn post(
-    client: reqwest::Client,
-    url: url::Url,
-    headers: HeaderMap,
+    client: &reqwest::Client,
+    url: &url::Url,
+    headers: &HeaderMap,
     body: bytes::Bytes,
     timeout: Duration,
 ) -> Result<(), String> {

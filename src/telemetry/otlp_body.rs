@@ -1,129 +1,157 @@
 //! The OTLP/HTTP request body for a batch of spans (`ExportTraceServiceRequest`,
-//! protobuf), written straight from the SDK's `SpanData` with prost's wire
-//! primitives. opentelemetry-otlp first builds the `opentelemetry-proto`
-//! structs (grouping spans in a hash map, a `String` or `Vec` for every id,
-//! name and attribute value) and then encodes them: most of what a sampled
-//! authorization cost (docs/performance.md, tracing). The fields and their
-//! numbers are opentelemetry-proto's `trace/v1/trace.proto`,
-//! `common/v1/common.proto` and `resource/v1/resource.proto`; the test below
-//! holds the output equal to opentelemetry-proto's own conversion, decoded.
+//! protobuf), written with prost's wire primitives: each span as it ends, on the
+//! thread that ends it (`span`, its attributes as they are set: `attribute`), and
+//! a batch of such spans wrapped once in the resource and scope (`export_request`).
+//! opentelemetry-otlp first builds the `opentelemetry-proto` structs (grouping
+//! spans in a hash map, a `String` or `Vec` for every id, name and attribute
+//! value) and then encodes them: most of what a sampled authorization cost
+//! (docs/performance.md, tracing). The fields and their numbers are
+//! opentelemetry-proto's `trace/v1/trace.proto`, `common/v1/common.proto` and
+//! `resource/v1/resource.proto`; the test below holds the output equal to
+//! opentelemetry-proto's own conversion of the same spans, decoded.
 //!
 //! Pure: bytes in, bytes out; the exporter (`export.rs`) sends them.
 
-use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status};
-use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
-use opentelemetry_sdk::trace::SpanData;
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+use opentelemetry::trace::{SpanContext, SpanId, SpanKind};
+use opentelemetry::{Array, InstrumentationScope, Value};
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use std::borrow::Cow;
 use std::time::SystemTime;
 
-/// `ResourceSpans.resource` (field 1) and its `schema_url` (field 3), written
-/// once when the SDK hands the exporter its resource.
+/// What every batch is wrapped in, written once: `ResourceSpans.resource`
+/// (field 1), `ScopeSpans.scope` (field 1) and the schema URLs (field 3 of each).
 #[derive(Debug, Default, Clone)]
-pub struct EncodedResource {
+pub struct Envelope {
     resource: Vec<u8>,
+    scope: Vec<u8>,
+    scope_schema_url: Vec<u8>,
     schema_url: Vec<u8>,
 }
 
-impl EncodedResource {
-    pub fn new(resource: &opentelemetry_sdk::Resource) -> Self {
+impl Envelope {
+    pub fn new(resource: &opentelemetry_sdk::Resource, scope: &InstrumentationScope) -> Self {
         let mut head = Vec::new();
         nested(&mut head, 1, |b| {
             for (key, value) in resource.iter() {
                 nested(b, 1, |b| key_value(b, key.as_str(), value));
             }
         });
+        let mut scope_field = Vec::new();
+        nested(&mut scope_field, 1, |b| {
+            string(b, 1, scope.name());
+            string(b, 2, scope.version().unwrap_or_default());
+            for kv in scope.attributes() {
+                nested(b, 3, |b| key_value(b, kv.key.as_str(), &kv.value));
+            }
+        });
+        let mut scope_schema_url = Vec::new();
+        string(&mut scope_schema_url, 3, scope.schema_url().unwrap_or_default());
         let mut schema_url = Vec::new();
         string(&mut schema_url, 3, resource.schema_url().unwrap_or_default());
-        Self { resource: head, schema_url }
+        Self { resource: head, scope: scope_field, scope_schema_url, schema_url }
     }
 }
 
-/// The request body: one `ResourceSpans`, a `ScopeSpans` per instrumentation
-/// scope (in the order each first appears), each span in the batch's order.
-pub fn export_request(resource: &EncodedResource, spans: &[SpanData]) -> Vec<u8> {
-    let mut scopes: Vec<(&InstrumentationScope, Vec<&SpanData>)> = Vec::new();
-    for span in spans {
-        match scopes.iter_mut().find(|(scope, _)| **scope == span.instrumentation_scope) {
-            Some((_, list)) => list.push(span),
-            None => scopes.push((&span.instrumentation_scope, vec![span])),
-        }
-    }
-    let mut body = Vec::with_capacity(64 + spans.len() * 256);
+/// The request body: one `ResourceSpans` with one `ScopeSpans` holding `spans`,
+/// each part a run of spans as `span` wrote them, in order.
+pub fn export_request(envelope: &Envelope, spans: &[&[u8]]) -> Vec<u8> {
+    let len = spans.iter().map(|s| s.len()).sum::<usize>();
+    let mut body = Vec::with_capacity(64 + envelope.resource.len() + envelope.scope.len() + len);
     nested(&mut body, 1, |b| {
-        b.extend_from_slice(&resource.resource);
-        for (scope, list) in &scopes {
+        b.extend_from_slice(&envelope.resource);
+        if len > 0 {
             nested(b, 2, |b| {
-                nested(b, 1, |b| instrumentation_scope(b, scope));
-                for span in list {
-                    nested(b, 2, |b| self::span(b, span));
-                }
-                string(b, 3, scope.schema_url().unwrap_or_default());
+                b.extend_from_slice(&envelope.scope);
+                spans.iter().for_each(|s| b.extend_from_slice(s));
+                b.extend_from_slice(&envelope.scope_schema_url);
             });
         }
-        b.extend_from_slice(&resource.schema_url);
+        b.extend_from_slice(&envelope.schema_url);
     });
     body
 }
 
-fn instrumentation_scope(b: &mut Vec<u8>, scope: &InstrumentationScope) {
-    string(b, 1, scope.name());
-    string(b, 2, scope.version().unwrap_or_default());
-    for kv in scope.attributes() {
-        nested(b, 3, |b| key_value(b, kv.key.as_str(), &kv.value));
-    }
+/// A span of ours as it ends: no events or links, status unset.
+pub struct EndedSpan<'a> {
+    pub context: &'a SpanContext,
+    /// The parent's id, and whether it is remote (another process's).
+    pub parent: Option<(SpanId, bool)>,
+    pub kind: &'a SpanKind,
+    pub name: &'a str,
+    pub start: SystemTime,
+    pub end: SystemTime,
+    /// Its attributes as `attribute` wrote them.
+    pub attributes: &'a [u8],
+    pub dropped_attributes: u32,
 }
 
-fn span(b: &mut Vec<u8>, s: &SpanData) {
-    let context = &s.span_context;
+/// One span as an entry of `ScopeSpans.spans` (field 2): a batch is these, one
+/// after another. Its length is counted first and written before it (a span is
+/// longer than 127 bytes: written in place, it would be moved along).
+pub fn span(b: &mut Vec<u8>, s: &EndedSpan<'_>) {
+    let context = s.context;
+    let state = context.trace_state().header();
+    let (start, end) = (nanos(s.start), nanos(s.end));
+    let remote = s.parent.is_some_and(|(_, remote)| remote);
+    // `SpanFlags`: the W3C trace flags, and that whether the parent is remote is known (0x100) and its answer (0x200).
+    let flags = u32::from(context.trace_flags().to_u8()) | 0x100 | if remote { 0x200 } else { 0 };
+    let delimited = |tag: u32, len: usize| {
+        if len == 0 { 0 } else { key_len(tag) + encoded_len_varint(len as u64) + len }
+    };
+    let len = delimited(1, 16)
+        + delimited(2, 8)
+        + delimited(3, state.len())
+        + if s.parent.is_some() { delimited(4, 8) } else { 0 }
+        + delimited(5, s.name.len())
+        + key_len(6)
+        + encoded_len_varint(kind(s.kind))
+        + if start != 0 { key_len(7) + 8 } else { 0 }
+        + if end != 0 { key_len(8) + 8 } else { 0 }
+        + s.attributes.len()
+        + if s.dropped_attributes != 0 {
+            key_len(10) + encoded_len_varint(s.dropped_attributes.into())
+        } else {
+            0
+        }
+        + key_len(15)
+        + 1
+        + key_len(16)
+        + 4;
+    encode_key(2, WireType::LengthDelimited, b);
+    encode_varint(len as u64, b);
+    b.reserve(len);
+    let at = b.len();
     bytes(b, 1, &context.trace_id().to_bytes());
     bytes(b, 2, &context.span_id().to_bytes());
-    trace_state(b, 3, context);
-    if s.parent_span_id != SpanId::INVALID {
-        bytes(b, 4, &s.parent_span_id.to_bytes());
+    string(b, 3, &state);
+    if let Some((parent, _)) = s.parent {
+        bytes(b, 4, &parent.to_bytes());
     }
-    string(b, 5, &s.name);
-    varint(b, 6, kind(&s.span_kind));
-    fixed64(b, 7, nanos(s.start_time));
-    fixed64(b, 8, nanos(s.end_time));
-    attributes(b, 9, &s.attributes);
-    varint(b, 10, s.dropped_attributes_count.into());
-    for event in s.events.iter() {
-        nested(b, 11, |b| {
-            fixed64(b, 1, nanos(event.timestamp));
-            string(b, 2, &event.name);
-            attributes(b, 3, &event.attributes);
-            varint(b, 4, event.dropped_attributes_count.into());
-        });
-    }
-    varint(b, 12, s.events.dropped_count.into());
-    for link in s.links.iter() {
-        let linked = &link.span_context;
-        nested(b, 13, |b| {
-            bytes(b, 1, &linked.trace_id().to_bytes());
-            bytes(b, 2, &linked.span_id().to_bytes());
-            trace_state(b, 3, linked);
-            attributes(b, 4, &link.attributes);
-            varint(b, 5, link.dropped_attributes_count.into());
-            fixed32(b, 6, flags(linked.is_remote(), linked));
-        });
-    }
-    varint(b, 14, s.links.dropped_count.into());
-    // Always present, as opentelemetry-proto writes it (an Unset status is empty).
-    nested(b, 15, |b| {
-        let (message, code) = match &s.status {
-            Status::Unset => ("", 0),
-            Status::Ok => ("", 1),
-            Status::Error { description } => (description.as_ref(), 2),
-        };
-        string(b, 2, message);
-        varint(b, 3, code);
-    });
-    fixed32(b, 16, flags(s.parent_span_is_remote, context));
+    string(b, 5, s.name);
+    varint(b, 6, kind(s.kind));
+    fixed64(b, 7, start);
+    fixed64(b, 8, end);
+    b.extend_from_slice(s.attributes);
+    varint(b, 10, s.dropped_attributes.into());
+    // The status, always present, as opentelemetry-proto writes it (unset is empty).
+    length_delimited(b, 15, &[]);
+    fixed32(b, 16, flags);
+    debug_assert_eq!(b.len() - at, len, "the span's length as counted");
 }
 
-/// `SpanFlags`: the W3C trace flags, and that whether the parent is remote is known (0x100) and its answer (0x200).
-fn flags(remote: bool, context: &SpanContext) -> u32 {
-    u32::from(context.trace_flags().to_u8()) | 0x100 | if remote { 0x200 } else { 0 }
+/// One attribute as an entry of `Span.attributes` (field 9), its lengths
+/// counted before it is written (an attribute is written for every span).
+pub fn attribute<V: AnyValue + ?Sized>(b: &mut Vec<u8>, key: &str, value: &V) {
+    let value_len = value.encoded_len();
+    let key_field =
+        if key.is_empty() { 0 } else { key_len(1) + encoded_len_varint(key.len() as u64) + key.len() };
+    let len = key_field + key_len(2) + encoded_len_varint(value_len as u64) + value_len;
+    encode_key(9, WireType::LengthDelimited, b);
+    encode_varint(len as u64, b);
+    string(b, 1, key);
+    encode_key(2, WireType::LengthDelimited, b);
+    encode_varint(value_len as u64, b);
+    value.any_value(b);
 }
 
 fn kind(kind: &SpanKind) -> u64 {
@@ -140,41 +168,114 @@ fn nanos(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
-fn trace_state(b: &mut Vec<u8>, tag: u32, context: &SpanContext) {
-    let header = context.trace_state().header();
-    string(b, tag, &header);
-}
-
-fn attributes(b: &mut Vec<u8>, tag: u32, list: &[KeyValue]) {
-    for kv in list {
-        nested(b, tag, |b| key_value(b, kv.key.as_str(), &kv.value));
-    }
-}
-
 /// `KeyValue { key = 1; AnyValue value = 2 }`.
 fn key_value(b: &mut Vec<u8>, key: &str, value: &Value) {
     string(b, 1, key);
-    nested(b, 2, |b| any_value(b, value));
+    nested(b, 2, |b| value.any_value(b));
 }
 
-/// `AnyValue`: a oneof, so its field is written even when it holds the default
-/// (false, 0, ""): present is what says which it is.
-fn any_value(b: &mut Vec<u8>, value: &Value) {
-    match value {
-        Value::String(s) => string_value(b, s.as_str()),
-        Value::Bool(v) => bool_value(b, *v),
-        Value::I64(v) => int_value(b, *v),
-        Value::F64(v) => double_value(b, *v),
-        // ArrayValue { repeated AnyValue values = 1 }
-        Value::Array(array) => nested(b, 5, |b| match array {
-            Array::Bool(list) => list.iter().for_each(|v| nested(b, 1, |b| bool_value(b, *v))),
-            Array::I64(list) => list.iter().for_each(|v| nested(b, 1, |b| int_value(b, *v))),
-            Array::F64(list) => list.iter().for_each(|v| nested(b, 1, |b| double_value(b, *v))),
-            Array::String(list) => list.iter().for_each(|v| nested(b, 1, |b| string_value(b, v.as_str()))),
-            // A kind added to the SDK later: an empty value, as if unset.
+/// A value an attribute can hold, written as an `AnyValue`: a oneof, so its
+/// field is written even when it holds the default (false, 0, ""): present is
+/// what says which it is.
+pub trait AnyValue {
+    fn any_value(&self, b: &mut Vec<u8>);
+    /// The length `any_value` writes.
+    fn encoded_len(&self) -> usize;
+}
+
+fn string_len(v: &str) -> usize {
+    1 + encoded_len_varint(v.len() as u64) + v.len()
+}
+
+impl AnyValue for str {
+    fn any_value(&self, b: &mut Vec<u8>) {
+        string_value(b, self);
+    }
+    fn encoded_len(&self) -> usize {
+        string_len(self)
+    }
+}
+
+impl AnyValue for String {
+    fn any_value(&self, b: &mut Vec<u8>) {
+        string_value(b, self);
+    }
+    fn encoded_len(&self) -> usize {
+        string_len(self)
+    }
+}
+
+impl AnyValue for Cow<'_, str> {
+    fn any_value(&self, b: &mut Vec<u8>) {
+        string_value(b, self);
+    }
+    fn encoded_len(&self) -> usize {
+        string_len(self)
+    }
+}
+
+impl<T: AnyValue + ?Sized> AnyValue for &T {
+    fn any_value(&self, b: &mut Vec<u8>) {
+        (**self).any_value(b);
+    }
+    fn encoded_len(&self) -> usize {
+        (**self).encoded_len()
+    }
+}
+
+impl AnyValue for bool {
+    fn any_value(&self, b: &mut Vec<u8>) {
+        bool_value(b, *self);
+    }
+    fn encoded_len(&self) -> usize {
+        2
+    }
+}
+
+impl AnyValue for i64 {
+    fn any_value(&self, b: &mut Vec<u8>) {
+        int_value(b, *self);
+    }
+    fn encoded_len(&self) -> usize {
+        1 + encoded_len_varint(*self as u64)
+    }
+}
+
+impl AnyValue for f64 {
+    fn any_value(&self, b: &mut Vec<u8>) {
+        double_value(b, *self);
+    }
+    fn encoded_len(&self) -> usize {
+        9
+    }
+}
+
+impl AnyValue for Value {
+    fn any_value(&self, b: &mut Vec<u8>) {
+        match self {
+            Value::String(s) => string_value(b, s.as_str()),
+            Value::Bool(v) => bool_value(b, *v),
+            Value::I64(v) => int_value(b, *v),
+            Value::F64(v) => double_value(b, *v),
+            // ArrayValue { repeated AnyValue values = 1 }
+            Value::Array(array) => nested(b, 5, |b| match array {
+                Array::Bool(list) => list.iter().for_each(|v| nested(b, 1, |b| bool_value(b, *v))),
+                Array::I64(list) => list.iter().for_each(|v| nested(b, 1, |b| int_value(b, *v))),
+                Array::F64(list) => list.iter().for_each(|v| nested(b, 1, |b| double_value(b, *v))),
+                Array::String(list) => {
+                    list.iter().for_each(|v| nested(b, 1, |b| string_value(b, v.as_str())))
+                }
+                // A kind added to the SDK later: an empty value, as if unset.
+                _ => {}
+            }),
             _ => {}
-        }),
-        _ => {}
+        }
+    }
+    fn encoded_len(&self) -> usize {
+        // Not on a request's path (the resource, once): counted by writing it.
+        let mut b = Vec::new();
+        self.any_value(&mut b);
+        b.len()
     }
 }
 
@@ -209,7 +310,9 @@ fn nested(b: &mut Vec<u8>, tag: u32, write: impl FnOnce(&mut Vec<u8>)) {
     let len = b.len() - at - 1;
     let width = encoded_len_varint(len as u64);
     if width > 1 {
-        b.splice(at + 1..at + 1, std::iter::repeat_n(0, width - 1));
+        let end = b.len();
+        b.resize(end + width - 1, 0);
+        b.copy_within(at + 1..end, at + width);
     }
     encode_varint(len as u64, &mut &mut b[at..at + width]);
 }
@@ -258,21 +361,22 @@ fn fixed32(b: &mut Vec<u8>, tag: u32, value: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry::trace::{Event, Link, TraceFlags, TraceId, TraceState};
+    use opentelemetry::KeyValue;
+    use opentelemetry::trace::{Status, TraceFlags, TraceId, TraceState};
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
     use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
-    use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
+    use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
     use prost::Message;
     use std::time::Duration;
 
-    fn context(trace: u128, span: u64, sampled: bool, remote: bool, state: &str) -> SpanContext {
+    fn context(trace: u128, span: u64, sampled: bool, state: &str) -> SpanContext {
         let flags = if sampled { TraceFlags::SAMPLED } else { TraceFlags::default() };
         SpanContext::new(
             TraceId::from(trace),
             SpanId::from(span),
             flags,
-            remote,
+            false,
             state.parse::<TraceState>().unwrap(),
         )
     }
@@ -281,16 +385,15 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos)
     }
 
-    /// Spans of every shape the SDK makes: each value kind (defaults, negatives,
-    /// arrays, empty strings), events, links, each status and kind, a remote
-    /// parent, a trace state, long names (a length of two bytes), two scopes.
+    fn scope() -> InstrumentationScope {
+        InstrumentationScope::builder("pusher-dual-auth").build()
+    }
+
+    /// Spans of every shape ours take, as the SDK's `SpanData`: each value kind
+    /// (defaults, negatives, arrays, empty strings), each kind, a local and a
+    /// remote parent and none, a trace state, long names and values (a length
+    /// of two bytes), dropped attributes.
     fn spans() -> Vec<SpanData> {
-        let ours = InstrumentationScope::builder("pusher-dual-auth").build();
-        let other = InstrumentationScope::builder("other")
-            .with_version("1.2")
-            .with_schema_url("https://opentelemetry.io/schemas/1.21.0")
-            .with_attributes([KeyValue::new("scope.attr", true)])
-            .build();
         let values = vec![
             KeyValue::new("s", "auth"),
             KeyValue::new("empty", ""),
@@ -309,45 +412,53 @@ mod tests {
         ];
         let kinds =
             [SpanKind::Server, SpanKind::Client, SpanKind::Internal, SpanKind::Producer, SpanKind::Consumer];
-        let statuses = [Status::Unset, Status::Ok, Status::error("host answered 500")];
         (0..9_u64)
-            .map(|i| {
-                let mut events = SpanEvents::default();
-                let mut links = SpanLinks::default();
-                if i % 3 == 1 {
-                    events.events.push(Event::new("retry", at(5 + i), vec![KeyValue::new("n", i as i64)], 2));
-                    events.events.push(Event::new("plain", at(0), vec![], 0));
-                    events.dropped_count = 1;
-                    links.links.push(Link::new(
-                        context(99, 98, true, true, "k=v"),
-                        vec![KeyValue::new("l", "x")],
-                        1,
-                    ));
-                    links.dropped_count = 3;
-                }
-                SpanData {
-                    span_context: context(
-                        1 + u128::from(i),
-                        10 + i,
-                        i % 4 != 3,
-                        false,
-                        if i == 2 { "a=1,b=2" } else { "" },
-                    ),
-                    parent_span_id: if i % 2 == 0 { SpanId::from(500 + i) } else { SpanId::INVALID },
-                    parent_span_is_remote: i == 0,
-                    span_kind: kinds[i as usize % kinds.len()].clone(),
-                    name: if i == 4 { "n".repeat(200).into() } else { format!("span {i}").into() },
-                    start_time: at(1_700_000_000_000_000_000 + i),
-                    end_time: at(1_700_000_000_000_500_000 + i),
-                    attributes: if i == 5 { vec![] } else { values.clone() },
-                    dropped_attributes_count: (i % 2) as u32,
-                    events,
-                    links,
-                    status: statuses[i as usize % statuses.len()].clone(),
-                    instrumentation_scope: if i % 3 == 2 { other.clone() } else { ours.clone() },
-                }
+            .map(|i| SpanData {
+                span_context: context(
+                    1 + u128::from(i),
+                    10 + i,
+                    i % 4 != 3,
+                    if i == 2 { "a=1,b=2" } else { "" },
+                ),
+                parent_span_id: if i % 2 == 0 { SpanId::from(500 + i) } else { SpanId::INVALID },
+                parent_span_is_remote: i == 0,
+                span_kind: kinds[i as usize % kinds.len()].clone(),
+                name: if i == 4 { "n".repeat(200).into() } else { format!("span {i}").into() },
+                start_time: at(1_700_000_000_000_000_000 + i),
+                end_time: at(1_700_000_000_000_500_000 + i),
+                attributes: if i == 5 { vec![] } else { values.clone() },
+                dropped_attributes_count: (i % 2) as u32,
+                events: SpanEvents::default(),
+                links: SpanLinks::default(),
+                status: Status::Unset,
+                instrumentation_scope: scope(),
             })
             .collect()
+    }
+
+    /// A `SpanData` written as ours are: its attributes one by one, then the span.
+    fn encoded(s: &SpanData) -> Vec<u8> {
+        let mut attributes = Vec::new();
+        for kv in &s.attributes {
+            attribute(&mut attributes, kv.key.as_str(), &kv.value);
+        }
+        let parent =
+            (s.parent_span_id != SpanId::INVALID).then_some((s.parent_span_id, s.parent_span_is_remote));
+        let mut b = Vec::new();
+        span(
+            &mut b,
+            &EndedSpan {
+                context: &s.span_context,
+                parent,
+                kind: &s.span_kind,
+                name: &s.name,
+                start: s.start_time,
+                end: s.end_time,
+                attributes: &attributes,
+                dropped_attributes: s.dropped_attributes_count,
+            },
+        );
+        b
     }
 
     fn resource(schema: bool) -> opentelemetry_sdk::Resource {
@@ -365,7 +476,12 @@ mod tests {
     fn the_body_decodes_to_what_opentelemetry_proto_makes_of_the_same_spans() {
         for schema in [false, true] {
             let resource = resource(schema);
-            let ours = export_request(&EncodedResource::new(&resource), &spans());
+            // Two runs of spans (two threads' batches), as the exporter joins them.
+            let (first, second): (Vec<u8>, Vec<u8>) = {
+                let all = spans();
+                (all[..4].iter().flat_map(encoded).collect(), all[4..].iter().flat_map(encoded).collect())
+            };
+            let ours = export_request(&Envelope::new(&resource, &scope()), &[&first, &second]);
             let decoded =
                 ExportTraceServiceRequest::decode(ours.as_slice()).expect("a valid protobuf message");
             let reference = ExportTraceServiceRequest {
@@ -376,21 +492,68 @@ mod tests {
             };
             // Span by span first: a difference is then shown in one span, not the whole batch.
             let (ours, theirs) = (&decoded.resource_spans[0], &reference.resource_spans[0]);
-            for (a, b) in ours.scope_spans.iter().zip(&theirs.scope_spans) {
-                for (x, y) in a.spans.iter().zip(&b.spans) {
-                    assert_eq!(x, y);
-                }
+            assert_eq!(ours.scope_spans[0].spans.len(), 9);
+            for (x, y) in ours.scope_spans[0].spans.iter().zip(&theirs.scope_spans[0].spans) {
+                assert_eq!(x, y);
             }
             assert_eq!(decoded, reference);
-            assert_eq!(decoded.resource_spans[0].scope_spans.len(), 2, "two scopes, each once");
         }
+    }
+
+    #[test]
+    fn a_scope_with_a_version_attributes_and_schema_is_written_as_opentelemetry_proto_writes_it() {
+        let other = InstrumentationScope::builder("other")
+            .with_version("1.2")
+            .with_schema_url("https://opentelemetry.io/schemas/1.21.0")
+            .with_attributes([KeyValue::new("scope.attr", true)])
+            .build();
+        let mut one = spans().remove(1);
+        one.instrumentation_scope = other.clone();
+        let resource = resource(true);
+        let ours = export_request(&Envelope::new(&resource, &other), &[&encoded(&one)]);
+        let reference = ExportTraceServiceRequest {
+            resource_spans: group_spans_by_resource_and_scope(
+                vec![one],
+                &ResourceAttributesWithSchema::from(&resource),
+            ),
+        };
+        assert_eq!(ExportTraceServiceRequest::decode(ours.as_slice()).unwrap(), reference);
+    }
+
+    #[test]
+    fn a_typed_attribute_is_written_as_the_same_value_of_the_sdk_is() {
+        fn same<V: AnyValue + Into<Value> + Clone + std::fmt::Debug>(key: &str, v: V) {
+            let (mut typed, mut sdk) = (Vec::new(), Vec::new());
+            attribute(&mut typed, key, &v);
+            attribute(&mut sdk, key, &v.clone().into());
+            assert_eq!(typed, sdk, "{key:?} = {v:?}");
+        }
+        let long = "y".repeat(300);
+        for key in ["", "app", &"k".repeat(200)] {
+            same(key, "");
+            same(key, "auth");
+            same(key, long.clone());
+            same(key, Cow::<str>::Borrowed("c"));
+            same(key, true);
+            same(key, false);
+            for n in [0_i64, 1, -1, 127, 128, i64::MAX, i64::MIN] {
+                same(key, n);
+            }
+            same(key, 0.0_f64);
+            same(key, -2.5_f64);
+        }
+        // And a borrowed str, as the span sites pass it.
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        attribute(&mut a, "app", "new");
+        attribute(&mut b, "app", &Value::from("new"));
+        assert_eq!(a, b);
     }
 
     #[test]
     fn an_empty_batch_is_a_resource_with_no_spans() {
         let resource = resource(false);
         let decoded = ExportTraceServiceRequest::decode(
-            export_request(&EncodedResource::new(&resource), &[]).as_slice(),
+            export_request(&Envelope::new(&resource, &scope()), &[]).as_slice(),
         )
         .unwrap();
         assert_eq!(decoded.resource_spans.len(), 1);

@@ -2,9 +2,9 @@
 //! before any span is made. A trace that is not sampled (started here and left
 //! out by `sample_ratio`, or a caller's with flags `00`) costs its ids and the
 //! `traceparent` sent on: no span, nothing recorded. A sampled one's spans are
-//! recorded here (`Open`) and, as each ends, handed to the OpenTelemetry SDK's
-//! batch processor as its `SpanData`, exported in batches over OTLP/HTTP
-//! (protobuf) from threads of their own (`export`).
+//! recorded here (`Open`, its attributes written as protobuf as they are set)
+//! and, as each ends, written whole into its thread's batch (`batches`),
+//! exported over OTLP/HTTP from a thread of its own (`export`).
 //! (Spans through `tracing` and `tracing-opentelemetry` cost ~29k instructions
 //! an authorization even when nothing was sampled: docs/performance.md.)
 //!
@@ -15,10 +15,11 @@
 //! app, the kind of request, the outcome, a status. No secret, cookie, token
 //! or signature.
 
+use super::export::Exporter;
+use super::otlp_body::{self, AnyValue, EndedSpan};
 use crate::config::TelemetrySettings;
-use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
+use opentelemetry::trace::{SpanContext, SpanId, SpanKind, TraceFlags, TraceId, TraceState};
 use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_sdk::trace::{BatchSpanProcessor, SpanData, SpanEvents, SpanLinks, SpanProcessor as _};
 use std::borrow::Cow;
 use std::sync::{
     Arc, Mutex, OnceLock,
@@ -34,10 +35,9 @@ use tracing_subscriber::{
 
 /// Where ended spans go, and the ratio of the traces started here that are sampled.
 struct Tracing {
-    /// The SDK's batch processor (bounded queue, batches, export thread); None without
+    /// The exporter (bounded batches, export thread); None without
     /// `otlp_endpoint` (sampled traces are continued, nothing is recorded).
-    processor: Option<BatchSpanProcessor>,
-    scope: InstrumentationScope,
+    exporter: Option<Exporter>,
     ratio: f64,
 }
 
@@ -62,9 +62,9 @@ impl Traces {
 
 impl Drop for Traces {
     fn drop(&mut self) {
-        if let (true, Some(Tracing { processor: Some(processor), .. })) = (self.0, TRACING.get()) {
+        if let (true, Some(Tracing { exporter: Some(exporter), .. })) = (self.0, TRACING.get()) {
             // Bounded by the export timeout; nothing is waiting for requests then.
-            let _ = processor.shutdown();
+            exporter.flush();
         }
     }
 }
@@ -81,7 +81,7 @@ pub(super) fn init<W>(
 where
     W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
 {
-    let processor = processor(settings);
+    let exporter = exporter(settings);
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let installed = if json {
         let format = tracing_subscriber::fmt::format()
@@ -99,16 +99,14 @@ where
             .is_ok()
     };
     if installed {
-        let scope = InstrumentationScope::builder("pusher-dual-auth").build();
-        let _ = TRACING.set(Tracing { processor, scope, ratio: settings.sample_ratio });
+        let _ = TRACING.set(Tracing { exporter, ratio: settings.sample_ratio });
         ON.store(true, Relaxed);
     }
     Traces(installed)
 }
 
-/// The batch processor for `otlp_endpoint`, told the resource (who sends).
-fn processor(settings: &TelemetrySettings) -> Option<BatchSpanProcessor> {
-    use opentelemetry_sdk::trace::BatchConfigBuilder;
+/// The exporter for `otlp_endpoint`, told the resource (who sends).
+fn exporter(settings: &TelemetrySettings) -> Option<Exporter> {
     let endpoint = settings.otlp_endpoint.as_ref()?;
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(settings.service_name.clone())
@@ -117,24 +115,23 @@ fn processor(settings: &TelemetrySettings) -> Option<BatchSpanProcessor> {
             KeyValue::new("service.instance.id", settings.replica()),
         ])
         .build();
+    let scope = InstrumentationScope::builder("pusher-dual-auth").build();
     // Bounded: a span that finds the queue full is dropped, never waited for.
-    let batch = BatchConfigBuilder::default()
-        .with_max_queue_size(settings.max_queue_spans)
-        .with_max_export_batch_size(512.min(settings.max_queue_spans))
-        .with_scheduled_delay(Duration::from_secs(1))
-        .build();
-    let exporter = super::export::OtlpHttp::new(endpoint.clone(), settings.export_timeout);
-    let mut processor = BatchSpanProcessor::builder(exporter).with_batch_config(batch).build();
-    processor.set_resource(&resource);
-    Some(processor)
+    Some(Exporter::start(
+        endpoint.clone(),
+        settings.export_timeout,
+        otlp_body::Envelope::new(&resource, &scope),
+        (settings.max_queue_spans, 512.min(settings.max_queue_spans)),
+        Duration::from_secs(1),
+    ))
 }
 
 // ---- spans ---------------------------------------------------------------------------------
 
 /// A span as a span site holds it: nothing (tracing off), a trace's ids alone
 /// (not sampled, or nowhere to export: nothing is recorded, the ids still
-/// propagate), or a sampled span being recorded (ended, and queued for export
-/// as the SDK's `SpanData`, when dropped).
+/// propagate), or a sampled span being recorded (ended, and written into its
+/// thread's batch for export, when dropped).
 pub struct Span(Inner);
 
 enum Inner {
@@ -143,17 +140,35 @@ enum Inner {
     Recording(Box<Open>),
 }
 
-/// What a sampled span records until it ends: `SpanData` is made once, at its
-/// end, and handed to the SDK's batch processor (the SDK's own span, built and
-/// moved through the tracer, cost more than the span's export: docs/performance.md).
+/// What a sampled span records until it ends, its attributes already written
+/// as the export writes them (the SDK's own span, built and moved through the
+/// tracer, then its `SpanData`, cost more than its export: docs/performance.md).
 struct Open {
     context: SpanContext,
     parent: Option<(SpanId, bool)>,
     kind: SpanKind,
     name: Cow<'static, str>,
     start: SystemTime,
-    attributes: Vec<KeyValue>,
+    attributes: Attributes,
+}
+
+/// A span's attributes, written as protobuf (`otlp_body::attribute`) as they are set.
+pub struct Attributes {
+    bytes: Vec<u8>,
+    count: usize,
     dropped: u32,
+}
+
+impl Attributes {
+    /// Adds one; past `MAX_ATTRIBUTES` it is counted, not kept.
+    pub fn add<V: AnyValue + ?Sized>(&mut self, key: &str, value: &V) {
+        if self.count < MAX_ATTRIBUTES {
+            otlp_body::attribute(&mut self.bytes, key, value);
+            self.count += 1;
+        } else {
+            self.dropped += 1;
+        }
+    }
 }
 
 /// As the SDK's default span limit: attributes past it are counted, not kept.
@@ -162,22 +177,22 @@ const MAX_ATTRIBUTES: usize = 128;
 impl Drop for Span {
     fn drop(&mut self) {
         let Inner::Recording(open) = std::mem::replace(&mut self.0, Inner::None) else { return };
-        let Some(Tracing { processor: Some(processor), scope, .. }) = TRACING.get() else { return };
-        let Open { context, parent, kind, name, start, attributes, dropped } = *open;
-        processor.on_end(SpanData {
-            span_context: context,
-            parent_span_id: parent.map_or(SpanId::INVALID, |(id, _)| id),
-            parent_span_is_remote: parent.is_some_and(|(_, remote)| remote),
-            span_kind: kind,
-            name,
-            start_time: start,
-            end_time: SystemTime::now(),
-            attributes,
-            dropped_attributes_count: dropped,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status: Status::Unset,
-            instrumentation_scope: scope.clone(),
+        let Some(Tracing { exporter: Some(exporter), .. }) = TRACING.get() else { return };
+        let end = SystemTime::now();
+        exporter.batches.push(|b| {
+            otlp_body::span(
+                b,
+                &EndedSpan {
+                    context: &open.context,
+                    parent: open.parent,
+                    kind: &open.kind,
+                    name: &open.name,
+                    start: open.start,
+                    end,
+                    attributes: &open.attributes.bytes,
+                    dropped_attributes: open.attributes.dropped,
+                },
+            )
         });
     }
 }
@@ -190,26 +205,22 @@ impl Span {
     /// A span of the current request (`with_trace`): its child, in its trace and
     /// sampled as it is. Outside a request, a trace of its own (`root`).
     /// `attributes` are made only if the span is sampled.
-    pub fn child(name: &'static str, kind: SpanKind, attributes: impl FnOnce() -> Vec<KeyValue>) -> Self {
+    pub fn child(name: &'static str, kind: SpanKind, attributes: impl FnOnce(&mut Attributes)) -> Self {
         let Some(tracing) = TRACING.get() else { return Self::none() };
         let parent = CURRENT.with(|c| c.borrow().last().map(|t| t.context.clone()));
         tracing.start(|| name.into(), kind, parent.as_ref(), attributes)
     }
 
     /// A span starting a trace of its own, sampled by `sample_ratio`.
-    pub fn root(name: &'static str, kind: SpanKind, attributes: impl FnOnce() -> Vec<KeyValue>) -> Self {
+    pub fn root(name: &'static str, kind: SpanKind, attributes: impl FnOnce(&mut Attributes)) -> Self {
         let Some(tracing) = TRACING.get() else { return Self::none() };
         tracing.start(|| name.into(), kind, None, attributes)
     }
 
     /// Sets an attribute, if the span is sampled (`value` is made only then).
-    pub fn set<V: Into<opentelemetry::Value>>(&mut self, key: &'static str, value: impl FnOnce() -> V) {
+    pub fn set<V: AnyValue>(&mut self, key: &'static str, value: impl FnOnce() -> V) {
         if let Inner::Recording(open) = &mut self.0 {
-            if open.attributes.len() < MAX_ATTRIBUTES {
-                open.attributes.push(KeyValue::new(key, value()));
-            } else {
-                open.dropped += 1;
-            }
+            open.attributes.add(key, &value());
         }
     }
 
@@ -252,7 +263,7 @@ impl Tracing {
         name: impl FnOnce() -> Cow<'static, str>,
         kind: SpanKind,
         parent: Option<&SpanContext>,
-        attributes: impl FnOnce() -> Vec<KeyValue>,
+        attributes: impl FnOnce(&mut Attributes),
     ) -> Span {
         self.make(self.sampled(parent), name, kind, parent, attributes)
     }
@@ -266,26 +277,25 @@ impl Tracing {
         name: impl FnOnce() -> Cow<'static, str>,
         kind: SpanKind,
         parent: Option<&SpanContext>,
-        attributes: impl FnOnce() -> Vec<KeyValue>,
+        attributes: impl FnOnce(&mut Attributes),
     ) -> Span {
         let trace_id = parent.map_or_else(new_trace_id, SpanContext::trace_id);
         let state = parent.map(|p| p.trace_state().clone()).unwrap_or_default();
         let flags = if sampled { TraceFlags::SAMPLED } else { TraceFlags::default() };
         let context = SpanContext::new(trace_id, new_span_id(), flags, false, state);
-        if !sampled || self.processor.is_none() {
+        if !sampled || self.exporter.is_none() {
             return Span(Inner::Ids(context));
         }
-        let mut attributes = attributes();
-        attributes.truncate(MAX_ATTRIBUTES);
-        Span(Inner::Recording(Box::new(Open {
+        let mut open = Box::new(Open {
             context,
             parent: parent.map(|p| (p.span_id(), p.is_remote())),
             kind,
             name: name(),
             start: SystemTime::now(),
-            attributes,
-            dropped: 0,
-        })))
+            attributes: Attributes { bytes: Vec::with_capacity(256), count: 0, dropped: 0 },
+        });
+        attributes(&mut open.attributes);
+        Span(Inner::Recording(open))
     }
 }
 
@@ -364,7 +374,7 @@ impl RequestTrace {
     pub fn start(
         name: impl FnOnce() -> Cow<'static, str>,
         headers: &actix_web::http::header::HeaderMap,
-        attributes: impl FnOnce() -> Vec<KeyValue>,
+        attributes: impl FnOnce(&mut Attributes),
     ) -> Option<Arc<Self>> {
         let tracing = TRACING.get()?;
         let parent = incoming(headers);
@@ -377,7 +387,7 @@ impl RequestTrace {
     }
 
     /// Sets an attribute on the request's span, if it is sampled.
-    pub fn set<V: Into<opentelemetry::Value>>(&self, key: &'static str, value: impl FnOnce() -> V) {
+    pub fn set<V: AnyValue>(&self, key: &'static str, value: impl FnOnce() -> V) {
         if self.context.is_sampled() {
             self.span.lock().unwrap_or_else(|e| e.into_inner()).set(key, value);
         }
@@ -426,7 +436,7 @@ pub fn record(app: &str, kind: &'static str, outcome: &'static str) {
         let Some(trace) = current.last() else { return };
         if trace.context.is_sampled() {
             let mut span = trace.span.lock().unwrap_or_else(|e| e.into_inner());
-            span.set("app", || app.to_owned());
+            span.set("app", || app);
             span.set("kind", || kind);
             span.set("outcome", || outcome);
         }

@@ -122,9 +122,10 @@ async fn accept(
     let apps: Vec<String> = live.settings.apps.keys().cloned().collect();
     let bridged = Bridged { presence: &live.settings.presence, apps: &apps };
     let mut span = if crate::telemetry::traces::on() {
-        use opentelemetry::{KeyValue, trace::SpanKind};
-        crate::telemetry::traces::Span::child("webhook.apply", SpanKind::Internal, || {
-            vec![KeyValue::new("app", app.name.to_string()), KeyValue::new("events", events.len() as i64)]
+        use opentelemetry::trace::SpanKind;
+        crate::telemetry::traces::Span::child("webhook.apply", SpanKind::Internal, |a| {
+            a.add("app", &*app.name);
+            a.add("events", &(events.len() as i64));
         })
     } else {
         crate::telemetry::traces::Span::none()

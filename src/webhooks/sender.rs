@@ -109,9 +109,9 @@ async fn deliver(state: &AppState, http: &reqwest::Client, time_ms: u64, events:
         deliver_untraced(state, http, time_ms, events, None).await;
         return;
     }
-    use opentelemetry::{KeyValue, trace::SpanKind};
-    let mut span = crate::telemetry::traces::Span::root("webhook.forward", SpanKind::Client, || {
-        vec![KeyValue::new("events", events.len() as i64)]
+    use opentelemetry::trace::SpanKind;
+    let mut span = crate::telemetry::traces::Span::root("webhook.forward", SpanKind::Client, |a| {
+        a.add("events", &(events.len() as i64));
     });
     let trace = span.outgoing();
     let result = deliver_untraced(state, http, time_ms, events, trace).await;
