@@ -237,12 +237,13 @@ impl Span {
     /// the trace id, and it samples nothing either.
     pub fn outgoing(&self) -> Option<Outgoing> {
         let context = self.context()?;
-        let mut traceparent = String::with_capacity(55);
-        traceparent.push_str("00-");
-        push_hex(&mut traceparent, &context.trace_id().to_bytes());
-        traceparent.push('-');
-        push_hex(&mut traceparent, &context.span_id().to_bytes());
-        traceparent.push_str(if context.is_sampled() { "-01" } else { "-00" });
+        let mut traceparent = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        hex_into(&mut traceparent[3..35], &context.trace_id().to_bytes());
+        hex_into(&mut traceparent[36..52], &context.span_id().to_bytes());
+        if context.is_sampled() {
+            traceparent[54] = b'1';
+        }
+        let traceparent = String::from_utf8(traceparent.to_vec()).expect("ASCII hex and dashes");
         let state = context.trace_state().header();
         Some(Outgoing { traceparent, tracestate: (!state.is_empty()).then_some(state) })
     }
@@ -307,11 +308,12 @@ fn new_span_id() -> SpanId {
     SpanId::from(fastrand::u64(1..))
 }
 
-fn push_hex(out: &mut String, bytes: &[u8]) {
+/// `bytes` in lowercase hex into `out` (twice as long).
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(HEX[(b >> 4) as usize] as char);
-        out.push(HEX[(b & 15) as usize] as char);
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[(b >> 4) as usize];
+        pair[1] = HEX[(b & 15) as usize];
     }
 }
 
@@ -380,9 +382,8 @@ impl RequestTrace {
         let parent = incoming(headers);
         let span = tracing.start(name, SpanKind::Server, parent.as_ref(), attributes);
         let context = span.context()?.clone();
-        let mut trace_id = String::with_capacity(32);
-        push_hex(&mut trace_id, &context.trace_id().to_bytes());
-        let trace_id = trace_id.into_bytes().try_into().ok()?;
+        let mut trace_id = [0; 32];
+        hex_into(&mut trace_id, &context.trace_id().to_bytes());
         Some(Arc::new(Self { context, trace_id, span: Mutex::new(span) }))
     }
 
@@ -420,10 +421,16 @@ impl Drop for PopOnDrop {
 /// the handlers record on it (`record`), and the log lines carry its trace id.
 pub async fn with_trace<F: std::future::Future>(trace: Arc<RequestTrace>, future: F) -> F::Output {
     let mut future = std::pin::pin!(future);
+    // The trace itself moves onto the stack for the poll and back (no count kept per poll).
+    let mut trace = Some(trace);
     std::future::poll_fn(move |cx| {
-        CURRENT.with(|c| c.borrow_mut().push(trace.clone()));
-        let _pop = PopOnDrop;
-        future.as_mut().poll(cx)
+        let Some(this) = trace.take() else { return future.as_mut().poll(cx) };
+        CURRENT.with(|c| c.borrow_mut().push(this));
+        let pop = PopOnDrop;
+        let poll = future.as_mut().poll(cx);
+        std::mem::forget(pop);
+        trace = CURRENT.with(|c| c.borrow_mut().pop());
+        poll
     })
     .await
 }
