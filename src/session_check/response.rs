@@ -49,6 +49,19 @@ fn invalid(e: impl ToString) -> HostError {
     HostError::InvalidBody(e.to_string())
 }
 
+/// The fields of an "allowed" answer that are read; others are ignored. A key
+/// given twice is refused (serde's "duplicate field"), as a form field given
+/// twice is: which of two `user_id`s the host meant is not ours to guess.
+#[derive(serde::Deserialize)]
+struct Answer<'a> {
+    #[serde(default, borrow)]
+    user_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    user_info: Option<Value>,
+    #[serde(default)]
+    watchlist: Option<Value>,
+}
+
 /// Maps a host status and body to a decision:
 /// 2xx + JSON object → allowed; 401/403 → denied; anything else → error.
 pub fn interpret(status: u16, body: &[u8]) -> Result<HostAnswer, HostError> {
@@ -57,24 +70,29 @@ pub fn interpret(status: u16, body: &[u8]) -> Result<HostAnswer, HostError> {
         401 | 403 => return Ok(HostAnswer::Denied),
         other => return Err(HostError::Status(other)),
     }
-    let value: Value = serde_json::from_slice(body).map_err(|e| invalid(format!("not JSON ({e})")))?;
-    let Value::Object(mut map) = value else {
+    // An object, and only an object: serde also reads a struct from an array
+    // (`["42"]` would be user_id 42).
+    if body.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r')) != Some(&b'{') {
         return Err(invalid("expected a JSON object"));
-    };
-    let user_id = match map.remove("user_id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => {
+    }
+    // Read straight into the three fields (no map of the whole answer built first).
+    let answer: Answer<'_> = serde_json::from_slice(body).map_err(|e| {
+        invalid(if e.is_data() {
+            format!("expected a JSON object of the identity fields ({e})")
+        } else {
+            format!("not JSON ({e})")
+        })
+    })?;
+    let user_id = match answer.user_id {
+        None => None,
+        Some(s) => {
             UserId::parse(&s).map_err(invalid)?;
-            Some(s)
+            Some(s.into_owned())
         }
-        Some(_) => return Err(invalid("user_id must be a string")),
     };
-    let user_info = match map.remove("user_info") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(UserInfo::parse(v).map_err(invalid)?),
-    };
-    let watchlist = map.remove("watchlist").filter(|v| !v.is_null());
-    Ok(HostAnswer::Allowed(Arc::new(HostIdentity { user_id, user_info, watchlist })))
+    // `null` is as absent (serde reads it as None).
+    let user_info = answer.user_info.map(UserInfo::parse).transpose().map_err(invalid)?;
+    Ok(HostAnswer::Allowed(Arc::new(HostIdentity { user_id, user_info, watchlist: answer.watchlist })))
 }
 
 impl HostIdentity {
@@ -114,7 +132,18 @@ mod tests {
 
     #[test]
     fn allowed_needs_a_json_object() {
-        for body in [&b""[..], b"null", b"[]", b"\"ok\"", b"true", b"<html>", b"{\"user_id\":"] {
+        for body in [
+            &b""[..],
+            b"null",
+            b"[]",
+            b"[\"42\"]",
+            b" [\"42\", {\"name\": \"Ada\"}]",
+            b"\"ok\"",
+            b"true",
+            b"<html>",
+            b"{\"user_id\":",
+            b"{\"user_id\":\"1\"} trailing",
+        ] {
             assert!(
                 matches!(interpret(200, body), Err(HostError::InvalidBody(_))),
                 "{:?}",
@@ -135,6 +164,30 @@ mod tests {
         }
         let long = format!(r#"{{"user_id":"{}"}}"#, "x".repeat(129));
         assert!(interpret(200, long.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_and_null_is_as_absent() {
+        for body in [
+            &br#"{"user_id":"a","user_id":"b"}"#[..],
+            br#"{"user_id":"a","user_info":{},"user_info":{"name":"b"}}"#,
+            br#"{"watchlist":[],"watchlist":["1"]}"#,
+        ] {
+            assert!(
+                matches!(interpret(200, body), Err(HostError::InvalidBody(_))),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let HostAnswer::Allowed(id) =
+            interpret(200, br#"{"user_id":null,"user_info":null,"watchlist":null,"x":[1,{"y":2}]}"#).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(*id, HostIdentity::default());
+        // An escaped id is read as the string it encodes.
+        let HostAnswer::Allowed(id) = interpret(200, br#"{"user_id":"a\u0062c"}"#).unwrap() else { panic!() };
+        assert_eq!(id.presence_member().unwrap().user_id.as_ref(), "abc");
     }
 
     #[test]

@@ -59,6 +59,10 @@ async fn unparseable_or_invalid_answers_are_502() {
         ResponseTemplate::new(200),
         ResponseTemplate::new(200).set_body_string("<html>login</html>"),
         ResponseTemplate::new(200).set_body_string("[]"),
+        // An array is not an object, even one a struct could be read from.
+        ResponseTemplate::new(200).set_body_string("[\"42\"]"),
+        // A field given twice: which one the host meant is not guessed.
+        ResponseTemplate::new(200).set_body_string("{\"user_id\":\"1\",\"user_id\":\"2\"}"),
         ResponseTemplate::new(200).set_body_string("{\"user_id\":"),
         ResponseTemplate::new(200).set_body_json(json!({"user_id": 42})),
         ResponseTemplate::new(200).set_body_json(json!({"user_id": "1", "user_info": "x"})),
