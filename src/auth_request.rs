@@ -76,11 +76,13 @@ fn body_format(content_type: Option<&str>) -> Result<BodyFormat, RequestError> {
     // always builds a form body, so the first media type is the true one.
     let Some(ct) = content_type else { return Ok(BodyFormat::Form) };
     let first = ct.split(',').next().unwrap_or("");
-    let mime = first.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    match mime.as_str() {
-        "" | "application/x-www-form-urlencoded" => Ok(BodyFormat::Form),
-        "application/json" => Ok(BodyFormat::Json),
-        _ => Err(RequestError::UnsupportedMediaType(crate::pusher::quote(ct))),
+    let mime = first.split(';').next().unwrap_or("").trim();
+    if mime.is_empty() || mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        Ok(BodyFormat::Form)
+    } else if mime.eq_ignore_ascii_case("application/json") {
+        Ok(BodyFormat::Json)
+    } else {
+        Err(RequestError::UnsupportedMediaType(crate::pusher::quote(ct)))
     }
 }
 
