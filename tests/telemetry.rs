@@ -8,6 +8,8 @@
 //! `sample_ratio = 0` exports nothing, and the host still gets a (not
 //! sampled) `traceparent`, so it can log the trace id. Exports carry the
 //! headers `OTEL_EXPORTER_OTLP_HEADERS` names, and one answered 503 is sent again.
+//! A thread's full batch is sent at once; a stalled collector costs dropped
+//! spans (counted in a warning), never a request that waits.
 mod common;
 use common::{Service, TempDir};
 use opentelemetry_proto::tonic::{
@@ -301,4 +303,80 @@ async fn at_ratio_0_a_trace_started_here_exports_nothing_but_a_callers_sampled_o
         all.iter().any(|s| hex::encode(&s.trace_id) == TRACE && s.name == "session_check"),
         "the caller's sampled trace was not exported: {all:#?}"
     );
+}
+
+/// A receiver that takes every export, answering after `delay`.
+async fn plain_receiver(delay: Duration) -> MockServer {
+    let otlp = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/traces"))
+        .respond_with(ResponseTemplate::new(200).set_delay(delay))
+        .mount(&otlp)
+        .await;
+    otlp
+}
+
+fn spans_per_body(requests: &[ExportTraceServiceRequest]) -> Vec<usize> {
+    requests.iter().map(|r| spans(std::slice::from_ref(r)).len()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_whose_batch_fills_sends_it_at_once_and_every_span_arrives() {
+    let (host, otlp) = (host().await, plain_receiver(Duration::ZERO).await);
+    let dir = TempDir::new("telemetry-full-batch");
+    // One worker: its batch is full at 32 spans (max_queue_spans caps a batch too).
+    let config = config(&host.uri(), &format!("{}/v1/traces", otlp.uri()), 1.0) + "max_queue_spans = 32\n";
+    let service = Service::start(&dir, &config);
+    for i in 0..40 {
+        assert_eq!(auth(service.port, &format!("private-{i}"), None).await.status(), 200);
+    }
+    // Full batches go as they fill, not at the next second's sweep.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, requests) = exports(&otlp).await;
+        if spans_per_body(&requests).contains(&32) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no full batch of 32 sent: {:?}", spans_per_body(&requests));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(service.stop(), "stops cleanly, flushing its spans");
+    let (_, requests) = exports(&otlp).await;
+    let all = spans(&requests);
+    // Two spans per authorization (the request's and its session check's), each once.
+    assert_eq!(all.len(), 80, "bodies of {:?} spans", spans_per_body(&requests));
+    let mut ids: Vec<&[u8]> = all.iter().map(|s| s.span_id.as_slice()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 80, "a span was sent twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_stalls_costs_dropped_spans_never_a_waiting_request() {
+    // Each export is answered after 5 s: the queue (16 spans) fills behind the first.
+    let (host, otlp) = (host().await, plain_receiver(Duration::from_secs(5)).await);
+    let dir = TempDir::new("telemetry-stalled");
+    let config = config(&host.uri(), &format!("{}/v1/traces", otlp.uri()), 1.0)
+        + "max_queue_spans = 16\nexport_timeout_ms = 6000\n";
+    let service = Service::start(&dir, &config);
+    let started = Instant::now();
+    for i in 0..60 {
+        assert_eq!(auth(service.port, &format!("private-{i}"), None).await.status(), 200);
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "60 authorizations took {took:?}: a request waited for the exporter"
+    );
+    // Counted and said, once the stalled export returns.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !service.log_text().contains("spans dropped") {
+        assert!(Instant::now() < deadline, "no warning of dropped spans:\n{}", service.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(service.stop(), "stops cleanly");
+    let (_, requests) = exports(&otlp).await;
+    let exported = spans(&requests).len();
+    assert!(exported < 120, "{exported} of 120 spans exported: nothing was dropped");
+    assert!(exported >= 16, "{exported} exported: the first batch is sent");
 }
