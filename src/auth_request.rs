@@ -13,6 +13,7 @@
 
 use crate::pusher::{ChannelName, ProtocolError, SocketId};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use thiserror::Error;
 
@@ -86,15 +87,34 @@ fn body_format(content_type: Option<&str>) -> Result<BodyFormat, RequestError> {
     }
 }
 
+/// A field's value before interpretation: a form's text (borrowed from the
+/// body when it needed no decoding) or a JSON value.
+enum Field<'a> {
+    Text(Cow<'a, str>),
+    Json(Value),
+}
+
+impl Field<'_> {
+    fn into_value(self) -> Value {
+        match self {
+            Field::Text(s) => Value::String(s.into_owned()),
+            Field::Json(v) => v,
+        }
+    }
+}
+
 /// The fields of a body, in order, before interpretation.
-fn fields(content_type: Option<&str>, body: &[u8]) -> Result<Vec<(String, Value)>, RequestError> {
+fn fields<'a>(
+    content_type: Option<&str>,
+    body: &'a [u8],
+) -> Result<Vec<(Cow<'a, str>, Field<'a>)>, RequestError> {
     match body_format(content_type)? {
         BodyFormat::Form => form_urlencoded::parse(body)
             .map(|(k, v)| {
                 if k.is_empty() {
                     Err(RequestError::Malformed("a form field has an empty name".into()))
                 } else {
-                    Ok((k.into_owned(), Value::String(v.into_owned())))
+                    Ok((k, Field::Text(v)))
                 }
             })
             .collect(),
@@ -102,7 +122,7 @@ fn fields(content_type: Option<&str>, body: &[u8]) -> Result<Vec<(String, Value)
             // serde_json keeps the last of duplicate keys silently; detect them.
             let map: DuplicateCheckedMap = serde_json::from_slice(body)
                 .map_err(|e| RequestError::Malformed(format!("invalid JSON object: {e}")))?;
-            map.0
+            Ok(map.0?.into_iter().map(|(k, v)| (Cow::Owned(k), Field::Json(v))).collect())
         }
     }
 }
@@ -147,23 +167,24 @@ fn batch_index(key: &str) -> Option<Result<usize, RequestError>> {
     )
 }
 
-fn string_field(name: &'static str, v: Value) -> Result<String, RequestError> {
+fn string_field<'a>(name: &'static str, v: Field<'a>) -> Result<Cow<'a, str>, RequestError> {
     match v {
-        Value::String(s) => Ok(s),
-        _ => Err(RequestError::Malformed(format!("field {name} must be a string"))),
+        Field::Text(s) => Ok(s),
+        Field::Json(Value::String(s)) => Ok(Cow::Owned(s)),
+        Field::Json(_) => Err(RequestError::Malformed(format!("field {name} must be a string"))),
     }
 }
 
-struct Interpreted {
+struct Interpreted<'a> {
     socket_id: SocketId,
-    single: Option<String>,
+    single: Option<Cow<'a, str>>,
     batch: BTreeMap<usize, String>,
     params: Map<String, Value>,
 }
 
-fn interpret(fields: Vec<(String, Value)>) -> Result<Interpreted, RequestError> {
+fn interpret<'a>(fields: Vec<(Cow<'a, str>, Field<'a>)>) -> Result<Interpreted<'a>, RequestError> {
     let mut socket_id = None;
-    let mut single: Option<Value> = None;
+    let mut single: Option<Field> = None;
     let mut batch = BTreeMap::new();
     let mut params = Map::new();
     for (key, value) in fields {
@@ -177,27 +198,27 @@ fn interpret(fields: Vec<(String, Value)>) -> Result<Interpreted, RequestError> 
                 return Err(dup(&key));
             }
         } else if let Some(idx) = batch_index(&key) {
-            if batch.insert(idx?, string_field("channel_name[i]", value)?).is_some() {
+            if batch.insert(idx?, string_field("channel_name[i]", value)?.into_owned()).is_some() {
                 return Err(dup(&key));
             }
         } else {
-            if params.contains_key(&key) {
+            if params.contains_key(key.as_ref()) {
                 return Err(dup(&key));
             }
             if params.len() == MAX_PARAMS {
                 return Err(RequestError::Malformed(format!("more than {MAX_PARAMS} extra params")));
             }
-            params.insert(key, value);
+            params.insert(key.into_owned(), value.into_value());
         }
     }
     let socket_id =
         SocketId::parse(&string_field("socket_id", socket_id.ok_or(RequestError::Missing("socket_id"))?)?)?;
     let single = match single {
         None => None,
-        Some(Value::Array(items)) if batch.is_empty() => {
+        Some(Field::Json(Value::Array(items))) if batch.is_empty() => {
             // JSON batch: {"channel_name": ["a", "b"]}
             for (i, v) in items.into_iter().enumerate() {
-                batch.insert(i, string_field("channel_name[i]", v)?);
+                batch.insert(i, string_field("channel_name[i]", Field::Json(v))?.into_owned());
             }
             None
         }
