@@ -22,6 +22,8 @@ pub struct Batch {
 }
 
 pub struct Batches {
+    /// Which `Batches` a thread's batch belongs to (a test makes several, one after another).
+    id: usize,
     threads: Mutex<Vec<Arc<Mutex<Batch>>>>,
     queued: AtomicUsize,
     dropped: AtomicU64,
@@ -32,7 +34,7 @@ pub struct Batches {
 }
 
 thread_local! {
-    /// This thread's batch, and the `Batches` it belongs to (by address: a test may make several).
+    /// This thread's batch, and the `Batches` it belongs to (by its `id`).
     static MINE: RefCell<Option<(usize, Arc<Mutex<Batch>>)>> = const { RefCell::new(None) };
 }
 
@@ -46,9 +48,11 @@ impl Batch {
 }
 
 fn lock(batch: &Mutex<Batch>) -> MutexGuard<'_, Batch> {
-    // A panic while writing leaves at worst a span cut short; the batch is still sent.
+    // A span whose writing panicked is cut off before the lock is let go (`push`).
     batch.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 
 impl Batches {
     pub fn new(
@@ -57,6 +61,7 @@ impl Batches {
     ) -> (Arc<Self>, tokio::sync::mpsc::UnboundedReceiver<Batch>) {
         let (full, rx) = tokio::sync::mpsc::unbounded_channel();
         let batches = Self {
+            id: NEXT_ID.fetch_add(1, Relaxed),
             threads: Mutex::default(),
             queued: AtomicUsize::new(0),
             dropped: AtomicU64::new(0),
@@ -76,15 +81,23 @@ impl Batches {
             self.dropped.fetch_add(1, Relaxed);
             return;
         }
-        let id = self as *const Self as usize;
-        MINE.with(|mine| {
+        let pushed = MINE.try_with(|mine| {
             let mut mine = mine.borrow_mut();
-            if !matches!(&*mine, Some((of, _)) if *of == id) {
-                *mine = Some((id, self.register()));
+            if !matches!(&*mine, Some((of, _)) if *of == self.id) {
+                *mine = Some((self.id, self.register()));
             }
             let Some((_, batch)) = &*mine else { return };
             let mut batch = lock(batch);
-            write(&mut batch.bytes);
+            // A span cut short by a panic would make the whole body invalid: it is
+            // taken out again, and its room given back, before the panic goes on.
+            let before = batch.bytes.len();
+            let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(&mut batch.bytes)));
+            if let Err(panic) = written {
+                batch.bytes.truncate(before);
+                drop(batch);
+                self.sent(1);
+                std::panic::resume_unwind(panic);
+            }
             batch.spans += 1;
             if batch.spans >= self.max_batch {
                 let full = batch.take();
@@ -92,6 +105,11 @@ impl Batches {
                 self.hand_over(full);
             }
         });
+        if pushed.is_err() {
+            // This thread is exiting (its batch is gone): counted as dropped.
+            self.sent(1);
+            self.dropped.fetch_add(1, Relaxed);
+        }
     }
 
     fn register(&self) -> Arc<Mutex<Batch>> {
@@ -107,16 +125,20 @@ impl Batches {
         }
     }
 
-    /// Every thread's batch, taken (the ones with spans), for the timed export and the last flush.
+    /// Every thread's batch, taken (the ones with spans), for the timed export and
+    /// the last flush. A thread that has ended is let go once its batch is taken.
     pub fn sweep(&self) -> Vec<Batch> {
-        let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
-        threads
+        let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        let taken = threads
             .iter()
             .filter_map(|batch| {
                 let mut batch = lock(batch);
                 (batch.spans > 0).then(|| batch.take())
             })
-            .collect()
+            .collect();
+        // Held by the list alone: its thread's `MINE` is gone.
+        threads.retain(|batch| Arc::strong_count(batch) > 1);
+        taken
     }
 
     /// `spans` are sent (or given up): room for as many more.
@@ -182,6 +204,49 @@ mod tests {
         batches.push(one_byte(10));
         assert_eq!(batches.take_dropped(), 0);
         assert_eq!(batches.sweep()[0].bytes, [10]);
+    }
+
+    #[test]
+    fn a_span_whose_writing_panics_is_cut_off_and_gives_its_room_back() {
+        let (batches, _full) = Batches::new(2, 100);
+        batches.push(|b| b.extend_from_slice(&[0x12, 3, 1, 2, 3]));
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            batches.push(|b| {
+                b.extend_from_slice(&[0x12, 100]);
+                panic!("cut short")
+            })
+        }));
+        assert!(panicked.is_err(), "the panic goes on");
+        batches.push(|b| b.push(9));
+        assert_eq!(batches.take_dropped(), 0, "the panicked span's room was given back");
+        let swept = batches.sweep();
+        assert_eq!((swept[0].spans, swept[0].bytes.as_slice()), (2, &[0x12, 3, 1, 2, 3, 9][..]));
+    }
+
+    #[test]
+    fn a_new_batches_never_writes_into_an_old_ones_batch() {
+        for _ in 0..20 {
+            let (old, rx) = Batches::new(10, 100);
+            old.push(one_byte(1));
+            drop((old, rx));
+            let (new, _rx) = Batches::new(10, 100);
+            new.push(one_byte(2));
+            assert_eq!(new.sweep()[0].bytes, [2], "the span went to a batch of the old one");
+        }
+    }
+
+    #[test]
+    fn a_thread_that_has_ended_is_let_go_once_its_batch_is_swept() {
+        let (batches, _full) = Batches::new(100, 100);
+        // Joined natively: the thread's locals (its `MINE`) are gone by then.
+        let theirs = batches.clone();
+        std::thread::spawn(move || theirs.push(one_byte(7))).join().unwrap();
+        batches.push(one_byte(8));
+        assert_eq!(batches.threads.lock().unwrap().len(), 2);
+        let mut swept: Vec<u8> = batches.sweep().into_iter().flat_map(|b| b.bytes).collect();
+        swept.sort_unstable();
+        assert_eq!(swept, [7, 8], "the ended thread's span is still sent");
+        assert_eq!(batches.threads.lock().unwrap().len(), 1, "this thread's batch stays");
     }
 
     #[test]

@@ -69,11 +69,12 @@ impl Exporter {
         Self { batches, flush, timeout }
     }
 
-    /// Sends what waits (bounded by the export timeout; at shutdown, when no request is waiting).
+    /// Sends what waits (bounded by twice the export timeout; at shutdown, when no request is waiting).
     pub fn flush(&self) {
         let (done, wait) = std::sync::mpsc::sync_channel(1);
         if self.flush.send(done).is_ok() {
-            let _ = wait.recv_timeout(self.timeout + Duration::from_secs(1));
+            // An export already under way may take its whole timeout, then the flush's own.
+            let _ = wait.recv_timeout(self.timeout * 2 + Duration::from_secs(1));
         }
     }
 }
@@ -182,7 +183,8 @@ async fn post(
             Err(e) => (e.without_url().to_string(), None),
         };
         let wait = retry_after.unwrap_or(delay.mul_f64(0.5 + fastrand::f64() / 2.0));
-        if Instant::now() + wait >= deadline {
+        // Compared as what is left: a collector's Retry-After may be any number (no Instant overflow).
+        if wait >= deadline.saturating_duration_since(Instant::now()) {
             return Err(failure);
         }
         tokio::time::sleep(wait).await;
@@ -214,6 +216,26 @@ fn headers_from_env(value: &str) -> HeaderMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_retry_after_past_any_deadline_ends_the_export_not_the_thread() {
+        use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "18446744073709551615"))
+            .mount(&server)
+            .await;
+        let url: url::Url = server.uri().parse().unwrap();
+        let client = crate::outbound::http_client(Duration::from_secs(1));
+        let sent = tokio::spawn(async move {
+            post(&client, &url, &HeaderMap::new(), bytes::Bytes::new(), Duration::from_secs(1)).await
+        })
+        .await
+        .expect("no panic");
+        assert_eq!(sent, Err("the collector answered 429 Too Many Requests".to_owned()));
+        assert_eq!(server.received_requests().await.unwrap().len(), 1, "not waited for, not sent again");
+    }
 
     #[test]
     fn headers_from_the_environment_are_url_decoded_and_bad_pairs_left_out() {
