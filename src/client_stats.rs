@@ -15,9 +15,8 @@ use std::{
     sync::Mutex,
 };
 
-/// Counted on every signed authorization (four lookups): foldhash, seeded per
-/// process, not std's SipHash (~0.8k instructions per authorization).
-type Map<K, V> = std::collections::HashMap<K, V, foldhash::quality::RandomState>;
+/// Looked up on every signed authorization (`crate::seeded_map`).
+type Map<K, V> = crate::seeded_map::SeededMap<K, V>;
 
 pub const MAX_GROUPS: usize = 50;
 const OTHER: &str = "other";

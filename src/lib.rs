@@ -33,6 +33,7 @@ mod redis_client;
 mod reload;
 mod rollout;
 mod routes;
+mod seeded_map;
 mod state;
 mod status;
 mod tools;

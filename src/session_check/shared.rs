@@ -18,7 +18,6 @@ use super::{CheckRequest, ForwardedHeaders, HostAnswer, HostError};
 pub use crate::config::CachePolicy;
 use sha2::{Digest, Sha256};
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex},
     time::Instant,
 };
@@ -41,10 +40,8 @@ pub enum Source {
     Cached,
 }
 
-/// Keys hashed with foldhash, seeded per process (a client's cookie is part of
-/// a key: not a hash it can choose collisions for), where std's SipHash cost
-/// ~1.1k instructions per authorization for the in-flight map's four lookups.
-type Map<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
+/// A client's cookie is part of a key (`crate::seeded_map`).
+type Map<K, V> = crate::seeded_map::SeededMap<K, V>;
 
 pub struct SharedChecks {
     policy: CachePolicy,

@@ -33,7 +33,7 @@ impl Envelope {
         let mut head = Vec::new();
         nested(&mut head, 1, |b| {
             for (key, value) in resource.iter() {
-                nested(b, 1, |b| key_value(b, key.as_str(), value));
+                key_value(b, 1, key.as_str(), value);
             }
         });
         let mut scope_field = Vec::new();
@@ -41,7 +41,7 @@ impl Envelope {
             string(b, 1, scope.name());
             string(b, 2, scope.version().unwrap_or_default());
             for kv in scope.attributes() {
-                nested(b, 3, |b| key_value(b, kv.key.as_str(), &kv.value));
+                key_value(b, 3, kv.key.as_str(), &kv.value);
             }
         });
         let mut scope_schema_url = Vec::new();
@@ -95,14 +95,11 @@ pub fn span(b: &mut Vec<u8>, s: &EndedSpan<'_>) {
     let remote = s.parent.is_some_and(|(_, remote)| remote);
     // `SpanFlags`: the W3C trace flags, and that whether the parent is remote is known (0x100) and its answer (0x200).
     let flags = u32::from(context.trace_flags().to_u8()) | 0x100 | if remote { 0x200 } else { 0 };
-    let delimited = |tag: u32, len: usize| {
-        if len == 0 { 0 } else { key_len(tag) + encoded_len_varint(len as u64) + len }
-    };
-    let len = delimited(1, 16)
-        + delimited(2, 8)
-        + delimited(3, state.len())
-        + if s.parent.is_some() { delimited(4, 8) } else { 0 }
-        + delimited(5, s.name.len())
+    let len = delimited_len(1, 16)
+        + delimited_len(2, 8)
+        + delimited_len(3, state.len())
+        + if s.parent.is_some() { delimited_len(4, 8) } else { 0 }
+        + delimited_len(5, s.name.len())
         + key_len(6)
         + encoded_len_varint(kind(s.kind))
         + if start != 0 { key_len(7) + 8 } else { 0 }
@@ -139,19 +136,28 @@ pub fn span(b: &mut Vec<u8>, s: &EndedSpan<'_>) {
     debug_assert_eq!(b.len() - at, len, "the span's length as counted");
 }
 
-/// One attribute as an entry of `Span.attributes` (field 9), its lengths
-/// counted before it is written (an attribute is written for every span).
+/// One attribute as an entry of `Span.attributes` (field 9).
 pub fn attribute<V: AnyValue + ?Sized>(b: &mut Vec<u8>, key: &str, value: &V) {
+    key_value(b, 9, key, value);
+}
+
+/// A `KeyValue { key = 1; AnyValue value = 2 }` as field `tag` (a span's
+/// attributes, a resource's, a scope's), its lengths counted before it is
+/// written (an attribute is written for every span).
+fn key_value<V: AnyValue + ?Sized>(b: &mut Vec<u8>, tag: u32, key: &str, value: &V) {
     let value_len = value.encoded_len();
-    let key_field =
-        if key.is_empty() { 0 } else { key_len(1) + encoded_len_varint(key.len() as u64) + key.len() };
-    let len = key_field + key_len(2) + encoded_len_varint(value_len as u64) + value_len;
-    encode_key(9, WireType::LengthDelimited, b);
+    let len = delimited_len(1, key.len()) + key_len(2) + encoded_len_varint(value_len as u64) + value_len;
+    encode_key(tag, WireType::LengthDelimited, b);
     encode_varint(len as u64, b);
     string(b, 1, key);
     encode_key(2, WireType::LengthDelimited, b);
     encode_varint(value_len as u64, b);
     value.any_value(b);
+}
+
+/// The length of a length-delimited field of `len` bytes: 0 when empty (left out).
+fn delimited_len(tag: u32, len: usize) -> usize {
+    if len == 0 { 0 } else { key_len(tag) + encoded_len_varint(len as u64) + len }
 }
 
 fn kind(kind: &SpanKind) -> u64 {
@@ -168,12 +174,6 @@ fn nanos(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// `KeyValue { key = 1; AnyValue value = 2 }`.
-fn key_value(b: &mut Vec<u8>, key: &str, value: &Value) {
-    string(b, 1, key);
-    nested(b, 2, |b| value.any_value(b));
-}
-
 /// A value an attribute can hold, written as an `AnyValue`: a oneof, so its
 /// field is written even when it holds the default (false, 0, ""): present is
 /// what says which it is.
@@ -187,31 +187,30 @@ fn string_len(v: &str) -> usize {
     1 + encoded_len_varint(v.len() as u64) + v.len()
 }
 
-impl AnyValue for str {
-    fn any_value(&self, b: &mut Vec<u8>) {
-        string_value(b, self);
-    }
-    fn encoded_len(&self) -> usize {
-        string_len(self)
-    }
+/// Each kind's `AnyValue` field (`write`) and its length, once per kind.
+macro_rules! any_value {
+    ($($kind:ty: $v:ident => $write:ident($arg:expr), $len:expr;)*) => {$(
+        impl AnyValue for $kind {
+            fn any_value(&self, b: &mut Vec<u8>) {
+                let $v = self;
+                $write(b, $arg);
+            }
+            fn encoded_len(&self) -> usize {
+                #[allow(unused_variables)]
+                let $v = self;
+                $len
+            }
+        }
+    )*};
 }
 
-impl AnyValue for String {
-    fn any_value(&self, b: &mut Vec<u8>) {
-        string_value(b, self);
-    }
-    fn encoded_len(&self) -> usize {
-        string_len(self)
-    }
-}
-
-impl AnyValue for Cow<'_, str> {
-    fn any_value(&self, b: &mut Vec<u8>) {
-        string_value(b, self);
-    }
-    fn encoded_len(&self) -> usize {
-        string_len(self)
-    }
+any_value! {
+    str: v => string_value(v), string_len(v);
+    String: v => string_value(v), string_len(v);
+    Cow<'_, str>: v => string_value(v), string_len(v);
+    bool: v => bool_value(*v), 2;
+    i64: v => int_value(*v), 1 + encoded_len_varint(*v as u64);
+    f64: v => double_value(*v), 9;
 }
 
 impl<T: AnyValue + ?Sized> AnyValue for &T {
@@ -220,33 +219,6 @@ impl<T: AnyValue + ?Sized> AnyValue for &T {
     }
     fn encoded_len(&self) -> usize {
         (**self).encoded_len()
-    }
-}
-
-impl AnyValue for bool {
-    fn any_value(&self, b: &mut Vec<u8>) {
-        bool_value(b, *self);
-    }
-    fn encoded_len(&self) -> usize {
-        2
-    }
-}
-
-impl AnyValue for i64 {
-    fn any_value(&self, b: &mut Vec<u8>) {
-        int_value(b, *self);
-    }
-    fn encoded_len(&self) -> usize {
-        1 + encoded_len_varint(*self as u64)
-    }
-}
-
-impl AnyValue for f64 {
-    fn any_value(&self, b: &mut Vec<u8>) {
-        double_value(b, *self);
-    }
-    fn encoded_len(&self) -> usize {
-        9
     }
 }
 

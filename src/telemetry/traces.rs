@@ -63,7 +63,7 @@ impl Traces {
 impl Drop for Traces {
     fn drop(&mut self) {
         if let (true, Some(Tracing { exporter: Some(exporter), .. })) = (self.0, TRACING.get()) {
-            // Bounded by the export timeout; nothing is waiting for requests then.
+            // Bounded by twice the export timeout; nothing is waiting for requests then.
             exporter.flush();
         }
     }
