@@ -85,8 +85,10 @@ pub struct SessionCheckSettings {
     #[serde(rename = "connect_timeout_ms", serialize_with = "print::ms")]
     pub connect_timeout: Duration,
     pub max_response_bytes: usize,
-    /// Extra request headers forwarded besides Cookie and Authorization (lowercase).
-    pub forward_headers: Vec<String>,
+    /// Extra request headers forwarded besides Cookie and Authorization
+    /// (lowercase), parsed once here rather than on every check.
+    #[serde(serialize_with = "print::displayed")]
+    pub forward_headers: Vec<hyper::header::HeaderName>,
     /// Coalescing and the optional decision cache.
     #[serde(flatten)]
     pub cache: CachePolicy,
@@ -131,7 +133,7 @@ const NEVER_FORWARD: &[&str] = &[
     "tracestate",
 ];
 
-fn forward_headers(listed: &[String]) -> Result<Vec<String>, ConfigError> {
+fn forward_headers(listed: &[String]) -> Result<Vec<hyper::header::HeaderName>, ConfigError> {
     let key = "session_check.forward_headers";
     let mut out = Vec::new();
     for h in listed {
@@ -145,8 +147,10 @@ fn forward_headers(listed: &[String]) -> Result<Vec<String>, ConfigError> {
                 format!("{h:?} is never forwarded (hop-by-hop or proxy-owned)"),
             ));
         }
-        if !matches!(lower.as_str(), "cookie" | "authorization" | "x-request-id") && !out.contains(&lower) {
-            out.push(lower);
+        let name = hyper::header::HeaderName::from_bytes(lower.as_bytes())
+            .map_err(|_| ConfigError::new(key, format!("{h:?} is not a header name")))?;
+        if !matches!(lower.as_str(), "cookie" | "authorization" | "x-request-id") && !out.contains(&name) {
+            out.push(name);
         }
     }
     Ok(out)

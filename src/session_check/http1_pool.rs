@@ -150,6 +150,8 @@ impl Http1Pool {
         let mut request = hyper::Request::new(Full::new(body));
         *request.method_mut() = hyper::Method::POST;
         *request.uri_mut() = self.uri.clone();
+        // Room for all of them at once: growing the map past 8 rehashes it.
+        *request.headers_mut() = hyper::HeaderMap::with_capacity(16);
         let headers = request.headers_mut();
         headers.insert(HOST, self.host.clone());
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -170,12 +172,10 @@ impl Http1Pool {
                 headers.insert(HeaderName::from_static("tracestate"), value(state)?);
             }
         }
-        for (name, value) in forwarded.iter() {
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| HostError::Transport("unforwardable header name".into()))?;
+        for (name, value) in forwarded.named() {
             let value = HeaderValue::from_bytes(value)
                 .map_err(|_| HostError::Transport("unforwardable header value".into()))?;
-            headers.append(name, value);
+            headers.append(name.clone(), value);
         }
         Ok(request)
     }
