@@ -60,11 +60,25 @@ impl UserInfo {
         let Value::Object(map) = value else {
             return Err(ProtocolError::InvalidUserInfo("it must be a JSON object"));
         };
-        let size = serde_json::to_vec(&map).map(|v| v.len()).unwrap_or(usize::MAX);
+        let mut size = Counted(0);
+        let size = serde_json::to_writer(&mut size, &map).map_or(usize::MAX, |()| size.0);
         if size > MAX_USER_INFO_BYTES {
             return Err(ProtocolError::InvalidUserInfo("it is larger than 1024 bytes as JSON"));
         }
         Ok(Self(map))
+    }
+}
+
+/// Counts the bytes written to it: a size without the buffer.
+struct Counted(usize);
+
+impl std::io::Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -120,6 +134,11 @@ mod tests {
         assert!(UserInfo::parse(json!("Ada")).is_err());
         assert!(UserInfo::parse(json!([1])).is_err());
         assert!(UserInfo::parse(json!({"n": "x".repeat(1100)})).is_err());
+        // `{"n":""}` is 8 bytes: the limit is on the JSON as it is signed, to the byte.
+        assert!(UserInfo::parse(json!({"n": "x".repeat(1016)})).is_ok());
+        assert!(UserInfo::parse(json!({"n": "x".repeat(1017)})).is_err());
+        assert!(UserInfo::parse(json!({"n": "\"".repeat(508)})).is_ok(), "escapes count as written");
+        assert!(UserInfo::parse(json!({"n": "\"".repeat(509)})).is_err());
     }
 
     #[test]
