@@ -45,11 +45,22 @@ pub async fn read_body(
         return Err(BodyError::TooLarge(limit));
     }
     let read = async {
-        let mut buf = web::BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+        let mut buf = web::BytesMut::new();
         while let Some(chunk) = payload.next().await {
             let chunk = chunk.map_err(|e| BodyError::Read(e.to_string()))?;
             if buf.len() + chunk.len() > limit {
                 return Err(BodyError::TooLarge(limit));
+            }
+            // A body that came whole in its first chunk (a form post usually
+            // does) is taken as it is, not copied.
+            if buf.is_empty() && declared == Some(chunk.len() as u64) {
+                return match payload.next().await {
+                    None => Ok(chunk),
+                    Some(_) => Err(BodyError::Read("more bytes than Content-Length".into())),
+                };
+            }
+            if buf.capacity() == 0 {
+                buf.reserve(declared.map_or(chunk.len(), |len| len as usize));
             }
             buf.extend_from_slice(&chunk);
         }

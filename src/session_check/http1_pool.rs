@@ -395,10 +395,7 @@ fn basic_auth(url: &url::Url) -> anyhow::Result<Option<HeaderValue>> {
 /// The `check_id` of a JSON object body, if it has one (looked for only when
 /// the bytes name it, so hosts that do not send it pay nothing).
 fn body_check_id(body: &[u8]) -> Option<String> {
-    let named = body.windows(10).any(|w| w == b"\"check_id\"");
-    if !named {
-        return None;
-    }
+    memchr::memmem::find(body, b"\"check_id\"")?;
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     match value.get("check_id") {
         Some(serde_json::Value::String(s)) => Some(s.clone()),

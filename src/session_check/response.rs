@@ -40,7 +40,7 @@ pub enum HostAnswer {
 /// The identity fields of an "allowed" answer, validated.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct HostIdentity {
-    user_id: Option<String>,
+    user_id: Option<UserId>,
     user_info: Option<UserInfo>,
     watchlist: Option<Value>,
 }
@@ -83,13 +83,7 @@ pub fn interpret(status: u16, body: &[u8]) -> Result<HostAnswer, HostError> {
             format!("not JSON ({e})")
         })
     })?;
-    let user_id = match answer.user_id {
-        None => None,
-        Some(s) => {
-            UserId::parse(&s).map_err(invalid)?;
-            Some(s.into_owned())
-        }
-    };
+    let user_id = answer.user_id.map(|id| UserId::parse(&id)).transpose().map_err(invalid)?;
     // `null` is as absent (serde reads it as None).
     let user_info = answer.user_info.map(UserInfo::parse).transpose().map_err(invalid)?;
     Ok(HostAnswer::Allowed(Arc::new(HostIdentity { user_id, user_info, watchlist: answer.watchlist })))
@@ -98,13 +92,13 @@ pub fn interpret(status: u16, body: &[u8]) -> Result<HostAnswer, HostError> {
 impl HostIdentity {
     /// The presence member to sign; a presence channel without `user_id` is an error.
     pub fn presence_member(&self) -> Result<PresenceMember, HostError> {
-        let id = self.user_id.as_deref().ok_or_else(|| invalid(ProtocolError::MissingUserId))?;
-        Ok(PresenceMember { user_id: UserId::parse(id).map_err(invalid)?, user_info: self.user_info.clone() })
+        let id = self.user_id.as_ref().ok_or_else(|| invalid(ProtocolError::MissingUserId))?;
+        Ok(PresenceMember { user_id: id.clone(), user_info: self.user_info.clone() })
     }
 
     /// The sign-in user data; the id must also be usable in `#server-to-user-<id>`.
     pub fn user_data(&self) -> Result<UserData, HostError> {
-        let id = self.user_id.as_deref().ok_or_else(|| invalid("sign-in needs a user_id"))?;
+        let id = self.user_id.as_ref().ok_or_else(|| invalid("sign-in needs a user_id"))?.as_ref();
         let watchlist = self.watchlist.clone().map(Watchlist::parse).transpose().map_err(invalid)?;
         Ok(UserData {
             id: UserId::parse_for_signin(id).map_err(invalid)?,
