@@ -4,10 +4,11 @@
 //! copy signed for the next user. Each check therefore carries a fresh
 //! `X-Check-Id`, and an answer counts as that check's only by echoing it.
 
-use hyper::header::HeaderValue;
+use hyper::header::{HeaderName, HeaderValue};
 
-/// The per-check nonce the host echoes to tie its answer to the check.
-pub const X_CHECK_ID: &str = "x-check-id";
+/// The per-check nonce the host echoes to tie its answer to the check (a
+/// name of the header map's own type: a `&str` is parsed on every use).
+pub const X_CHECK_ID: HeaderName = HeaderName::from_static("x-check-id");
 
 /// How an answer relates to the check it arrived for.
 #[derive(Debug, PartialEq)]
@@ -22,7 +23,7 @@ pub enum Tie {
 
 /// Whether `headers` echo `id` exactly once.
 pub fn tie(headers: &hyper::HeaderMap, id: &HeaderValue) -> Tie {
-    let mut echoed = headers.get_all(X_CHECK_ID).iter();
+    let mut echoed = headers.get_all(&X_CHECK_ID).iter();
     match (echoed.next(), echoed.next()) {
         (None, _) => Tie::Absent,
         (Some(one), None) if one == id => Tie::Echoed,
