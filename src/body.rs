@@ -66,5 +66,10 @@ pub async fn read_body(
         }
         Ok(buf.freeze())
     };
+    let mut read = std::pin::pin!(read);
+    // A body already here (a form post usually is) needs no timer.
+    if let Some(done) = futures_util::FutureExt::now_or_never(read.as_mut()) {
+        return done;
+    }
     tokio::time::timeout(deadline, read).await.map_err(|_| BodyError::Timeout)?
 }

@@ -89,12 +89,20 @@ impl Signer {
 
     /// Lowercase hex of HMAC-SHA256(secret, message).
     pub fn hex(&self, message: &[u8]) -> String {
+        self.hex_digits([message]).iter().map(|&b| char::from(b)).collect()
+    }
+
+    /// Lowercase hex of HMAC-SHA256(secret, the parts one after another): a
+    /// message signed as it lies, without joining it into one buffer first.
+    pub fn hex_digits<'a>(&self, parts: impl IntoIterator<Item = &'a [u8]>) -> [u8; 64] {
         let mut mac = self.0.clone();
-        mac.update(message);
+        for part in parts {
+            mac.update(part);
+        }
         // Into a buffer rather than hex::encode's char-by-char String: on every authorization.
         let mut out = [0u8; 64];
         hex::encode_to_slice(mac.finalize().into_bytes(), &mut out).expect("32 bytes are 64 hex digits");
-        std::str::from_utf8(&out).expect("hex is ASCII").to_owned()
+        out
     }
 }
 

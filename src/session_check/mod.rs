@@ -116,7 +116,8 @@ impl SessionCheckClient {
             Refused::Full => HostError::Busy(self.permits.total()),
             Refused::ClientShare => HostError::ClientBusy(self.permits.per_client()),
         })?;
-        let body = serde_json::to_vec(request).expect("check request serializes");
+        let mut body = Vec::with_capacity(256); // about 120 bytes without params
+        serde_json::to_writer(&mut body, request).expect("check request serializes");
         if crate::telemetry::traces::on() {
             // Boxed: an untraced check's future carries none of it.
             return Box::pin(self.check_traced(request, body, headers)).await;
