@@ -29,6 +29,9 @@ code; a target the floor misses is out of reach of that code.
                                      # sample_ratio 0, on at 1 (exported to an OTLP stub);
                                      # BEFORE_BIN=/path/to/build adds the build before tracing
     python3 bench/load.py --tracing --instructions  # the same four as instructions (callgrind)
+    python3 bench/load.py --floor    # only the service and its floor, 1 and 2 workers, one
+                                     # after the other in each round (order reversed every
+                                     # other round): the median of each round's ratio
 """
 import json, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
@@ -451,7 +454,55 @@ def tracing_cost():
     print("json: " + json.dumps({"unit": unit, "summary": summary, "runs": results}))
 
 
+def floor_pairs():
+    """The service against its floor, side by side: each round runs the service and the
+    floor with one worker, then with two, back to back (the order reversed every other
+    round), so each round's ratio sees the same machine. Performance II's auth targets
+    are these ratios (<= 1.2 with one worker, <= 1.3 with two)."""
+    need("nginx", "nginx-light")
+    need("wrk", "wrk")
+    subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "pusher-dual-auth"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "--locked", "--example", "floor_proxy"], cwd=ROOT, check=True)
+    binary = os.environ.get("SERVICE_BIN", os.path.join(ROOT, "target/release/pusher-dual-auth"))
+    floor = os.path.join(ROOT, "target/release/examples/floor_proxy")
+    work, check_port, nginx = start_nginx("dual-auth-floor-")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/auth/new"
+    with open(f"{work}/service.toml", "w") as f:
+        f.write(service_conf(work, port, check_port))
+    service = [binary, "serve", "--config", f"{work}/service.toml"]
+    floor_env = {"PORT": str(port), "CHECK": f"127.0.0.1:{check_port}"}
+    targets = [("service, 1 worker", service, {"RUST_LOG": "", "DUAL_AUTH__SERVER__WORKERS": "1"}),
+               ("floor, 1 worker", [floor], {**floor_env, "WORKERS": "1"}),
+               ("service, 2 workers", service, {"RUST_LOG": ""}),
+               ("floor, 2 workers", [floor], {**floor_env, "WORKERS": ""})]
+    cpu = {name: [] for name, *_ in targets}
+    try:
+        for round_ in range(ROUNDS):
+            for name, cmd, env in (targets if round_ % 2 == 0 else targets[::-1]):
+                r = measure(name, cmd, env, url)
+                if r["non2xx"] or r["socket_errors"] != "none":
+                    sys.exit(f"{name}: {r['non2xx']} non-2xx, socket errors {r['socket_errors']}")
+                cpu[name].append(r["cpu_us_per_req"])
+    finally:
+        stop_nginx(work, nginx)
+    med = statistics.median
+    print(f"\nthe service against its floor, CPU µs per authorization (wrk -t{THREADS} -c{CONNECTIONS} "
+          f"-d{DURATION}s, {ROUNDS} rounds, medians)")
+    out = []
+    for workers in ("1 worker", "2 workers"):
+        s, f = cpu[f"service, {workers}"], cpu[f"floor, {workers}"]
+        ratios = [a / b for a, b in zip(s, f)]
+        out.append({"workers": workers, "service_us": med(s), "floor_us": med(f), "ratios": ratios,
+                    "median_ratio": med(ratios)})
+        print(f"{workers:<10} service {med(s):6.1f}  floor {med(f):6.1f}  each round: "
+              + " ".join(f"{x:.2f}" for x in ratios) + f"  median ratio {med(ratios):.3f}")
+    print("json: " + json.dumps(out))
+
+
 def main():
+    if "--floor" in sys.argv:
+        return floor_pairs()
     if "--tracing" in sys.argv:
         return tracing_cost()
     if "--syscalls" in sys.argv:
