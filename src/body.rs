@@ -45,26 +45,30 @@ pub async fn read_body(
         return Err(BodyError::TooLarge(limit));
     }
     let read = async {
+        // The declared body come whole in its first chunk (a form post usually
+        // does), taken as it is rather than copied.
+        let mut whole: Option<web::Bytes> = None;
         let mut buf = web::BytesMut::new();
         while let Some(chunk) = payload.next().await {
             let chunk = chunk.map_err(|e| BodyError::Read(e.to_string()))?;
+            if let Some(first) = whole.take() {
+                // More than declared (actix reads an Upgrade request to its end): as any other body.
+                buf.reserve(first.len() + chunk.len());
+                buf.extend_from_slice(&first);
+            }
             if buf.len() + chunk.len() > limit {
                 return Err(BodyError::TooLarge(limit));
             }
-            // A body that came whole in its first chunk (a form post usually
-            // does) is taken as it is, not copied.
             if buf.is_empty() && declared == Some(chunk.len() as u64) {
-                return match payload.next().await {
-                    None => Ok(chunk),
-                    Some(_) => Err(BodyError::Read("more bytes than Content-Length".into())),
-                };
+                whole = Some(chunk);
+                continue;
             }
             if buf.capacity() == 0 {
                 buf.reserve(declared.map_or(chunk.len(), |len| len as usize));
             }
             buf.extend_from_slice(&chunk);
         }
-        Ok(buf.freeze())
+        Ok(whole.unwrap_or_else(|| buf.freeze()))
     };
     let mut read = std::pin::pin!(read);
     // A body already here (a form post usually is) needs no timer.

@@ -35,11 +35,14 @@ const BATCH_CONCURRENCY: usize = 8;
 fn ok_json(body: &impl serde::Serialize) -> HttpResponse {
     // A presence answer is about 300 bytes: serde_json's 128-byte start grew twice.
     let mut out = Vec::with_capacity(512);
-    serde_json::to_writer(&mut out, body).expect("an answer always serializes");
-    HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, header::HeaderValue::from_static("no-store")))
-        .insert_header((header::CONTENT_TYPE, header::HeaderValue::from_static("application/json")))
-        .body(out)
+    match serde_json::to_writer(&mut out, body) {
+        Ok(()) => HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, header::HeaderValue::from_static("no-store")))
+            .insert_header((header::CONTENT_TYPE, header::HeaderValue::from_static("application/json")))
+            .body(out),
+        // As actix's `.json()` answers it: a 500, nothing signed sent.
+        Err(e) => HttpResponse::from_error(actix_web::error::JsonPayloadError::Serialize(e)),
+    }
 }
 
 fn content_type(req: &HttpRequest) -> Option<&str> {

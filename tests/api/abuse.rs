@@ -76,6 +76,36 @@ async fn a_stalled_body_gets_408_without_a_host_call() {
     still_serves(&app).await;
 }
 
+/// actix reads an Upgrade request's body to the connection's end, past its
+/// Content-Length: the declared bytes arriving whole in one chunk must not be
+/// taken as the body then. Held, it times out as any body; closed, it is refused.
+#[tokio::test]
+async fn an_upgrade_body_past_its_content_length_is_read_as_any_body() {
+    let app = short_timeouts_app().await;
+    let head = format!(
+        "POST /auth/new HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n{REQ}",
+        REQ.len()
+    );
+    for close in [false, true] {
+        let mut s = TcpStream::connect(app.address.trim_start_matches("http://")).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.write_all(b"&a=1").await.unwrap();
+        if close {
+            s.shutdown().await.unwrap();
+        }
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
+        let reply = String::from_utf8_lossy(&out);
+        let expected = if close { "HTTP/1.1 400" } else { "HTTP/1.1 408" };
+        assert!(reply.starts_with(expected), "closed {close}: {reply}");
+        assert!(!reply.contains("\"auth\""), "{reply}");
+    }
+    assert!(app.host.received_requests().await.unwrap().is_empty());
+    still_serves(&app).await;
+}
+
 #[tokio::test]
 async fn huge_and_numerous_headers_are_refused() {
     let app = short_timeouts_app().await;
