@@ -9,8 +9,8 @@ use hyper::header::{AUTHORIZATION, COOKIE, HeaderName};
 use ipnet::IpNet;
 use std::net::IpAddr;
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(super) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(super) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum HeaderError {
@@ -24,14 +24,11 @@ pub enum HeaderError {
 pub struct ForwardedHeaders(Vec<(HeaderName, Vec<u8>)>);
 
 impl ForwardedHeaders {
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
-    }
-    pub fn named(&self) -> impl Iterator<Item = (&HeaderName, &[u8])> {
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &[u8])> {
         self.0.iter().map(|(n, v)| (n, v.as_slice()))
     }
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+        self.iter().find(|(n, _)| n.as_str() == name).map(|(_, v)| v)
     }
 }
 
@@ -50,7 +47,7 @@ pub fn forwarded_headers<'a>(
     request_id: &str,
 ) -> Result<ForwardedHeaders, HeaderError> {
     let mut out = Vec::with_capacity(4 + extra.len());
-    let cookies = inbound("cookie");
+    let cookies = inbound(COOKIE.as_str());
     if !cookies.is_empty() {
         out.push((COOKIE, cookies.join(&b"; "[..])));
     }
@@ -62,7 +59,7 @@ pub fn forwarded_headers<'a>(
         }
     }
     if let Some(peer) = peer {
-        let chain = inbound("x-forwarded-for");
+        let chain = inbound(X_FORWARDED_FOR.as_str());
         let mut xff = Vec::with_capacity(48);
         if is_trusted(peer, trusted_proxies) && !chain.is_empty() {
             xff = chain.join(&b", "[..]);
@@ -163,7 +160,7 @@ mod tests {
             &[],
         )
         .unwrap();
-        let names: Vec<_> = h.iter().map(|(n, _)| n).collect();
+        let names: Vec<_> = h.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["cookie", "authorization", "x-forwarded-for", "x-request-id"]);
         assert_eq!(h.get("cookie"), Some(&b"a=1; b=2"[..]));
         assert_eq!(h.get("x-forwarded-for"), Some(&b"192.0.2.1"[..]), "client XFF must be ignored");

@@ -172,7 +172,7 @@ impl Http1Pool {
                 headers.insert(HeaderName::from_static("tracestate"), value(state)?);
             }
         }
-        for (name, value) in forwarded.named() {
+        for (name, value) in forwarded.iter() {
             let value = HeaderValue::from_bytes(value)
                 .map_err(|_| HostError::Transport("unforwardable header value".into()))?;
             headers.append(name.clone(), value);

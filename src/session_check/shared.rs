@@ -14,8 +14,10 @@
 //! decision by their SHA-256 digest, so no raw cookie or token outlives its
 //! request. Both maps are bounded by `max_entries`.
 
+use super::headers::{X_FORWARDED_FOR, X_REQUEST_ID};
 use super::{CheckRequest, ForwardedHeaders, HostAnswer, HostError};
 pub use crate::config::CachePolicy;
+use hyper::header::HeaderName;
 use sha2::{Digest, Sha256};
 use std::{
     sync::{Arc, Mutex},
@@ -67,9 +69,9 @@ pub fn key(request: &CheckRequest<'_>, headers: &ForwardedHeaders, across_addres
     serde_json::to_writer(&mut k, request.params).expect("a JSON map always serializes");
     let len = (k.len() - at - 8) as u64;
     k[at..at + 8].copy_from_slice(&len.to_le_bytes());
-    let counts = |n: &str| n != "x-request-id" && !(across_addresses && n == "x-forwarded-for");
+    let counts = |n: &HeaderName| *n != X_REQUEST_ID && !(across_addresses && *n == X_FORWARDED_FOR);
     for (name, value) in headers.iter().filter(|(n, _)| counts(n)) {
-        field(&mut k, name.as_bytes());
+        field(&mut k, name.as_str().as_bytes());
         field(&mut k, value);
     }
     k.into_boxed_slice()
