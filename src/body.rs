@@ -71,9 +71,33 @@ pub async fn read_body(
         Ok(whole.unwrap_or_else(|| buf.freeze()))
     };
     let mut read = std::pin::pin!(read);
-    // A body already here (a form post usually is) needs no timer.
+    // A body already here (a form post usually is) needs no timer. actix polls a
+    // handler as soon as the head is parsed, before it hands over a body that came
+    // in the same read: one turn back to it first, and the body is usually here.
+    if let Some(done) = futures_util::FutureExt::now_or_never(read.as_mut()) {
+        return done;
+    }
+    YieldOnce(false).await;
     if let Some(done) = futures_util::FutureExt::now_or_never(read.as_mut()) {
         return done;
     }
     tokio::time::timeout(deadline, read).await.map_err(|_| BodyError::Timeout)?
+}
+
+/// Pending once, woken at once: the connection's task runs its other work (the
+/// body it has already read) and polls the handler again. Not tokio's
+/// `yield_now`, which defers the wake-up past a poll of the I/O driver (a
+/// syscall per request).
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if std::mem::replace(&mut self.0, true) {
+            return std::task::Poll::Ready(());
+        }
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
 }
