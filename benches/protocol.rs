@@ -24,12 +24,9 @@ fn signing(c: &mut Criterion) {
     let private = ChannelName::parse("private-orders-42").unwrap();
     let presence = ChannelName::parse("presence-room-42").unwrap();
     let encrypted = ChannelName::parse("private-encrypted-chat-42").unwrap();
-    let member = PresenceMember {
-        user_id: UserId::parse("42").unwrap(),
-        user_info: Some(
-            UserInfo::parse(serde_json::json!({"name": "Ada Lovelace", "role": "admin"})).unwrap(),
-        ),
-    };
+    let user = UserId::parse("42").unwrap();
+    let info = UserInfo::parse(serde_json::json!({"name": "Ada Lovelace", "role": "admin"})).unwrap();
+    let member = PresenceMember { user_id: &user, user_info: Some(&info) };
     c.bench_function("sign private", |b| {
         b.iter(|| authorize_channel(&creds, &socket, black_box(&private), None))
     });

@@ -64,16 +64,9 @@ pub fn sign(settings: &Settings, args: &SignArgs) -> anyhow::Result<String> {
     let out = match &args.channel {
         Some(channel) => {
             let channel = ChannelName::parse(channel)?;
-            let member = args
-                .user_id
-                .as_deref()
-                .map(|id| {
-                    Ok::<_, anyhow::Error>(PresenceMember {
-                        user_id: UserId::parse(id)?,
-                        user_info: user_info.clone(),
-                    })
-                })
-                .transpose()?;
+            let user_id = args.user_id.as_deref().map(UserId::parse).transpose()?;
+            let member =
+                user_id.as_ref().map(|user_id| PresenceMember { user_id, user_info: user_info.as_ref() });
             serde_json::to_string(&authorize_channel(
                 &app.credentials,
                 &socket_id,

@@ -272,7 +272,8 @@ async fn subscribe(
     until: Instant,
 ) -> Result<(ChannelAuth, ws::Frame), Failure> {
     let name = ChannelName::parse(channel).map_err(|e| Failure::Wrong(e.to_string()))?;
-    let member = PresenceMember { user_id: UserId::parse(USER).expect("a valid id"), user_info: None };
+    let user = UserId::parse(USER).expect("a valid id");
+    let member = PresenceMember { user_id: &user, user_info: None };
     let auth = authorize_channel(&app.credentials, &session.socket_id, &name, Some(&member))
         .map_err(|e| Failure::Wrong(e.to_string()))?;
     let mut subscribe = json!({"channel": channel, "auth": auth.auth});

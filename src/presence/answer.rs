@@ -31,7 +31,7 @@ impl Answering<'_> {
     /// many big rooms pays for them), and the answer's lists stay within the
     /// budget: once one does not fit, the rest of the answer's channels are
     /// authorized without theirs (and none is read).
-    pub async fn list(&self, channel: &str, m: &PresenceMember) -> Option<Value> {
+    pub async fn list(&self, channel: &str, m: &PresenceMember<'_>) -> Option<Value> {
         let info = serde_json::to_string(&m.user_info).unwrap_or_else(|_| "null".into());
         let settings = &self.live.settings;
         let others: Vec<String> = settings.apps.keys().filter(|a| a.as_str() != self.via).cloned().collect();

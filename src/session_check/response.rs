@@ -91,9 +91,9 @@ pub fn interpret(status: u16, body: &[u8]) -> Result<HostAnswer, HostError> {
 
 impl HostIdentity {
     /// The presence member to sign; a presence channel without `user_id` is an error.
-    pub fn presence_member(&self) -> Result<PresenceMember, HostError> {
+    pub fn presence_member(&self) -> Result<PresenceMember<'_>, HostError> {
         let id = self.user_id.as_ref().ok_or_else(|| invalid(ProtocolError::MissingUserId))?;
-        Ok(PresenceMember { user_id: id.clone(), user_info: self.user_info.clone() })
+        Ok(PresenceMember { user_id: id, user_info: self.user_info.as_ref() })
     }
 
     /// The sign-in user data; the id must also be usable in `#server-to-user-<id>`.
