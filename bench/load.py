@@ -15,7 +15,10 @@ RSS, server CPU per request, how often the server lost its core per request
 (involuntary context switches), the ratios and the targets. Beside the service
 runs its floor (examples/floor_proxy.rs): the same crates making the same two
 exchanges with no work at all. What the service costs over the floor is its own
-code; a target the floor misses is out of reach of that code.
+code; a target the floor misses is out of reach of that code. --instructions and
+--floor also run the protocol floor (examples/protocol_floor.rs): the floor plus
+the protocol's own work (form, check JSON, host JSON, HMAC, answer JSON) and no
+safety; what the service costs over it is what its safety and operations cost.
 
     python3 bench/load.py            # ROUNDS=3 DURATION=5 CONNECTIONS=64 THREADS=2 by default
     python3 bench/load.py --guard    # CI: one round, debug build; exit 1 if the service's CPU
@@ -31,9 +34,10 @@ code; a target the floor misses is out of reach of that code.
     python3 bench/load.py --tracing --instructions  # the same four as instructions (callgrind)
     python3 bench/load.py --floor    # only the service and its floor, 1 and 2 workers, one
                                      # after the other in each round (order reversed every
-                                     # other round): the median of each round's ratio
+                                     # other round): the median of each round's ratio,
+                                     # and the protocol floor's to the floor
 """
-import json, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+import hashlib, hmac, json, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DURATION = int(os.environ.get("DURATION", "5"))
@@ -333,7 +337,11 @@ def callgrind_total(binary, conf, url, seconds, out, env=None):
         wait_ready(url, proc, timeout=120)
         requests = 1
         if seconds:
-            requests += parse(wrk(url, seconds, threads=1, connections=8))["requests"]
+            r = parse(wrk(url, seconds, threads=1, connections=8))
+            if r["non2xx"] or r["socket_errors"] != "none":
+                # A refusal is cheaper than a signature: counted, it would flatter the figure.
+                sys.exit(f"{binary}: {r['non2xx']} non-2xx, socket errors {r['socket_errors']}")
+            requests += r["requests"]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=120)
@@ -341,6 +349,29 @@ def callgrind_total(binary, conf, url, seconds, out, env=None):
         total = next(int(line.split()[1]) for line in f if line.startswith(("summary:", "totals:")))
     os.unlink(out)
     return requests, total
+
+
+def assert_protocol_floor_signs(binary, port, check_port):
+    """The protocol floor answers as the service does: a bad signature or a refusal
+    would be cheaper than the work it stands for, and would flatter the figure."""
+    url = f"http://127.0.0.1:{port}/auth/new"
+    env = {"PORT": str(port), "CHECK": f"127.0.0.1:{check_port}", "WORKERS": "1"}
+    proc = subprocess.Popen([binary], env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_ready(url, proc)
+        for channel in ("private-check", "presence-check"):
+            req = urllib.request.Request(url, data=f"socket_id=1.2&channel_name={channel}".encode(),
+                                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+            with urllib.request.urlopen(req, timeout=5) as r:
+                answer = json.loads(r.read())
+            signed = f"1.2:{channel}" + (f":{answer['channel_data']}" if "channel_data" in answer else "")
+            sig = hmac.new(b"new-app-secret", signed.encode(), hashlib.sha256).hexdigest()
+            if answer["auth"] != f"new-app-key:{sig}" or channel.startswith("presence-") != ("channel_data" in answer):
+                sys.exit(f"the protocol floor's answer for {channel} is not the service's: {answer}")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
 
 
 def instructions():
@@ -353,7 +384,8 @@ def instructions():
     need("nginx", "nginx-light")
     need("wrk", "wrk")
     subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "pusher-dual-auth"], cwd=ROOT, check=True)
-    subprocess.run(["cargo", "build", "--release", "--locked", "--example", "floor_proxy"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "--locked", "--example", "floor_proxy",
+                    "--example", "protocol_floor"], cwd=ROOT, check=True)
     binary = os.environ.get("SERVICE_BIN", os.path.join(ROOT, "target/release/pusher-dual-auth"))
     work, check_port, nginx = start_nginx("dual-auth-callgrind-")
     svc_port = free_port()
@@ -373,6 +405,15 @@ def instructions():
         r0, i0 = callgrind_total(floor, None, url, 0, f"{work}/cg.out", env)
         r1, i1 = callgrind_total(floor, None, url, DURATION * 2, f"{work}/cg.out", env)
         rows.append(("floor: same crates, no work", r1 - r0, (i1 - i0) / (r1 - r0)))
+        # The protocol floor (examples/protocol_floor.rs): that floor plus the protocol's
+        # own work and nothing else (form, check JSON with the Cookie, host JSON,
+        # channel_data, HMAC, answer JSON): what any implementation on these crates pays
+        # before it keeps any promise.
+        protocol = os.path.join(ROOT, "target/release/examples/protocol_floor")
+        assert_protocol_floor_signs(protocol, svc_port, check_port)
+        r0, i0 = callgrind_total(protocol, None, url, 0, f"{work}/cg.out", env)
+        r1, i1 = callgrind_total(protocol, None, url, DURATION * 2, f"{work}/cg.out", env)
+        rows.append(("protocol floor: + protocol's work", r1 - r0, (i1 - i0) / (r1 - r0)))
     finally:
         stop_nginx(work, nginx)
     print(f"\nuser-space instructions per authorization (callgrind, 1 worker, wrk -t1 -c8 -d{DURATION * 2}s)")
@@ -458,13 +499,17 @@ def floor_pairs():
     """The service against its floor, side by side: each round runs the service and the
     floor with one worker, then with two, back to back (the order reversed every other
     round), so each round's ratio sees the same machine. Performance II's auth targets
-    are these ratios (<= 1.2 with one worker, <= 1.3 with two)."""
+    are these ratios (<= 1.2 with one worker, <= 1.3 with two). The protocol floor
+    (the floor plus the protocol's own work, no safety) runs in each round
+    too (examples/protocol_floor.rs): what of the ratio any implementation pays."""
     need("nginx", "nginx-light")
     need("wrk", "wrk")
     subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "pusher-dual-auth"], cwd=ROOT, check=True)
-    subprocess.run(["cargo", "build", "--release", "--locked", "--example", "floor_proxy"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "--locked", "--example", "floor_proxy",
+                    "--example", "protocol_floor"], cwd=ROOT, check=True)
     binary = os.environ.get("SERVICE_BIN", os.path.join(ROOT, "target/release/pusher-dual-auth"))
     floor = os.path.join(ROOT, "target/release/examples/floor_proxy")
+    protocol = os.path.join(ROOT, "target/release/examples/protocol_floor")
     work, check_port, nginx = start_nginx("dual-auth-floor-")
     port = free_port()
     url = f"http://127.0.0.1:{port}/auth/new"
@@ -475,7 +520,9 @@ def floor_pairs():
     targets = [("service, 1 worker", service, {"RUST_LOG": "", "DUAL_AUTH__SERVER__WORKERS": "1"}),
                ("floor, 1 worker", [floor], {**floor_env, "WORKERS": "1"}),
                ("service, 2 workers", service, {"RUST_LOG": ""}),
-               ("floor, 2 workers", [floor], {**floor_env, "WORKERS": ""})]
+               ("floor, 2 workers", [floor], {**floor_env, "WORKERS": ""}),
+               ("protocol floor, 1 worker", [protocol], {**floor_env, "WORKERS": "1"}),
+               ("protocol floor, 2 workers", [protocol], {**floor_env, "WORKERS": ""})]
     cpu = {name: [] for name, *_ in targets}
     try:
         for round_ in range(ROUNDS):
@@ -492,11 +539,16 @@ def floor_pairs():
     out = []
     for workers in ("1 worker", "2 workers"):
         s, f = cpu[f"service, {workers}"], cpu[f"floor, {workers}"]
+        p = cpu[f"protocol floor, {workers}"]
         ratios = [a / b for a, b in zip(s, f)]
+        protocol = [a / b for a, b in zip(p, f)]
         out.append({"workers": workers, "service_us": med(s), "floor_us": med(f), "ratios": ratios,
-                    "median_ratio": med(ratios)})
+                    "median_ratio": med(ratios), "protocol_floor_us": med(p),
+                    "protocol_ratios": protocol, "protocol_median_ratio": med(protocol)})
         print(f"{workers:<10} service {med(s):6.1f}  floor {med(f):6.1f}  each round: "
               + " ".join(f"{x:.2f}" for x in ratios) + f"  median ratio {med(ratios):.3f}")
+        print(f"{'':<10} protocol floor {med(p):6.1f}  each round: "
+              + " ".join(f"{x:.2f}" for x in protocol) + f"  median ratio to the floor {med(protocol):.3f}")
     print("json: " + json.dumps(out))
 
 

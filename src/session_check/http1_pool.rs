@@ -236,7 +236,10 @@ impl Http1Pool {
         // Returning early drops `sender` and the body: that connection closes.
         let keep = match tie(response.headers(), &id) {
             Tie::Echoed => {
-                self.echoes.store(true, Relaxed);
+                // Written only on a change: every worker reads it on every check.
+                if !self.echoes.load(Relaxed) {
+                    self.echoes.store(true, Relaxed);
+                }
                 true
             }
             Tie::Other => return Err(HostError::Unmatched("it echoed another check's X-Check-Id")),
