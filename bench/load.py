@@ -352,6 +352,17 @@ def callgrind_total(binary, conf, url, seconds, out, env=None):
     return requests, total
 
 
+def build_auth_servers():
+    """Builds the service and both floors (release): their paths. SERVICE_BIN
+    names another build of the service to measure instead."""
+    subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "pusher-dual-auth"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "--locked", "--example", "floor_proxy",
+                    "--example", "protocol_floor"], cwd=ROOT, check=True)
+    examples = os.path.join(ROOT, "target/release/examples")
+    return (os.environ.get("SERVICE_BIN", os.path.join(ROOT, "target/release/pusher-dual-auth")),
+            os.path.join(examples, "floor_proxy"), os.path.join(examples, "protocol_floor"))
+
+
 def assert_protocol_floor_signs(binary, port, check_port):
     """The protocol floor answers as the service does: a bad signature or a refusal
     would be cheaper than the work it stands for, and would flatter the figure."""
@@ -389,10 +400,7 @@ def instructions():
     need("valgrind", "valgrind")
     need("nginx", "nginx-light")
     need("wrk", "wrk")
-    subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "pusher-dual-auth"], cwd=ROOT, check=True)
-    subprocess.run(["cargo", "build", "--release", "--locked", "--example", "floor_proxy",
-                    "--example", "protocol_floor"], cwd=ROOT, check=True)
-    binary = os.environ.get("SERVICE_BIN", os.path.join(ROOT, "target/release/pusher-dual-auth"))
+    binary, floor, protocol = build_auth_servers()
     work, check_port, nginx = start_nginx("dual-auth-callgrind-")
     svc_port = free_port()
     rows = []
@@ -406,7 +414,6 @@ def instructions():
             r1, i1 = callgrind_total(binary, conf, url, DURATION * 2, f"{work}/cg.out")
             rows.append(("pusher-dual-auth" + (", unix socket" if unix else ""), r1 - r0, (i1 - i0) / (r1 - r0)))
         # The floor (examples/floor_proxy.rs): the same crates' two exchanges, no work.
-        floor = os.path.join(ROOT, "target/release/examples/floor_proxy")
         env = {"PORT": str(svc_port), "CHECK": f"127.0.0.1:{check_port}", "WORKERS": "1"}
         r0, i0 = callgrind_total(floor, None, url, 0, f"{work}/cg.out", env)
         r1, i1 = callgrind_total(floor, None, url, DURATION * 2, f"{work}/cg.out", env)
@@ -415,7 +422,6 @@ def instructions():
         # own work and nothing else (form, check JSON with the Cookie, host JSON,
         # channel_data, HMAC, answer JSON): what any implementation on these crates pays
         # before it keeps any promise.
-        protocol = os.path.join(ROOT, "target/release/examples/protocol_floor")
         assert_protocol_floor_signs(protocol, svc_port, check_port)
         r0, i0 = callgrind_total(protocol, None, url, 0, f"{work}/cg.out", env)
         r1, i1 = callgrind_total(protocol, None, url, DURATION * 2, f"{work}/cg.out", env)
@@ -510,12 +516,7 @@ def floor_pairs():
     too (examples/protocol_floor.rs): what of the ratio any implementation pays."""
     need("nginx", "nginx-light")
     need("wrk", "wrk")
-    subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "pusher-dual-auth"], cwd=ROOT, check=True)
-    subprocess.run(["cargo", "build", "--release", "--locked", "--example", "floor_proxy",
-                    "--example", "protocol_floor"], cwd=ROOT, check=True)
-    binary = os.environ.get("SERVICE_BIN", os.path.join(ROOT, "target/release/pusher-dual-auth"))
-    floor = os.path.join(ROOT, "target/release/examples/floor_proxy")
-    protocol = os.path.join(ROOT, "target/release/examples/protocol_floor")
+    binary, floor, protocol = build_auth_servers()
     work, check_port, nginx = start_nginx("dual-auth-floor-")
     port = free_port()
     url = f"http://127.0.0.1:{port}/auth/new"

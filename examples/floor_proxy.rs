@@ -17,9 +17,10 @@
 use actix_web::{App, HttpResponse, HttpServer, web};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
-use std::cell::RefCell;
+
+#[path = "shared/check_pool.rs"]
+mod check_pool;
+use check_pool::{POOL, Sender, connect};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -28,21 +29,7 @@ const ANSWER: &str =
     r#"{"auth":"new-app-key:0c9a7a2c1e6f5b3d8e4a0f1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d"}"#;
 const CHECK_BODY: &str = r#"{"app":"new","kind":"channel","channel_name":"private-floor","socket_id":"1.1"}"#;
 
-thread_local! {
-    // One pool per worker thread, as the service keeps one per worker.
-    static POOL: RefCell<Vec<SendRequest<Full<Bytes>>>> = const { RefCell::new(Vec::new()) };
-}
-
-async fn connect(addr: &str) -> std::io::Result<SendRequest<Full<Bytes>>> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let (sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
-    actix_web::rt::spawn(connection);
-    Ok(sender)
-}
-
-async fn check(addr: &str) -> Result<(bool, SendRequest<Full<Bytes>>), Box<dyn std::error::Error>> {
+async fn check(addr: &str) -> Result<(bool, Sender), Box<dyn std::error::Error>> {
     let mut sender = match POOL.with(|p| p.borrow_mut().pop()) {
         Some(sender) => sender,
         None => connect(addr).await?,

@@ -19,11 +19,12 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use bytes::Bytes;
 use hmac::{Hmac, KeyInit, Mac};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use sha2::Sha256;
 use std::borrow::Cow;
-use std::cell::RefCell;
+
+#[path = "shared/check_pool.rs"]
+mod check_pool;
+use check_pool::{POOL, connect};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -31,11 +32,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// The bench's app (`bench/load.py`'s `new`).
 const KEY: &str = "new-app-key";
 const SECRET: &[u8] = b"new-app-secret";
-
-thread_local! {
-    // One pool per worker thread, as the service keeps one per worker.
-    static POOL: RefCell<Vec<SendRequest<Full<Bytes>>>> = const { RefCell::new(Vec::new()) };
-}
 
 /// The check's address and the app's HMAC key.
 struct Floor {
@@ -65,15 +61,6 @@ struct Answer<'a> {
     auth: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     channel_data: Option<&'a str>,
-}
-
-async fn connect(addr: &str) -> std::io::Result<SendRequest<Full<Bytes>>> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let (sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
-    actix_web::rt::spawn(connection);
-    Ok(sender)
 }
 
 /// POSTs `body` with the browser's `cookie` to the check on a pooled connection:
