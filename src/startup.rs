@@ -190,10 +190,9 @@ fn configured(feature: fn(&Settings) -> bool) -> impl actix_web::guard::Guard {
 /// Metrics and the status page are on the admin listener only.
 pub fn configure_routes(cfg: &mut web::ServiceConfig) {
     // First: the hot path then matches on its first, static, prefix. The scope's
-    // one service tells /auth/{app} from /auth/{app}/user (routes::auth).
-    cfg.service(
-        web::scope("/auth").wrap(from_fn(routes::cors_middleware)).default_service(web::to(routes::auth)),
-    );
+    // one service tells /auth/{app} from /auth/{app}/user and runs the CORS
+    // gate itself (routes::auth).
+    cfg.service(web::scope("/auth").default_service(web::to(routes::auth)));
     cfg.route("/healthz", web::get().to(routes::healthz)).route("/readyz", web::get().to(routes::readyz));
     crate::publish::configure(cfg, configured(|s| s.publish.is_some()));
     cfg.service(

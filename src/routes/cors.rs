@@ -12,7 +12,7 @@ use crate::{
     state::{AppState, Live},
 };
 use actix_web::{
-    HttpResponse, ResponseError,
+    HttpRequest, HttpResponse, ResponseError,
     body::{BoxBody, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
     http::{
@@ -42,7 +42,7 @@ fn host_matches(host_header: &str, origin: &(String, u16)) -> bool {
     host == with_port || (host == origin.0 && matches!(origin.1, 80 | 443))
 }
 
-fn decide(req: &ServiceRequest, live: &Live) -> Decision {
+fn decide(req: &HttpRequest, live: &Live) -> Decision {
     let Some(origin) = req.headers().get(header::ORIGIN) else { return Decision::SameOrigin };
     let text = origin.to_str().unwrap_or_default();
     if req.headers().get("sec-fetch-site").is_some_and(|v| v == "same-origin") {
@@ -61,7 +61,7 @@ fn decide(req: &ServiceRequest, live: &Live) -> Decision {
     Decision::Refused(text.to_owned())
 }
 
-fn allow_headers(req: &ServiceRequest) -> HeaderValue {
+fn allow_headers(req: &HttpRequest) -> HeaderValue {
     let requested = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).and_then(|v| v.to_str().ok());
     let valid = |s: &&str| {
         s.len() <= 512
@@ -82,24 +82,47 @@ fn add_cors_headers(headers: &mut header::HeaderMap, origin: HeaderValue) {
     headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("x-request-id"));
 }
 
-pub async fn cors_middleware(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let state = req.app_data::<web::Data<AppState>>().cloned().expect("AppState is registered");
+/// A request's fate at the CORS gate, decided before its route runs.
+pub enum Gate {
+    /// Answered here: a preflight, or an origin not on the list (never reaches the route).
+    Answered(HttpResponse),
+    /// Goes on to its route; `Pass::finish` adds the CORS headers to its answer.
+    Pass(Pass),
+}
+
+/// The headers a passed request's answer gets, whatever the route answers.
+pub struct Pass {
+    allowed_origin: Option<HeaderValue>,
+    vary: bool,
+}
+
+impl Pass {
+    pub fn finish(self, headers: &mut header::HeaderMap) {
+        if self.vary {
+            headers.append(header::VARY, HeaderValue::from_static("Origin"));
+        }
+        if let Some(origin) = self.allowed_origin {
+            add_cors_headers(headers, origin);
+        }
+    }
+}
+
+/// The gate for `req`. The auth routes call it inline (one middleware layer less
+/// on every authorization); the other CORS routes through `cors_middleware`.
+pub fn gate(req: &HttpRequest, state: &AppState) -> Gate {
     let live = state.live();
-    let decision = decide(&req, &live);
+    let decision = decide(req, &live);
     let vary = !live.settings.server.allowed_origins.is_empty();
 
     // The auth routes take POST; /client-config is read with GET.
     let (methods, allow) =
         if req.path() == "/client-config" { ("GET", "GET, OPTIONS") } else { ("POST", "POST, OPTIONS") };
     if req.method() == Method::OPTIONS {
-        let response = match decision {
+        return Gate::Answered(match decision {
             Decision::Allowed(origin) => {
                 let mut res = HttpResponse::NoContent()
                     .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, methods))
-                    .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, allow_headers(&req)))
+                    .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, allow_headers(req)))
                     .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
                     .insert_header((header::VARY, "Origin, Access-Control-Request-Headers"))
                     .finish();
@@ -110,8 +133,7 @@ pub async fn cors_middleware(
             Decision::Refused(origin) => {
                 AuthError::OriginNotAllowed(crate::pusher::quote(&origin)).error_response()
             }
-        };
-        return Ok(req.into_response(response));
+        });
     }
 
     let allowed_origin = match decision {
@@ -123,19 +145,28 @@ pub async fn cors_middleware(
             if vary {
                 res.headers_mut().insert(header::VARY, HeaderValue::from_static("Origin"));
             }
-            return Ok(req.into_response(res));
+            return Gate::Answered(res);
         }
         Decision::Allowed(origin) => Some(origin),
         Decision::SameOrigin => None,
     };
-    let mut res = next.call(req).await?.map_into_boxed_body();
-    if vary {
-        res.headers_mut().append(header::VARY, HeaderValue::from_static("Origin"));
+    Gate::Pass(Pass { allowed_origin, vary })
+}
+
+/// The gate as a middleware, for the routes other than auth's.
+pub async fn cors_middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let state = req.app_data::<web::Data<AppState>>().cloned().expect("AppState is registered");
+    match gate(req.request(), &state) {
+        Gate::Answered(res) => Ok(req.into_response(res)),
+        Gate::Pass(pass) => {
+            let mut res = next.call(req).await?.map_into_boxed_body();
+            pass.finish(res.headers_mut());
+            Ok(res)
+        }
     }
-    if let Some(origin) = allowed_origin {
-        add_cors_headers(res.headers_mut(), origin);
-    }
-    Ok(res)
 }
 
 #[cfg(test)]

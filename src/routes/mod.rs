@@ -18,6 +18,8 @@ pub(crate) fn client_address(
     trusted_proxies: &[ipnet::IpNet],
 ) -> std::net::IpAddr {
     let peer = req.peer_addr().map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
-    let xff = || req.headers().get_all("x-forwarded-for").map(|v| v.as_bytes()).collect();
+    const X_FORWARDED_FOR: actix_web::http::header::HeaderName =
+        actix_web::http::header::HeaderName::from_static("x-forwarded-for");
+    let xff = || req.headers().get_all(&X_FORWARDED_FOR).map(|v| v.as_bytes()).collect();
     crate::session_check::client_ip(peer, xff, trusted_proxies)
 }

@@ -19,7 +19,8 @@ use tracing::Instrument;
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-pub const X_REQUEST_ID: &str = "x-request-id";
+/// A name, not a `&str`: a lookup by string parses it (and copies a custom one) each time.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 fn well_formed(id: &str) -> bool {
     (1..=128).contains(&id.len())
@@ -32,7 +33,7 @@ pub async fn request_id_middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let mut inbound = req.headers().get_all(X_REQUEST_ID);
+    let mut inbound = req.headers().get_all(&X_REQUEST_ID);
     let id = match (inbound.next(), inbound.next()) {
         (Some(v), None) => v.to_str().ok().filter(|s| well_formed(s)).map(str::to_owned),
         _ => None,
@@ -50,7 +51,7 @@ pub async fn request_id_middleware(
         next.call(req).instrument(span).await?
     };
     if let Ok(value) = HeaderValue::from_str(&id) {
-        res.headers_mut().insert(HeaderName::from_static(X_REQUEST_ID), value);
+        res.headers_mut().insert(X_REQUEST_ID, value);
     }
     Ok(res)
 }
