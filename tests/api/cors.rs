@@ -105,3 +105,43 @@ async fn same_origin_requests_work_without_any_cors_config() {
     let res = app.post_form_with("/auth/new", REQ, &[("origin", "https://other.example")]).await;
     expect_status(res, 403).await;
 }
+
+/// An unlisted origin is refused on the request's head: a body that never comes
+/// is not waited for (it would be a 408 after `body_timeout_ms`), the host is not
+/// asked, and the refusal is counted once. A raw socket, as a stranger sends it.
+#[tokio::test]
+async fn an_unlisted_origin_is_refused_without_waiting_for_its_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(|c| {
+        c.edit(
+            "workers = 1",
+            &format!("workers = 1\nbody_timeout_ms = 300\nallowed_origins = [\"{ORIGIN}\"]"),
+        )
+    })
+    .await;
+    Mock::given(path("/check"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .expect(0)
+        .mount(&app.host)
+        .await;
+    let mut s = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://")).await.unwrap();
+    s.write_all(
+        b"POST /auth/new HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.example.com\r\n\
+          Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nsocket_id=1.1",
+    )
+    .await
+    .unwrap();
+    let mut head = [0u8; 1024];
+    let n =
+        tokio::time::timeout(std::time::Duration::from_secs(3), s.read(&mut head)).await.unwrap().unwrap();
+    let reply = String::from_utf8_lossy(&head[..n]);
+    assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
+    assert!(reply.contains("origin_not_allowed"), "{reply}");
+    assert!(reply.to_ascii_lowercase().contains("\r\nvary: origin\r\n"), "{reply}");
+    assert!(!reply.to_ascii_lowercase().contains("access-control-allow-origin"), "{reply}");
+    let metrics =
+        app.client.get(format!("{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
+    let refused =
+        r#"pusher_auth_requests_total{app="unknown",kind="request",outcome="origin_not_allowed"} 1"#;
+    assert!(metrics.lines().any(|l| l == refused), "{metrics}");
+}
