@@ -36,6 +36,8 @@ safety; what the service costs over it is what its safety and operations cost.
                                      # after the other in each round (order reversed every
                                      # other round): the median of each round's ratio,
                                      # and the protocol floor's to the floor
+    BEFORE_BIN=/path/to/other/build python3 bench/load.py --floor  # that build beside the
+                                     # service in each round, against the same floors
 """
 import hashlib, hmac, json, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
@@ -513,7 +515,9 @@ def floor_pairs():
     round), so each round's ratio sees the same machine. Performance II's auth targets
     are these ratios (<= 1.2 with one worker, <= 1.3 with two). The protocol floor
     (the floor plus the protocol's own work, no safety) runs in each round
-    too (examples/protocol_floor.rs): what of the ratio any implementation pays."""
+    too (examples/protocol_floor.rs): what of the ratio any implementation pays.
+    BEFORE_BIN=/path/to/another/build adds that build beside the service in each round
+    (a change measured before and after against the same floors)."""
     need("nginx", "nginx-light")
     need("wrk", "wrk")
     binary, floor, protocol = build_auth_servers()
@@ -532,6 +536,11 @@ def floor_pairs():
                ("service, 2 workers", service, {"RUST_LOG": ""}),
                ("floor, 2 workers", [floor], {**floor_env, "WORKERS": ""}),
                ("protocol floor, 2 workers", [protocol], {**floor_env, "WORKERS": ""})]
+    before = os.environ.get("BEFORE_BIN")
+    if before:
+        before_cmd = [before, "serve", "--config", f"{work}/service.toml"]
+        targets[1:1] = [("before, 1 worker", before_cmd, targets[0][2])]
+        targets[5:5] = [("before, 2 workers", before_cmd, targets[4][2])]
     cpu = {name: [] for name, *_ in targets}
     try:
         assert_protocol_floor_signs(protocol, port, check_port)
@@ -559,6 +568,12 @@ def floor_pairs():
               + " ".join(f"{x:.2f}" for x in ratios) + f"  median ratio {med(ratios):.3f}")
         print(f"{'':<10} protocol floor {med(p):6.1f}  each round: "
               + " ".join(f"{x:.2f}" for x in p_ratios) + f"  median ratio to the floor {med(p_ratios):.3f}")
+        if before:
+            b = cpu[f"before, {workers}"]
+            b_ratios = [a / c for a, c in zip(b, f)]
+            out[-1].update({"before_us": med(b), "before_ratios": b_ratios, "before_median_ratio": med(b_ratios)})
+            print(f"{'':<10} BEFORE_BIN {med(b):6.1f}  each round: "
+                  + " ".join(f"{x:.2f}" for x in b_ratios) + f"  median ratio to the floor {med(b_ratios):.3f}")
     print("json: " + json.dumps(out))
 
 
