@@ -323,13 +323,15 @@ fn auth_path(rest: &str) -> Option<(String, bool)> {
 
 /// The `/auth` scope's one service: the CORS gate first (inline, not a
 /// middleware layer: one boxed future less per authorization), then 404 off the
-/// two routes, 405 for other methods.
+/// two routes, 405 for other methods. One config snapshot serves the whole
+/// request, the gate and the answer (a reload between them changes neither).
 pub async fn route(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
-    let pass = match super::cors::gate(&req, &state) {
+    let live = state.live();
+    let pass = match super::cors::gate(&req, &live, &state.metrics) {
         super::cors::Gate::Answered(res) => return res,
         super::cors::Gate::Pass(pass) => pass,
     };
-    let mut res = answer(req, payload, state).await.unwrap_or_else(|e| e.error_response());
+    let mut res = answer(req, payload, state, live).await.unwrap_or_else(|e| e.error_response());
     pass.finish(res.headers_mut());
     res
 }
@@ -338,6 +340,7 @@ async fn answer(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
+    live: Arc<Live>,
 ) -> Result<HttpResponse, AuthError> {
     let Some((app_name, user)) = auth_path(req.match_info().unprocessed()) else {
         return Ok(crate::error::json_error(StatusCode::NOT_FOUND, "not_found", "no such route"));
@@ -350,9 +353,9 @@ async fn answer(
         ));
     }
     if user {
-        user_auth(req, app_name, payload, state).await
+        user_auth(req, app_name, payload, state, live).await
     } else {
-        channel_auth(req, app_name, payload, state).await
+        channel_auth(req, app_name, payload, state, live).await
     }
 }
 
@@ -361,8 +364,8 @@ async fn channel_auth(
     app_name: String,
     payload: web::Payload,
     state: web::Data<AppState>,
+    live: Arc<Live>,
 ) -> Result<HttpResponse, AuthError> {
-    let live = state.live();
     let metrics = &state.metrics;
     let prepared = async {
         let prepared = prepare(&req, &live, &app_name, payload).await?;
@@ -431,8 +434,8 @@ async fn user_auth(
     app_name: String,
     payload: web::Payload,
     state: web::Data<AppState>,
+    live: Arc<Live>,
 ) -> Result<HttpResponse, AuthError> {
-    let live = state.live();
     let metrics = &state.metrics;
     let result = async {
         let prepared = prepare(&req, &live, &app_name, payload).await?;

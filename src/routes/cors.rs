@@ -9,6 +9,7 @@
 
 use crate::{
     error::AuthError,
+    metrics::Metrics,
     state::{AppState, Live},
 };
 use actix_web::{
@@ -107,11 +108,11 @@ impl Pass {
     }
 }
 
-/// The gate for `req`. The auth routes call it inline (one middleware layer less
-/// on every authorization); the other CORS routes through `cors_middleware`.
-pub fn gate(req: &HttpRequest, state: &AppState) -> Gate {
-    let live = state.live();
-    let decision = decide(req, &live);
+/// The gate for `req` under the config `live`. The auth routes call it inline
+/// (one middleware layer less on every authorization), with the config they then
+/// answer by; the other CORS routes through `cors_middleware`.
+pub fn gate(req: &HttpRequest, live: &Live, metrics: &Metrics) -> Gate {
+    let decision = decide(req, live);
     let vary = !live.settings.server.allowed_origins.is_empty();
 
     // The auth routes take POST; /client-config is read with GET.
@@ -140,7 +141,7 @@ pub fn gate(req: &HttpRequest, state: &AppState) -> Gate {
         Decision::Refused(origin) => {
             let err = AuthError::OriginNotAllowed(crate::pusher::quote(&origin));
             tracing::info!(outcome = "origin_not_allowed", status = 403, error = %err, "auth");
-            state.metrics.auth(crate::metrics::NO_APP, "request", "origin_not_allowed");
+            metrics.auth(crate::metrics::NO_APP, "request", "origin_not_allowed");
             let mut res = err.error_response();
             if vary {
                 res.headers_mut().insert(header::VARY, HeaderValue::from_static("Origin"));
@@ -158,8 +159,8 @@ pub async fn cors_middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let state = req.app_data::<web::Data<AppState>>().cloned().expect("AppState is registered");
-    match gate(req.request(), &state) {
+    let state = req.app_data::<web::Data<AppState>>().expect("AppState is registered");
+    match gate(req.request(), &state.live(), &state.metrics) {
         Gate::Answered(res) => Ok(req.into_response(res)),
         Gate::Pass(pass) => {
             let mut res = next.call(req).await?.map_into_boxed_body();
