@@ -528,19 +528,17 @@ def floor_pairs():
         f.write(service_conf(work, port, check_port))
     service = [binary, "serve", "--config", f"{work}/service.toml"]
     floor_env = {"PORT": str(port), "CHECK": f"127.0.0.1:{check_port}"}
-    # Each floor beside the runs set against it: the protocol floor's ratio sees the
-    # same machine as the service's.
-    targets = [("service, 1 worker", service, {"RUST_LOG": "", "DUAL_AUTH__SERVER__WORKERS": "1"}),
-               ("floor, 1 worker", [floor], {**floor_env, "WORKERS": "1"}),
-               ("protocol floor, 1 worker", [protocol], {**floor_env, "WORKERS": "1"}),
-               ("service, 2 workers", service, {"RUST_LOG": ""}),
-               ("floor, 2 workers", [floor], {**floor_env, "WORKERS": ""}),
-               ("protocol floor, 2 workers", [protocol], {**floor_env, "WORKERS": ""})]
     before = os.environ.get("BEFORE_BIN")
-    if before:
-        before_cmd = [before, "serve", "--config", f"{work}/service.toml"]
-        targets[1:1] = [("before, 1 worker", before_cmd, targets[0][2])]
-        targets[5:5] = [("before, 2 workers", before_cmd, targets[4][2])]
+    # Each floor beside the runs set against it: every ratio sees the same machine.
+    targets = []
+    for workers, service_env, floor_workers in (("1 worker", {"DUAL_AUTH__SERVER__WORKERS": "1"}, "1"),
+                                                ("2 workers", {}, "")):
+        service_env = {"RUST_LOG": "", **service_env}
+        targets.append((f"service, {workers}", service, service_env))
+        if before:
+            targets.append((f"before, {workers}", [before, *service[1:]], service_env))
+        targets += [(f"floor, {workers}", [floor], {**floor_env, "WORKERS": floor_workers}),
+                    (f"protocol floor, {workers}", [protocol], {**floor_env, "WORKERS": floor_workers})]
     cpu = {name: [] for name, *_ in targets}
     try:
         assert_protocol_floor_signs(protocol, port, check_port)
@@ -557,23 +555,24 @@ def floor_pairs():
           f"-d{DURATION}s, {ROUNDS} rounds, medians)")
     out = []
     for workers in ("1 worker", "2 workers"):
-        s, f = cpu[f"service, {workers}"], cpu[f"floor, {workers}"]
-        p = cpu[f"protocol floor, {workers}"]
-        ratios = [a / b for a, b in zip(s, f)]
-        p_ratios = [a / b for a, b in zip(p, f)]
-        out.append({"workers": workers, "service_us": med(s), "floor_us": med(f), "ratios": ratios,
-                    "median_ratio": med(ratios), "protocol_floor_us": med(p),
-                    "protocol_ratios": p_ratios, "protocol_median_ratio": med(p_ratios)})
-        print(f"{workers:<10} service {med(s):6.1f}  floor {med(f):6.1f}  each round: "
-              + " ".join(f"{x:.2f}" for x in ratios) + f"  median ratio {med(ratios):.3f}")
-        print(f"{'':<10} protocol floor {med(p):6.1f}  each round: "
-              + " ".join(f"{x:.2f}" for x in p_ratios) + f"  median ratio to the floor {med(p_ratios):.3f}")
-        if before:
-            b = cpu[f"before, {workers}"]
-            b_ratios = [a / c for a, c in zip(b, f)]
-            out[-1].update({"before_us": med(b), "before_ratios": b_ratios, "before_median_ratio": med(b_ratios)})
-            print(f"{'':<10} BEFORE_BIN {med(b):6.1f}  each round: "
-                  + " ".join(f"{x:.2f}" for x in b_ratios) + f"  median ratio to the floor {med(b_ratios):.3f}")
+        f = cpu[f"floor, {workers}"]
+        row = {"workers": workers, "floor_us": med(f)}
+        # Each as round-by-round ratios to the floor: (target, json keys' names, printed label).
+        for target, us_key, prefix, label in (("service", "service_us", "", "service"),
+                                              ("protocol floor", "protocol_floor_us", "protocol_", "protocol floor"),
+                                              ("before", "before_us", "before_", "BEFORE_BIN")):
+            if target == "before" and not before:
+                continue
+            xs = cpu[f"{target}, {workers}"]
+            ratios = [a / b for a, b in zip(xs, f)]
+            row.update({us_key: med(xs), f"{prefix}ratios": ratios, f"{prefix}median_ratio": med(ratios)})
+            each = " ".join(f"{x:.2f}" for x in ratios)
+            if target == "service":
+                print(f"{workers:<10} service {med(xs):6.1f}  floor {med(f):6.1f}  each round: {each}"
+                      f"  median ratio {med(ratios):.3f}")
+            else:
+                print(f"{'':<10} {label} {med(xs):6.1f}  each round: {each}  median ratio to the floor {med(ratios):.3f}")
+        out.append(row)
     print("json: " + json.dumps(out))
 
 
