@@ -289,11 +289,11 @@ async fn prepare<'a>(
     let server = &live.settings.server;
     let body = read_body(req, payload, server.max_body_bytes, server.body_timeout).await?;
     let headers = forwarded_headers(
-        |name| req.headers().get_all(name).map(|v| v.as_bytes()).collect(),
+        |name| super::header_values(req.headers(), name),
         req.peer_addr().map(|a| a.ip()),
         &server.trusted_proxies,
         &live.settings.session_check.forward_headers,
-        req.extensions().get::<RequestId>().map_or("", |r| r.0.as_str()),
+        req.extensions().get::<RequestId>().map_or(b"", RequestId::as_bytes),
     )?;
     let user_agent = req
         .headers()

@@ -10,6 +10,10 @@ pub use auth::route as auth;
 pub use cors::cors_middleware;
 pub use request_id::{RequestId, record, request_id_middleware};
 
+use actix_web::http::header::{AUTHORIZATION, COOKIE, HeaderMap, HeaderName};
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 /// The client a request is charged to (rate limit, in-flight and webhook-reader
 /// shares): the peer, or the right-most untrusted hop when the peer is a
 /// trusted proxy (never a header a client could set to dodge its share).
@@ -18,8 +22,18 @@ pub(crate) fn client_address(
     trusted_proxies: &[ipnet::IpNet],
 ) -> std::net::IpAddr {
     let peer = req.peer_addr().map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
-    const X_FORWARDED_FOR: actix_web::http::header::HeaderName =
-        actix_web::http::header::HeaderName::from_static("x-forwarded-for");
-    let xff = || req.headers().get_all(&X_FORWARDED_FOR).map(|v| v.as_bytes()).collect();
+    let xff = || header_values(req.headers(), X_FORWARDED_FOR.as_str());
     crate::session_check::client_ip(peer, xff, trusted_proxies)
+}
+
+/// Every value of the header `name` (lowercase). The names every check asks for
+/// are looked up by constant: a lookup by string parses the name each time.
+pub(crate) fn header_values<'r>(headers: &'r HeaderMap, name: &str) -> Vec<&'r [u8]> {
+    let values = match name {
+        "cookie" => headers.get_all(COOKIE),
+        "authorization" => headers.get_all(AUTHORIZATION),
+        "x-forwarded-for" => headers.get_all(X_FORWARDED_FOR),
+        other => headers.get_all(other),
+    };
+    values.map(|v| v.as_bytes()).collect()
 }

@@ -16,8 +16,20 @@ use actix_web::{
 use std::borrow::Cow;
 use tracing::Instrument;
 
+/// The request's id, in the request's extensions while it is handled; then
+/// moved, not copied, into the answer's `X-Request-Id`.
 #[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    /// Well formed or ours, so always text.
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().unwrap_or_default()
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
 
 /// A name, not a `&str`: a lookup by string parses it (and copies a custom one) each time.
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -34,23 +46,26 @@ pub async fn request_id_middleware(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let mut inbound = req.headers().get_all(&X_REQUEST_ID);
-    let id = match (inbound.next(), inbound.next()) {
-        (Some(v), None) => v.to_str().ok().filter(|s| well_formed(s)).map(str::to_owned),
+    let inbound = match (inbound.next(), inbound.next()) {
+        (Some(v), None) => v.to_str().is_ok_and(well_formed).then(|| v.clone()),
         _ => None,
-    }
-    .unwrap_or_else(|| {
-        uuid::Uuid::new_v4().hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).to_owned()
-    });
+    };
+    let id = RequestId(inbound.unwrap_or_else(|| {
+        let ours = uuid::Uuid::new_v4();
+        HeaderValue::from_str(ours.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()))
+            .expect("a UUID is a header value")
+    }));
     // Nothing from headers or body: the id is well formed or ours.
     let mut res = if crate::telemetry::traces::on() {
-        traced(req, next, &id).await?
+        traced(req, next, id).await?
     } else {
-        let span =
-            tracing::debug_span!("request", method = %req.method(), path = %req.path(), request_id = %id);
-        req.extensions_mut().insert(RequestId(id.clone()));
+        let span = tracing::debug_span!("request", method = %req.method(), path = %req.path(),
+            request_id = %id.as_str());
+        req.extensions_mut().insert(id);
         next.call(req).instrument(span).await?
     };
-    if let Ok(value) = HeaderValue::from_str(&id) {
+    let id = res.request().extensions_mut().remove::<RequestId>();
+    if let Some(RequestId(value)) = id {
         res.headers_mut().insert(X_REQUEST_ID, value);
     }
     Ok(res)
@@ -61,7 +76,7 @@ pub async fn request_id_middleware(
 async fn traced<B: MessageBody>(
     req: ServiceRequest,
     next: Next<B>,
-    id: &str,
+    id: RequestId,
 ) -> Result<ServiceResponse<B>, actix_web::Error> {
     use crate::telemetry::traces::{RequestTrace, with_trace};
     let trace = RequestTrace::start(
@@ -75,10 +90,10 @@ async fn traced<B: MessageBody>(
         |a| {
             a.add("http.request.method", method(&req));
             a.add("http.route", &route(&req));
-            a.add("request_id", id);
+            a.add("request_id", id.as_str());
         },
     );
-    req.extensions_mut().insert(RequestId(id.to_owned()));
+    req.extensions_mut().insert(id);
     let Some(trace) = trace else { return next.call(req).await };
     let res = with_trace(trace.clone(), next.call(req)).await;
     if let Ok(res) = &res {

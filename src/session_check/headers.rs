@@ -44,7 +44,7 @@ pub fn forwarded_headers<'a>(
     peer: Option<IpAddr>,
     trusted_proxies: &[IpNet],
     extra: &[HeaderName],
-    request_id: &str,
+    request_id: &[u8],
 ) -> Result<ForwardedHeaders, HeaderError> {
     let mut out = Vec::with_capacity(4 + extra.len());
     let cookies = inbound(COOKIE.as_str());
@@ -68,7 +68,7 @@ pub fn forwarded_headers<'a>(
         write_ip(&mut xff, peer);
         out.push((X_FORWARDED_FOR, xff));
     }
-    out.push((X_REQUEST_ID, request_id.as_bytes().to_vec()));
+    out.push((X_REQUEST_ID, request_id.to_vec()));
     Ok(ForwardedHeaders(out))
 }
 
@@ -136,7 +136,7 @@ mod tests {
             Some(peer.parse().unwrap()),
             &trusted,
             &extra,
-            "rid-1",
+            b"rid-1",
         )
     }
 

@@ -26,7 +26,8 @@ use std::{
 use tokio::sync::OnceCell;
 
 /// A check's fields, length-prefixed and joined: equal keys, identical checks.
-pub type Key = Box<[u8]>;
+/// Shared, as the in-flight map and the caller both hold it.
+pub type Key = Arc<[u8]>;
 /// A remembered decision's key: the SHA-256 digest of a `Key`.
 type CacheKey = [u8; 32];
 type Shared = Arc<OnceCell<Result<HostAnswer, HostError>>>;
@@ -74,7 +75,7 @@ pub fn key(request: &CheckRequest<'_>, headers: &ForwardedHeaders, across_addres
         field(&mut k, name.as_str().as_bytes());
         field(&mut k, value);
     }
-    k.into_boxed_slice()
+    k.into()
 }
 
 fn digest(key: &[u8]) -> CacheKey {
@@ -213,7 +214,7 @@ mod tests {
             xff_peer.parse().ok(),
             &[],
             &[],
-            "rid",
+            b"rid",
         )
         .unwrap()
     }
@@ -258,17 +259,17 @@ mod tests {
         for i in 0..3u8 {
             // Cancelled mid-call, as when the client resets the connection.
             let _ =
-                tokio::time::timeout(Duration::from_millis(10), shared.run(Box::new([i; 32]), slow)).await;
+                tokio::time::timeout(Duration::from_millis(10), shared.run(Arc::new([i; 32]), slow)).await;
         }
         assert_eq!(shared.in_flight(), 0);
         // max_entries = 2: a third distinct check in flight runs uncoalesced.
         let fast = || async { interpret(200, b"{}") };
-        let a = shared.run(Box::new([1; 32]), slow);
-        let b = shared.run(Box::new([2; 32]), slow);
+        let a = shared.run(Arc::new([1; 32]), slow);
+        let b = shared.run(Arc::new([2; 32]), slow);
         let c = async {
             tokio::time::sleep(Duration::from_millis(20)).await;
             assert_eq!(shared.in_flight(), 2);
-            shared.run(Box::new([3; 32]), fast).await
+            shared.run(Arc::new([3; 32]), fast).await
         };
         let _ = tokio::time::timeout(Duration::from_millis(200), futures_util::future::join3(a, b, c)).await;
         assert_eq!(shared.in_flight(), 0);
@@ -294,12 +295,12 @@ mod tests {
             interpret(200, b"{}")
         };
         let results =
-            futures_util::future::join_all((0..10).map(|_| shared.run(Box::new([7; 32]), call))).await;
+            futures_util::future::join_all((0..10).map(|_| shared.run(Arc::new([7; 32]), call))).await;
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(results.iter().filter(|r| r.1 == Source::Coalesced).count(), 9);
         assert!(results.iter().all(|r| r.0.is_ok()));
         // Nothing cached with TTL 0: the next call goes to the host again.
-        let _ = shared.run(Box::new([7; 32]), call).await;
+        let _ = shared.run(Arc::new([7; 32]), call).await;
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
@@ -314,26 +315,26 @@ mod tests {
                 interpret(status, b"{}")
             }
         };
-        let _ = shared.run(Box::new([1; 32]), answer(200)).await;
-        assert_eq!(shared.run(Box::new([1; 32]), answer(200)).await.1, Source::Cached);
-        let _ = shared.run(Box::new([2; 32]), answer(403)).await;
-        assert_eq!(shared.run(Box::new([2; 32]), answer(403)).await.1, Source::Cached);
+        let _ = shared.run(Arc::new([1; 32]), answer(200)).await;
+        assert_eq!(shared.run(Arc::new([1; 32]), answer(200)).await.1, Source::Cached);
+        let _ = shared.run(Arc::new([2; 32]), answer(403)).await;
+        assert_eq!(shared.run(Arc::new([2; 32]), answer(403)).await.1, Source::Cached);
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert_eq!(
-            shared.run(Box::new([2; 32]), answer(403)).await.1,
+            shared.run(Arc::new([2; 32]), answer(403)).await.1,
             Source::Called,
             "denial expired first"
         );
-        assert_eq!(shared.run(Box::new([1; 32]), answer(200)).await.1, Source::Cached, "grant still cached");
-        let _ = shared.run(Box::new([3; 32]), answer(500)).await;
+        assert_eq!(shared.run(Arc::new([1; 32]), answer(200)).await.1, Source::Cached, "grant still cached");
+        let _ = shared.run(Arc::new([3; 32]), answer(500)).await;
         assert_eq!(
-            shared.run(Box::new([3; 32]), answer(500)).await.1,
+            shared.run(Arc::new([3; 32]), answer(500)).await.1,
             Source::Called,
             "errors are not cached"
         );
         // Bounded: max_entries = 2 live entries; a third grant is not stored.
-        let _ = shared.run(Box::new([4; 32]), answer(200)).await;
-        assert_eq!(shared.run(Box::new([4; 32]), answer(200)).await.1, Source::Called);
+        let _ = shared.run(Arc::new([4; 32]), answer(200)).await;
+        assert_eq!(shared.run(Arc::new([4; 32]), answer(200)).await.1, Source::Called);
         assert_eq!(calls.load(Ordering::SeqCst), 7);
     }
 }
