@@ -88,15 +88,11 @@ impl Application {
             crate::failover::task::spawn(state.clone().into_inner());
         }
         let app_state = state.clone();
-        let mut server = HttpServer::new(move || {
-            App::new()
-                .app_data(app_state.clone())
-                .configure(configure_routes)
-                .wrap(from_fn(routes::request_id_middleware))
-        })
-        .shutdown_timeout(server_settings.shutdown_timeout.as_secs())
-        .client_request_timeout(server_settings.header_timeout)
-        .listen(listener)?;
+        let mut server =
+            HttpServer::new(move || App::new().app_data(app_state.clone()).configure(configure_routes))
+                .shutdown_timeout(server_settings.shutdown_timeout.as_secs())
+                .client_request_timeout(server_settings.header_timeout)
+                .listen(listener)?;
         if let Some(n) = server_settings.workers {
             server = server.workers(n);
         }
@@ -190,9 +186,15 @@ fn configured(feature: fn(&Settings) -> bool) -> impl actix_web::guard::Guard {
 /// Metrics and the status page are on the admin listener only.
 pub fn configure_routes(cfg: &mut web::ServiceConfig) {
     // First: the hot path then matches on its first, static, prefix. The scope's
-    // one service tells /auth/{app} from /auth/{app}/user and runs the CORS
-    // gate itself (routes::auth).
+    // one service tells /auth/{app} from /auth/{app}/user and gives the request
+    // its id and span and runs the CORS gate itself (routes::auth).
     cfg.service(web::scope("/auth").default_service(web::to(routes::auth)));
+    // Every other route, and the 404, under the request-id middleware.
+    cfg.service(web::scope("").wrap(from_fn(routes::request_id_middleware)).configure(other_routes));
+}
+
+/// The public listener's routes but `/auth`.
+fn other_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(routes::healthz)).route("/readyz", web::get().to(routes::readyz));
     crate::publish::configure(cfg, configured(|s| s.publish.is_some()));
     cfg.service(

@@ -21,7 +21,7 @@ use crate::{
     state::{AppState, Live},
 };
 use actix_web::{
-    HttpMessage, HttpRequest, HttpResponse, ResponseError,
+    HttpRequest, HttpResponse, ResponseError,
     http::{Method, StatusCode, header},
     web,
 };
@@ -283,6 +283,7 @@ async fn prepare<'a>(
     live: &'a Live,
     app_name: &str,
     payload: web::Payload,
+    id: &RequestId,
 ) -> Result<Prepared<'a>, AuthError> {
     let app =
         live.settings.app(app_name).ok_or_else(|| AuthError::UnknownApp(crate::pusher::quote(app_name)))?;
@@ -293,7 +294,7 @@ async fn prepare<'a>(
         req.peer_addr().map(|a| a.ip()),
         &server.trusted_proxies,
         &live.settings.session_check.forward_headers,
-        req.extensions().get::<RequestId>().map_or(b"", RequestId::as_bytes),
+        id.as_bytes(),
     )?;
     let user_agent = req
         .headers()
@@ -321,18 +322,24 @@ fn auth_path(rest: &str) -> Option<(String, bool)> {
     Some((percent_encoding::percent_decode_str(segment).decode_utf8_lossy().into_owned(), user))
 }
 
-/// The `/auth` scope's one service: the CORS gate first (inline, not a
-/// middleware layer: one boxed future less per authorization), then 404 off the
-/// two routes, 405 for other methods. One config snapshot serves the whole
-/// request, the gate and the answer (a reload between them changes neither).
+/// The `/auth` scope's one service. It runs inline what middleware layers do
+/// for the other routes (one boxed future less per authorization for each):
+/// the request's id and span, then the CORS gate; then 404 off the two routes,
+/// 405 for other methods. One config snapshot serves the whole request, the
+/// gate and the answer (a reload between them changes neither).
 pub async fn route(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
-    let live = state.live();
-    let pass = match super::cors::gate(&req, &live, &state.metrics) {
-        super::cors::Gate::Answered(res) => return res,
-        super::cors::Gate::Pass(pass) => pass,
-    };
-    let mut res = answer(req, payload, state, live).await.unwrap_or_else(|e| e.error_response());
-    pass.finish(res.headers_mut());
+    let started = super::request_id::start(&req);
+    let served = super::request_id::serve(started, async move |id| {
+        let live = state.live();
+        let pass = match super::cors::gate(&req, &live, &state.metrics) {
+            super::cors::Gate::Answered(res) => return Ok::<_, std::convert::Infallible>(res),
+            super::cors::Gate::Pass(pass) => pass,
+        };
+        let mut res = answer(req, payload, state, live, id).await.unwrap_or_else(|e| e.error_response());
+        pass.finish(res.headers_mut());
+        Ok(res)
+    });
+    let Ok(res) = served.await;
     res
 }
 
@@ -341,6 +348,7 @@ async fn answer(
     payload: web::Payload,
     state: web::Data<AppState>,
     live: Arc<Live>,
+    id: &RequestId,
 ) -> Result<HttpResponse, AuthError> {
     let Some((app_name, user)) = auth_path(req.match_info().unprocessed()) else {
         return Ok(crate::error::json_error(StatusCode::NOT_FOUND, "not_found", "no such route"));
@@ -353,9 +361,9 @@ async fn answer(
         ));
     }
     if user {
-        user_auth(req, app_name, payload, state, live).await
+        user_auth(req, app_name, payload, state, live, id).await
     } else {
-        channel_auth(req, app_name, payload, state, live).await
+        channel_auth(req, app_name, payload, state, live, id).await
     }
 }
 
@@ -365,10 +373,11 @@ async fn channel_auth(
     payload: web::Payload,
     state: web::Data<AppState>,
     live: Arc<Live>,
+    id: &RequestId,
 ) -> Result<HttpResponse, AuthError> {
     let metrics = &state.metrics;
     let prepared = async {
-        let prepared = prepare(&req, &live, &app_name, payload).await?;
+        let prepared = prepare(&req, &live, &app_name, payload, id).await?;
         let max_batch = live.settings.server.max_batch_channels;
         let request = parse_channel_request(content_type(&req), &prepared.body, max_batch)?;
         Ok((prepared, request))
@@ -435,10 +444,11 @@ async fn user_auth(
     payload: web::Payload,
     state: web::Data<AppState>,
     live: Arc<Live>,
+    id: &RequestId,
 ) -> Result<HttpResponse, AuthError> {
     let metrics = &state.metrics;
     let result = async {
-        let prepared = prepare(&req, &live, &app_name, payload).await?;
+        let prepared = prepare(&req, &live, &app_name, payload, id).await?;
         let request = parse_user_request(content_type(&req), &prepared.body)?;
         let ctx = prepared.ctx(&state, &request.socket_id, &request.params);
         let identity = ctx.ask_host(CheckKind::User, None).await?;

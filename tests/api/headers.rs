@@ -93,6 +93,50 @@ async fn malformed_request_ids_are_replaced() {
     assert_eq!(got.headers.get("x-request-id").unwrap().to_str().unwrap(), echoed);
 }
 
+/// `/auth` gives a request its id itself, every other route through a middleware:
+/// each kind of answer on either side echoes the caller's id, or a fresh one.
+#[tokio::test]
+async fn every_answer_carries_a_request_id() {
+    let app = spawn_app().await;
+    allow_all(&app).await;
+    let id =
+        |res: &reqwest::Response| res.headers().get("x-request-id").map(|v| v.to_str().unwrap().to_owned());
+    let ours = [("x-request-id", "rid-echo-1")];
+    let requests = [
+        ("POST", "/auth/new", 200),
+        ("POST", "/auth/nope", 404),
+        ("GET", "/auth/new", 405),
+        ("POST", "/auth", 404),
+        ("GET", "/healthz", 200),
+        ("GET", "/no-such-route", 404),
+        ("POST", "/webhooks", 404), // a feature not configured
+        ("GET", "/authx", 404),
+    ];
+    for (method, path, status) in requests {
+        for given in [&ours[..], &[]] {
+            let res = app
+                .client
+                .request(method.parse().unwrap(), format!("{}{path}", app.address))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .headers(given.iter().map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap())).collect())
+                .body(REQ)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status().as_u16(), status, "{method} {path}");
+            let echoed = id(&res).unwrap_or_else(|| panic!("{method} {path}: no X-Request-Id"));
+            match given {
+                [] => assert_eq!(echoed.len(), 36, "{method} {path}: a fresh UUID"),
+                _ => assert_eq!(echoed, "rid-echo-1", "{method} {path}"),
+            }
+        }
+    }
+    // A refusal by the CORS gate, before anything else of /auth runs.
+    let res = app.post_form_with("/auth/new", REQ, &[("origin", "https://evil.example")]).await;
+    assert_eq!(res.status().as_u16(), 403);
+    assert_eq!(id(&res).map(|v| v.len()), Some(36));
+}
+
 #[tokio::test]
 async fn userinfo_in_the_session_check_url_is_sent_as_basic_auth() {
     let host = wiremock::MockServer::start().await;
