@@ -398,7 +398,10 @@ fn basic_auth(url: &url::Url) -> anyhow::Result<Option<HeaderValue>> {
 /// The `check_id` of a JSON object body, if it has one (looked for only when
 /// the bytes name it, so hosts that do not send it pay nothing).
 fn body_check_id(body: &[u8]) -> Option<String> {
-    memchr::memmem::find(body, b"\"check_id\"")?;
+    // Built once: `memmem::find` builds its searcher on every call.
+    static NAME: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"check_id\""));
+    NAME.find(body)?;
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     match value.get("check_id") {
         Some(serde_json::Value::String(s)) => Some(s.clone()),
