@@ -3,6 +3,9 @@
 //! (`Dalvik/…`, `okhttp/…`), Node, plus an optional `client_version` param the
 //! app sends. Only the group is kept, never the raw User-Agent.
 
+use memchr::memmem::Finder;
+use std::sync::LazyLock;
+
 /// At most this many characters of an app-supplied name or version.
 const MAX_PART: usize = 32;
 /// A major version longer than this is not one (Chrome's is 3 digits): a
@@ -16,8 +19,42 @@ fn clean(s: &str) -> String {
     s.chars().filter(|c| c.is_ascii_alphanumeric() || "._- ".contains(*c)).take(MAX_PART).collect()
 }
 
-fn major_after<'a>(ua: &'a str, token: &str) -> Option<&'a str> {
-    let rest = &ua[ua.find(token)? + token.len()..];
+/// The tokens looked for, each searcher built once: `str::find` builds one per
+/// call, which for a browser's User-Agent came to about 3k instructions per
+/// authorization (docs/performance.md#instructions).
+struct Tokens {
+    cfnetwork: Finder<'static>,
+    android: Finder<'static>,
+    okhttp: Finder<'static>,
+    edge: Finder<'static>,
+    opera: Finder<'static>,
+    firefox: Finder<'static>,
+    chrome: Finder<'static>,
+    safari: Finder<'static>,
+    version: Finder<'static>,
+    node: Finder<'static>,
+}
+
+static TOKENS: LazyLock<Tokens> = LazyLock::new(|| Tokens {
+    cfnetwork: Finder::new(" CFNetwork/"),
+    android: Finder::new("Android "),
+    okhttp: Finder::new("okhttp/"),
+    edge: Finder::new("Edg/"),
+    opera: Finder::new("OPR/"),
+    firefox: Finder::new("Firefox/"),
+    chrome: Finder::new("Chrome/"),
+    safari: Finder::new("Safari/"),
+    version: Finder::new("Version/"),
+    node: Finder::new("Node.js"),
+});
+
+fn contains(ua: &str, token: &Finder) -> bool {
+    token.find(ua.as_bytes()).is_some()
+}
+
+fn major_after<'a>(ua: &'a str, token: &Finder) -> Option<&'a str> {
+    // The needle is ASCII, so the index after it is a char boundary.
+    let rest = &ua[token.find(ua.as_bytes())? + token.needle().len()..];
     let major = rest.split(|c: char| !c.is_ascii_digit()).next()?;
     (1..=MAX_MAJOR_DIGITS).contains(&major.len()).then_some(major)
 }
@@ -27,30 +64,30 @@ pub fn group(user_agent: Option<&str>, client_version: Option<&str>) -> String {
     let ua = user_agent.unwrap_or("").trim();
     let base = if ua.is_empty() {
         "no User-Agent (Node?)".to_owned()
-    } else if let Some(rest) = ua.split_once(" CFNetwork/").map(|(app, _)| app) {
+    } else if let Some(rest) = TOKENS.cfnetwork.find(ua.as_bytes()).map(|at| &ua[..at]) {
         // `AppName/1.2.3 CFNetwork/1410.0.3 Darwin/22.6.0`
         let (name, version) = rest.rsplit_once('/').unwrap_or((rest, ""));
         format!("iOS app {} {}", clean(name), clean(version)).trim_end().to_owned()
     } else if ua.starts_with("Dalvik/") {
-        match major_after(ua, "Android ") {
+        match major_after(ua, &TOKENS.android) {
             Some(v) => format!("Android {v} (Dalvik)"),
             None => "Android (Dalvik)".into(),
         }
     } else if ua.starts_with("okhttp/") {
-        format!("Android okhttp {}", major_after(ua, "okhttp/").unwrap_or("?"))
-    } else if let Some(v) = major_after(ua, "Edg/") {
+        format!("Android okhttp {}", major_after(ua, &TOKENS.okhttp).unwrap_or("?"))
+    } else if let Some(v) = major_after(ua, &TOKENS.edge) {
         format!("Edge {v}")
-    } else if let Some(v) = major_after(ua, "OPR/") {
+    } else if let Some(v) = major_after(ua, &TOKENS.opera) {
         format!("Opera {v}")
-    } else if let Some(v) = major_after(ua, "Firefox/") {
+    } else if let Some(v) = major_after(ua, &TOKENS.firefox) {
         format!("Firefox {v}")
-    } else if let Some(v) = major_after(ua, "Chrome/") {
+    } else if let Some(v) = major_after(ua, &TOKENS.chrome) {
         format!("Chrome {v}")
-    } else if ua.contains("Safari/")
-        && let Some(v) = major_after(ua, "Version/")
+    } else if contains(ua, &TOKENS.safari)
+        && let Some(v) = major_after(ua, &TOKENS.version)
     {
         format!("Safari {v}")
-    } else if ua.starts_with("node") || ua.contains("Node.js") || ua.starts_with("undici") {
+    } else if ua.starts_with("node") || contains(ua, &TOKENS.node) || ua.starts_with("undici") {
         "Node".into()
     } else {
         "other".into()
