@@ -27,6 +27,8 @@ safety; what the service costs over it is what its safety and operations cost.
                                      # exchange, the service over TCP and over a Unix socket
     python3 bench/load.py --instructions  # user-space instructions per authorization
                                      # (callgrind): repeatable where CPU time is not
+    BENCH_USER_AGENT="Mozilla/5.0 ..." python3 bench/load.py [--instructions]  # each request
+                                     # with that User-Agent (none by default)
     SERVICE_BIN=/path/to/other/build python3 bench/load.py [--instructions]  # before/after
     python3 bench/load.py --tracing  # CPU per authorization with [telemetry] absent, on at
                                      # sample_ratio 0, on at 1 (exported to an OTLP stub);

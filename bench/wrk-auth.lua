@@ -10,13 +10,20 @@ function setup(thread)
 end
 
 local path = os.getenv("WRK_PATH") or "/auth/new"
+-- BENCH_USER_AGENT: a browser's User-Agent on every request (none by default,
+-- as the recorded figures were measured).
+local user_agent = os.getenv("BENCH_USER_AGENT")
 local n = 0
 function request()
   n = n + 1
   local prefix = (n % 2 == 0) and "presence-bench-" or "private-bench-"
   local body = "socket_id=" .. n .. "." .. tid .. "&channel_name=" .. prefix .. tid .. "-" .. n
-  return wrk.format("POST", path, {
+  local headers = {
     ["Content-Type"] = "application/x-www-form-urlencoded",
     ["Cookie"] = "session=bench-" .. tid .. "-" .. n,
-  }, body)
+  }
+  if user_agent then
+    headers["User-Agent"] = user_agent
+  end
+  return wrk.format("POST", path, headers, body)
 end
