@@ -167,12 +167,6 @@ fn limit_receive_buffer(listener: &TcpListener) -> std::io::Result<()> {
     socket2::SockRef::from(listener).set_recv_buffer_size(RECEIVE_BUFFER_BYTES)
 }
 
-fn not_found() -> actix_web::Route {
-    web::to(|| async {
-        crate::error::json_error(actix_web::http::StatusCode::NOT_FOUND, "not_found", "no such route")
-    })
-}
-
 /// Matches only while `feature` is configured: an unconfigured feature's routes
 /// answer the plain 404, before a body byte is read. A guard rather than
 /// conditional mounting, so a reload that adds the section turns them on.
@@ -191,6 +185,10 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::scope("/auth").default_service(web::to(routes::auth)));
     // Every other route, and the 404, under the request-id middleware.
     cfg.service(web::scope("").wrap(from_fn(routes::request_id_middleware)).configure(other_routes));
+    // What neither scope matches (`OPTIONS *`). A scope nested below inherits
+    // this default unless it names its own (`routes::not_found`), as it must:
+    // this one gives the request its id and span, which the middleware has done.
+    cfg.default_service(web::to(routes::unmatched));
 }
 
 /// The public listener's routes but `/auth`.
@@ -214,7 +212,7 @@ fn other_routes(cfg: &mut web::ServiceConfig) {
             .guard(configured(|s| s.webhooks.is_some()))
             .route(web::post().to(crate::webhooks::routes::receive)),
     );
-    cfg.default_service(not_found());
+    cfg.default_service(routes::not_found());
 }
 
 /// The admin listener: health, metrics and the migration status; never the auth routes.
@@ -226,5 +224,5 @@ pub fn configure_admin_routes(cfg: &mut web::ServiceConfig) {
         .route("/status.html", web::get().to(crate::status::status_page))
         .route("/admin/failover", web::get().to(crate::failover::routes::show))
         .route("/admin/failover", web::post().to(crate::failover::routes::act))
-        .default_service(not_found());
+        .default_service(routes::not_found());
 }

@@ -147,6 +147,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, configured: impl actix_web::guard
             .route("/channels", web::get().to(query))
             .route("/channels/{channel}", web::get().to(query))
             .route("/channels/{channel}/users", web::get().to(query))
-            .route("/users/{user_id}/terminate_connections", web::post().to(terminate)),
+            .route("/users/{user_id}/terminate_connections", web::post().to(terminate))
+            // Its own: the application's default gives a request its id again.
+            .default_service(crate::routes::not_found()),
     );
 }

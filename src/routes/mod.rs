@@ -12,6 +12,24 @@ pub use request_id::{RequestId, record, request_id_middleware};
 
 use actix_web::http::header::{AUTHORIZATION, COOKIE, HeaderMap, HeaderName};
 
+/// The JSON 404 of a path no route serves.
+pub fn not_found() -> actix_web::Route {
+    actix_web::web::to(|| async { not_found_answer() })
+}
+
+fn not_found_answer() -> actix_web::HttpResponse {
+    crate::error::json_error(actix_web::http::StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// The 404 of a request no scope matches (`OPTIONS *`, whose path has no
+/// leading `/`), with its id and span as every other answer.
+pub async fn unmatched(req: actix_web::HttpRequest) -> actix_web::HttpResponse {
+    let started = request_id::start(&req);
+    let Ok(res) =
+        request_id::serve(started, async |_| Ok::<_, std::convert::Infallible>(not_found_answer())).await;
+    res
+}
+
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The client a request is charged to (rate limit, in-flight and webhook-reader

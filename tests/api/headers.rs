@@ -1,6 +1,7 @@
 //! What the host sees of the browser's request: an allowlist, nothing more.
 use crate::helpers::*;
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wiremock::{Mock, ResponseTemplate, matchers::path};
 
 const REQ: &str = "socket_id=1.1&channel_name=private-a";
@@ -108,6 +109,7 @@ async fn every_answer_carries_a_request_id() {
         ("GET", "/auth/new", 405),
         ("POST", "/auth", 404),
         ("GET", "/healthz", 200),
+        ("POST", "/healthz", 404), // the method is part of the route
         ("GET", "/no-such-route", 404),
         ("POST", "/webhooks", 404), // a feature not configured
         ("GET", "/authx", 404),
@@ -135,6 +137,16 @@ async fn every_answer_carries_a_request_id() {
     let res = app.post_form_with("/auth/new", REQ, &[("origin", "https://evil.example")]).await;
     assert_eq!(res.status().as_u16(), 403);
     assert_eq!(id(&res).map(|v| v.len()), Some(36));
+
+    // The asterisk form matches no route scope (its path has no leading `/`).
+    let mut s = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://")).await.unwrap();
+    s.write_all(b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    let head = answer.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 404"), "{answer}");
+    assert_eq!(head.matches("\r\nx-request-id: ").count(), 1, "{answer}");
+    assert!(answer.contains(r#""code":"not_found""#), "{answer}");
 }
 
 #[tokio::test]

@@ -198,6 +198,18 @@ async fn queries_are_merged_across_apps() {
     assert_signed_for(&f.new, "2222", NEW_KEY, NEW_SECRET).await;
 }
 
+/// A path under the publish scope that no route serves: the JSON 404 with
+/// exactly one request id, as anywhere else.
+#[tokio::test]
+async fn an_unknown_path_under_the_publish_scope_is_the_json_404() {
+    let f = spawn_fanout("").await;
+    let res = f.app.client.get(format!("{}/apps/dual/nope", f.app.address)).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 404);
+    assert_eq!(res.headers().get_all("x-request-id").iter().count(), 1);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
+}
+
 #[tokio::test]
 async fn without_a_publish_section_the_surface_is_404() {
     let app = spawn_app().await;
