@@ -159,9 +159,19 @@ async fn a_browsers_trace_is_continued_to_the_host_and_exported() {
     let incoming = format!("00-{TRACE}-{BROWSER_SPAN}-01");
     let res = auth(service.port, "private-a", Some(&incoming)).await;
     assert_eq!(res.status(), 200);
+    let request_id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
     let answer: serde_json::Value = res.json().await.unwrap();
     let signature = answer["auth"].as_str().unwrap().split_once(':').unwrap().1.to_owned();
     assert_eq!(auth(service.port, "private-denied", Some(&incoming)).await.status(), 403);
+    // A route outside /auth (its id and span come from a middleware, /auth's from its handler).
+    let health = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}/healthz", service.port))
+        .header("traceparent", &incoming)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let health_id = health.headers()["x-request-id"].to_str().unwrap().to_owned();
 
     // The host got the check's own span as its parent, in the browser's trace.
     let sent = host_traceparents(&host).await;
@@ -188,7 +198,7 @@ async fn a_browsers_trace_is_continued_to_the_host_and_exported() {
         let checks = all.iter().filter(|s| s.name == "session_check").count();
         let servers = all.iter().filter(|s| s.parent_span_id == hex::decode(BROWSER_SPAN).unwrap()).count();
         // Two exports at least: the first is refused (503) and sent again.
-        if checks >= 2 && servers >= 2 && bodies.len() >= 2 {
+        if checks >= 2 && servers >= 3 && bodies.len() >= 2 {
             break (bodies, requests);
         }
         assert!(Instant::now() < deadline, "not exported in time: {all:#?}\n{}", service.log_text());
@@ -221,6 +231,15 @@ async fn a_browsers_trace_is_continued_to_the_host_and_exported() {
     assert_eq!(attribute(request, "app").as_deref(), Some("new"));
     assert_eq!(attribute(request, "kind").as_deref(), Some("private"));
     assert_eq!(attribute(request, "http.response.status_code").as_deref(), Some("200"));
+    assert_eq!(attribute(request, "request_id"), Some(request_id), "the answer's X-Request-Id");
+    let health = all
+        .iter()
+        .find(|s| s.name == "GET /healthz")
+        .unwrap_or_else(|| panic!("no span for /healthz: {all:#?}"));
+    assert_eq!(hex_of(&health.parent_span_id), BROWSER_SPAN);
+    assert_eq!(attribute(health, "http.route").as_deref(), Some("/healthz"));
+    assert_eq!(attribute(health, "http.response.status_code").as_deref(), Some("200"));
+    assert_eq!(attribute(health, "request_id"), Some(health_id));
     let denied = all
         .iter()
         .find(|s| {
