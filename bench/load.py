@@ -340,20 +340,21 @@ STRING_LOOPS = {} if os.environ.get("COUNT_REP_BYTES") else {"GLIBC_TUNABLES": "
     f"glibc.cpu.x86_rep_{op}_threshold=0x7fffffffffffffff" for op in ("stosb", "movsb"))}
 
 
-def check_string_loops():
-    """Fails loudly if valgrind still counts a memset by the byte (the tunable ignored):
-    the figures would silently include it."""
+def need_callgrind():
+    """valgrind, and a check that it counts a memset as loops (`STRING_LOOPS`): fails
+    loudly if it still counts one by the byte (the tunable ignored), as the figures
+    would silently include it."""
+    need("valgrind", "valgrind")
     if not STRING_LOOPS:
         return
     python = os.path.realpath(sys.executable)
     counts = []
-    for size in (1 << 22, 1 << 24):
-        out = tempfile.mktemp(prefix="dual-auth-memset-", suffix=".cg")
-        run = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", python, "-S",
-                              "-c", f"b'\\x01' * {size}"], env={**os.environ, **STRING_LOOPS},
-                             capture_output=True, text=True, check=True)
-        counts.append(int(re.search(r"Collected : (\d+)", run.stderr).group(1)))
-        os.unlink(out)
+    with tempfile.TemporaryDirectory(prefix="dual-auth-memset-") as work:
+        for size in (1 << 22, 1 << 24):
+            run = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={work}/cg.out", python,
+                                  "-S", "-c", f"b'\\x01' * {size}"], env={**os.environ, **STRING_LOOPS},
+                                 capture_output=True, text=True, check=True)
+            counts.append(int(re.search(r"Collected : (\d+)", run.stderr).group(1)))
     per_byte = (counts[1] - counts[0]) / ((1 << 24) - (1 << 22))
     if per_byte > 0.5:
         sys.exit(f"valgrind counts {per_byte:.2f} instructions per byte of a memset under "
@@ -433,8 +434,7 @@ def instructions():
     Startup is subtracted (a run answering one request). One worker; SHA-256 runs
     its portable code under valgrind (no SHA extensions), so hashing weighs more
     here than on the CPU."""
-    need("valgrind", "valgrind")
-    check_string_loops()
+    need_callgrind()
     need("nginx", "nginx-light")
     need("wrk", "wrk")
     binary, floor, protocol = build_auth_servers()
@@ -501,8 +501,7 @@ def tracing_cost():
     need("wrk", "wrk")
     counting = "--instructions" in sys.argv
     if counting:
-        need("valgrind", "valgrind")
-        check_string_loops()
+        need_callgrind()
     subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "pusher-dual-auth"], cwd=ROOT, check=True)
     work, check_port, nginx = start_nginx("dual-auth-tracing-")
     svc_port = free_port()

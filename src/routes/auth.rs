@@ -353,7 +353,7 @@ async fn answer(
     id: &RequestId,
 ) -> Result<HttpResponse, AuthError> {
     let Some((app_name, user)) = auth_path(req.match_info().unprocessed()) else {
-        return Ok(crate::error::json_error(StatusCode::NOT_FOUND, "not_found", "no such route"));
+        return Ok(super::not_found_answer());
     };
     if req.method() != Method::POST {
         return Ok(crate::error::json_error(

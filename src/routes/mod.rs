@@ -17,7 +17,7 @@ pub fn not_found() -> actix_web::Route {
     actix_web::web::to(|| async { not_found_answer() })
 }
 
-fn not_found_answer() -> actix_web::HttpResponse {
+pub(super) fn not_found_answer() -> actix_web::HttpResponse {
     crate::error::json_error(actix_web::http::StatusCode::NOT_FOUND, "not_found", "no such route")
 }
 
@@ -40,7 +40,7 @@ pub(crate) fn client_address(
     trusted_proxies: &[ipnet::IpNet],
 ) -> std::net::IpAddr {
     let peer = req.peer_addr().map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
-    let xff = || header_values(req.headers(), X_FORWARDED_FOR.as_str());
+    let xff = || req.headers().get_all(X_FORWARDED_FOR).map(|v| v.as_bytes()).collect();
     crate::session_check::client_ip(peer, xff, trusted_proxies)
 }
 
